@@ -1,0 +1,274 @@
+//! The directory: the one way to reach an entity. `send(key, msg)` and `call(key, msg)` find the
+//! entity's live incarnation (activating it through its kind supervisor on first use) and deliver.
+//!
+//! Delivery never loses a message to a race: a message enters an incarnation's [`Gate`] before it
+//! is sent, and an incarnation that is passivating or has crashed refuses the gate or the send;
+//! the directory then asks the supervisor for the next incarnation and retries. Today every
+//! owner is this node; the cluster layer will put a ring lookup in [`Directory::deliver`] and
+//! forward to the owner's directory, with the message encoded by the one codec.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorRef, MessagingErr};
+use serde::{Deserialize, Serialize};
+use serv_storage::Storage;
+use tokio::sync::oneshot;
+
+use crate::entity::{EntityMsg, ReplyTo};
+use crate::inspect::{ActorStats, Gate, RecordKind, Registry};
+use crate::supervisor::{KindMsg, NodeMsg, NodeSupervisor, Spawn, Spawner};
+use crate::{ActorKey, ActorKind, ActorRecord, Entity, KindMessage, SupervisionConfig, trace};
+
+/// Attempts at delivery before giving up on an entity that keeps going away.
+const MAX_DELIVERY_ATTEMPTS: usize = 16;
+
+/// Why a message could not be delivered or answered; the same error crosses the mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DirectoryError {
+    /// The message type belongs to another kind than the key.
+    #[error("{key} is not a {expected} entity")]
+    WrongKind { key: String, expected: String },
+    /// No entity of this kind is served by this build.
+    #[error("{kind} entities are not served by this node")]
+    NotServed { kind: String },
+    /// The entity crashed too often and is refusing messages until reset.
+    #[error("{key} failed and was escalated: {last_error}")]
+    Failed { key: String, last_error: String },
+    /// The entity crashed while handling this message.
+    #[error("{key} crashed while handling the message")]
+    Crashed { key: String },
+    /// The entity refused the message with an error and restarts from its durable state.
+    #[error("{key}: {message}")]
+    Entity { key: String, message: String },
+    /// No answer within the call timeout.
+    #[error("{key} did not answer within {timeout_ms} ms")]
+    Timeout { key: String, timeout_ms: u64 },
+    /// The entity kept going away while the message was being delivered.
+    #[error("{key} is unavailable: {reason}")]
+    Unavailable { key: String, reason: String },
+    /// The entity is not active on this node.
+    #[error("{key} is not active")]
+    NotActive { key: String },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A live incarnation of an entity: its actor and its gate.
+#[derive(Clone)]
+pub(crate) struct Incarnation {
+    pub cell: ActorCell,
+    pub gate: Arc<Gate>,
+}
+
+/// What the directory and the supervisors of one node share.
+pub(crate) struct Hub {
+    pub node_id: String,
+    pub storage: Storage,
+    pub config: SupervisionConfig,
+    pub registry: Registry,
+    stopping: AtomicBool,
+    live: RwLock<HashMap<ActorKey, Incarnation>>,
+    supervisors: RwLock<HashMap<ActorKind, ActorRef<KindMsg>>>,
+    spawners: RwLock<HashMap<ActorKind, Arc<dyn Spawn>>>,
+}
+
+impl Hub {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn serves(&self, kind: ActorKind) -> bool {
+        self.spawner(kind).is_some()
+    }
+
+    pub(crate) fn spawner(&self, kind: ActorKind) -> Option<Arc<dyn Spawn>> {
+        self.spawners.read().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned()
+    }
+
+    pub(crate) fn set_live(&self, key: ActorKey, incarnation: Incarnation) {
+        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(key, incarnation);
+    }
+
+    /// Forgets the live incarnation of `key` if it is still `cell`.
+    pub(crate) fn clear_live(&self, key: &ActorKey, cell: &ActorCell) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if live.get(key).is_some_and(|i| i.cell.get_id() == cell.get_id()) {
+            live.remove(key);
+        }
+    }
+
+    fn live(&self, key: &ActorKey) -> Option<Incarnation> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    pub(crate) fn set_supervisor(&self, kind: ActorKind, actor: ActorRef<KindMsg>) {
+        self.supervisors.write().unwrap_or_else(|p| p.into_inner()).insert(kind, actor);
+    }
+
+    fn supervisor(&self, kind: ActorKind) -> Option<ActorRef<KindMsg>> {
+        self.supervisors.read().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned()
+    }
+
+    /// Drops every live incarnation of `kind` (its supervisor died and took them along).
+    pub(crate) fn forget_kind(&self, kind: ActorKind) {
+        self.live.write().unwrap_or_else(|p| p.into_inner()).retain(|key, _| key.kind != kind);
+    }
+}
+
+/// Finds, activates and messages entity actors. Cheap to clone.
+#[derive(Clone)]
+pub struct Directory {
+    hub: Arc<Hub>,
+    node: ActorRef<NodeMsg>,
+}
+
+impl Directory {
+    /// Starts the node's supervision tree on `storage`.
+    pub async fn start(storage: Storage, config: SupervisionConfig) -> Result<Self, String> {
+        let node_id = storage.node_id().to_string();
+        let hub = Arc::new(Hub {
+            node_id: node_id.clone(),
+            storage,
+            config,
+            registry: Registry::default(),
+            stopping: AtomicBool::new(false),
+            live: RwLock::default(),
+            supervisors: RwLock::default(),
+            spawners: RwLock::default(),
+        });
+        let stats = ActorStats::new("supervisor/node".into(), RecordKind::Node, &node_id);
+        hub.registry.insert(stats.clone());
+        let (node, _) = Actor::spawn(None, NodeSupervisor, (hub.clone(), stats))
+            .await
+            .map_err(|e| format!("cannot start the node supervisor: {e}"))?;
+        Ok(Self { hub, node })
+    }
+
+    /// Serves entities of type `E`: from now on their kind's supervisor can activate them.
+    pub fn register<E: Entity>(&self) {
+        let kind = <E::Msg as KindMessage>::KIND;
+        let spawner: Arc<dyn Spawn> = Arc::new(Spawner::<E>::new());
+        self.hub.spawners.write().unwrap_or_else(|p| p.into_inner()).insert(kind, spawner);
+    }
+
+    /// The id of the node this directory runs on.
+    pub fn node_id(&self) -> &str {
+        &self.hub.node_id
+    }
+
+    /// True while the supervision tree is up and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.hub.is_stopping()
+            && ActorKind::ALL.iter().all(|kind| self.hub.supervisor(*kind).is_some())
+    }
+
+    /// Inspection records of every actor on this node, in key order.
+    pub fn records(&self) -> Vec<ActorRecord> {
+        self.hub.registry.records()
+    }
+
+    /// Delivers `msg` to the entity `key` without waiting for it to be handled.
+    pub async fn send<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<(), DirectoryError> {
+        self.deliver(key, msg, None).await
+    }
+
+    /// Delivers `msg` to the entity `key` and waits for its answer (up to the call timeout).
+    pub async fn call<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<M::Reply, DirectoryError> {
+        let (reply, answer) = oneshot::channel();
+        let timeout = self.hub.config.call_timeout;
+        let timed_out = || DirectoryError::Timeout {
+            key: key.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, self.deliver(key, msg, Some(reply)))
+            .await
+            .map_err(|_| timed_out())??;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(_)) => Err(DirectoryError::Crashed { key: key.to_string() }),
+            Ok(Ok(answer)) => answer,
+        }
+    }
+
+    /// Clears a failed entity's crash history and starts it again.
+    pub async fn reset(&self, key: &ActorKey) -> Result<(), DirectoryError> {
+        let supervisor = self.supervisor_of(key)?;
+        let (reply, answer) = oneshot::channel();
+        supervisor
+            .cast(KindMsg::Reset { name: key.name.clone(), reply })
+            .map_err(|_| DirectoryError::ShuttingDown)?;
+        answer.await.map_err(|_| DirectoryError::ShuttingDown)?
+    }
+
+    async fn deliver<M: KindMessage>(&self, key: &ActorKey, msg: M, reply: Option<ReplyTo<M>>) -> Result<(), DirectoryError> {
+        if key.kind != M::KIND {
+            return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
+        }
+        let mut envelope = EntityMsg::Deliver { msg, reply, traceparent: trace::current_traceparent() };
+        for attempt in 0..MAX_DELIVERY_ATTEMPTS {
+            let incarnation = match self.hub.live(key) {
+                Some(live) if attempt == 0 => live,
+                _ => self.activate(key).await?,
+            };
+            if !incarnation.gate.try_enter() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            match incarnation.cell.send_message(envelope) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(returned)) => {
+                    incarnation.gate.leave();
+                    envelope = returned;
+                    tokio::task::yield_now().await;
+                }
+                Err(error) => {
+                    incarnation.gate.leave();
+                    return Err(DirectoryError::Unavailable { key: key.to_string(), reason: error.to_string() });
+                }
+            }
+        }
+        Err(DirectoryError::Unavailable { key: key.to_string(), reason: "it kept stopping during delivery".into() })
+    }
+
+    fn supervisor_of(&self, key: &ActorKey) -> Result<ActorRef<KindMsg>, DirectoryError> {
+        if self.hub.is_stopping() {
+            return Err(DirectoryError::ShuttingDown);
+        }
+        self.hub.supervisor(key.kind).ok_or_else(|| DirectoryError::Unavailable {
+            key: key.to_string(),
+            reason: "its supervisor is restarting".into(),
+        })
+    }
+
+    /// Asks the kind supervisor for the live incarnation of `key`, starting it if needed.
+    async fn activate(&self, key: &ActorKey) -> Result<Incarnation, DirectoryError> {
+        let supervisor = self.supervisor_of(key)?;
+        let (reply, answer) = oneshot::channel();
+        supervisor
+            .cast(KindMsg::Activate { name: key.name.clone(), reply })
+            .map_err(|_| DirectoryError::Unavailable { key: key.to_string(), reason: "its supervisor stopped".into() })?;
+        answer.await.map_err(|_| DirectoryError::Unavailable {
+            key: key.to_string(),
+            reason: "its supervisor stopped".into(),
+        })?
+    }
+
+    /// Stops taking messages, lets every entity finish what is in its mailbox, then stops the
+    /// supervision tree; gives up waiting after `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.hub.stopping.store(true, Ordering::Release);
+        let supervisors: Vec<_> = self.hub.supervisors.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let drain_all = async {
+            for supervisor in &supervisors {
+                supervisor.get_cell().drain_children_and_wait(Some(timeout)).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, drain_all).await;
+        let _ = self.node.stop_and_wait(Some("shutdown".into()), Some(timeout)).await;
+    }
+}

@@ -1,0 +1,197 @@
+//! Entities: the [`Entity`] trait a kind implements, and the ractor actor that runs one.
+//!
+//! An entity's durable state lives in storage; the actor holds a loaded copy. `load` rebuilds it
+//! from storage on activation and after every crash, so a restart never loses what was committed.
+//! `handle` returns the reply to the sender; a domain refusal (no such key, say) belongs in the
+//! reply type, while an `Err` means the loaded state can no longer be trusted: the caller gets the
+//! error and the actor is restarted from storage.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serv_storage::{Storage, StorageError};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::inspect::{ActorStats, Gate};
+use crate::{ActorKey, ActorKind, DirectoryError, trace};
+
+/// The message enum of one entity kind: what can be asked of it, and what it answers.
+///
+/// Messages are serde types encoded by [`serv_storage::codec`] when they cross the mesh.
+pub trait KindMessage: Serialize + DeserializeOwned + Send + 'static {
+    /// The kind of entity these messages are for.
+    const KIND: ActorKind;
+    /// What the entity answers to one message.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A kind of entity: how it loads from storage and handles its messages.
+pub trait Entity: Sized + Send + Sync + 'static {
+    /// The kind's message enum.
+    type Msg: KindMessage;
+
+    /// Loads the entity's state from storage (first activation, reactivation, restart).
+    fn load(ctx: &EntityContext) -> impl Future<Output = Result<Self, EntityError>> + Send;
+
+    /// Handles one message; `Err` restarts the entity from its durable state.
+    fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &EntityContext,
+    ) -> impl Future<Output = Result<Reply<Self>, EntityError>> + Send;
+
+    /// One-line summary of the state for the inspection record.
+    fn summary(&self) -> String;
+}
+
+/// The reply type of an entity.
+pub type Reply<E> = <<E as Entity>::Msg as KindMessage>::Reply;
+
+/// What an entity knows about where it runs.
+#[derive(Clone)]
+pub struct EntityContext {
+    /// The entity's own key.
+    pub key: ActorKey,
+    /// The node's storage.
+    pub storage: Storage,
+    /// The id of the node it runs on.
+    pub node_id: String,
+}
+
+/// Why an entity could not load or handle a message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EntityError(pub String);
+
+impl From<StorageError> for EntityError {
+    fn from(error: StorageError) -> Self {
+        EntityError(error.to_string())
+    }
+}
+
+/// Where the answer to a message goes, if the sender waits for one.
+pub(crate) type ReplyTo<M> = oneshot::Sender<Result<<M as KindMessage>::Reply, DirectoryError>>;
+
+/// The ractor message of an entity actor of message type `M`.
+pub enum EntityMsg<M: KindMessage> {
+    /// A message from the directory, with the trace it belongs to.
+    Deliver { msg: M, reply: Option<ReplyTo<M>>, traceparent: Option<String> },
+    /// Periodic check for passivation.
+    Tick,
+}
+
+// Local-only envelope: the serializable part is `M`, which crosses the mesh through the codec.
+impl<M: KindMessage> ractor::Message for EntityMsg<M> {}
+
+/// Runs one entity of type `E`.
+pub(crate) struct EntityActor<E>(PhantomData<fn() -> E>);
+
+impl<E> EntityActor<E> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// What an entity actor is started with.
+pub(crate) struct EntityArgs {
+    pub ctx: EntityContext,
+    pub stats: Arc<ActorStats>,
+    pub gate: Arc<Gate>,
+    pub passivate_after: Duration,
+    pub tick: Duration,
+}
+
+pub(crate) struct EntityState<E> {
+    entity: E,
+    args: EntityArgs,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Msg = EntityMsg<E::Msg>;
+    type State = EntityState<E>;
+    type Arguments = EntityArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: EntityArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let entity = E::load(&args.ctx).await?;
+        Ok(EntityState { entity, args, ticker: None })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.stats.running(state.entity.summary(), state.args.gate.clone());
+        state.ticker = Some(myself.send_interval(state.args.tick, || EntityMsg::Tick));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EntityMsg::Deliver { msg, reply, traceparent } => {
+                let span = tracing::info_span!("entity", key = %state.args.ctx.key);
+                trace::link_parent(&span, traceparent.as_deref());
+                let outcome =
+                    state.entity.handle(msg, &state.args.ctx).instrument(span).await;
+                state.args.gate.leave();
+                state.args.stats.handled_one(Some(state.entity.summary()));
+                match outcome {
+                    Ok(answer) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(answer));
+                        }
+                        Ok(())
+                    }
+                    Err(error) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(DirectoryError::Entity {
+                                key: state.args.ctx.key.to_string(),
+                                message: error.0.clone(),
+                            }));
+                        }
+                        Err(error.into())
+                    }
+                }
+            }
+            EntityMsg::Tick => {
+                if state.args.stats.idle_for() >= state.args.passivate_after
+                    && state.args.gate.try_close()
+                {
+                    tracing::debug!(key = %state.args.ctx.key, "passivating idle entity");
+                    myself.stop(Some(PASSIVATED.to_string()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Stop reason of an entity that passivated itself.
+pub(crate) const PASSIVATED: &str = "passivated";

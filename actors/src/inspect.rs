@@ -1,0 +1,287 @@
+//! Inspection records: what every actor (entity or supervisor) reports about itself.
+//!
+//! Each actor shares an [`ActorStats`] with its supervisor and the directory. Counters are
+//! atomics updated on the hot path; the rest changes rarely and sits behind small locks. The
+//! [`Registry`] holds the stats of every live actor of the node, so the admin API can list them
+//! without sending a message to anyone.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::ActorKind;
+
+/// What an actor record describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// The node's root supervisor.
+    Node,
+    /// The supervisor of one entity kind.
+    Supervisor,
+    /// An entity of the given kind.
+    #[serde(untagged)]
+    Entity(ActorKind),
+}
+
+impl RecordKind {
+    /// Lower-case name used in JSON and in the `?kind=` filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Node => "node",
+            RecordKind::Supervisor => "supervisor",
+            RecordKind::Entity(kind) => kind.as_str(),
+        }
+    }
+}
+
+/// Where an actor is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorStatus {
+    /// Loading its state.
+    Starting,
+    /// Handling messages.
+    Running,
+    /// Crashed; waiting out its backoff before the next start.
+    Restarting,
+    /// Crashed too often; escalated and not restarted until reset.
+    Failed,
+}
+
+/// The inspection record of one actor, as the admin API and console show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActorRecord {
+    /// `kind/name` of an entity, or `supervisor/<kind>` and `supervisor/node`.
+    pub key: String,
+    /// Entity kind, or `supervisor` / `node`.
+    pub kind: RecordKind,
+    /// Id of the node the actor runs on.
+    pub node: String,
+    /// Life-cycle status.
+    pub status: ActorStatus,
+    /// One-line summary of the actor's state, written by the actor.
+    pub state: String,
+    /// Messages sent to the actor and not yet handled.
+    pub mailbox_depth: u64,
+    /// Messages handled since the actor was activated.
+    pub handled: u64,
+    /// Restarts after a crash since activation.
+    pub restarts: u64,
+    /// The last error the actor failed with.
+    pub last_error: Option<String>,
+    /// Time since the current incarnation started.
+    pub uptime_ms: u64,
+}
+
+/// Bit of a [`Gate`] set once an actor has decided to stop taking messages.
+const CLOSING: u64 = 1 << 63;
+
+/// The pending-message count of one incarnation of an actor, plus a closing bit.
+///
+/// A sender may only add a message while the bit is clear, and the actor may only set it when
+/// nothing is pending, so no message is ever accepted by an actor that is about to passivate.
+/// A restarted actor gets a new gate: senders still holding the old one fail over cleanly.
+#[derive(Debug, Default)]
+pub struct Gate(AtomicU64);
+
+impl Gate {
+    /// Counts one more pending message, unless the actor is closing.
+    pub fn try_enter(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |gate| {
+                (gate & CLOSING == 0).then_some(gate + 1)
+            })
+            .is_ok()
+    }
+
+    /// Takes back a pending message that was never delivered or has been handled.
+    pub fn leave(&self) {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before & !CLOSING > 0, "gate left more often than entered");
+    }
+
+    /// Closes the gate if nothing is pending; true if the actor may now stop.
+    pub fn try_close(&self) -> bool {
+        self.0.compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// True once the actor has closed its gate.
+    pub fn is_closing(&self) -> bool {
+        self.0.load(Ordering::Acquire) & CLOSING != 0
+    }
+
+    /// Messages sent and not yet handled.
+    pub fn pending(&self) -> u64 {
+        self.0.load(Ordering::Acquire) & !CLOSING
+    }
+}
+
+/// The live counters and status of one actor, kept across its restarts.
+#[derive(Debug)]
+pub struct ActorStats {
+    key: String,
+    kind: RecordKind,
+    node: String,
+    handled: AtomicU64,
+    restarts: AtomicU64,
+    mutable: Mutex<Mutable>,
+}
+
+#[derive(Debug)]
+struct Mutable {
+    status: ActorStatus,
+    state: String,
+    last_error: Option<String>,
+    started: Instant,
+    last_active: Instant,
+    gate: Arc<Gate>,
+}
+
+impl ActorStats {
+    /// Fresh stats for an actor that is starting.
+    pub fn new(key: String, kind: RecordKind, node: &str) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Self {
+            key,
+            kind,
+            node: node.to_string(),
+            handled: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            mutable: Mutex::new(Mutable {
+                status: ActorStatus::Starting,
+                state: String::new(),
+                last_error: None,
+                started: now,
+                last_active: now,
+                gate: Arc::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mutable> {
+        self.mutable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The record key (`kind/name`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Records one handled message.
+    pub fn handled_one(&self, state: Option<String>) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        let mut mutable = self.lock();
+        mutable.last_active = Instant::now();
+        if let Some(state) = state {
+            mutable.state = state;
+        }
+    }
+
+    /// Time since the actor last handled a message (or started).
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.lock().last_active.elapsed()
+    }
+
+    /// Marks a new incarnation running with the given state summary and gate.
+    pub fn running(&self, state: String, gate: Arc<Gate>) {
+        let mut mutable = self.lock();
+        mutable.status = ActorStatus::Running;
+        mutable.state = state;
+        mutable.started = Instant::now();
+        mutable.last_active = mutable.started;
+        mutable.gate = gate;
+    }
+
+    /// Sets the status and, when given, the state summary.
+    pub fn set_status(&self, status: ActorStatus, state: Option<String>) {
+        let mut mutable = self.lock();
+        mutable.status = status;
+        if let Some(state) = state {
+            mutable.state = state;
+        }
+    }
+
+    /// Records a failure; `restarted` counts it as one more restart.
+    pub fn failed(&self, error: String, restarted: bool) {
+        if restarted {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut mutable = self.lock();
+        mutable.status = if restarted { ActorStatus::Restarting } else { ActorStatus::Failed };
+        mutable.last_error = Some(error);
+    }
+
+    /// Sets the last error without changing the status (e.g. an escalation seen by a parent).
+    pub fn note_error(&self, error: String) {
+        self.lock().last_error = Some(error);
+    }
+
+    /// Restarts counted since activation.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Current status.
+    pub fn status(&self) -> ActorStatus {
+        self.lock().status
+    }
+
+    /// A snapshot of the record.
+    pub fn record(&self) -> ActorRecord {
+        let mutable = self.lock();
+        ActorRecord {
+            key: self.key.clone(),
+            kind: self.kind,
+            node: self.node.clone(),
+            status: mutable.status,
+            state: mutable.state.clone(),
+            mailbox_depth: mutable.gate.pending(),
+            handled: self.handled.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            last_error: mutable.last_error.clone(),
+            uptime_ms: u64::try_from(mutable.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The stats of every live actor on this node, by record key.
+#[derive(Debug, Default)]
+pub struct Registry {
+    actors: RwLock<BTreeMap<String, Arc<ActorStats>>>,
+}
+
+impl Registry {
+    /// Adds (or replaces) an actor's stats.
+    pub fn insert(&self, stats: Arc<ActorStats>) {
+        self.actors.write().unwrap_or_else(|p| p.into_inner()).insert(stats.key.clone(), stats);
+    }
+
+    /// Removes an actor's stats, if they are still the given ones.
+    pub fn remove(&self, stats: &Arc<ActorStats>) {
+        let mut actors = self.actors.write().unwrap_or_else(|p| p.into_inner());
+        if actors.get(&stats.key).is_some_and(|current| Arc::ptr_eq(current, stats)) {
+            actors.remove(&stats.key);
+        }
+    }
+
+    /// The stats of one live actor.
+    pub fn get(&self, key: &str) -> Option<Arc<ActorStats>> {
+        self.actors.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    /// Records of every live actor, in key order.
+    pub fn records(&self) -> Vec<ActorRecord> {
+        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        actors.values().map(|stats| stats.record()).collect()
+    }
+
+    /// The record of one actor, if it is live.
+    pub fn record(&self, key: &str) -> Option<ActorRecord> {
+        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        actors.get(key).map(|stats| stats.record())
+    }
+}

@@ -1,0 +1,78 @@
+//! The address of an entity actor: its kind and its name within that kind.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of entity a node hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ActorKind {
+    /// An S3 bucket.
+    Bucket,
+    /// A STOMP topic or queue and its log.
+    Topic,
+    /// A consumer group of a topic (name `topic/group`).
+    Group,
+    /// An HTTP gateway route.
+    Route,
+    /// A kind that exists only in this crate's tests, to prove the directory.
+    #[cfg(test)]
+    Probe,
+}
+
+impl ActorKind {
+    /// The kinds a node runs supervisors for.
+    pub const ALL: &'static [ActorKind] = &[
+        ActorKind::Bucket,
+        ActorKind::Topic,
+        ActorKind::Group,
+        ActorKind::Route,
+        #[cfg(test)]
+        ActorKind::Probe,
+    ];
+
+    /// Lower-case name, as used in keys, URLs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Bucket => "bucket",
+            ActorKind::Topic => "topic",
+            ActorKind::Group => "group",
+            ActorKind::Route => "route",
+            #[cfg(test)]
+            ActorKind::Probe => "probe",
+        }
+    }
+
+    /// Parses a lower-case kind name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The address of one entity: `bucket/photos`, `topic/orders`, `group/orders/billing`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActorKey {
+    /// What kind of entity this is.
+    pub kind: ActorKind,
+    /// The entity's name within its kind.
+    pub name: String,
+}
+
+impl ActorKey {
+    /// The key of the entity `name` of `kind`.
+    pub fn new(kind: ActorKind, name: impl Into<String>) -> Self {
+        Self { kind, name: name.into() }
+    }
+}
+
+impl fmt::Display for ActorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}

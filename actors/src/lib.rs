@@ -1,0 +1,28 @@
+//! Serv actors: every named thing a user creates (a bucket, a topic, a consumer group, a gateway
+//! route) is an entity actor, and this crate is where they live.
+//!
+//! - [`key`]: `ActorKey { kind, name }`, the address of an entity.
+//! - [`entity`]: the [`Entity`] trait a kind implements and the ractor actor that runs it; each
+//!   kind has one message enum ([`KindMessage`]), serde-serializable through the one codec so the
+//!   same message can cross the mesh unchanged.
+//! - [`supervisor`]: `NodeSupervisor` → one supervisor per kind → entity actors, with restart
+//!   backoff, escalation and passivation of idle entities.
+//! - [`directory`]: `send(key, msg)` / `call(key, msg)`, activating the entity on first use.
+//! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
+//! - [`trace`]: the W3C `traceparent` carried inside every actor message.
+
+pub mod directory;
+pub mod entity;
+pub mod inspect;
+pub mod key;
+pub mod supervisor;
+pub mod trace;
+
+pub use directory::{Directory, DirectoryError};
+pub use entity::{Entity, EntityContext, EntityError, KindMessage};
+pub use inspect::{ActorRecord, ActorStatus, RecordKind};
+pub use key::{ActorKey, ActorKind};
+pub use supervisor::SupervisionConfig;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+//! The one codec of Serv: bincode 2 (standard config) over serde, for stored records and for
+//! messages that cross the mesh. Nothing else in the workspace calls bincode directly.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// The bytes hold more than one value.
+    #[error("decode: {0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// Encodes `value` to bytes.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(bincode::serde::encode_to_vec(value, bincode::config::standard())?)
+}
+
+/// Decodes one value of type `T` that must fill `bytes` exactly.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+    if read != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - read));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Sample {
+        Put { key: String, bytes: Vec<u8> },
+        Drop(u64),
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let value = Sample::Put { key: "a/b".into(), bytes: vec![0, 1, 2] };
+        assert_eq!(decode::<Sample>(&encode(&value).unwrap()).unwrap(), value);
+        assert_eq!(decode::<Sample>(&encode(&Sample::Drop(7)).unwrap()).unwrap(), Sample::Drop(7));
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_errors() {
+        assert!(decode::<Sample>(&[0xff, 0xff, 0xff]).is_err());
+        let mut bytes = encode(&Sample::Drop(1)).unwrap();
+        bytes.push(0);
+        assert!(matches!(decode::<Sample>(&bytes), Err(CodecError::Trailing(1))));
+    }
+}

@@ -1,0 +1,115 @@
+//! Serv storage: one fjall database per node, in the node's data directory.
+//!
+//! Everything a node keeps lives here, behind small typed APIs: a [`Table`] maps a typed key to a
+//! versioned, typed record, and a [`WriteSet`] groups changes that [`Storage::commit`] applies
+//! atomically. `commit` resolves only once the changes are durable; concurrent committers share
+//! one fsync (group commit, see [`commit`]). The data directory is locked for the life of the
+//! [`Storage`], so a second node on the same directory is refused instead of corrupting it.
+
+pub mod codec;
+pub mod commit;
+mod error;
+mod lock;
+mod meta;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use commit::{CommitStats, DurabilityMode, WriteSet};
+pub use error::StorageError;
+pub use lock::DataDirLock;
+pub use table::{Record, Table, TableDef, TableKey};
+
+/// Result of a storage operation.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Options for opening a node's storage.
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// How commits reach the disk: shared fsyncs (the default) or one fsync per commit.
+    pub durability: DurabilityMode,
+    /// Block cache size of the database, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self { durability: DurabilityMode::Group, cache_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// A node's open database: typed tables, group commit and the node's identity.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: fjall::Database,
+    committer: commit::Committer,
+    dir: PathBuf,
+    node_id: String,
+    // Held for the life of the storage; dropped last so the directory stays ours until closed.
+    _lock: DataDirLock,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database in `dir`, locking the directory first.
+    pub fn open(dir: impl AsRef<Path>, options: StorageOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| StorageError::DataDir { path: dir.clone(), source })?;
+        let lock = DataDirLock::acquire(&dir)?;
+        let db_path = dir.join("db");
+        let db = fjall::Database::builder(&db_path)
+            .cache_size(options.cache_bytes)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|source| StorageError::Open { path: db_path, source })?;
+        let committer = commit::Committer::start(db.clone(), options.durability)?;
+        let mut storage = Self {
+            inner: Arc::new(Inner { db, committer, dir, node_id: String::new(), _lock: lock }),
+        };
+        let node_id = meta::load_or_create_node_id(&storage)?;
+        Arc::get_mut(&mut storage.inner)
+            .expect("storage is not shared before open returns")
+            .node_id = node_id;
+        Ok(storage)
+    }
+
+    /// The node's stable id, created on first start and kept in the data directory.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The data directory this storage lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Opens the table `def`, creating its keyspace on first use.
+    pub fn table<K: TableKey, V: Record>(&self, def: TableDef<K, V>) -> Result<Table<K, V>> {
+        Table::open(&self.inner.db, def)
+    }
+
+    /// A new, empty set of changes to commit atomically.
+    pub fn write_set(&self) -> WriteSet {
+        WriteSet::new(&self.inner.db)
+    }
+
+    /// Applies `changes` atomically and resolves once they are durable.
+    pub async fn commit(&self, changes: WriteSet) -> Result<()> {
+        self.inner.committer.commit(changes).await
+    }
+
+    /// Counters of the commit path: commits, fsyncs and group sizes.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.committer.stats()
+    }
+
+    /// Makes everything written so far durable and stops the commit thread.
+    pub fn close(&self) -> Result<()> {
+        self.inner.committer.shutdown()
+    }
+}
