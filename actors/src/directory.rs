@@ -18,7 +18,7 @@ use serv_storage::Storage;
 use tokio::sync::oneshot;
 
 use crate::entity::{EntityMsg, ReplyTo};
-use crate::inspect::{ActorStats, Gate, RecordKind, Registry};
+use crate::inspect::{Gate, RecordKind, Registry};
 use crate::supervisor::{KindMsg, NodeMsg, NodeSupervisor, Spawn, Spawner};
 use crate::{ActorKey, ActorKind, ActorRecord, Entity, KindMessage, SupervisionConfig, trace};
 
@@ -134,13 +134,13 @@ impl Directory {
             node_id: node_id.clone(),
             storage,
             config,
-            registry: Registry::default(),
+            registry: Registry::new(&node_id),
             stopping: AtomicBool::new(false),
             live: RwLock::default(),
             supervisors: RwLock::default(),
             spawners: RwLock::default(),
         });
-        let stats = ActorStats::new("supervisor/node".into(), RecordKind::Node, &node_id);
+        let stats = hub.registry.new_stats("supervisor/node".into(), RecordKind::Node);
         hub.registry.insert(stats.clone());
         let (node, _) = Actor::spawn(None, NodeSupervisor, (hub.clone(), stats))
             .await
@@ -169,6 +169,11 @@ impl Directory {
     /// Inspection records of every actor on this node, in key order.
     pub fn records(&self) -> Vec<ActorRecord> {
         self.hub.registry.records()
+    }
+
+    /// The node's registry of actor stats and per-kind totals.
+    pub fn registry(&self) -> &Registry {
+        &self.hub.registry
     }
 
     /// Delivers `msg` to the entity `key` without waiting for it to be handled.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::ActorKind;
 
+
 /// What an actor record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +127,7 @@ pub struct ActorStats {
     key: String,
     kind: RecordKind,
     node: String,
+    totals: Arc<KindTotals>,
     handled: AtomicU64,
     restarts: AtomicU64,
     mutable: Mutex<Mutable>,
@@ -142,13 +144,13 @@ struct Mutable {
 }
 
 impl ActorStats {
-    /// Fresh stats for an actor that is starting.
-    pub fn new(key: String, kind: RecordKind, node: &str) -> Arc<Self> {
+    fn new(key: String, kind: RecordKind, node: &str, totals: Arc<KindTotals>) -> Arc<Self> {
         let now = Instant::now();
         Arc::new(Self {
             key,
             kind,
             node: node.to_string(),
+            totals,
             handled: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             mutable: Mutex::new(Mutable {
@@ -174,6 +176,7 @@ impl ActorStats {
     /// Records one handled message.
     pub fn handled_one(&self, state: Option<String>) {
         self.handled.fetch_add(1, Ordering::Relaxed);
+        self.totals.handled.fetch_add(1, Ordering::Relaxed);
         let mut mutable = self.lock();
         mutable.last_active = Instant::now();
         if let Some(state) = state {
@@ -209,6 +212,7 @@ impl ActorStats {
     pub fn failed(&self, error: String, restarted: bool) {
         if restarted {
             self.restarts.fetch_add(1, Ordering::Relaxed);
+            self.totals.restarts.fetch_add(1, Ordering::Relaxed);
         }
         let mut mutable = self.lock();
         mutable.status = if restarted { ActorStatus::Restarting } else { ActorStatus::Failed };
@@ -248,18 +252,63 @@ impl ActorStats {
     }
 }
 
-/// The stats of every live actor on this node, by record key.
+/// Monotonic counters of one record kind, kept across passivations (for `/metrics`).
 #[derive(Debug, Default)]
+pub struct KindTotals {
+    /// Messages handled by actors of this kind since the node started.
+    pub handled: AtomicU64,
+    /// Restarts of actors of this kind since the node started.
+    pub restarts: AtomicU64,
+}
+
+/// Every record kind a node reports, in a stable order.
+fn record_kinds() -> impl Iterator<Item = RecordKind> {
+    [RecordKind::Node, RecordKind::Supervisor]
+        .into_iter()
+        .chain(ActorKind::ALL.iter().map(|kind| RecordKind::Entity(*kind)))
+}
+
+/// The stats of every live actor on this node, by record key, and per-kind totals.
+#[derive(Debug)]
 pub struct Registry {
+    node_id: String,
     actors: RwLock<BTreeMap<String, Arc<ActorStats>>>,
+    totals: Vec<(RecordKind, Arc<KindTotals>)>,
 }
 
 impl Registry {
+    /// An empty registry for the node `node_id`.
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            actors: RwLock::default(),
+            totals: record_kinds().map(|kind| (kind, Arc::default())).collect(),
+        }
+    }
+
+    /// Fresh stats for an actor of `kind` that is starting (not yet registered).
+    pub fn new_stats(&self, key: String, kind: RecordKind) -> Arc<ActorStats> {
+        let totals = self.totals_of(kind);
+        ActorStats::new(key, kind, &self.node_id, totals)
+    }
+
+    fn totals_of(&self, kind: RecordKind) -> Arc<KindTotals> {
+        self.totals
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, totals)| totals.clone())
+            .expect("every record kind has totals")
+    }
+
+    /// Monotonic per-kind counters, in a stable order.
+    pub fn totals(&self) -> impl Iterator<Item = (RecordKind, &KindTotals)> {
+        self.totals.iter().map(|(kind, totals)| (*kind, totals.as_ref()))
+    }
+
     /// Adds (or replaces) an actor's stats.
     pub fn insert(&self, stats: Arc<ActorStats>) {
         self.actors.write().unwrap_or_else(|p| p.into_inner()).insert(stats.key.clone(), stats);
     }
-
     /// Removes an actor's stats, if they are still the given ones.
     pub fn remove(&self, stats: &Arc<ActorStats>) {
         let mut actors = self.actors.write().unwrap_or_else(|p| p.into_inner());

@@ -20,7 +20,7 @@ pub mod trace;
 
 pub use directory::{Directory, DirectoryError};
 pub use entity::{Entity, EntityContext, EntityError, KindMessage};
-pub use inspect::{ActorRecord, ActorStatus, RecordKind};
+pub use inspect::{ActorRecord, ActorStatus, RecordKind, Registry};
 pub use key::{ActorKey, ActorKind};
 pub use supervisor::SupervisionConfig;
 

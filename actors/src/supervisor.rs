@@ -153,7 +153,7 @@ impl KindState {
                 let _ = reply.send(Err(DirectoryError::NotServed { kind: self.kind.to_string() }));
                 return;
             }
-            let stats = ActorStats::new(key.to_string(), RecordKind::Entity(self.kind), &self.hub.node_id);
+            let stats = self.hub.registry.new_stats(key.to_string(), RecordKind::Entity(self.kind));
             self.hub.registry.insert(stats.clone());
             let child = Child { stats, phase: Phase::Starting(vec![reply]), crashes: VecDeque::new(), generation: 0 };
             self.children.insert(name.clone(), child);
@@ -385,7 +385,7 @@ impl NodeState {
 
     async fn spawn_kind(&mut self, myself: &ActorRef<NodeMsg>, kind: ActorKind) -> Result<(), ActorProcessingErr> {
         let key = format!("supervisor/{kind}");
-        let stats = self.hub.registry.get(&key).unwrap_or_else(|| ActorStats::new(key, RecordKind::Supervisor, &self.hub.node_id));
+        let stats = self.hub.registry.get(&key).unwrap_or_else(|| self.hub.registry.new_stats(key, RecordKind::Supervisor));
         self.hub.registry.insert(stats.clone());
         let args = KindArgs { kind, hub: self.hub.clone(), node: myself.clone(), stats };
         let (actor, _) = Actor::spawn_linked(None, KindSupervisor, args, myself.get_cell()).await?;

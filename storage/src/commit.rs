@@ -148,6 +148,11 @@ impl Committer {
         if let Some(reason) = &self.shared.progress.borrow().failed {
             return Err(StorageError::Commit(reason.clone()));
         }
+        // Checked before the batch reaches the journal: a commit refused as closed must not
+        // be applied anyway (group mode), nor slip past `shutdown` (per-commit mode).
+        if self.shared.queue.lock().expect("commit queue lock").stopping {
+            return Err(StorageError::Closed);
+        }
         match self.mode {
             DurabilityMode::Group => self.commit_grouped(changes).await,
             DurabilityMode::PerCommit => self.commit_alone(changes).await,

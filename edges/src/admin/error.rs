@@ -1,0 +1,84 @@
+//! The JSON error of the admin API: `{"error", "code", "trace_id"}` with the matching status.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry::trace::TraceContextExt;
+use serde::Serialize;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Machine-readable error codes of the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ErrorCode {
+    /// No endpoint at this path.
+    NotFound,
+    /// The endpoint exists but not for this method.
+    MethodNotAllowed,
+    /// A query parameter or body field is invalid.
+    InvalidParameter,
+    /// No bearer token was given.
+    MissingToken,
+    /// The bearer token is wrong.
+    InvalidToken,
+    /// The node is not (or no longer) ready.
+    NotReady,
+    /// Something failed inside the node.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
+            ErrorCode::MissingToken | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered as JSON, carrying the trace id of the request it belongs to.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// What went wrong, for a program.
+    pub code: ErrorCode,
+    /// The trace of the request, to find its logs and spans.
+    pub trace_id: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`, in the current request's trace.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: message.into(), code, trace_id: current_trace_id() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let mut response = (status, Json(&self)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The trace id of the current span, or a fresh random one when tracing is not recording.
+fn current_trace_id() -> String {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        format!("{:032x}", rand::random::<u128>())
+    }
+}

@@ -1,0 +1,91 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serv_storage::commit::GROUP_SIZE_BUCKETS;
+
+use super::AdminState;
+
+/// Writes one metric family: its HELP and TYPE lines, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Self { out, name }
+    }
+
+    fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) -> &mut Self {
+        let _ = write!(self.out, "{}{suffix}", self.name);
+        if !labels.is_empty() {
+            let labels: Vec<_> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = write!(self.out, "{{{}}}", labels.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Resident set size of this process, from `/proc/self/status`.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut out = String::new();
+    Family::new(&mut out, "serv_process_resident_memory_bytes", "gauge", "Resident memory of the servd process.")
+        .sample("", &[], resident_bytes().unwrap_or(0));
+    Family::new(&mut out, "serv_uptime_seconds", "gauge", "Seconds since the node started.")
+        .sample("", &[], state.uptime_ms() as f64 / 1000.0);
+
+    let records = state.inner.directory.records();
+    let registry = state.inner.directory.registry();
+    let kinds: Vec<_> = registry.totals().map(|(kind, totals)| (kind.as_str(), totals)).collect();
+    let mut family = Family::new(&mut out, "serv_actors", "gauge", "Live actors by kind.");
+    for (kind, _) in &kinds {
+        family.sample("", &[("kind", kind)], records.iter().filter(|r| r.kind.as_str() == *kind).count());
+    }
+    let mut family = Family::new(&mut out, "serv_actor_mailbox_depth", "gauge", "Messages waiting in live actors' mailboxes, by kind.");
+    for (kind, _) in &kinds {
+        let depth: u64 = records.iter().filter(|r| r.kind.as_str() == *kind).map(|r| r.mailbox_depth).sum();
+        family.sample("", &[("kind", kind)], depth);
+    }
+    let mut family = Family::new(&mut out, "serv_actor_messages_handled_total", "counter", "Messages handled by actors since start, by kind.");
+    for (kind, totals) in &kinds {
+        family.sample("", &[("kind", kind)], totals.handled.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    let mut family = Family::new(&mut out, "serv_actor_restarts_total", "counter", "Actor restarts after a crash since start, by kind.");
+    for (kind, totals) in &kinds {
+        family.sample("", &[("kind", kind)], totals.restarts.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    let commits = state.inner.storage.commit_stats();
+    Family::new(&mut out, "serv_storage_commits_total", "counter", "Durable commits acknowledged.")
+        .sample("", &[], commits.commits);
+    Family::new(&mut out, "serv_storage_fsyncs_total", "counter", "Journal fsyncs performed by the commit path.")
+        .sample("", &[], commits.fsyncs);
+    let mut family = Family::new(&mut out, "serv_storage_group_commit_size", "histogram", "Commits made durable by one fsync.");
+    for (bound, count) in GROUP_SIZE_BUCKETS.iter().zip(commits.group_size_buckets) {
+        family.sample("_bucket", &[("le", &bound.to_string())], count);
+    }
+    family
+        .sample("_bucket", &[("le", "+Inf")], commits.fsyncs)
+        .sample("_sum", &[], commits.group_size_sum)
+        .sample("_count", &[], commits.fsyncs);
+
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}

@@ -1,0 +1,176 @@
+//! The admin API: `/healthz`, `/readyz`, `/metrics` for machines, and the versioned `/v1/...`
+//! JSON API (bearer token) that people, scripts and the console use.
+
+mod auth;
+mod error;
+mod metrics;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serv_actors::{ActorKind, Directory, RecordKind};
+use serv_storage::Storage;
+use tracing::Instrument;
+
+pub use error::{ApiError, ErrorCode};
+
+/// What the admin API shows about the node it runs on.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    /// The node's stable id.
+    pub id: String,
+    /// The `servd` version.
+    pub version: String,
+    /// Addresses of the listeners this node serves, by edge name.
+    pub addresses: BTreeMap<String, String>,
+}
+
+/// Everything the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: NodeInfo,
+    directory: Directory,
+    storage: Storage,
+    token: String,
+    started: Instant,
+    draining: AtomicBool,
+}
+
+impl AdminState {
+    /// State for a node whose admin endpoints require `token`.
+    pub fn new(node: NodeInfo, directory: Directory, storage: Storage, token: String) -> Self {
+        let inner = Inner { node, directory, storage, token, started: Instant::now(), draining: AtomicBool::new(false) };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Marks the node as draining: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The admin API router.
+pub fn router(state: AdminState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/node", get(node))
+        .route("/v1/actors", get(actors))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// Runs each request in a span that continues the caller's `traceparent`, if any.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!("admin", method = %request.method(), path = %request.uri().path());
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    serv_actors::trace::link_parent(&span, traceparent);
+    next.run(request).instrument(span).await
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.inner.draining.load(Ordering::Acquire) {
+        return ApiError::new(ErrorCode::NotReady, "the node is draining").into_response();
+    }
+    if !state.inner.directory.is_ready() {
+        return ApiError::new(ErrorCode::NotReady, "supervisors are not up").into_response();
+    }
+    Json(serde_json::json!({ "status": "ready" })).into_response()
+}
+
+#[derive(Serialize)]
+struct NodeView<'a> {
+    #[serde(flatten)]
+    info: &'a NodeInfo,
+    uptime_ms: u64,
+    data_dir: String,
+}
+
+async fn node(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let view = NodeView {
+        info: &state.inner.node,
+        uptime_ms: state.uptime_ms(),
+        data_dir: state.inner.storage.dir().display().to_string(),
+    };
+    Json(serde_json::to_value(view).unwrap_or_default())
+}
+
+async fn actors(
+    State(state): State<AdminState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut kind = None;
+    let mut node = None;
+    for (name, value) in &params {
+        match name.as_str() {
+            "kind" => kind = Some(parse_record_kind(value)?),
+            "node" => node = Some(value.as_str()),
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("unknown parameter {other:?}; /v1/actors takes kind and node"),
+                ));
+            }
+        }
+    }
+    let actors: Vec<_> = state
+        .inner
+        .directory
+        .records()
+        .into_iter()
+        .filter(|r| kind.is_none_or(|k| r.kind == k))
+        .filter(|r| node.is_none_or(|n| r.node == n))
+        .collect();
+    Ok(Json(serde_json::json!({ "actors": actors })))
+}
+
+fn parse_record_kind(value: &str) -> Result<RecordKind, ApiError> {
+    match value {
+        "node" => Ok(RecordKind::Node),
+        "supervisor" => Ok(RecordKind::Supervisor),
+        other => ActorKind::parse(other).map(RecordKind::Entity).ok_or_else(|| {
+            let kinds: Vec<_> = ActorKind::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("unknown kind {other:?}; expected node, supervisor, {}", kinds.join(", ")),
+            )
+        }),
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {}", request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}

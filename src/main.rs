@@ -1,0 +1,110 @@
+//! `servd`: runs one Serv node. Wiring only: configuration, storage, the supervision tree, the
+//! admin API, and an orderly drain on SIGTERM/SIGINT.
+
+mod config;
+mod secrets;
+mod telemetry;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serv_actors::{Directory, SupervisionConfig};
+use serv_edges::admin::{self, AdminState, NodeInfo};
+use serv_storage::{Storage, StorageOptions};
+use tokio::net::TcpListener;
+
+use crate::config::{Cli, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // exits 2 with clap's message on a bad command line
+    let config = match Config::resolve(cli) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("servd: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("servd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("servd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+    let storage = Storage::open(&config.data_dir, StorageOptions::default()).map_err(|e| e.to_string())?;
+    let admin_token = secrets::admin_token(&config.data_dir)?;
+    let _root_credentials = secrets::root_credentials(&config.data_dir)?;
+
+    let supervision = SupervisionConfig {
+        passivate_after: config.passivate_after,
+        max_restarts: config.max_restarts,
+        restart_window: config.restart_window,
+        ..SupervisionConfig::default()
+    };
+    let directory = Directory::start(storage.clone(), supervision).await?;
+
+    let admin_listener = TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|e| format!("cannot listen on admin address {}: {e}", config.admin_addr))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    let node = NodeInfo {
+        id: storage.node_id().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        addresses: BTreeMap::from([("admin".to_string(), admin_addr.to_string())]),
+    };
+    let state = AdminState::new(node, directory.clone(), storage.clone(), admin_token);
+    tracing::info!(
+        node_id = storage.node_id(),
+        data_dir = %config.data_dir.display(),
+        admin = %admin_addr,
+        "servd is ready"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut admin_stop = stop_rx.clone();
+    let admin_server = tokio::spawn(
+        axum::serve(admin_listener, admin::router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
+    state.set_draining();
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = admin_server.await;
+        directory.shutdown(config.drain_timeout).await;
+    };
+    let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();
+    storage.close().map_err(|e| format!("final flush failed: {e}"))?;
+    if !drained {
+        return Err(format!("in-flight work did not finish within {} ms", config.drain_timeout.as_millis()));
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<&'static str, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,206 @@
+"""A single servd node seen from outside: readiness, inspection, metrics, errors, lifecycle."""
+
+import json
+import os
+import signal
+import stat
+import time
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port, run_servd
+
+RECORD_FIELDS = {"key", "kind", "node", "state", "mailbox_depth", "handled", "restarts", "last_error", "uptime_ms"}
+KINDS = ("bucket", "topic", "group", "route")
+
+
+def test_fresh_node_is_ready_and_lists_its_supervisors(servd):
+    node = servd.get("/v1/node").json()
+    assert len(node["id"]) == 16 and node["version"]
+    assert node["addresses"]["admin"] == f"127.0.0.1:{servd.admin_port}"
+    assert node["uptime_ms"] >= 0
+
+    actors = servd.get("/v1/actors").json()["actors"]
+    keys = {a["key"] for a in actors}
+    assert {"supervisor/node", *(f"supervisor/{k}" for k in KINDS)} <= keys
+    for actor in actors:
+        assert RECORD_FIELDS <= actor.keys(), actor
+        assert actor["node"] == node["id"]
+        assert actor["status"] == "running"
+
+    supervisors = servd.get("/v1/actors", params={"kind": "supervisor"}).json()["actors"]
+    assert {a["key"] for a in supervisors} == {f"supervisor/{k}" for k in KINDS}
+    on_node = servd.get("/v1/actors", params={"node": node["id"]}).json()["actors"]
+    assert {a["key"] for a in on_node} == keys
+    assert servd.get("/v1/actors", params={"node": "someone-else"}).json()["actors"] == []
+
+
+def test_metrics_are_prometheus_text(servd):
+    response = requests.get(f"{servd.admin}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    rss = families["serv_process_resident_memory_bytes"].samples[0].value
+    assert 1_000_000 < rss < 2_000_000_000
+    assert families["serv_uptime_seconds"].samples[0].value >= 0
+    actors = {s.labels["kind"]: s.value for s in families["serv_actors"].samples}
+    assert actors["supervisor"] == 4 and actors["node"] == 1
+    assert families["serv_actor_messages_handled"].type == "counter"
+    assert families["serv_actor_restarts"].type == "counter"
+    assert families["serv_storage_fsyncs"].type == "counter"
+    histogram = families["serv_storage_group_commit_size"]
+    assert histogram.type == "histogram"
+    assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in histogram.samples)
+
+
+def test_errors_are_json_with_code_and_trace_id(servd):
+    def check(response, status, code):
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert set(body) == {"error", "code", "trace_id"}, body
+        assert body["code"] == code and body["error"]
+        assert len(body["trace_id"]) == 32
+        return body
+
+    check(servd.get("/no/such/path"), 404, "NotFound")
+    check(servd.get("/v1/actors", params={"kind": "spaceship"}), 400, "InvalidParameter")
+    check(servd.get("/v1/actors", params={"colour": "red"}), 400, "InvalidParameter")
+    missing = servd.get("/v1/actors", token=None)
+    check(missing, 401, "MissingToken")
+    assert missing.headers["www-authenticate"] == "Bearer"
+    check(servd.get("/v1/node", token="wrong"), 401, "InvalidToken")
+    check(requests.post(f"{servd.admin}/healthz", timeout=10), 405, "MethodNotAllowed")
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    body = check(servd.get("/nope", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}), 404, "NotFound")
+    assert body["trace_id"] == trace, "the caller's trace continues"
+
+    # health, readiness and metrics need no token
+    assert requests.get(f"{servd.admin}/healthz", timeout=10).status_code == 200
+
+
+def test_sigterm_drains_and_exits_zero(servd):
+    assert servd.stop(signal.SIGTERM) == 0
+    assert "stopped cleanly" in servd.output()
+
+
+def test_sigint_also_exits_zero(servd):
+    assert servd.stop(signal.SIGINT) == 0
+
+
+def test_second_servd_on_the_same_data_dir_is_refused(servd, start_servd):
+    second = start_servd(data_dir=servd.data_dir)
+    assert second.proc.wait(timeout=30) != 0
+    output = second.output()
+    assert "in use" in output and str(servd.data_dir) in output, output
+    assert "panicked" not in output
+    # the first node is unharmed
+    assert servd.get("/v1/node").status_code == 200
+
+
+def test_generated_secrets_are_stored_0600_and_printed_once(start_servd, tmp_path):
+    first = start_servd(token=None).wait_ready()
+    token_file = first.data_dir / "admin-token"
+    creds_file = first.data_dir / "root-credentials"
+    for path in (token_file, creds_file):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    token = token_file.read_text().strip()
+    assert len(token) == 64
+    assert f"generated admin token {token}" in first.output()
+    assert "generated root credentials" in first.output()
+    assert first.get("/v1/node", token=token).status_code == 200
+    node_id = first.get("/v1/node", token=token).json()["id"]
+    assert first.stop() == 0
+
+    second = start_servd(token=None, data_dir=first.data_dir).wait_ready()
+    assert second.get("/v1/node", token=token).json()["id"] == node_id, "node id is stable"
+    assert token not in second.output(), "the token is printed only when generated"
+    assert "servd: generated" not in second.output()
+
+
+def test_bad_command_lines_and_config_files_exit_2(tmp_path):
+    unknown = run_servd(["--no-such-flag"])
+    assert unknown.returncode == 2 and "--no-such-flag" in unknown.stderr
+
+    bad_addr = run_servd(["--admin-addr", "not-an-address"])
+    assert bad_addr.returncode == 2 and "admin-addr" in bad_addr.stderr
+
+    malformed = tmp_path / "bad.toml"
+    malformed.write_text('admin_addr = "127.0.0.1:1\n')
+    result = run_servd(["--config", str(malformed), "--data-dir", str(tmp_path / "d")])
+    assert result.returncode == 2 and "bad.toml" in result.stderr, result.stderr
+
+    unknown_key = tmp_path / "typo.toml"
+    unknown_key.write_text('admin_adr = "127.0.0.1:1"\n')
+    result = run_servd(["--config", str(unknown_key), "--data-dir", str(tmp_path / "d")])
+    assert result.returncode == 2 and "admin_adr" in result.stderr, result.stderr
+
+    clash = run_servd(["--s3-addr", "127.0.0.1:9999", "--http-addr", "127.0.0.1:9999"])
+    assert clash.returncode == 2 and "s3_addr" in clash.stderr
+
+
+def test_flag_beats_env_beats_file(start_servd, tmp_path):
+    file_port, env_port = free_port(), free_port()
+    config = tmp_path / "servd.toml"
+    config.write_text(f'admin_addr = "127.0.0.1:{file_port}"\nlog_format = "json"\n')
+
+    def listens(port):
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    # file only: servd's own --admin-addr is the flag; start it without one
+    import subprocess
+    from conftest import servd_bin
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
+    env["SERV_ADMIN_TOKEN"] = "t"
+    procs = []
+    try:
+        proc = subprocess.Popen([servd_bin(), "--config", str(config), "--data-dir", str(tmp_path / "a")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        wait_for(lambda: listens(file_port))
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+        # the file also chose JSON logs
+        assert any(json.loads(line).get("fields", {}).get("message") == "servd is ready"
+                   for line in output.splitlines() if line.startswith("{")), output
+
+        env["SERV_ADMIN_ADDR"] = f"127.0.0.1:{env_port}"
+        proc = subprocess.Popen([servd_bin(), "--config", str(config), "--data-dir", str(tmp_path / "b")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        wait_for(lambda: listens(env_port))
+        assert not listens(file_port), "env beats file"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    # flag beats env
+    node = start_servd(env={"SERV_ADMIN_ADDR": f"127.0.0.1:{env_port}"}, data_dir=tmp_path / "c").wait_ready()
+    assert not listens(env_port)
+    assert node.stop() == 0
+
+
+def test_unusable_data_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_servd(["--data-dir", str(blocker / "data"), "--admin-addr", f"127.0.0.1:{free_port()}"])
+    assert result.returncode == 1
+    assert str(blocker / "data") in result.stderr and "panicked" not in result.stderr, result.stderr
+
+
+def wait_for(check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
