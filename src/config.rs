@@ -175,10 +175,16 @@ impl Config {
             seeds: cli.seeds.or(file.seeds).unwrap_or_default(),
             log_format: cli.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
             log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
-            drain_timeout: Duration::from_millis(cli.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(10_000)),
-            passivate_after: Duration::from_millis(cli.passivate_after_ms.or(file.passivate_after_ms).unwrap_or(300_000)),
+            drain_timeout: Duration::from_millis(
+                cli.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(10_000),
+            ),
+            passivate_after: Duration::from_millis(
+                cli.passivate_after_ms.or(file.passivate_after_ms).unwrap_or(300_000),
+            ),
             max_restarts: cli.max_restarts.or(file.max_restarts).unwrap_or(5),
-            restart_window: Duration::from_millis(cli.restart_window_ms.or(file.restart_window_ms).unwrap_or(60_000)),
+            restart_window: Duration::from_millis(
+                cli.restart_window_ms.or(file.restart_window_ms).unwrap_or(60_000),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -200,7 +206,9 @@ impl Config {
             }
         }
         for seed in &self.seeds {
-            let valid = seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            let valid = seed
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
                 return Err(format!("seed {seed:?} is not host:port"));
             }
@@ -233,7 +241,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("servd.toml");
         std::fs::write(&file, "admin_addr = \"127.0.0.1:9191\"\ns3_addr = \"127.0.0.1:9292\"\n").unwrap();
-        let config = Config::resolve(cli(&["--config", file.to_str().unwrap(), "--s3-addr", "127.0.0.1:9393"])).unwrap();
+        let config =
+            Config::resolve(cli(&["--config", file.to_str().unwrap(), "--s3-addr", "127.0.0.1:9393"]))
+                .unwrap();
         assert_eq!(config.s3_addr, loopback(9393), "flag over file");
         assert_eq!(config.admin_addr, loopback(9191), "file over default");
         assert_eq!(config.http_addr, loopback(8080), "default");

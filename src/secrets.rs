@@ -13,9 +13,14 @@ pub fn admin_token(data_dir: &Path) -> Result<String, String> {
     if let Some(token) = from_env("SERV_ADMIN_TOKEN") {
         return Ok(token);
     }
-    load_or_generate(data_dir, "admin-token", || random_hex(32), |path, token| {
-        format!("servd: generated admin token {token} (stored in {}, mode 0600)", path.display())
-    })
+    load_or_generate(
+        data_dir,
+        "admin-token",
+        || random_hex(32),
+        |path, token| {
+            format!("servd: generated admin token {token} (stored in {}, mode 0600)", path.display())
+        },
+    )
 }
 
 /// Root credentials of the S3 and STOMP edges: (access key, secret key).
@@ -31,9 +36,9 @@ pub fn root_credentials(data_dir: &Path) -> Result<(String, String), String> {
             path.display()
         )
     })?;
-    let (access, secret) = stored
-        .split_once(':')
-        .ok_or_else(|| format!("{}/root-credentials is malformed; remove it to generate a new pair", data_dir.display()))?;
+    let (access, secret) = stored.split_once(':').ok_or_else(|| {
+        format!("{}/root-credentials is malformed; remove it to generate a new pair", data_dir.display())
+    })?;
     Ok((access.to_string(), secret.to_string()))
 }
 

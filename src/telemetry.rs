@@ -53,10 +53,18 @@ pub fn init(format: LogFormat, level: &str) -> Result<Telemetry, String> {
 
 fn otlp_processor(
     endpoint: &str,
-) -> Result<opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor<opentelemetry_sdk::runtime::Tokio>, String> {
+) -> Result<
+    opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor<
+        opentelemetry_sdk::runtime::Tokio,
+    >,
+    String,
+> {
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-    let client = opentelemetry_http::hyper::HyperClient::with_default_connector(std::time::Duration::from_secs(10), None);
+    let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
+        std::time::Duration::from_secs(10),
+        None,
+    );
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)

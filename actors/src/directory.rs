@@ -162,8 +162,7 @@ impl Directory {
 
     /// True while the supervision tree is up and not shutting down.
     pub fn is_ready(&self) -> bool {
-        !self.hub.is_stopping()
-            && ActorKind::ALL.iter().all(|kind| self.hub.supervisor(*kind).is_some())
+        !self.hub.is_stopping() && ActorKind::ALL.iter().all(|kind| self.hub.supervisor(*kind).is_some())
     }
 
     /// Inspection records of every actor on this node, in key order.
@@ -210,7 +209,12 @@ impl Directory {
         answer.await.map_err(|_| DirectoryError::ShuttingDown)?
     }
 
-    async fn deliver<M: KindMessage>(&self, key: &ActorKey, msg: M, reply: Option<ReplyTo<M>>) -> Result<(), DirectoryError> {
+    async fn deliver<M: KindMessage>(
+        &self,
+        key: &ActorKey,
+        msg: M,
+        reply: Option<ReplyTo<M>>,
+    ) -> Result<(), DirectoryError> {
         if key.kind != M::KIND {
             return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
         }
@@ -233,11 +237,17 @@ impl Directory {
                 }
                 Err(error) => {
                     incarnation.gate.leave();
-                    return Err(DirectoryError::Unavailable { key: key.to_string(), reason: error.to_string() });
+                    return Err(DirectoryError::Unavailable {
+                        key: key.to_string(),
+                        reason: error.to_string(),
+                    });
                 }
             }
         }
-        Err(DirectoryError::Unavailable { key: key.to_string(), reason: "it kept stopping during delivery".into() })
+        Err(DirectoryError::Unavailable {
+            key: key.to_string(),
+            reason: "it kept stopping during delivery".into(),
+        })
     }
 
     fn supervisor_of(&self, key: &ActorKey) -> Result<ActorRef<KindMsg>, DirectoryError> {
@@ -254,9 +264,9 @@ impl Directory {
     async fn activate(&self, key: &ActorKey) -> Result<Incarnation, DirectoryError> {
         let supervisor = self.supervisor_of(key)?;
         let (reply, answer) = oneshot::channel();
-        supervisor
-            .cast(KindMsg::Activate { name: key.name.clone(), reply })
-            .map_err(|_| DirectoryError::Unavailable { key: key.to_string(), reason: "its supervisor stopped".into() })?;
+        supervisor.cast(KindMsg::Activate { name: key.name.clone(), reply }).map_err(|_| {
+            DirectoryError::Unavailable { key: key.to_string(), reason: "its supervisor stopped".into() }
+        })?;
         answer.await.map_err(|_| DirectoryError::Unavailable {
             key: key.to_string(),
             reason: "its supervisor stopped".into(),
@@ -267,7 +277,8 @@ impl Directory {
     /// supervision tree; gives up waiting after `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
         self.hub.stopping.store(true, Ordering::Release);
-        let supervisors: Vec<_> = self.hub.supervisors.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let supervisors: Vec<_> =
+            self.hub.supervisors.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let drain_all = async {
             for supervisor in &supervisors {
                 supervisor.get_cell().drain_children_and_wait(Some(timeout)).await;

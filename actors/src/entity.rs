@@ -158,8 +158,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             EntityMsg::Deliver { msg, reply, traceparent } => {
                 let span = tracing::info_span!("entity", key = %state.args.ctx.key);
                 trace::link_parent(&span, traceparent.as_deref());
-                let outcome =
-                    state.entity.handle(msg, &state.args.ctx).instrument(span).await;
+                let outcome = state.entity.handle(msg, &state.args.ctx).instrument(span).await;
                 state.args.gate.leave();
                 state.args.stats.handled_one(Some(state.entity.summary()));
                 match outcome {
@@ -181,9 +180,7 @@ impl<E: Entity> Actor for EntityActor<E> {
                 }
             }
             EntityMsg::Tick => {
-                if state.args.stats.idle_for() >= state.args.passivate_after
-                    && state.args.gate.try_close()
-                {
+                if state.args.stats.idle_for() >= state.args.passivate_after && state.args.gate.try_close() {
                     tracing::debug!(key = %state.args.ctx.key, "passivating idle entity");
                     myself.stop(Some(PASSIVATED.to_string()));
                 }

@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use crate::ActorKind;
 
-
 /// What an actor record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus as CellStatus};
 use ractor::SupervisionEvent;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus as CellStatus};
 use tokio::sync::oneshot;
 
 use crate::directory::{Hub, Incarnation};
@@ -155,7 +155,8 @@ impl KindState {
             }
             let stats = self.hub.registry.new_stats(key.to_string(), RecordKind::Entity(self.kind));
             self.hub.registry.insert(stats.clone());
-            let child = Child { stats, phase: Phase::Starting(vec![reply]), crashes: VecDeque::new(), generation: 0 };
+            let child =
+                Child { stats, phase: Phase::Starting(vec![reply]), crashes: VecDeque::new(), generation: 0 };
             self.children.insert(name.clone(), child);
             self.start(&name);
             return;
@@ -173,7 +174,8 @@ impl KindState {
                 waiters.push(reply)
             }
             Phase::Failed(error) => {
-                let _ = reply.send(Err(DirectoryError::Failed { key: key.to_string(), last_error: error.clone() }));
+                let _ = reply
+                    .send(Err(DirectoryError::Failed { key: key.to_string(), last_error: error.clone() }));
             }
         }
     }
@@ -270,13 +272,15 @@ impl KindState {
             tracing::error!(%key, %error, crashes = child.crashes.len(), "entity keeps crashing; escalating");
             child.stats.failed(error.clone(), false);
             for waiter in waiters {
-                let _ = waiter.send(Err(DirectoryError::Failed { key: key.clone(), last_error: error.clone() }));
+                let _ =
+                    waiter.send(Err(DirectoryError::Failed { key: key.clone(), last_error: error.clone() }));
             }
             let _ = self.node.cast(NodeMsg::Escalated { key, error });
             return;
         }
         let exponent = u32::try_from(child.crashes.len().saturating_sub(1)).unwrap_or(u32::MAX).min(16);
-        let backoff = config.restart_backoff_min.saturating_mul(1 << exponent).min(config.restart_backoff_max);
+        let backoff =
+            config.restart_backoff_min.saturating_mul(1 << exponent).min(config.restart_backoff_max);
         tracing::warn!(%key, %error, backoff_ms = backoff.as_millis() as u64, "entity crashed; restarting");
         child.stats.failed(error, true);
         child.phase = Phase::Backoff(waiters);
@@ -322,7 +326,11 @@ impl Actor for KindSupervisor {
     type State = KindState;
     type Arguments = KindArgs;
 
-    async fn pre_start(&self, myself: ActorRef<KindMsg>, args: KindArgs) -> Result<KindState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<KindMsg>,
+        args: KindArgs,
+    ) -> Result<KindState, ActorProcessingErr> {
         let state = KindState {
             myself,
             kind: args.kind,
@@ -337,10 +345,17 @@ impl Actor for KindSupervisor {
         Ok(state)
     }
 
-    async fn handle(&self, _myself: ActorRef<KindMsg>, message: KindMsg, state: &mut KindState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<KindMsg>,
+        message: KindMsg,
+        state: &mut KindState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             KindMsg::Activate { name, reply } => state.activate(name, reply),
-            KindMsg::Started { name, generation, gate, result } => state.started(name, generation, gate, result),
+            KindMsg::Started { name, generation, gate, result } => {
+                state.started(name, generation, gate, result)
+            }
             KindMsg::Respawn { name, generation } => state.respawn(name, generation),
             KindMsg::Reset { name, reply } => {
                 let _ = reply.send(state.reset(name));
@@ -350,7 +365,12 @@ impl Actor for KindSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<KindMsg>, event: SupervisionEvent, state: &mut KindState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<KindMsg>,
+        event: SupervisionEvent,
+        state: &mut KindState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => state.terminated(&cell, reason),
             SupervisionEvent::ActorFailed(cell, error) => state.failed_cell(&cell, error.to_string()),
@@ -383,9 +403,17 @@ impl NodeState {
         format!("kinds={} escalations={}", self.kinds.len(), self.escalations)
     }
 
-    async fn spawn_kind(&mut self, myself: &ActorRef<NodeMsg>, kind: ActorKind) -> Result<(), ActorProcessingErr> {
+    async fn spawn_kind(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        kind: ActorKind,
+    ) -> Result<(), ActorProcessingErr> {
         let key = format!("supervisor/{kind}");
-        let stats = self.hub.registry.get(&key).unwrap_or_else(|| self.hub.registry.new_stats(key, RecordKind::Supervisor));
+        let stats = self
+            .hub
+            .registry
+            .get(&key)
+            .unwrap_or_else(|| self.hub.registry.new_stats(key, RecordKind::Supervisor));
         self.hub.registry.insert(stats.clone());
         let args = KindArgs { kind, hub: self.hub.clone(), node: myself.clone(), stats };
         let (actor, _) = Actor::spawn_linked(None, KindSupervisor, args, myself.get_cell()).await?;
@@ -400,7 +428,11 @@ impl Actor for NodeSupervisor {
     type State = NodeState;
     type Arguments = (Arc<Hub>, Arc<ActorStats>);
 
-    async fn pre_start(&self, myself: ActorRef<NodeMsg>, (hub, stats): Self::Arguments) -> Result<NodeState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        (hub, stats): Self::Arguments,
+    ) -> Result<NodeState, ActorProcessingErr> {
         let mut state = NodeState { hub, stats, kinds: HashMap::new(), escalations: 0 };
         // Kind supervisors start before `spawn` returns, so a started directory can route at once.
         for kind in ActorKind::ALL {
@@ -410,7 +442,12 @@ impl Actor for NodeSupervisor {
         Ok(state)
     }
 
-    async fn handle(&self, _myself: ActorRef<NodeMsg>, message: NodeMsg, state: &mut NodeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        message: NodeMsg,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             NodeMsg::Escalated { key, error } => {
                 state.escalations += 1;
@@ -421,7 +458,12 @@ impl Actor for NodeSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<NodeMsg>, event: SupervisionEvent, state: &mut NodeState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        event: SupervisionEvent,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, error) = event {
             if let Some(kind) = state.kinds.remove(&cell.get_id()) {
                 tracing::error!(%kind, %error, "kind supervisor crashed; restarting it");

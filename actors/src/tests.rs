@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serv_storage::{Record, Storage, StorageOptions, TableDef};
+use tracing::Instrument;
 
 use crate::inspect::ActorStatus;
-use crate::{ActorKey, ActorKind, ActorRecord, Directory, DirectoryError, Entity, EntityContext, EntityError, KindMessage, SupervisionConfig};
+use crate::{
+    ActorKey, ActorKind, ActorRecord, Directory, DirectoryError, Entity, EntityContext, EntityError,
+    KindMessage, SupervisionConfig,
+};
 
 const COUNTERS: TableDef<String, Counter> = TableDef::new("probe_counters");
 
@@ -20,13 +24,18 @@ impl Record for Counter {
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 enum ProbeMsg {
     Add(u64),
+    /// Adds after a pause, so messages queue up behind it.
+    AddSlowly(u64),
     Get,
     Panic,
 }
 
+/// The counter's value and the `traceparent` the entity saw while handling the message.
+type ProbeReply = (u64, Option<String>);
+
 impl KindMessage for ProbeMsg {
     const KIND: ActorKind = ActorKind::Probe;
-    type Reply = u64;
+    type Reply = ProbeReply;
 }
 
 struct Probe {
@@ -41,9 +50,12 @@ impl Entity for Probe {
         Ok(Probe { value: table.get(&ctx.key.name)?.map_or(0, |c| c.0) })
     }
 
-    async fn handle(&mut self, msg: ProbeMsg, ctx: &EntityContext) -> Result<u64, EntityError> {
+    async fn handle(&mut self, msg: ProbeMsg, ctx: &EntityContext) -> Result<ProbeReply, EntityError> {
+        if let ProbeMsg::AddSlowly(_) = msg {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         match msg {
-            ProbeMsg::Add(n) => {
+            ProbeMsg::Add(n) | ProbeMsg::AddSlowly(n) => {
                 let table = ctx.storage.table(COUNTERS)?;
                 let mut changes = ctx.storage.write_set();
                 changes.put(&table, &ctx.key.name, &Counter(self.value + n))?;
@@ -53,7 +65,7 @@ impl Entity for Probe {
             ProbeMsg::Get => {}
             ProbeMsg::Panic => panic!("probe asked to panic"),
         }
-        Ok(self.value)
+        Ok((self.value, crate::trace::current_traceparent()))
     }
 
     fn summary(&self) -> String {
@@ -98,6 +110,11 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Calls the probe and keeps only the counter value.
+async fn call(directory: &Directory, key: &ActorKey, msg: ProbeMsg) -> Result<u64, DirectoryError> {
+    directory.call(key, msg).await.map(|(value, _)| value)
+}
+
 fn probe(name: &str) -> ActorKey {
     ActorKey::new(ActorKind::Probe, name)
 }
@@ -106,7 +123,9 @@ fn probe(name: &str) -> ActorKey {
 async fn fresh_node_lists_its_supervisors() {
     let node = node(quick()).await;
     let keys: Vec<_> = node.directory.records().into_iter().map(|r| r.key).collect();
-    for expected in ["supervisor/node", "supervisor/bucket", "supervisor/topic", "supervisor/group", "supervisor/route"] {
+    for expected in
+        ["supervisor/node", "supervisor/bucket", "supervisor/topic", "supervisor/group", "supervisor/route"]
+    {
         assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");
     }
     assert!(node.directory.is_ready());
@@ -116,7 +135,7 @@ async fn fresh_node_lists_its_supervisors() {
 async fn entity_is_activated_by_its_first_message() {
     let node = node(quick()).await;
     assert!(record(&node.directory, "probe/a").is_none());
-    assert_eq!(node.directory.call(&probe("a"), ProbeMsg::Add(3)).await, Ok(3));
+    assert_eq!(call(&node.directory, &probe("a"), ProbeMsg::Add(3)).await, Ok(3));
     let record = record(&node.directory, "probe/a").expect("activated entity has a record");
     assert_eq!(record.status, ActorStatus::Running);
     assert_eq!(record.handled, 1);
@@ -128,11 +147,11 @@ async fn entity_is_activated_by_its_first_message() {
 #[tokio::test]
 async fn idle_entity_passivates_and_reactivates_with_its_state() {
     let node = node(SupervisionConfig { passivate_after: Duration::from_millis(100), ..quick() }).await;
-    node.directory.call(&probe("idle"), ProbeMsg::Add(7)).await.unwrap();
+    call(&node.directory, &probe("idle"), ProbeMsg::Add(7)).await.unwrap();
     wait_until("the idle entity passivates", || record(&node.directory, "probe/idle").is_none()).await;
     let supervisor = record(&node.directory, "supervisor/probe").unwrap();
     assert!(supervisor.state.contains("passivated=1"), "{}", supervisor.state);
-    assert_eq!(node.directory.call(&probe("idle"), ProbeMsg::Get).await, Ok(7));
+    assert_eq!(call(&node.directory, &probe("idle"), ProbeMsg::Get).await, Ok(7));
     assert_eq!(record(&node.directory, "probe/idle").unwrap().handled, 1, "a new incarnation");
 }
 
@@ -140,9 +159,12 @@ async fn idle_entity_passivates_and_reactivates_with_its_state() {
 async fn crashed_entity_restarts_from_durable_state() {
     let node = node(quick()).await;
     let key = probe("crashy");
-    node.directory.call(&key, ProbeMsg::Add(5)).await.unwrap();
-    assert_eq!(node.directory.call(&key, ProbeMsg::Panic).await, Err(DirectoryError::Crashed { key: key.to_string() }));
-    assert_eq!(node.directory.call(&key, ProbeMsg::Get).await, Ok(5));
+    call(&node.directory, &key, ProbeMsg::Add(5)).await.unwrap();
+    assert_eq!(
+        call(&node.directory, &key, ProbeMsg::Panic).await,
+        Err(DirectoryError::Crashed { key: key.to_string() })
+    );
+    assert_eq!(call(&node.directory, &key, ProbeMsg::Get).await, Ok(5));
     let record = record(&node.directory, "probe/crashy").unwrap();
     assert_eq!(record.restarts, 1);
     assert_eq!(record.status, ActorStatus::Running);
@@ -153,14 +175,14 @@ async fn crashed_entity_restarts_from_durable_state() {
 async fn entity_crashing_too_often_is_escalated_until_reset() {
     let node = node(SupervisionConfig { max_restarts: 2, ..quick() }).await;
     let key = probe("poison");
-    node.directory.call(&key, ProbeMsg::Add(1)).await.unwrap();
+    call(&node.directory, &key, ProbeMsg::Add(1)).await.unwrap();
     for _ in 0..3 {
-        let _ = node.directory.call(&key, ProbeMsg::Panic).await;
+        let _ = call(&node.directory, &key, ProbeMsg::Panic).await;
     }
     let failed = record(&node.directory, "probe/poison").unwrap();
     assert_eq!(failed.status, ActorStatus::Failed);
     assert_eq!(failed.restarts, 2);
-    assert!(matches!(node.directory.call(&key, ProbeMsg::Get).await, Err(DirectoryError::Failed { .. })));
+    assert!(matches!(call(&node.directory, &key, ProbeMsg::Get).await, Err(DirectoryError::Failed { .. })));
     wait_until("the node supervisor records the escalation", || {
         let node_record = record(&node.directory, "supervisor/node").unwrap();
         node_record.state.contains("escalations=1")
@@ -168,7 +190,7 @@ async fn entity_crashing_too_often_is_escalated_until_reset() {
     })
     .await;
     node.directory.reset(&key).await.unwrap();
-    assert_eq!(node.directory.call(&key, ProbeMsg::Get).await, Ok(1));
+    assert_eq!(call(&node.directory, &key, ProbeMsg::Get).await, Ok(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +219,7 @@ async fn no_message_is_lost_while_entities_passivate_under_load() {
     }
     let mut value = 0;
     for _ in 0..200 {
-        value = node.directory.call(&key, ProbeMsg::Get).await.unwrap();
+        value = call(&node.directory, &key, ProbeMsg::Get).await.unwrap();
         if value == 400 {
             break;
         }
@@ -205,21 +227,31 @@ async fn no_message_is_lost_while_entities_passivate_under_load() {
     }
     assert_eq!(value, 400, "every sent Add must be applied exactly once");
     let supervisor = record(&node.directory, "supervisor/probe").unwrap();
-    assert!(!supervisor.state.contains("passivated=0"), "the test must have passivated: {}", supervisor.state);
+    assert!(
+        !supervisor.state.contains("passivated=0"),
+        "the test must have passivated: {}",
+        supervisor.state
+    );
 }
 
 #[tokio::test]
 async fn messages_for_the_wrong_or_unserved_kind_are_refused() {
     let node = node(quick()).await;
     let wrong = ActorKey::new(ActorKind::Bucket, "photos");
-    assert!(matches!(node.directory.call(&wrong, ProbeMsg::Get).await, Err(DirectoryError::WrongKind { .. })));
+    assert!(matches!(
+        call(&node.directory, &wrong, ProbeMsg::Get).await,
+        Err(DirectoryError::WrongKind { .. })
+    ));
     let directory = Directory::start(
         Storage::open(tempfile::tempdir().unwrap().keep(), StorageOptions::default()).unwrap(),
         quick(),
     )
     .await
     .unwrap();
-    assert!(matches!(directory.call(&probe("x"), ProbeMsg::Get).await, Err(DirectoryError::NotServed { .. })));
+    assert!(matches!(
+        call(&directory, &probe("x"), ProbeMsg::Get).await,
+        Err(DirectoryError::NotServed { .. })
+    ));
 }
 
 #[test]
@@ -231,4 +263,40 @@ fn messages_and_errors_cross_the_codec_unchanged() {
     assert_eq!(decode::<DirectoryError>(&encode(&error).unwrap()).unwrap(), error);
     let key = ActorKey::new(ActorKind::Group, "orders/billing");
     assert_eq!(decode::<ActorKey>(&encode(&key).unwrap()).unwrap(), key);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_queued_messages_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let directory = Directory::start(storage.clone(), quick()).await.unwrap();
+    directory.register::<Probe>();
+    let key = probe("draining");
+    for _ in 0..50 {
+        directory.send(&key, ProbeMsg::AddSlowly(1)).await.unwrap();
+    }
+    directory.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(directory.call(&key, ProbeMsg::Get).await, Err(DirectoryError::ShuttingDown));
+    let stored = storage.table(COUNTERS).unwrap().get(&"draining".to_string()).unwrap();
+    assert_eq!(stored.map(|c| c.0), Some(50), "every queued message was handled before stopping");
+}
+
+#[tokio::test]
+async fn traceparent_travels_with_the_message() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let node = node(quick()).await;
+    let span = tracing::info_span!("edge request");
+    let sent = span.in_scope(crate::trace::current_traceparent).expect("the edge span has a trace");
+    let (_, seen) = node.directory.call(&probe("traced"), ProbeMsg::Add(1)).instrument(span).await.unwrap();
+    let seen = seen.expect("the entity handled the message inside a trace");
+    let trace_id = |traceparent: &str| traceparent.split('-').nth(1).map(str::to_string);
+    assert_eq!(trace_id(&seen), trace_id(&sent), "same trace: {sent} -> {seen}");
+    assert_ne!(seen, sent, "the entity's span is a child, not the edge span itself");
 }

@@ -2,18 +2,20 @@
 //! one fsync.
 //!
 //! fjall makes a batch durable by syncing its journal under the journal lock, so N writers that
-//! each ask for a sync pay N fsyncs in a row. Here a writer instead commits its batch to the
-//! journal without syncing, takes a ticket, and waits; one commit thread syncs the journal and
-//! releases every ticket taken before that sync started. While one fsync runs, the writers that
-//! arrive queue up and the next fsync covers them all, so the group size adapts to the load with
-//! no added delay.
+//! each ask for a sync pay N fsyncs in a row, and a writer that merely appends waits on that lock
+//! for as long as a sync runs. Here a writer instead hands its batch to one commit thread and
+//! awaits the outcome, never touching the journal itself. The thread takes every batch queued so
+//! far, appends them to the journal without syncing (this applies them, so reads see them), syncs
+//! once, and then resolves them all. While one fsync runs, the writers that arrive queue up and
+//! the next fsync covers them all, so the group size adapts to the load with no added delay, and
+//! no async worker thread ever blocks on the disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use fjall::PersistMode;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::table::key_bytes;
 use crate::{Record, Result, StorageError, Table, TableKey};
@@ -29,6 +31,9 @@ pub enum DurabilityMode {
 
 /// Upper bounds of the group-size histogram buckets (commits per fsync).
 pub const GROUP_SIZE_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// Most commits one fsync covers, so that one round's latency stays bounded under a flood.
+pub const MAX_GROUP_COMMITS: usize = 1024;
 
 /// Counters of the commit path, as exported in `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -54,12 +59,7 @@ impl WriteSet {
     }
 
     /// Stores `value` under `key` in `table`.
-    pub fn put<K: TableKey, V: Record>(
-        &mut self,
-        table: &Table<K, V>,
-        key: &K,
-        value: &V,
-    ) -> Result<()> {
+    pub fn put<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &K, value: &V) -> Result<()> {
         let bytes = table.encode_value(value)?;
         self.batch.insert(table.keyspace(), key_bytes(key), bytes);
         Ok(())
@@ -89,33 +89,45 @@ impl WriteSet {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-struct Progress {
-    /// Every ticket up to this one is durable.
-    synced: u64,
-    /// Set once a sync failed: the database is poisoned and nothing more is acknowledged.
-    failed: Option<String>,
+/// A batch handed to the commit thread, with the port its outcome goes to.
+struct Pending {
+    batch: fjall::OwnedWriteBatch,
+    done: oneshot::Sender<Result<()>>,
 }
 
 struct Queue {
-    /// Tickets handed out: commits written to the journal, waiting for a sync.
-    written: u64,
-    synced: u64,
+    /// Batches waiting for the commit thread, in arrival order.
+    pending: Vec<Pending>,
+    /// Set by `shutdown`: no new commits; the thread drains `pending`, then exits.
     stopping: bool,
+    /// Set once the journal could not be written or synced: nothing more is acknowledged.
+    failed: Option<String>,
+}
+
+impl Queue {
+    /// Refuses a new commit once the storage is closed or poisoned.
+    fn check_accepting(&self) -> Result<()> {
+        if let Some(reason) = &self.failed {
+            return Err(StorageError::Commit(reason.clone()));
+        }
+        if self.stopping {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
 }
 
 struct Shared {
     db: fjall::Database,
     queue: Mutex<Queue>,
     wake: Condvar,
-    progress: watch::Sender<Progress>,
     commits: AtomicU64,
     fsyncs: AtomicU64,
     group_buckets: [AtomicU64; GROUP_SIZE_BUCKETS.len()],
     group_sum: AtomicU64,
 }
 
-/// Owns the commit thread and hands out durability tickets.
+/// Owns the commit thread and hands it the batches of grouped commits.
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     mode: DurabilityMode,
@@ -126,9 +138,8 @@ impl Committer {
     pub(crate) fn start(db: fjall::Database, mode: DurabilityMode) -> Result<Self> {
         let shared = Arc::new(Shared {
             db,
-            queue: Mutex::new(Queue { written: 0, synced: 0, stopping: false }),
+            queue: Mutex::new(Queue { pending: Vec::new(), stopping: false, failed: None }),
             wake: Condvar::new(),
-            progress: watch::Sender::new(Progress::default()),
             commits: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             group_buckets: Default::default(),
@@ -145,14 +156,6 @@ impl Committer {
     }
 
     pub(crate) async fn commit(&self, changes: WriteSet) -> Result<()> {
-        if let Some(reason) = &self.shared.progress.borrow().failed {
-            return Err(StorageError::Commit(reason.clone()));
-        }
-        // Checked before the batch reaches the journal: a commit refused as closed must not
-        // be applied anyway (group mode), nor slip past `shutdown` (per-commit mode).
-        if self.shared.queue.lock().expect("commit queue lock").stopping {
-            return Err(StorageError::Closed);
-        }
         match self.mode {
             DurabilityMode::Group => self.commit_grouped(changes).await,
             DurabilityMode::PerCommit => self.commit_alone(changes).await,
@@ -162,35 +165,27 @@ impl Committer {
     }
 
     async fn commit_grouped(&self, changes: WriteSet) -> Result<()> {
-        changes.batch.commit().map_err(|e| StorageError::Commit(e.to_string()))?;
-        let ticket = {
-            let mut queue = self.shared.queue.lock().expect("commit queue lock");
-            if queue.stopping {
-                return Err(StorageError::Closed);
-            }
-            queue.written += 1;
-            queue.written
-        };
-        self.shared.wake.notify_one();
-        let mut progress = self.shared.progress.subscribe();
-        let progress = progress
-            .wait_for(|p| p.synced >= ticket || p.failed.is_some())
-            .await
-            .map_err(|_| StorageError::Closed)?;
-        match &progress.failed {
-            Some(reason) if progress.synced < ticket => Err(StorageError::Commit(reason.clone())),
-            _ => Ok(()),
+        let (done, outcome) = oneshot::channel();
+        {
+            let mut queue = self.shared.lock_queue();
+            queue.check_accepting()?;
+            queue.pending.push(Pending { batch: changes.batch, done });
         }
+        self.shared.wake.notify_one();
+        // The thread answers every queued batch, even while stopping; a dropped port means it died.
+        outcome
+            .await
+            .map_err(|_| StorageError::Commit("commit thread stopped before the commit was durable".into()))?
     }
 
     async fn commit_alone(&self, changes: WriteSet) -> Result<()> {
+        self.shared.lock_queue().check_accepting()?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            changes
-                .batch
-                .durability(Some(PersistMode::SyncData))
-                .commit()
-                .map_err(|e| StorageError::Commit(e.to_string()))?;
+            let outcome = changes.batch.durability(Some(PersistMode::SyncData)).commit();
+            if let Err(e) = outcome {
+                return Err(shared.fail(format!("journal write or fsync failed: {e}")));
+            }
             shared.record_group(1);
             Ok(())
         })
@@ -212,17 +207,19 @@ impl Committer {
         stats
     }
 
+    /// Why commits are refused, once a journal write or sync has failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.shared.lock_queue().failed.clone()
+    }
+
     /// Syncs what is pending, stops the commit thread and refuses further commits.
     pub(crate) fn shutdown(&self) -> Result<()> {
-        self.shared.queue.lock().expect("commit queue lock").stopping = true;
+        self.shared.lock_queue().stopping = true;
         self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.lock().expect("commit thread lock").take() {
+        if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = thread.join();
         }
-        self.shared
-            .db
-            .persist(PersistMode::SyncAll)
-            .map_err(|e| StorageError::Commit(e.to_string()))
+        self.shared.db.persist(PersistMode::SyncAll).map_err(|e| StorageError::Commit(e.to_string()))
     }
 }
 
@@ -233,33 +230,67 @@ impl Drop for Committer {
 }
 
 impl Shared {
+    /// The queue, even if a panicking holder poisoned its lock (its state stays consistent).
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn run(&self) {
+        // Should the thread die, waiting writers get an error instead of waiting forever.
+        let _answer_on_exit = FailOnExit(self);
         loop {
-            let (from, target) = {
-                let mut queue = self.queue.lock().expect("commit queue lock");
-                while queue.written == queue.synced && !queue.stopping {
-                    queue = self.wake.wait(queue).expect("commit queue lock");
+            let group: Vec<Pending> = {
+                let mut queue = self.lock_queue();
+                while queue.pending.is_empty() && !queue.stopping {
+                    queue = self.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
                 }
-                if queue.written == queue.synced {
-                    return; // stopping, and nothing left to sync
+                if queue.pending.is_empty() {
+                    return; // stopping, and every queued batch has been answered
                 }
-                (queue.synced, queue.written)
+                let size = queue.pending.len().min(MAX_GROUP_COMMITS);
+                queue.pending.drain(..size).collect()
             };
-            // Every ticket <= target belongs to a batch already in the journal: one sync covers all.
-            let outcome = self.db.persist(PersistMode::SyncData);
-            self.queue.lock().expect("commit queue lock").synced = target;
-            match outcome {
-                Ok(()) => {
-                    self.record_group(target - from);
-                    self.progress.send_modify(|p| p.synced = target);
-                }
+            self.commit_group(group);
+        }
+    }
+
+    /// Appends every batch of `group` to the journal, syncs once and answers them all.
+    fn commit_group(&self, group: Vec<Pending>) {
+        let mut written = Vec::with_capacity(group.len());
+        for Pending { batch, done } in group {
+            match batch.commit() {
+                Ok(()) => written.push(done),
                 Err(e) => {
-                    tracing::error!(error = %e, "journal fsync failed; refusing further commits");
-                    self.progress.send_modify(|p| p.failed = Some(format!("fsync failed: {e}")));
-                    return;
+                    let _ = done.send(Err(self.fail(format!("journal write failed: {e}"))));
                 }
             }
         }
+        if written.is_empty() {
+            return;
+        }
+        // Every batch in `written` is in the journal: one sync makes them all durable.
+        match self.db.persist(PersistMode::SyncData) {
+            Ok(()) => {
+                self.record_group(written.len() as u64);
+                for done in written {
+                    let _ = done.send(Ok(())); // the writer may have stopped waiting
+                }
+            }
+            Err(e) => {
+                let reason = format!("fsync failed: {e}");
+                self.fail(reason.clone());
+                for done in written {
+                    let _ = done.send(Err(StorageError::Commit(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Marks the storage failed so that nothing more is acknowledged, and returns the error.
+    fn fail(&self, reason: String) -> StorageError {
+        tracing::error!(%reason, "durable commit failed; refusing further commits");
+        self.lock_queue().failed.get_or_insert_with(|| reason.clone());
+        StorageError::Commit(reason)
     }
 
     fn record_group(&self, size: u64) {
@@ -270,6 +301,20 @@ impl Shared {
             if size <= *bound {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Fails the storage and drops every queued batch (erroring its writer) if the commit thread
+/// unwinds.
+struct FailOnExit<'a>(&'a Shared);
+
+impl Drop for FailOnExit<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queue = self.0.lock_queue();
+            queue.failed.get_or_insert_with(|| "commit thread panicked".into());
+            queue.pending.clear();
         }
     }
 }

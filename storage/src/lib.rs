@@ -108,6 +108,11 @@ impl Storage {
         self.inner.committer.stats()
     }
 
+    /// Why the storage refuses commits (a failed fsync poisons it), or `None` while healthy.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.committer.failure()
+    }
+
     /// Makes everything written so far durable and stops the commit thread.
     pub fn close(&self) -> Result<()> {
         self.inner.committer.shutdown()

@@ -16,8 +16,10 @@ pub(super) async fn require_token(State(state): State<AdminState>, request: Requ
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => ApiError::new(ErrorCode::MissingToken, "this endpoint needs Authorization: Bearer <admin token>")
-            .into_response(),
+        None => {
+            ApiError::new(ErrorCode::MissingToken, "this endpoint needs Authorization: Bearer <admin token>")
+                .into_response()
+        }
         Some(token) if !same(token.trim().as_bytes(), state.inner.token.as_bytes()) => {
             ApiError::new(ErrorCode::InvalidToken, "the admin token is not valid").into_response()
         }

@@ -47,10 +47,18 @@ fn resident_bytes() -> Option<u64> {
 
 pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse {
     let mut out = String::new();
-    Family::new(&mut out, "serv_process_resident_memory_bytes", "gauge", "Resident memory of the servd process.")
-        .sample("", &[], resident_bytes().unwrap_or(0));
-    Family::new(&mut out, "serv_uptime_seconds", "gauge", "Seconds since the node started.")
-        .sample("", &[], state.uptime_ms() as f64 / 1000.0);
+    Family::new(
+        &mut out,
+        "serv_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the servd process.",
+    )
+    .sample("", &[], resident_bytes().unwrap_or(0));
+    Family::new(&mut out, "serv_uptime_seconds", "gauge", "Seconds since the node started.").sample(
+        "",
+        &[],
+        state.uptime_ms() as f64 / 1000.0,
+    );
 
     let records = state.inner.directory.records();
     let registry = state.inner.directory.registry();
@@ -59,26 +67,54 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
     for (kind, _) in &kinds {
         family.sample("", &[("kind", kind)], records.iter().filter(|r| r.kind.as_str() == *kind).count());
     }
-    let mut family = Family::new(&mut out, "serv_actor_mailbox_depth", "gauge", "Messages waiting in live actors' mailboxes, by kind.");
+    let mut family = Family::new(
+        &mut out,
+        "serv_actor_mailbox_depth",
+        "gauge",
+        "Messages waiting in live actors' mailboxes, by kind.",
+    );
     for (kind, _) in &kinds {
         let depth: u64 = records.iter().filter(|r| r.kind.as_str() == *kind).map(|r| r.mailbox_depth).sum();
         family.sample("", &[("kind", kind)], depth);
     }
-    let mut family = Family::new(&mut out, "serv_actor_messages_handled_total", "counter", "Messages handled by actors since start, by kind.");
+    let mut family = Family::new(
+        &mut out,
+        "serv_actor_messages_handled_total",
+        "counter",
+        "Messages handled by actors since start, by kind.",
+    );
     for (kind, totals) in &kinds {
         family.sample("", &[("kind", kind)], totals.handled.load(std::sync::atomic::Ordering::Relaxed));
     }
-    let mut family = Family::new(&mut out, "serv_actor_restarts_total", "counter", "Actor restarts after a crash since start, by kind.");
+    let mut family = Family::new(
+        &mut out,
+        "serv_actor_restarts_total",
+        "counter",
+        "Actor restarts after a crash since start, by kind.",
+    );
     for (kind, totals) in &kinds {
         family.sample("", &[("kind", kind)], totals.restarts.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     let commits = state.inner.storage.commit_stats();
-    Family::new(&mut out, "serv_storage_commits_total", "counter", "Durable commits acknowledged.")
-        .sample("", &[], commits.commits);
-    Family::new(&mut out, "serv_storage_fsyncs_total", "counter", "Journal fsyncs performed by the commit path.")
-        .sample("", &[], commits.fsyncs);
-    let mut family = Family::new(&mut out, "serv_storage_group_commit_size", "histogram", "Commits made durable by one fsync.");
+    Family::new(&mut out, "serv_storage_commits_total", "counter", "Durable commits acknowledged.").sample(
+        "",
+        &[],
+        commits.commits,
+    );
+    Family::new(
+        &mut out,
+        "serv_storage_fsyncs_total",
+        "counter",
+        "Journal fsyncs performed by the commit path.",
+    )
+    .sample("", &[], commits.fsyncs);
+    let mut family = Family::new(
+        &mut out,
+        "serv_storage_group_commit_size",
+        "histogram",
+        "Commits made durable by one fsync.",
+    );
     for (bound, count) in GROUP_SIZE_BUCKETS.iter().zip(commits.group_size_buckets) {
         family.sample("_bucket", &[("le", &bound.to_string())], count);
     }

@@ -51,7 +51,14 @@ struct Inner {
 impl AdminState {
     /// State for a node whose admin endpoints require `token`.
     pub fn new(node: NodeInfo, directory: Directory, storage: Storage, token: String) -> Self {
-        let inner = Inner { node, directory, storage, token, started: Instant::now(), draining: AtomicBool::new(false) };
+        let inner = Inner {
+            node,
+            directory,
+            storage,
+            token,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -97,6 +104,10 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AdminState>) -> Response {
     if state.inner.draining.load(Ordering::Acquire) {
         return ApiError::new(ErrorCode::NotReady, "the node is draining").into_response();
+    }
+    if let Some(failure) = state.inner.storage.failure() {
+        return ApiError::new(ErrorCode::NotReady, format!("storage refuses writes: {failure}"))
+            .into_response();
     }
     if !state.inner.directory.is_ready() {
         return ApiError::new(ErrorCode::NotReady, "supervisors are not up").into_response();

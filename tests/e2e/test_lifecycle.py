@@ -1,0 +1,86 @@
+"""servd across crashes, full disks and trace export."""
+
+import http.server
+import signal
+import subprocess
+import threading
+
+import pytest
+import requests
+
+from conftest import free_port, run_servd
+
+
+def test_sigkill_then_restart_keeps_identity(start_servd):
+    first = start_servd().wait_ready()
+    node_id = first.get("/v1/node").json()["id"]
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=10)
+
+    second = start_servd(data_dir=first.data_dir).wait_ready()
+    assert second.get("/v1/node").json()["id"] == node_id
+    assert second.stop() == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_is_a_clear_error(small_disk):
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    result = run_servd(["--data-dir", str(small_disk / "data"), "--admin-addr", f"127.0.0.1:{free_port()}"])
+    assert result.returncode == 1, result
+    assert "No space left on device" in result.stderr and str(small_disk / "data") in result.stderr, result.stderr
+    assert "panicked" not in result.stderr
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector that keeps what it receives."""
+
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        Collector.received.append((self.path, self.headers.get("content-type"), body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_traces_are_exported_over_otlp_when_configured(start_servd):
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+        node = start_servd(env={"SERV_OTLP_ENDPOINT": endpoint}).wait_ready()
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        response = node.get("/v1/actors", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+        assert response.status_code == 200
+        assert node.stop() == 0, node.output()
+    finally:
+        collector.shutdown()
+    exports = [r for r in Collector.received if r[0] == "/v1/traces"]
+    assert exports, f"no OTLP export received: {Collector.received}"
+    assert all(content_type == "application/x-protobuf" for _, content_type, _ in exports)
+    assert any(bytes.fromhex(trace_id) in body for _, _, body in exports), "the request's trace was exported"
