@@ -113,9 +113,10 @@ impl Hub {
         self.supervisors.read().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned()
     }
 
-    /// Drops every live incarnation of `kind` (its supervisor died and took them along).
+    /// Drops every live incarnation and record of `kind` (its supervisor died and took them along).
     pub(crate) fn forget_kind(&self, kind: ActorKind) {
         self.live.write().unwrap_or_else(|p| p.into_inner()).retain(|key, _| key.kind != kind);
+        self.registry.remove_kind(RecordKind::Entity(kind));
     }
 }
 
@@ -176,24 +177,29 @@ impl Directory {
     }
 
     /// Delivers `msg` to the entity `key` without waiting for it to be handled.
+    ///
+    /// Waits (up to the call timeout) only while the entity is being activated or restarted.
     pub async fn send<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<(), DirectoryError> {
-        self.deliver(key, msg, None).await
+        let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
+        tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
+            .await
+            .map_err(|_| self.timed_out(key))?
+    }
+
+    fn timed_out(&self, key: &ActorKey) -> DirectoryError {
+        let timeout_ms = u64::try_from(self.hub.config.call_timeout.as_millis()).unwrap_or(u64::MAX);
+        DirectoryError::Timeout { key: key.to_string(), timeout_ms }
     }
 
     /// Delivers `msg` to the entity `key` and waits for its answer (up to the call timeout).
     pub async fn call<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<M::Reply, DirectoryError> {
         let (reply, answer) = oneshot::channel();
-        let timeout = self.hub.config.call_timeout;
-        let timed_out = || DirectoryError::Timeout {
-            key: key.to_string(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
         tokio::time::timeout_at(deadline, self.deliver(key, msg, Some(reply)))
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| self.timed_out(key))??;
         match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(self.timed_out(key)),
             Ok(Err(_)) => Err(DirectoryError::Crashed { key: key.to_string() }),
             Ok(Ok(answer)) => answer,
         }

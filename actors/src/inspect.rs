@@ -321,6 +321,11 @@ impl Registry {
         self.actors.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
+    /// Removes the stats of every actor of `kind`.
+    pub fn remove_kind(&self, kind: RecordKind) {
+        self.actors.write().unwrap_or_else(|p| p.into_inner()).retain(|_, stats| stats.kind != kind);
+    }
+
     /// Records of every live actor, in key order.
     pub fn records(&self) -> Vec<ActorRecord> {
         let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());

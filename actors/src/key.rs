@@ -15,8 +15,9 @@ pub enum ActorKind {
     Group,
     /// An HTTP gateway route.
     Route,
-    /// A kind that exists only in this crate's tests, to prove the directory.
-    #[cfg(test)]
+    /// A kind that exists only in this crate's tests and benches (feature `test-kinds`), to
+    /// prove and measure the directory without a product entity.
+    #[cfg(any(test, feature = "test-kinds"))]
     Probe,
 }
 
@@ -27,7 +28,7 @@ impl ActorKind {
         ActorKind::Topic,
         ActorKind::Group,
         ActorKind::Route,
-        #[cfg(test)]
+        #[cfg(any(test, feature = "test-kinds"))]
         ActorKind::Probe,
     ];
 
@@ -38,7 +39,7 @@ impl ActorKind {
             ActorKind::Topic => "topic",
             ActorKind::Group => "group",
             ActorKind::Route => "route",
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-kinds"))]
             ActorKind::Probe => "probe",
         }
     }

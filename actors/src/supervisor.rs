@@ -464,15 +464,17 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorFailed(cell, error) = event {
-            if let Some(kind) = state.kinds.remove(&cell.get_id()) {
-                tracing::error!(%kind, %error, "kind supervisor crashed; restarting it");
-                if let Some(stats) = state.hub.registry.get(&format!("supervisor/{kind}")) {
-                    stats.failed(error.to_string(), true);
-                }
-                state.hub.forget_kind(kind);
-                state.spawn_kind(&myself, kind).await?;
+        // A kind supervisor that dies takes its entities along (ractor terminates children);
+        // the new one activates them again on their next message.
+        if let SupervisionEvent::ActorFailed(cell, error) = event
+            && let Some(kind) = state.kinds.remove(&cell.get_id())
+        {
+            tracing::error!(%kind, %error, "kind supervisor crashed; restarting it");
+            if let Some(stats) = state.hub.registry.get(&format!("supervisor/{kind}")) {
+                stats.failed(error.to_string(), true);
             }
+            state.hub.forget_kind(kind);
+            state.spawn_kind(&myself, kind).await?;
         }
         state.stats.handled_one(Some(state.summary()));
         Ok(())

@@ -28,6 +28,8 @@ enum ProbeMsg {
     AddSlowly(u64),
     Get,
     Panic,
+    /// Takes this many milliseconds to answer.
+    Stall(u64),
 }
 
 /// The counter's value and the `traceparent` the entity saw while handling the message.
@@ -64,6 +66,7 @@ impl Entity for Probe {
             }
             ProbeMsg::Get => {}
             ProbeMsg::Panic => panic!("probe asked to panic"),
+            ProbeMsg::Stall(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
         }
         Ok((self.value, crate::trace::current_traceparent()))
     }
@@ -299,4 +302,12 @@ async fn traceparent_travels_with_the_message() {
     let trace_id = |traceparent: &str| traceparent.split('-').nth(1).map(str::to_string);
     assert_eq!(trace_id(&seen), trace_id(&sent), "same trace: {sent} -> {seen}");
     assert_ne!(seen, sent, "the entity's span is a child, not the edge span itself");
+}
+
+#[tokio::test]
+async fn a_call_that_is_not_answered_in_time_times_out() {
+    let node = node(SupervisionConfig { call_timeout: Duration::from_millis(100), ..quick() }).await;
+    let key = probe("stalled");
+    let outcome = call(&node.directory, &key, ProbeMsg::Stall(2_000)).await;
+    assert_eq!(outcome, Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms: 100 }));
 }

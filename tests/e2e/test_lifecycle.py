@@ -22,18 +22,39 @@ def test_sigkill_then_restart_keeps_identity(start_servd):
     assert second.stop() == 0
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount_point = tmp_path / "small-disk"
+def mount_tmpfs(mount_point, options):
+    """Mounts a tmpfs (needs root); skips the test where mounting is not allowed."""
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
                              capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    return mount_point
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = mount_tmpfs(tmp_path / "small-disk", "size=4m")
     try:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    mount_point = mount_tmpfs(tmp_path / "read-only", "size=4m,ro")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_read_only_data_dir_is_a_clear_error(read_only_disk):
+    result = run_servd(["--data-dir", str(read_only_disk / "data"), "--admin-addr", f"127.0.0.1:{free_port()}"])
+    assert result.returncode == 1, result
+    assert "Read-only file system" in result.stderr and str(read_only_disk / "data") in result.stderr, result.stderr
+    assert "panicked" not in result.stderr
 
 
 def test_full_disk_is_a_clear_error(small_disk):
