@@ -35,6 +35,9 @@ ENVIRONMENT:
                        when it is set.
   RUST_LOG             Log filter (tracing EnvFilter syntax); overrides --log-level.
 
+OUTPUT:
+  Log lines go to stderr. Stdout carries only the one-time notices of generated secrets.
+
 FILES:
   DATA_DIR/db          The node's fjall database.
   DATA_DIR/serv.lock   Held while a servd runs on DATA_DIR; a second servd is refused.

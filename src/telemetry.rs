@@ -1,11 +1,11 @@
-//! Logs and traces: `tracing` lines (human or JSON) and OpenTelemetry spans.
+//! Logs and traces: `tracing` lines (human or JSON, on stderr) and OpenTelemetry spans.
 //!
 //! Spans always get trace ids (so `traceparent` flows through actor messages and error bodies
 //! carry a trace id); they are exported over OTLP/HTTP only when `SERV_OTLP_ENDPOINT` is set.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, fmt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -41,8 +41,8 @@ pub fn init(format: LogFormat, level: &str) -> Result<Telemetry, String> {
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("servd"));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match format {
-        LogFormat::Human => registry.with(tracing_subscriber::fmt::layer()).try_init(),
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).try_init(),
+        LogFormat::Human => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
     };
     installed.map_err(|e| format!("cannot install the log subscriber: {e}"))?;
     if let Some(endpoint) = endpoint {

@@ -32,22 +32,21 @@ def free_port() -> int:
 class Servd:
     """One running servd: its process, data dir, admin URL and token."""
 
-    def __init__(self, data_dir: Path, args=(), env=None, token="test-admin-token"):
+    def __init__(self, data_dir: Path, args=(), env=None, token="test-admin-token", admin_addr="auto"):
         self.data_dir = data_dir
         self.admin_port = free_port()
         self.admin = f"http://127.0.0.1:{self.admin_port}"
+        if admin_addr == "auto":
+            admin_addr = f"127.0.0.1:{self.admin_port}"
         self.token = token
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
         if token is not None:
             full_env["SERV_ADMIN_TOKEN"] = token
         full_env.update(env or {})
-        self.args = [
-            servd_bin(),
-            "--data-dir", str(data_dir),
-            "--admin-addr", f"127.0.0.1:{self.admin_port}",
-            *args,
-        ]
+        self.args = [servd_bin(), "--data-dir", str(data_dir), *args]
+        if admin_addr is not None:
+            self.args += ["--admin-addr", admin_addr]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
 
@@ -91,11 +90,14 @@ class Servd:
 
 @pytest.fixture
 def start_servd(tmp_path):
-    """Factory: start_servd(args=..., env=..., data_dir=...) -> Servd (not yet waited on)."""
+    """Factory: start_servd(args=..., env=..., data_dir=...) -> Servd (not yet waited on).
+
+    admin_addr="auto" picks a free port; None passes no --admin-addr (config decides).
+    """
     started = []
 
-    def start(args=(), env=None, data_dir=None, token="test-admin-token"):
-        node = Servd(data_dir or tmp_path / "data", args=args, env=env, token=token)
+    def start(args=(), env=None, data_dir=None, token="test-admin-token", admin_addr="auto"):
+        node = Servd(data_dir or tmp_path / "data", args=args, env=env, token=token, admin_addr=admin_addr)
         started.append(node)
         return node
 

@@ -22,42 +22,36 @@ def test_sigkill_then_restart_keeps_identity(start_servd):
     assert second.stop() == 0
 
 
-def mount_tmpfs(mount_point, options):
-    """Mounts a tmpfs (needs root); skips the test where mounting is not allowed."""
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    return mount_point
-
-
 @pytest.fixture
-def small_disk(tmp_path):
-    mount_point = mount_tmpfs(tmp_path / "small-disk", "size=4m")
-    try:
-        yield mount_point
-    finally:
+def tmpfs(tmp_path):
+    """mount(name, options) -> a tmpfs mounted under tmp_path (needs root; skips otherwise)."""
+    mounted = []
+
+    def mount(name, options):
+        mount_point = tmp_path / name
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+                                capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(mount_point)
+        return mount_point
+
+    yield mount
+    for mount_point in mounted:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-@pytest.fixture
-def read_only_disk(tmp_path):
-    mount_point = mount_tmpfs(tmp_path / "read-only", "size=4m,ro")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def test_read_only_data_dir_is_a_clear_error(read_only_disk):
+def test_read_only_data_dir_is_a_clear_error(tmpfs):
+    read_only_disk = tmpfs("read-only", "size=4m,ro")
     result = run_servd(["--data-dir", str(read_only_disk / "data"), "--admin-addr", f"127.0.0.1:{free_port()}"])
     assert result.returncode == 1, result
     assert "Read-only file system" in result.stderr and str(read_only_disk / "data") in result.stderr, result.stderr
     assert "panicked" not in result.stderr
 
 
-def test_full_disk_is_a_clear_error(small_disk):
+def test_full_disk_is_a_clear_error(tmpfs):
+    small_disk = tmpfs("small-disk", "size=4m")
     filler = small_disk / "filler"
     with open(filler, "wb") as f:
         try:

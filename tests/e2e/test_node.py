@@ -140,9 +140,12 @@ def test_bad_command_lines_and_config_files_exit_2(tmp_path):
     clash = run_servd(["--s3-addr", "127.0.0.1:9999", "--http-addr", "127.0.0.1:9999"])
     assert clash.returncode == 2 and "s3_addr" in clash.stderr
 
+    bad_level = run_servd(["--log-level", "info,=nonsense=="])
+    assert bad_level.returncode == 2 and "log_level" in bad_level.stderr, bad_level.stderr
+
 
 def test_flag_beats_env_beats_file(start_servd, tmp_path):
-    file_port, env_port = free_port(), free_port()
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
     config = tmp_path / "servd.toml"
     config.write_text(f'admin_addr = "127.0.0.1:{file_port}"\nlog_format = "json"\n')
 
@@ -152,41 +155,26 @@ def test_flag_beats_env_beats_file(start_servd, tmp_path):
         except requests.ConnectionError:
             return False
 
-    # file only: servd's own --admin-addr is the flag; start it without one
-    import subprocess
-    from conftest import servd_bin
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
-    env["SERV_ADMIN_TOKEN"] = "t"
-    procs = []
-    try:
-        proc = subprocess.Popen([servd_bin(), "--config", str(config), "--data-dir", str(tmp_path / "a")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        wait_for(lambda: listens(file_port))
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=30)[0].decode()
-        # the file also chose JSON logs
-        assert any(json.loads(line).get("fields", {}).get("message") == "servd is ready"
-                   for line in output.splitlines() if line.startswith("{")), output
+    # the file alone chooses the admin address and JSON logs
+    from_file = start_servd(args=["--config", str(config)], data_dir=tmp_path / "a", admin_addr=None)
+    wait_for(lambda: listens(file_port))
+    assert from_file.stop() == 0
+    lines = [json.loads(line) for line in from_file.output().splitlines() if line.startswith("{")]
+    assert any(line["fields"].get("message") == "servd is ready" for line in lines), from_file.output()
 
-        env["SERV_ADMIN_ADDR"] = f"127.0.0.1:{env_port}"
-        proc = subprocess.Popen([servd_bin(), "--config", str(config), "--data-dir", str(tmp_path / "b")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        wait_for(lambda: listens(env_port))
-        assert not listens(file_port), "env beats file"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    # the environment beats the file
+    env = {"SERV_ADMIN_ADDR": f"127.0.0.1:{env_port}"}
+    from_env = start_servd(args=["--config", str(config)], env=env, data_dir=tmp_path / "b", admin_addr=None)
+    wait_for(lambda: listens(env_port))
+    assert not listens(file_port)
+    assert from_env.stop() == 0
 
-    # flag beats env
-    node = start_servd(env={"SERV_ADMIN_ADDR": f"127.0.0.1:{env_port}"}, data_dir=tmp_path / "c").wait_ready()
-    assert not listens(env_port)
-    assert node.stop() == 0
+    # a flag beats the environment
+    from_flag = start_servd(args=["--config", str(config)], env=env, data_dir=tmp_path / "c",
+                            admin_addr=f"127.0.0.1:{flag_port}")
+    wait_for(lambda: listens(flag_port))
+    assert not listens(env_port) and not listens(file_port)
+    assert from_flag.stop() == 0
 
 
 def test_unusable_data_dir_is_a_clear_error(tmp_path):
