@@ -293,11 +293,10 @@ impl KindState {
         if child.generation != generation {
             return;
         }
-        if let Phase::Backoff(waiters) = std::mem::replace(&mut child.phase, Phase::Starting(Vec::new())) {
-            child.phase = Phase::Starting(waiters);
+        // Only a child still waiting out its backoff restarts; a reset may have started it already.
+        if let Phase::Backoff(waiters) = &mut child.phase {
+            child.phase = Phase::Starting(std::mem::take(waiters));
             self.start(&name);
-        } else {
-            child.phase = Phase::Failed("respawn out of order".into());
         }
     }
 
