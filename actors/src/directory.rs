@@ -179,6 +179,10 @@ impl Directory {
     /// Delivers `msg` to the entity `key` without waiting for it to be handled.
     ///
     /// Waits (up to the call timeout) only while the entity is being activated or restarted.
+    /// Delivery is to the mailbox: a message queued behind one that crashes the entity goes down
+    /// with that incarnation, so anything a client is told succeeded must go through [`call`].
+    ///
+    /// [`call`]: Directory::call
     pub async fn send<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<(), DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
         tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
@@ -237,6 +241,9 @@ impl Directory {
             match incarnation.cell.send_message(envelope) {
                 Ok(()) => return Ok(()),
                 Err(MessagingErr::SendErr(returned)) => {
+                    // Its mailbox is gone though its status may not say so yet: make sure the
+                    // supervisor does not hand out this incarnation again.
+                    incarnation.gate.close_dead();
                     incarnation.gate.leave();
                     envelope = returned;
                     tokio::task::yield_now().await;

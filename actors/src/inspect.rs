@@ -109,6 +109,11 @@ impl Gate {
         self.0.compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
+    /// Closes the gate whatever is pending: the incarnation was found dead (its mailbox is gone).
+    pub fn close_dead(&self) {
+        self.0.fetch_or(CLOSING, Ordering::AcqRel);
+    }
+
     /// True once the actor has closed its gate.
     pub fn is_closing(&self) -> bool {
         self.0.load(Ordering::Acquire) & CLOSING != 0

@@ -163,8 +163,7 @@ impl KindState {
         };
         match &mut child.phase {
             Phase::Running(incarnation) => {
-                let alive = incarnation.cell.get_status() == CellStatus::Running;
-                if alive && !incarnation.gate.is_closing() {
+                if alive(&incarnation.cell) && !incarnation.gate.is_closing() {
                     let _ = reply.send(Ok(incarnation.clone()));
                 } else {
                     child.phase = Phase::Stopping(vec![reply]);
@@ -209,6 +208,9 @@ impl KindState {
         let current = self.children.get(&name).is_some_and(|c| c.generation == generation);
         match result {
             Ok(cell) if !current => cell.stop(Some("superseded".into())),
+            // It stopped before we learnt of it, so its exit event came (or will come) for a cell
+            // we do not know: start another incarnation rather than wait for that event.
+            Ok(cell) if !alive(&cell) => self.start(&name),
             Ok(cell) => {
                 self.by_cell.insert(cell.get_id(), name.clone());
                 let incarnation = Incarnation { cell, gate };
@@ -310,6 +312,11 @@ impl KindState {
         }
         Ok(())
     }
+}
+
+/// True while the actor has not begun to stop.
+fn alive(cell: &ActorCell) -> bool {
+    cell.get_status() <= CellStatus::Upgrading
 }
 
 /// Arguments of a kind supervisor.

@@ -205,30 +205,32 @@ async fn no_message_is_lost_while_entities_passivate_under_load() {
     })
     .await;
     let key = probe("churn");
-    let mut senders = Vec::new();
-    for _ in 0..4 {
-        let (directory, key) = (node.directory.clone(), key.clone());
-        senders.push(tokio::spawn(async move {
-            for i in 0..100u64 {
-                directory.send(&key, ProbeMsg::Add(1)).await.unwrap();
-                if i % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(3)).await;
+    // Rounds of concurrent sends separated by pauses around the idle threshold, so sends race
+    // with passivation; the 15 ms pause guarantees the entity does passivate in between.
+    for pause_ms in [0u64, 1, 2, 3, 5, 15].into_iter().cycle().take(24) {
+        let mut senders = Vec::new();
+        for _ in 0..4 {
+            let (directory, key) = (node.directory.clone(), key.clone());
+            senders.push(tokio::spawn(async move {
+                for _ in 0..4 {
+                    directory.send(&key, ProbeMsg::Add(1)).await.unwrap();
                 }
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
+            }));
+        }
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
     }
     let mut value = 0;
     for _ in 0..200 {
         value = call(&node.directory, &key, ProbeMsg::Get).await.unwrap();
-        if value == 400 {
+        if value == 24 * 16 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(value, 400, "every sent Add must be applied exactly once");
+    assert_eq!(value, 24 * 16, "every sent Add must be applied exactly once");
     let supervisor = record(&node.directory, "supervisor/probe").unwrap();
     assert!(
         !supervisor.state.contains("passivated=0"),
@@ -310,4 +312,73 @@ async fn a_call_that_is_not_answered_in_time_times_out() {
     let key = probe("stalled");
     let outcome = call(&node.directory, &key, ProbeMsg::Stall(2_000)).await;
     assert_eq!(outcome, Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms: 100 }));
+}
+
+/// A seeded random schedule of adds, crashes and idle pauses over a few entities, from several
+/// concurrent clients: every add that was acknowledged is in the final count, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_crashes_and_passivations_lose_no_acknowledged_add() {
+    use rand::{Rng, SeedableRng};
+
+    const ENTITIES: usize = 4;
+    let node = node(SupervisionConfig {
+        passivate_after: Duration::from_millis(5),
+        idle_check: Duration::from_millis(2),
+        restart_backoff_min: Duration::from_millis(1),
+        restart_backoff_max: Duration::from_millis(5),
+        max_restarts: 1_000,
+        ..quick()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for client in 0..4u64 {
+        let directory = node.directory.clone();
+        clients.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0x5e4f + client);
+            let mut acknowledged = [0u64; ENTITIES];
+            for _ in 0..150 {
+                let entity = rng.random_range(0..ENTITIES);
+                let key = probe(&format!("sim{entity}"));
+                match rng.random_range(0..10) {
+                    0 => {
+                        let _ = call(&directory, &key, ProbeMsg::Panic).await;
+                    }
+                    1 => tokio::time::sleep(Duration::from_millis(rng.random_range(1..12))).await,
+                    _ => {
+                        let n = rng.random_range(1..100);
+                        match call(&directory, &key, ProbeMsg::Add(n)).await {
+                            Ok(_) => acknowledged[entity] += n,
+                            Err(DirectoryError::Crashed { .. }) => {} // dropped with a crashing incarnation
+                            Err(other) => panic!("unexpected error for {key}: {other}"),
+                        }
+                    }
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut expected = [0u64; ENTITIES];
+    for client in clients {
+        for (total, acked) in expected.iter_mut().zip(client.await.unwrap()) {
+            *total += acked;
+        }
+    }
+    for (entity, expected) in expected.iter().enumerate() {
+        let value = call(&node.directory, &probe(&format!("sim{entity}")), ProbeMsg::Get).await.unwrap();
+        assert_eq!(value, *expected, "sim{entity}: the count must be exactly the acknowledged adds");
+    }
+    let restarts = node
+        .directory
+        .registry()
+        .totals()
+        .find(|(kind, _)| *kind == crate::RecordKind::Entity(ActorKind::Probe))
+        .map(|(_, totals)| totals.restarts.load(std::sync::atomic::Ordering::Relaxed))
+        .unwrap_or_default();
+    let supervisor = record(&node.directory, "supervisor/probe").unwrap();
+    assert!(restarts > 0, "the schedule crashed entities");
+    assert!(
+        !supervisor.state.contains("passivated=0"),
+        "the schedule passivated entities: {}",
+        supervisor.state
+    );
 }
