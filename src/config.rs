@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use serv_edges::listener::ConnectionLimits;
 
 const ABOUT: &str = "Run a Serv node: an actor-model distributed runtime with S3, STOMP and HTTP edges.";
 
@@ -102,6 +103,12 @@ pub struct Cli {
     /// Log level or filter, e.g. info or serv_actors=debug,info [default: info]
     #[arg(long, env = "SERV_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Most admin API connections open at once; more clients wait until one closes [default: 256]
+    #[arg(long, env = "SERV_ADMIN_MAX_CONNECTIONS", value_name = "N")]
+    pub admin_max_connections: Option<usize>,
+    /// An admin API connection that moves no byte for this long is closed [default: 60000]
+    #[arg(long, env = "SERV_ADMIN_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub admin_idle_timeout_ms: Option<u64>,
     /// Longest time SIGTERM/SIGINT waits for in-flight work before exiting [default: 10000]
     #[arg(long, env = "SERV_DRAIN_TIMEOUT_MS", value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
@@ -130,6 +137,8 @@ struct FileConfig {
     seeds: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    admin_max_connections: Option<usize>,
+    admin_idle_timeout_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
     passivate_after_ms: Option<u64>,
     max_restarts: Option<u32>,
@@ -150,6 +159,7 @@ pub struct Config {
     pub seeds: Vec<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub admin_limits: ConnectionLimits,
     pub drain_timeout: Duration,
     pub passivate_after: Duration,
     pub max_restarts: u32,
@@ -178,6 +188,12 @@ impl Config {
             seeds: cli.seeds.or(file.seeds).unwrap_or_default(),
             log_format: cli.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
             log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            admin_limits: ConnectionLimits {
+                max_connections: cli.admin_max_connections.or(file.admin_max_connections).unwrap_or(256),
+                idle_timeout: Duration::from_millis(
+                    cli.admin_idle_timeout_ms.or(file.admin_idle_timeout_ms).unwrap_or(60_000),
+                ),
+            },
             drain_timeout: Duration::from_millis(
                 cli.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(10_000),
             ),
@@ -218,6 +234,9 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| format!("log_level {:?} is not a valid filter: {e}", self.log_level))?;
+        if self.admin_limits.max_connections == 0 || self.admin_limits.idle_timeout.is_zero() {
+            return Err("admin_max_connections and admin_idle_timeout_ms must be greater than 0".into());
+        }
         if self.drain_timeout.is_zero() {
             return Err("drain_timeout_ms must be greater than 0".into());
         }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminState, NodeInfo};
+use serv_edges::listener::LimitedListener;
 use serv_storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 
@@ -75,7 +76,7 @@ async fn run(config: Config) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_stop = stop_rx.clone();
     let admin_server = tokio::spawn(
-        axum::serve(admin_listener, admin::router(state.clone()))
+        axum::serve(LimitedListener::new(admin_listener, config.admin_limits), admin::router(state.clone()))
             .with_graceful_shutdown(async move {
                 let _ = admin_stop.wait_for(|stop| *stop).await;
             })

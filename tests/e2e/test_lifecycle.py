@@ -2,8 +2,10 @@
 
 import http.server
 import signal
+import socket
 import subprocess
 import threading
+import time
 
 import pytest
 import requests
@@ -99,3 +101,18 @@ def test_traces_are_exported_over_otlp_when_configured(start_servd):
     assert exports, f"no OTLP export received: {Collector.received}"
     assert all(content_type == "application/x-protobuf" for _, content_type, _ in exports)
     assert any(bytes.fromhex(trace_id) in body for _, _, body in exports), "the request's trace was exported"
+
+
+def test_admin_connections_are_capped_and_idle_ones_closed(start_servd):
+    node = start_servd(args=["--admin-max-connections", "2", "--admin-idle-timeout-ms", "700"]).wait_ready()
+    idle = [socket.create_connection(("127.0.0.1", node.admin_port)) for _ in range(2)]
+    time.sleep(0.1)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{node.admin}/healthz", timeout=0.3)  # both slots are taken
+
+    for sock in idle:
+        sock.settimeout(5)
+        assert sock.recv(1) == b"", "the server closes a connection that stays silent"
+        sock.close()
+    assert requests.get(f"{node.admin}/healthz", timeout=5).status_code == 200, "a freed slot serves again"
+    assert node.stop() == 0
