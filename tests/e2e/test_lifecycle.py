@@ -104,11 +104,11 @@ def test_traces_are_exported_over_otlp_when_configured(start_servd):
 
 
 def test_admin_connections_are_capped_and_idle_ones_closed(start_servd):
-    node = start_servd(args=["--admin-max-connections", "2", "--admin-idle-timeout-ms", "700"]).wait_ready()
+    node = start_servd(args=["--admin-max-connections", "2", "--admin-idle-timeout-ms", "1500"]).wait_ready()
     idle = [socket.create_connection(("127.0.0.1", node.admin_port)) for _ in range(2)]
     time.sleep(0.1)
     with pytest.raises(requests.exceptions.ReadTimeout):
-        requests.get(f"{node.admin}/healthz", timeout=0.3)  # both slots are taken
+        requests.get(f"{node.admin}/healthz", timeout=0.5)  # both slots are taken
 
     for sock in idle:
         sock.settimeout(5)
