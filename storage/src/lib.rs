@@ -68,13 +68,11 @@ impl Storage {
             .open()
             .map_err(|source| StorageError::Open { path: db_path, source })?;
         let committer = commit::Committer::start(db.clone(), options.durability)?;
-        let mut storage = Self {
-            inner: Arc::new(Inner { db, committer, dir, node_id: String::new(), _lock: lock }),
-        };
+        let mut storage =
+            Self { inner: Arc::new(Inner { db, committer, dir, node_id: String::new(), _lock: lock }) };
         let node_id = meta::load_or_create_node_id(&storage)?;
-        Arc::get_mut(&mut storage.inner)
-            .expect("storage is not shared before open returns")
-            .node_id = node_id;
+        Arc::get_mut(&mut storage.inner).expect("storage is not shared before open returns").node_id =
+            node_id;
         Ok(storage)
     }
 

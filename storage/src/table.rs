@@ -91,19 +91,17 @@ impl<K: TableKey, V: Record> Table<K, V> {
         bytes.map(|bytes| self.decode_value(&bytes)).transpose()
     }
 
-    /// Every record of the table in key order.
-    pub fn scan(&self) -> Result<Vec<(K, V)>> {
-        let mut out = Vec::new();
-        for guard in self.keyspace.iter() {
+    /// Every record of the table in key order, read lazily (memory stays bounded).
+    pub fn entries(&self) -> impl Iterator<Item = Result<(K, V)>> + '_ {
+        self.keyspace.iter().map(move |guard| {
             let (key, value) =
                 guard.into_inner().map_err(|source| StorageError::Io { table: self.name, source })?;
             let key = K::decode_key(&key).ok_or_else(|| StorageError::Corrupt {
                 table: self.name,
                 detail: "undecodable key".into(),
             })?;
-            out.push((key, self.decode_value(&value)?));
-        }
-        Ok(out)
+            Ok((key, self.decode_value(&value)?))
+        })
     }
 
     pub(crate) fn keyspace(&self) -> &fjall::Keyspace {
@@ -120,19 +118,13 @@ impl<K: TableKey, V: Record> Table<K, V> {
     }
 
     fn decode_value(&self, bytes: &[u8]) -> Result<V> {
-        let (&format, body) = bytes.split_first().ok_or_else(|| StorageError::Corrupt {
-            table: self.name,
-            detail: "empty record".into(),
-        })?;
+        let (&format, body) = bytes
+            .split_first()
+            .ok_or_else(|| StorageError::Corrupt { table: self.name, detail: "empty record".into() })?;
         if format != V::FORMAT {
-            return Err(StorageError::UnknownFormat {
-                table: self.name,
-                found: format,
-                expected: V::FORMAT,
-            });
+            return Err(StorageError::UnknownFormat { table: self.name, found: format, expected: V::FORMAT });
         }
-        codec::decode(body)
-            .map_err(|e| StorageError::Corrupt { table: self.name, detail: e.to_string() })
+        codec::decode(body).map_err(|e| StorageError::Corrupt { table: self.name, detail: e.to_string() })
     }
 }
 
