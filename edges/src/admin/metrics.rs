@@ -1,10 +1,13 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use serv_actors::ActorRecord;
+use serv_actors::inspect::KindTotals;
 use serv_storage::commit::GROUP_SIZE_BUCKETS;
 
 use super::AdminState;
@@ -45,6 +48,14 @@ fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Computes one per-kind sample from the kind's name and monotonic totals.
+type PerKind<'a> = dyn Fn(&str, &KindTotals) -> u64 + 'a;
+
+/// The live actors of one record kind.
+fn live<'a>(records: &'a [ActorRecord], kind: &'a str) -> impl Iterator<Item = &'a ActorRecord> + 'a {
+    records.iter().filter(move |r| r.kind.as_str() == kind)
+}
+
 pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse {
     let mut out = String::new();
     Family::new(
@@ -63,37 +74,32 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
     let records = state.inner.directory.records();
     let registry = state.inner.directory.registry();
     let kinds: Vec<_> = registry.totals().map(|(kind, totals)| (kind.as_str(), totals)).collect();
-    let mut family = Family::new(&mut out, "serv_actors", "gauge", "Live actors by kind.");
-    for (kind, _) in &kinds {
-        family.sample("", &[("kind", kind)], records.iter().filter(|r| r.kind.as_str() == *kind).count());
-    }
-    let mut family = Family::new(
-        &mut out,
-        "serv_actor_mailbox_depth",
-        "gauge",
-        "Messages waiting in live actors' mailboxes, by kind.",
-    );
-    for (kind, _) in &kinds {
-        let depth: u64 = records.iter().filter(|r| r.kind.as_str() == *kind).map(|r| r.mailbox_depth).sum();
-        family.sample("", &[("kind", kind)], depth);
-    }
-    let mut family = Family::new(
-        &mut out,
-        "serv_actor_messages_handled_total",
-        "counter",
-        "Messages handled by actors since start, by kind.",
-    );
-    for (kind, totals) in &kinds {
-        family.sample("", &[("kind", kind)], totals.handled.load(std::sync::atomic::Ordering::Relaxed));
-    }
-    let mut family = Family::new(
-        &mut out,
-        "serv_actor_restarts_total",
-        "counter",
-        "Actor restarts after a crash since start, by kind.",
-    );
-    for (kind, totals) in &kinds {
-        family.sample("", &[("kind", kind)], totals.restarts.load(std::sync::atomic::Ordering::Relaxed));
+    let per_kind: [(&'static str, &str, &str, &PerKind); 4] = [
+        ("serv_actors", "gauge", "Live actors by kind.", &|kind, _| live(&records, kind).count() as u64),
+        (
+            "serv_actor_mailbox_depth",
+            "gauge",
+            "Messages waiting in live actors' mailboxes, by kind.",
+            &|kind, _| live(&records, kind).map(|r| r.mailbox_depth).sum(),
+        ),
+        (
+            "serv_actor_messages_handled_total",
+            "counter",
+            "Messages handled by actors since start, by kind.",
+            &|_, totals| totals.handled.load(Ordering::Relaxed),
+        ),
+        (
+            "serv_actor_restarts_total",
+            "counter",
+            "Actor restarts after a crash since start, by kind.",
+            &|_, totals| totals.restarts.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind_of_metric, help, value) in per_kind {
+        let mut family = Family::new(&mut out, name, kind_of_metric, help);
+        for (kind, totals) in &kinds {
+            family.sample("", &[("kind", kind)], value(kind, totals));
+        }
     }
 
     let commits = state.inner.storage.commit_stats();
