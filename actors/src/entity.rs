@@ -160,7 +160,12 @@ impl<E: Entity> Actor for EntityActor<E> {
                 trace::link_parent(&span, traceparent.as_deref());
                 let outcome = state.entity.handle(msg, &state.args.ctx).instrument(span).await;
                 state.args.gate.leave();
-                state.args.stats.handled_one(Some(state.entity.summary()));
+                state.args.stats.handled_one();
+                // The summary is formatted once the mailbox runs dry, not for every message of a
+                // burst; it is current again before the last sender gets its answer.
+                if state.args.gate.pending() == 0 {
+                    state.args.stats.set_state(state.entity.summary());
+                }
                 match outcome {
                     Ok(answer) => {
                         if let Some(reply) = reply {

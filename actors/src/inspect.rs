@@ -134,6 +134,11 @@ pub struct ActorStats {
     totals: Arc<KindTotals>,
     handled: AtomicU64,
     restarts: AtomicU64,
+    /// When the stats were created; `last_active_ms` counts from here.
+    created: Instant,
+    /// Last handled message (or start), in ms since `created`: an atomic, so that handling a
+    /// message takes no lock.
+    last_active_ms: AtomicU64,
     mutable: Mutex<Mutable>,
 }
 
@@ -143,7 +148,6 @@ struct Mutable {
     state: String,
     last_error: Option<String>,
     started: Instant,
-    last_active: Instant,
     gate: Arc<Gate>,
 }
 
@@ -157,12 +161,13 @@ impl ActorStats {
             totals,
             handled: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            created: now,
+            last_active_ms: AtomicU64::new(0),
             mutable: Mutex::new(Mutable {
                 status: ActorStatus::Starting,
                 state: String::new(),
                 last_error: None,
                 started: now,
-                last_active: now,
                 gate: Arc::default(),
             }),
         })
@@ -172,25 +177,26 @@ impl ActorStats {
         self.mutable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The record key (`kind/name`).
-    pub fn key(&self) -> &str {
-        &self.key
+    fn since_created_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Records one handled message.
-    pub fn handled_one(&self, state: Option<String>) {
+    /// Records one handled message (lock-free: it runs for every message).
+    pub fn handled_one(&self) {
         self.handled.fetch_add(1, Ordering::Relaxed);
         self.totals.handled.fetch_add(1, Ordering::Relaxed);
-        let mut mutable = self.lock();
-        mutable.last_active = Instant::now();
-        if let Some(state) = state {
-            mutable.state = state;
-        }
+        self.last_active_ms.store(self.since_created_ms(), Ordering::Relaxed);
+    }
+
+    /// Replaces the one-line state summary.
+    pub fn set_state(&self, state: String) {
+        self.lock().state = state;
     }
 
     /// Time since the actor last handled a message (or started).
     pub fn idle_for(&self) -> std::time::Duration {
-        self.lock().last_active.elapsed()
+        let idle_ms = self.since_created_ms().saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        std::time::Duration::from_millis(idle_ms)
     }
 
     /// Marks a new incarnation running with the given state summary and gate.
@@ -199,17 +205,13 @@ impl ActorStats {
         mutable.status = ActorStatus::Running;
         mutable.state = state;
         mutable.started = Instant::now();
-        mutable.last_active = mutable.started;
         mutable.gate = gate;
+        self.last_active_ms.store(self.since_created_ms(), Ordering::Relaxed);
     }
 
-    /// Sets the status and, when given, the state summary.
-    pub fn set_status(&self, status: ActorStatus, state: Option<String>) {
-        let mut mutable = self.lock();
-        mutable.status = status;
-        if let Some(state) = state {
-            mutable.state = state;
-        }
+    /// Sets the life-cycle status.
+    pub fn set_status(&self, status: ActorStatus) {
+        self.lock().status = status;
     }
 
     /// Records a failure; `restarted` counts it as one more restart.
@@ -226,16 +228,6 @@ impl ActorStats {
     /// Sets the last error without changing the status (e.g. an escalation seen by a parent).
     pub fn note_error(&self, error: String) {
         self.lock().last_error = Some(error);
-    }
-
-    /// Restarts counted since activation.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
-    }
-
-    /// Current status.
-    pub fn status(&self) -> ActorStatus {
-        self.lock().status
     }
 
     /// A snapshot of the record.
@@ -335,11 +327,5 @@ impl Registry {
     pub fn records(&self) -> Vec<ActorRecord> {
         let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
         actors.values().map(|stats| stats.record()).collect()
-    }
-
-    /// The record of one actor, if it is live.
-    pub fn record(&self, key: &str) -> Option<ActorRecord> {
-        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
-        actors.get(key).map(|stats| stats.record())
     }
 }

@@ -184,7 +184,7 @@ impl KindState {
         let Some(child) = self.children.get_mut(name) else { return };
         let Some(spawner) = self.hub.spawner(self.kind) else { return };
         child.generation += 1;
-        child.stats.set_status(ActorStatus::Starting, None);
+        child.stats.set_status(ActorStatus::Starting);
         let gate = Arc::new(Gate::default());
         let args = EntityArgs {
             ctx: EntityContext {
@@ -367,7 +367,8 @@ impl Actor for KindSupervisor {
                 let _ = reply.send(state.reset(name));
             }
         }
-        state.stats.handled_one(Some(state.summary()));
+        state.stats.handled_one();
+        state.stats.set_state(state.summary());
         Ok(())
     }
 
@@ -382,7 +383,8 @@ impl Actor for KindSupervisor {
             SupervisionEvent::ActorFailed(cell, error) => state.failed_cell(&cell, error.to_string()),
             _ => {}
         }
-        state.stats.handled_one(Some(state.summary()));
+        state.stats.handled_one();
+        state.stats.set_state(state.summary());
         Ok(())
     }
 }
@@ -460,7 +462,8 @@ impl Actor for NodeSupervisor {
                 state.stats.note_error(format!("{key} escalated: {error}"));
             }
         }
-        state.stats.handled_one(Some(state.summary()));
+        state.stats.handled_one();
+        state.stats.set_state(state.summary());
         Ok(())
     }
 
@@ -482,7 +485,8 @@ impl Actor for NodeSupervisor {
             state.hub.forget_kind(kind);
             state.spawn_kind(&myself, kind).await?;
         }
-        state.stats.handled_one(Some(state.summary()));
+        state.stats.handled_one();
+        state.stats.set_state(state.summary());
         Ok(())
     }
 }
