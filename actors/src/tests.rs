@@ -247,12 +247,9 @@ async fn messages_for_the_wrong_or_unserved_kind_are_refused() {
         call(&node.directory, &wrong, ProbeMsg::Get).await,
         Err(DirectoryError::WrongKind { .. })
     ));
-    let directory = Directory::start(
-        Storage::open(tempfile::tempdir().unwrap().keep(), StorageOptions::default()).unwrap(),
-        quick(),
-    )
-    .await
-    .unwrap();
+    let bare_dir = tempfile::tempdir().unwrap();
+    let bare = Storage::open(bare_dir.path(), StorageOptions::default()).unwrap();
+    let directory = Directory::start(bare, quick()).await.unwrap();
     assert!(matches!(
         call(&directory, &probe("x"), ProbeMsg::Get).await,
         Err(DirectoryError::NotServed { .. })

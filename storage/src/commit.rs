@@ -77,16 +77,6 @@ impl WriteSet {
             .commit()
             .map_err(|e| StorageError::Commit(e.to_string()))
     }
-
-    /// Number of changes in the set.
-    pub fn len(&self) -> usize {
-        self.batch.len()
-    }
-
-    /// True when the set holds no change.
-    pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
-    }
 }
 
 /// A batch handed to the commit thread, with the port its outcome goes to.

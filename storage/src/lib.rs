@@ -67,13 +67,9 @@ impl Storage {
             .manual_journal_persist(true)
             .open()
             .map_err(|source| StorageError::Open { path: db_path, source })?;
+        let node_id = meta::load_or_create_node_id(&db)?;
         let committer = commit::Committer::start(db.clone(), options.durability)?;
-        let mut storage =
-            Self { inner: Arc::new(Inner { db, committer, dir, node_id: String::new(), _lock: lock }) };
-        let node_id = meta::load_or_create_node_id(&storage)?;
-        Arc::get_mut(&mut storage.inner).expect("storage is not shared before open returns").node_id =
-            node_id;
-        Ok(storage)
+        Ok(Self { inner: Arc::new(Inner { db, committer, dir, node_id, _lock: lock }) })
     }
 
     /// The node's stable id, created on first start and kept in the data directory.

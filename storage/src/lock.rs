@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{Result, StorageError};
 
@@ -12,7 +12,6 @@ const LOCK_FILE: &str = "serv.lock";
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DataDirLock {
@@ -44,11 +43,6 @@ impl DataDirLock {
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         writeln!(file, "{}", std::process::id()).map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
-        Ok(Self { _file: file, path })
-    }
-
-    /// Path of the lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Record, Result, Storage, TableDef};
+use crate::{Record, Result, Table, TableDef, WriteSet};
 
 /// Node-level facts, keyed by name.
 const META: TableDef<String, MetaValue> = TableDef::new("meta");
@@ -18,13 +18,13 @@ impl Record for MetaValue {
 }
 
 /// Reads the node id, creating and durably storing a random one on first start.
-pub(crate) fn load_or_create_node_id(storage: &Storage) -> Result<String> {
-    let meta = storage.table(META)?;
+pub(crate) fn load_or_create_node_id(db: &fjall::Database) -> Result<String> {
+    let meta = Table::open(db, META)?;
     if let Some(MetaValue::NodeId(id)) = meta.get(&NODE_ID.to_string())? {
         return Ok(id);
     }
     let id = format!("{:016x}", rand::random::<u64>());
-    let mut changes = storage.write_set();
+    let mut changes = WriteSet::new(db);
     changes.put(&meta, &NODE_ID.to_string(), &MetaValue::NodeId(id.clone()))?;
     // The node id must be durable before anything is built on it.
     changes.commit_synced()?;

@@ -77,11 +77,6 @@ impl<K: TableKey, V: Record> Table<K, V> {
         Ok(Self { name: def.name, keyspace, _types: PhantomData })
     }
 
-    /// The table's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Reads the record stored under `key`, if any.
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         let bytes = self

@@ -228,3 +228,24 @@ async fn record_from_unknown_format_is_refused() {
         "a scan refuses the record too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_record_stays_deleted_after_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = open(dir.path(), DurabilityMode::Group);
+    commit_concurrently(&storage).await;
+    let table = storage.table(NOTES).expect("table");
+    let gone = "key-000".to_string();
+    assert!(table.get(&gone).expect("get").is_some(), "the record exists before the delete");
+    let mut changes = storage.write_set();
+    changes.delete(&table, &gone);
+    storage.commit(changes).await.expect("commit the delete");
+    assert!(table.get(&gone).expect("get").is_none());
+    storage.close().expect("close");
+    drop((table, storage));
+
+    let reopened = open(dir.path(), DurabilityMode::Group);
+    let table = reopened.table(NOTES).expect("table");
+    assert!(table.get(&gone).expect("get").is_none(), "the delete was durable");
+    assert_eq!(table.entries().count(), WRITERS - 1, "only that record went");
+}

@@ -116,20 +116,19 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 #[derive(Serialize)]
-struct NodeView<'a> {
+struct NodeView {
     #[serde(flatten)]
-    info: &'a NodeInfo,
+    info: NodeInfo,
     uptime_ms: u64,
     data_dir: String,
 }
 
-async fn node(State(state): State<AdminState>) -> Json<serde_json::Value> {
-    let view = NodeView {
-        info: &state.inner.node,
+async fn node(State(state): State<AdminState>) -> Json<NodeView> {
+    Json(NodeView {
+        info: state.inner.node.clone(),
         uptime_ms: state.uptime_ms(),
         data_dir: state.inner.storage.dir().display().to_string(),
-    };
-    Json(serde_json::to_value(view).unwrap_or_default())
+    })
 }
 
 async fn actors(
