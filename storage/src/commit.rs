@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use fjall::PersistMode;
 use tokio::sync::oneshot;
 
-use crate::table::key_bytes;
+use crate::key::key_bytes;
 use crate::{Record, Result, StorageError, Table, TableKey};
 
 /// How commits are made durable.
@@ -68,6 +68,11 @@ impl WriteSet {
     /// Removes `key` from `table`.
     pub fn delete<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &K) {
         self.batch.remove(table.keyspace(), key_bytes(key));
+    }
+
+    /// Stores raw bytes (a block body) in `keyspace`.
+    pub(crate) fn put_raw(&mut self, keyspace: &fjall::Keyspace, key: Vec<u8>, value: bytes::Bytes) {
+        self.batch.insert(keyspace, key, value.as_ref());
     }
 
     /// Applies the set and syncs the journal on this thread, outside the group (start-up only).
@@ -143,6 +148,10 @@ impl Committer {
                 .map_err(|e| StorageError::Commit(format!("cannot start commit thread: {e}")))?
         };
         Ok(Self { shared, mode, thread: Mutex::new(Some(thread)) })
+    }
+
+    pub(crate) fn write_set(&self) -> WriteSet {
+        WriteSet::new(&self.shared.db)
     }
 
     pub(crate) async fn commit(&self, changes: WriteSet) -> Result<()> {

@@ -6,9 +6,11 @@
 //! one fsync (group commit, see [`commit`]). The data directory is locked for the life of the
 //! [`Storage`], so a second node on the same directory is refused instead of corrupting it.
 
+pub mod blocks;
 pub mod codec;
 pub mod commit;
 mod error;
+pub mod key;
 mod lock;
 mod meta;
 mod table;
@@ -18,8 +20,9 @@ use std::sync::Arc;
 
 pub use commit::{CommitStats, DurabilityMode, WriteSet};
 pub use error::StorageError;
+pub use key::{KeyPart, KeyPrefix, TableKey};
 pub use lock::DataDirLock;
-pub use table::{Record, Table, TableDef, TableKey};
+pub use table::{Record, Table, TableDef};
 
 /// Result of a storage operation.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -47,7 +50,8 @@ pub struct Storage {
 
 struct Inner {
     db: fjall::Database,
-    committer: commit::Committer,
+    committer: Arc<commit::Committer>,
+    blocks: blocks::BlockStore,
     dir: PathBuf,
     node_id: String,
     // Held for the life of the storage; dropped last so the directory stays ours until closed.
@@ -68,8 +72,9 @@ impl Storage {
             .open()
             .map_err(|source| StorageError::Open { path: db_path, source })?;
         let node_id = meta::load_or_create_node_id(&db)?;
-        let committer = commit::Committer::start(db.clone(), options.durability)?;
-        Ok(Self { inner: Arc::new(Inner { db, committer, dir, node_id, _lock: lock }) })
+        let committer = Arc::new(commit::Committer::start(db.clone(), options.durability)?);
+        let blocks = blocks::BlockStore::open(&db, committer.clone())?;
+        Ok(Self { inner: Arc::new(Inner { db, committer, blocks, dir, node_id, _lock: lock }) })
     }
 
     /// The node's stable id, created on first start and kept in the data directory.
@@ -85,6 +90,11 @@ impl Storage {
     /// Opens the table `def`, creating its keyspace on first use.
     pub fn table<K: TableKey, V: Record>(&self, def: TableDef<K, V>) -> Result<Table<K, V>> {
         Table::open(&self.inner.db, def)
+    }
+
+    /// The content-addressed block store (object bodies).
+    pub fn blocks(&self) -> &blocks::BlockStore {
+        &self.inner.blocks
     }
 
     /// A new, empty set of changes to commit atomically.

@@ -1,41 +1,16 @@
 //! Typed tables: a fjall keyspace seen as a map from a typed key to a versioned, typed record.
 //!
-//! Keys are encoded so that byte order is key order (big-endian integers, raw UTF-8 strings);
-//! values are a format-version byte followed by the record in the [`crate::codec`] encoding, so
+//! Keys are encoded so that byte order is key order (see [`crate::key`]); values are a format-version byte followed by the record in the [`crate::codec`] encoding, so
 //! a record written by an older layout is recognised and never misread.
 
 use std::marker::PhantomData;
+use std::ops::Bound;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::key::{KeyPrefix, TableKey, key_bytes};
 use crate::{Result, StorageError, codec};
-
-/// A key type of a table, with an order-preserving byte encoding.
-pub trait TableKey: Sized + Send + Sync + 'static {
-    /// Appends the key's bytes to `out`.
-    fn encode_key(&self, out: &mut Vec<u8>);
-    /// Reads a key back from its bytes.
-    fn decode_key(bytes: &[u8]) -> Option<Self>;
-}
-
-impl TableKey for String {
-    fn encode_key(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
-    }
-    fn decode_key(bytes: &[u8]) -> Option<Self> {
-        String::from_utf8(bytes.to_vec()).ok()
-    }
-}
-
-impl TableKey for u64 {
-    fn encode_key(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_be_bytes());
-    }
-    fn decode_key(bytes: &[u8]) -> Option<Self> {
-        Some(u64::from_be_bytes(bytes.try_into().ok()?))
-    }
-}
 
 /// A record kept in a table; `FORMAT` is bumped whenever its layout changes.
 pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -88,15 +63,39 @@ impl<K: TableKey, V: Record> Table<K, V> {
 
     /// Every record of the table in key order, read lazily (memory stays bounded).
     pub fn entries(&self) -> impl Iterator<Item = Result<(K, V)>> + '_ {
-        self.keyspace.iter().map(move |guard| {
-            let (key, value) =
-                guard.into_inner().map_err(|source| StorageError::Io { table: self.name, source })?;
-            let key = K::decode_key(&key).ok_or_else(|| StorageError::Corrupt {
-                table: self.name,
-                detail: "undecodable key".into(),
-            })?;
-            Ok((key, self.decode_value(&value)?))
-        })
+        self.keyspace.iter().map(move |guard| self.decode_entry(guard))
+    }
+
+    /// The records whose keys start with `prefix`, in key order, from just after `after` when
+    /// given (a listing's continuation point); read lazily.
+    pub fn scan<'a>(
+        &'a self,
+        prefix: &'a KeyPrefix,
+        after: Option<&K>,
+    ) -> impl Iterator<Item = Result<(K, V)>> + 'a {
+        let start = match after {
+            Some(key) => Bound::Excluded(key_bytes(key)),
+            None => Bound::Included(prefix.bytes().to_vec()),
+        };
+        self.keyspace
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .map(move |guard| {
+                guard.into_inner().map_err(|source| StorageError::Io { table: self.name, source })
+            })
+            .take_while(move |pair| pair.as_ref().map_or(true, |(key, _)| key.starts_with(prefix.bytes())))
+            .map(move |pair| pair.and_then(|(key, value)| self.decode_pair(&key, &value)))
+    }
+
+    fn decode_entry(&self, guard: fjall::Guard) -> Result<(K, V)> {
+        let (key, value) =
+            guard.into_inner().map_err(|source| StorageError::Io { table: self.name, source })?;
+        self.decode_pair(&key, &value)
+    }
+
+    fn decode_pair(&self, key: &[u8], value: &[u8]) -> Result<(K, V)> {
+        let key = K::decode_key(key)
+            .ok_or_else(|| StorageError::Corrupt { table: self.name, detail: "undecodable key".into() })?;
+        Ok((key, self.decode_value(value)?))
     }
 
     pub(crate) fn keyspace(&self) -> &fjall::Keyspace {
@@ -120,23 +119,5 @@ impl<K: TableKey, V: Record> Table<K, V> {
             return Err(StorageError::UnknownFormat { table: self.name, found: format, expected: V::FORMAT });
         }
         codec::decode(body).map_err(|e| StorageError::Corrupt { table: self.name, detail: e.to_string() })
-    }
-}
-
-pub(crate) fn key_bytes<K: TableKey>(key: &K) -> Vec<u8> {
-    let mut out = Vec::new();
-    key.encode_key(&mut out);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn integer_keys_sort_numerically() {
-        let (a, b) = (key_bytes(&2u64), key_bytes(&10u64));
-        assert!(a < b, "2 must sort before 10");
-        assert_eq!(u64::decode_key(&b), Some(10));
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serv_storage::{DurabilityMode, Storage, StorageError, StorageOptions, TableDef};
+use serv_storage::{DurabilityMode, KeyPrefix, Storage, StorageError, StorageOptions, TableDef};
 
 /// A plain record for the commit tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,4 +248,26 @@ async fn deleted_record_stays_deleted_after_reopen() {
     let table = reopened.table(NOTES).expect("table");
     assert!(table.get(&gone).expect("get").is_none(), "the delete was durable");
     assert_eq!(table.entries().count(), WRITERS - 1, "only that record went");
+}
+
+#[test]
+fn a_prefix_scan_lists_in_key_order_from_a_continuation_point() {
+    const PAIRS: TableDef<(String, String), Note> = TableDef::new("pairs");
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let table = storage.table(PAIRS).unwrap();
+    let mut changes = storage.write_set();
+    for (bucket, key) in
+        [("b", "photos/2"), ("b", "photos/1"), ("b", "notes"), ("b2", "photos/0"), ("a", "photos/9")]
+    {
+        changes.put(&table, &(bucket.to_string(), key.to_string()), &Note { text: key.to_string() }).unwrap();
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(storage.commit(changes)).unwrap();
+    let prefix = KeyPrefix::new().part(&"b".to_string()).partial_str("photos/");
+    let keys = |after: Option<&(String, String)>| -> Vec<String> {
+        table.scan(&prefix, after).map(|entry| entry.unwrap().0.1).collect()
+    };
+    assert_eq!(keys(None), ["photos/1", "photos/2"]);
+    assert_eq!(keys(Some(&("b".to_string(), "photos/1".to_string()))), ["photos/2"]);
+    assert!(keys(Some(&("b".to_string(), "photos/2".to_string()))).is_empty());
 }

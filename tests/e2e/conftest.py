@@ -15,6 +15,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Root credentials every test node starts with (SERV_ACCESS_KEY / SERV_SECRET_KEY).
+ACCESS_KEY = "SVTESTROOTKEY"
+SECRET_KEY = "test-root-secret-key-0123456789"
+
 
 def servd_bin() -> str:
     if os.environ.get("SERVD_BIN"):
@@ -39,12 +43,16 @@ class Servd:
         if admin_addr == "auto":
             admin_addr = f"127.0.0.1:{self.admin_port}"
         self.token = token
+        self.s3_port = free_port()
+        self.s3 = f"http://127.0.0.1:{self.s3_port}"
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
         if token is not None:
             full_env["SERV_ADMIN_TOKEN"] = token
+        full_env.setdefault("SERV_ACCESS_KEY", ACCESS_KEY)
+        full_env.setdefault("SERV_SECRET_KEY", SECRET_KEY)
         full_env.update(env or {})
-        self.args = [servd_bin(), "--data-dir", str(data_dir), *args]
+        self.args = [servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"127.0.0.1:{self.s3_port}", *args]
         if admin_addr is not None:
             self.args += ["--admin-addr", admin_addr]
         self.log = open(self.log_path, "wb")

@@ -101,7 +101,8 @@ def test_second_servd_on_the_same_data_dir_is_refused(servd, start_servd):
 
 
 def test_generated_secrets_are_stored_0600_and_printed_once(start_servd, tmp_path):
-    first = start_servd(token=None).wait_ready()
+    no_creds = {"SERV_ACCESS_KEY": "", "SERV_SECRET_KEY": ""}  # empty means unset: generate
+    first = start_servd(token=None, env=no_creds).wait_ready()
     token_file = first.data_dir / "admin-token"
     creds_file = first.data_dir / "root-credentials"
     for path in (token_file, creds_file):
@@ -114,7 +115,7 @@ def test_generated_secrets_are_stored_0600_and_printed_once(start_servd, tmp_pat
     node_id = first.get("/v1/node", token=token).json()["id"]
     assert first.stop() == 0
 
-    second = start_servd(token=None, data_dir=first.data_dir).wait_ready()
+    second = start_servd(token=None, env=no_creds, data_dir=first.data_dir).wait_ready()
     assert second.get("/v1/node", token=token).json()["id"] == node_id, "node id is stable"
     assert token not in second.output(), "the token is printed only when generated"
     assert "servd: generated" not in second.output()
