@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use serv_edges::listener::ConnectionLimits;
+use serv_edges::s3::S3Limits;
 
 const ABOUT: &str = "Run a Serv node: an actor-model distributed runtime with S3, STOMP and HTTP edges.";
 
@@ -73,7 +74,7 @@ pub struct Cli {
     /// Directory of the node's database, lock and generated secrets [default: ./serv-data]
     #[arg(long, env = "SERV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// S3 edge listen address (reserved: served once the S3 edge lands) [default: 127.0.0.1:9000]
+    /// S3 edge listen address [default: 127.0.0.1:9000]
     #[arg(long, env = "SERV_S3_ADDR", value_name = "ADDR")]
     pub s3_addr: Option<SocketAddr>,
     /// STOMP edge listen address (reserved: served once the STOMP edge lands) [default: 127.0.0.1:61613]
@@ -115,6 +116,27 @@ pub struct Cli {
     /// An entity that handled nothing for this long passivates [default: 300000]
     #[arg(long, env = "SERV_PASSIVATE_AFTER_MS", value_name = "MS")]
     pub passivate_after_ms: Option<u64>,
+    /// Base domain for virtual-host-style S3 requests (BUCKET.DOMAIN); path style always works
+    #[arg(long, env = "SERV_S3_DOMAIN", value_name = "DOMAIN")]
+    pub s3_domain: Option<String>,
+    /// Region the S3 edge reports and signs for [default: us-east-1]
+    #[arg(long, env = "SERV_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Largest S3 object or part accepted, in bytes [default: 5368709120]
+    #[arg(long, env = "SERV_S3_MAX_OBJECT_BYTES", value_name = "BYTES")]
+    pub s3_max_object_bytes: Option<u64>,
+    /// Most S3 bodies uploading or downloading at once; past it, 503 SlowDown [default: 256]
+    #[arg(long, env = "SERV_S3_MAX_INFLIGHT_BODIES", value_name = "N")]
+    pub s3_max_inflight_bodies: Option<usize>,
+    /// Most S3 connections open at once; more clients wait until one closes [default: 1024]
+    #[arg(long, env = "SERV_S3_MAX_CONNECTIONS", value_name = "N")]
+    pub s3_max_connections: Option<usize>,
+    /// An S3 connection that moves no byte for this long is closed [default: 60000]
+    #[arg(long, env = "SERV_S3_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub s3_idle_timeout_ms: Option<u64>,
+    /// How often unreferenced content blocks are collected [default: 1000]
+    #[arg(long, env = "SERV_BLOCK_GC_INTERVAL_MS", value_name = "MS")]
+    pub block_gc_interval_ms: Option<u64>,
     /// Crashes of one entity tolerated within the restart window before escalating [default: 5]
     #[arg(long, env = "SERV_MAX_RESTARTS", value_name = "N")]
     pub max_restarts: Option<u32>,
@@ -143,6 +165,13 @@ struct FileConfig {
     passivate_after_ms: Option<u64>,
     max_restarts: Option<u32>,
     restart_window_ms: Option<u64>,
+    s3_domain: Option<String>,
+    s3_region: Option<String>,
+    s3_max_object_bytes: Option<u64>,
+    s3_max_inflight_bodies: Option<usize>,
+    s3_max_connections: Option<usize>,
+    s3_idle_timeout_ms: Option<u64>,
+    block_gc_interval_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -164,6 +193,11 @@ pub struct Config {
     pub passivate_after: Duration,
     pub max_restarts: u32,
     pub restart_window: Duration,
+    pub s3_domain: Option<String>,
+    pub s3_region: String,
+    pub s3_limits: S3Limits,
+    pub s3_connections: ConnectionLimits,
+    pub block_gc_interval: Duration,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -204,6 +238,28 @@ impl Config {
             restart_window: Duration::from_millis(
                 cli.restart_window_ms.or(file.restart_window_ms).unwrap_or(60_000),
             ),
+            s3_domain: cli.s3_domain.or(file.s3_domain),
+            s3_region: cli.s3_region.or(file.s3_region).unwrap_or_else(|| "us-east-1".into()),
+            s3_limits: S3Limits {
+                max_object_size: cli
+                    .s3_max_object_bytes
+                    .or(file.s3_max_object_bytes)
+                    .unwrap_or(S3Limits::default().max_object_size),
+                max_inflight_bodies: cli
+                    .s3_max_inflight_bodies
+                    .or(file.s3_max_inflight_bodies)
+                    .unwrap_or(S3Limits::default().max_inflight_bodies),
+                ..S3Limits::default()
+            },
+            s3_connections: ConnectionLimits {
+                max_connections: cli.s3_max_connections.or(file.s3_max_connections).unwrap_or(1024),
+                idle_timeout: Duration::from_millis(
+                    cli.s3_idle_timeout_ms.or(file.s3_idle_timeout_ms).unwrap_or(60_000),
+                ),
+            },
+            block_gc_interval: Duration::from_millis(
+                cli.block_gc_interval_ms.or(file.block_gc_interval_ms).unwrap_or(1_000),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -239,6 +295,18 @@ impl Config {
         }
         if self.drain_timeout.is_zero() {
             return Err("drain_timeout_ms must be greater than 0".into());
+        }
+        if self.s3_connections.max_connections == 0 || self.s3_connections.idle_timeout.is_zero() {
+            return Err("s3_max_connections and s3_idle_timeout_ms must be greater than 0".into());
+        }
+        if self.s3_limits.max_object_size == 0 || self.s3_limits.max_inflight_bodies == 0 {
+            return Err("s3_max_object_bytes and s3_max_inflight_bodies must be greater than 0".into());
+        }
+        if self.block_gc_interval.is_zero() {
+            return Err("block_gc_interval_ms must be greater than 0".into());
+        }
+        if self.s3_domain.as_deref().is_some_and(|d| d.is_empty() || d.contains('/')) {
+            return Err("s3_domain must be a domain name such as s3.example.test".into());
         }
         Ok(())
     }

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Parser;
+use serv_actors::bucket::Bucket;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
+use serv_edges::s3::{self, Keys, S3Settings};
 use serv_storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 
@@ -46,7 +48,7 @@ async fn run(config: Config) -> Result<(), String> {
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
     let storage = Storage::open(&config.data_dir, StorageOptions::default()).map_err(|e| e.to_string())?;
     let admin_token = secrets::admin_token(&config.data_dir)?;
-    let _root_credentials = secrets::root_credentials(&config.data_dir)?;
+    let (root_access, root_secret) = secrets::root_credentials(&config.data_dir)?;
 
     let supervision = SupervisionConfig {
         passivate_after: config.passivate_after,
@@ -55,21 +57,38 @@ async fn run(config: Config) -> Result<(), String> {
         ..SupervisionConfig::default()
     };
     let directory = Directory::start(storage.clone(), supervision).await?;
+    directory.register::<Bucket>();
 
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await
         .map_err(|e| format!("cannot listen on admin address {}: {e}", config.admin_addr))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    let s3_listener = TcpListener::bind(config.s3_addr)
+        .await
+        .map_err(|e| format!("cannot listen on S3 address {}: {e}", config.s3_addr))?;
+    let s3_addr = s3_listener.local_addr().map_err(|e| e.to_string())?;
+    let s3_settings = S3Settings {
+        limits: config.s3_limits.clone(),
+        region: config.s3_region.clone(),
+        domain: config.s3_domain.clone(),
+    };
+    let s3_service =
+        s3::service(directory.clone(), storage.clone(), Keys::new(root_access, root_secret), s3_settings)?;
+    let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
         id: storage.node_id().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        addresses: BTreeMap::from([("admin".to_string(), admin_addr.to_string())]),
+        addresses: BTreeMap::from([
+            ("admin".to_string(), admin_addr.to_string()),
+            ("s3".to_string(), s3_addr.to_string()),
+        ]),
     };
     let state = AdminState::new(node, directory.clone(), storage.clone(), admin_token);
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),
         admin = %admin_addr,
+        s3 = %s3_addr,
         "servd is ready"
     );
 
@@ -83,12 +102,23 @@ async fn run(config: Config) -> Result<(), String> {
             .into_future(),
     );
 
+    let mut s3_stop = stop_rx.clone();
+    let s3_server = tokio::spawn(s3::serve(
+        LimitedListener::new(s3_listener, config.s3_connections),
+        s3_service,
+        async move {
+            let _ = s3_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
     state.set_draining();
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = admin_server.await;
+        let _ = s3_server.await;
+        collector.abort();
         directory.shutdown(config.drain_timeout).await;
     };
     let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();

@@ -11,6 +11,7 @@
 //! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
 //! - [`trace`]: the W3C `traceparent` carried inside every actor message.
 
+pub mod bucket;
 pub mod directory;
 pub mod entity;
 pub mod inspect;

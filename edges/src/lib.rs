@@ -10,3 +10,4 @@
 
 pub mod admin;
 pub mod listener;
+pub mod s3;

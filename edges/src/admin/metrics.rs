@@ -129,5 +129,20 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
         .sample("_sum", &[], commits.group_size_sum)
         .sample("_count", &[], commits.fsyncs);
 
+    let blocks = state.inner.storage.blocks().stats();
+    let block_families: [(&'static str, &str, &str, u64); 3] = [
+        ("serv_blocks_stored", "gauge", "Distinct content blocks stored (each stored once).", blocks.blocks),
+        ("serv_block_bytes_stored", "gauge", "Bytes of the content blocks stored.", blocks.bytes),
+        (
+            "serv_blocks_collected_total",
+            "counter",
+            "Unreferenced blocks removed by the collector since start.",
+            blocks.collected,
+        ),
+    ];
+    for (name, kind, help, value) in block_families {
+        Family::new(&mut out, name, kind, help).sample("", &[], value);
+    }
+
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }

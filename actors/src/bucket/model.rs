@@ -1,0 +1,276 @@
+//! What a bucket stores and what can be asked of it: records, tables, messages and replies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serv_storage::blocks::BlockHash;
+use serv_storage::{Record, TableDef};
+
+use crate::{ActorKind, KindMessage};
+
+/// Who may do what on a bucket besides its owner (S3 canned ACLs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CannedAcl {
+    /// Only the owner.
+    #[default]
+    Private,
+    /// Anyone may read objects and list.
+    PublicRead,
+    /// Anyone may read and write.
+    PublicReadWrite,
+    /// Any authenticated key may read and list.
+    AuthenticatedRead,
+}
+
+/// A bucket's durable description and running totals (the bucket actor is its only writer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketMeta {
+    /// Access key that created the bucket.
+    pub owner: String,
+    /// Creation time, Unix milliseconds; also tells one incarnation of a name from the next.
+    pub created_ms: u64,
+    /// Canned ACL.
+    pub acl: CannedAcl,
+    /// Objects currently stored.
+    pub objects: u64,
+    /// Bytes of those objects.
+    pub bytes: u64,
+    /// Multipart uploads in progress.
+    pub uploads: u64,
+    /// Next sequence number, unique within this incarnation (block owners, upload ids).
+    pub next_seq: u64,
+}
+
+impl Record for BucketMeta {
+    const FORMAT: u8 = 1;
+}
+
+/// One stretch of an object's body: a content block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The block holding the bytes.
+    pub hash: BlockHash,
+    /// Its length.
+    pub len: u32,
+}
+
+/// The headers an object keeps and returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` pairs, names lower-cased without the prefix.
+    pub user: BTreeMap<String, String>,
+}
+
+/// Checksums requested by the writer, base64 as S3 sends them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksums {
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// An object's body and description, as written by the edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectBody {
+    pub size: u64,
+    /// ETag without quotes: MD5 hex, or `md5-of-md5s-N` for a multipart object.
+    pub etag: String,
+    pub chunks: Vec<Chunk>,
+    pub meta: ObjectMeta,
+    pub checksums: Checksums,
+    /// Part sizes of a multipart object (for `partNumber` reads), empty otherwise.
+    pub part_sizes: Vec<u64>,
+}
+
+/// The stored current version of an object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub body: ObjectBody,
+    pub last_modified_ms: u64,
+    /// Owner name of this version's block references.
+    pub block_owner: String,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Record for ObjectRecord {
+    const FORMAT: u8 = 1;
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub key: String,
+    pub initiated_ms: u64,
+    pub meta: ObjectMeta,
+    pub initiator: String,
+}
+
+impl Record for UploadRecord {
+    const FORMAT: u8 = 1;
+}
+
+/// One uploaded part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub size: u64,
+    /// MD5 hex of the part, without quotes.
+    pub etag: String,
+    pub chunks: Vec<Chunk>,
+    pub last_modified_ms: u64,
+    pub block_owner: String,
+}
+
+impl Record for PartRecord {
+    const FORMAT: u8 = 1;
+}
+
+/// Buckets by name.
+pub const BUCKETS: TableDef<String, BucketMeta> = TableDef::new("buckets");
+/// Current objects by (bucket, key).
+pub const OBJECTS: TableDef<(String, String), ObjectRecord> = TableDef::new("objects");
+/// Uploads in progress by (bucket, upload id).
+pub const UPLOADS: TableDef<(String, String), UploadRecord> = TableDef::new("uploads");
+/// Parts by (bucket, upload id, part number).
+pub const PARTS: TableDef<(String, String, u64), PartRecord> = TableDef::new("parts");
+
+/// A condition on the object a write replaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// Only if no object exists (`If-None-Match: *`).
+    Absent,
+    /// Only if the current object has this ETag (`If-Match`).
+    ETag(String),
+}
+
+/// What can be asked of a bucket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BucketMsg {
+    Create { owner: String, acl: CannedAcl },
+    Delete,
+    Head,
+    SetAcl(CannedAcl),
+    PutObject { key: String, body: ObjectBody, condition: Option<WriteCondition> },
+    GetObject { key: String, version_id: Option<String> },
+    DeleteObject { key: String, version_id: Option<String> },
+    PutTags { key: String, version_id: Option<String>, tags: Vec<(String, String)> },
+    List(ListRequest),
+    CreateUpload { key: String, meta: ObjectMeta, initiator: String },
+    GetUpload { upload_id: String },
+    PutPart { upload_id: String, part_number: u32, part: PartRecord },
+    CompleteUpload { upload_id: String, parts: Vec<(u32, String)>, min_part_size: u64 },
+    AbortUpload { upload_id: String },
+    ListParts { upload_id: String, after: u32, max: usize },
+    ListUploads { prefix: String, after: Option<(String, String)>, max: usize },
+}
+
+impl KindMessage for BucketMsg {
+    const KIND: ActorKind = ActorKind::Bucket;
+    type Reply = BucketReply;
+}
+
+/// A page of a listing by prefix (and delimiter).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// Continue after this key or common prefix.
+    pub after: Option<String>,
+    pub max: usize,
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: u64,
+}
+
+/// A listing page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    pub objects: Vec<ListedObject>,
+    pub common_prefixes: Vec<String>,
+    /// Where the next page starts (the last key or common prefix of this one), when truncated.
+    pub next_after: Option<String>,
+}
+
+/// A bucket's description for HEAD and for the access checks of the edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketInfo {
+    pub name: String,
+    pub owner: String,
+    pub created_ms: u64,
+    pub acl: CannedAcl,
+}
+
+/// An upload in progress, as listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub upload_id: String,
+    pub key: String,
+    pub initiated_ms: u64,
+    pub initiator: String,
+    pub meta: ObjectMeta,
+}
+
+/// One listed part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: u64,
+}
+
+/// Why a bucket refused a request; each maps to one S3 error code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("The specified bucket does not exist")]
+    NoSuchBucket,
+    #[error("Your previous request to create the named bucket succeeded and you already own it")]
+    BucketAlreadyOwnedByYou,
+    #[error("The requested bucket name is not available")]
+    BucketAlreadyExists,
+    #[error("The bucket you tried to delete is not empty")]
+    BucketNotEmpty,
+    #[error("The specified key does not exist")]
+    NoSuchKey,
+    #[error("The specified version does not exist")]
+    NoSuchVersion,
+    #[error("The specified multipart upload does not exist")]
+    NoSuchUpload,
+    #[error(
+        "One or more of the specified parts could not be found or its entity tag did not match: part {0}"
+    )]
+    InvalidPart(u32),
+    #[error("The list of parts was not in ascending order")]
+    InvalidPartOrder,
+    #[error("Your proposed upload is smaller than the minimum allowed size (part {0})")]
+    EntityTooSmall(u32),
+    #[error("At least one of the preconditions you specified did not hold")]
+    PreconditionFailed,
+}
+
+/// What a bucket answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BucketReply {
+    Done,
+    Info(BucketInfo),
+    Object(Box<ObjectRecord>),
+    Committed { etag: String, version_id: Option<String> },
+    Deleted { version_id: Option<String>, delete_marker: bool },
+    Listing(Listing),
+    Upload(UploadInfo),
+    Parts { parts: Vec<PartInfo>, truncated: bool },
+    Uploads { uploads: Vec<UploadInfo>, common_prefixes: Vec<String>, truncated: bool },
+    Refused(Refusal),
+}

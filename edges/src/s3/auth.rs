@@ -1,0 +1,64 @@
+//! Who is asking: access keys for SigV4, and which anonymous requests may reach an operation.
+//!
+//! Authentication is `s3s`'s (signatures, presigned URLs, clock skew); this module supplies the
+//! secrets. Authorization per bucket (owner, canned ACL) happens in the operations, which know
+//! the bucket; here anonymous requests are limited to reads, which a `public-read` bucket allows.
+
+use std::sync::Arc;
+
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{S3Result, s3_error};
+
+/// The access keys the S3 edge accepts.
+#[derive(Clone)]
+pub struct Keys {
+    inner: Arc<KeysInner>,
+}
+
+struct KeysInner {
+    root_access: String,
+    root_secret: String,
+}
+
+impl Keys {
+    /// Keys with the node's root pair.
+    pub fn new(root_access: String, root_secret: String) -> Self {
+        Self { inner: Arc::new(KeysInner { root_access, root_secret }) }
+    }
+
+    /// True for the root access key, which may do anything.
+    pub fn is_root(&self, access_key: &str) -> bool {
+        access_key == self.inner.root_access
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.inner.root_access {
+            return Ok(SecretKey::from(self.inner.root_secret.clone()));
+        }
+        Err(s3_error!(
+            InvalidAccessKeyId,
+            "The AWS access key Id you provided does not exist in our records."
+        ))
+    }
+}
+
+/// Lets signed requests through (the operations check the bucket's owner and ACL) and anonymous
+/// requests only for reading.
+pub(super) struct Access;
+
+const ANONYMOUS_READS: &[&str] =
+    &["GetObject", "HeadObject", "ListObjects", "ListObjectsV2", "HeadBucket", "GetBucketLocation"];
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() || ANONYMOUS_READS.contains(&cx.s3_op().name()) {
+            return Ok(());
+        }
+        Err(s3_error!(AccessDenied, "Access Denied"))
+    }
+}

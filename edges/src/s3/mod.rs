@@ -1,0 +1,149 @@
+//! The S3 edge: `s3s` speaks the protocol (routing, XML, SigV4 and presigned URLs), and
+//! [`ops::ServS3`] turns each operation into messages to bucket actors.
+//!
+//! Bodies stream: an upload is cut into content blocks written to the node's block store as it
+//! arrives (MD5 and requested checksums computed on the way), and only then does the bucket actor
+//! commit the object that references them; a download streams the blocks back. Memory per request
+//! stays within about one block, and the number of bodies in flight is capped: past the cap a
+//! client gets `503 SlowDown` instead of the node growing without bound.
+
+mod auth;
+mod body;
+mod error;
+mod ops;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use serv_actors::Directory;
+use serv_storage::Storage;
+
+pub use auth::Keys;
+
+use crate::listener::LimitedListener;
+
+/// Named limits of the S3 edge.
+#[derive(Clone, Debug)]
+pub struct S3Limits {
+    /// Largest object (and largest part) accepted, in bytes.
+    pub max_object_size: u64,
+    /// Smallest part of a multipart upload, except the last.
+    pub min_part_size: u64,
+    /// Most parts in one multipart upload.
+    pub max_parts: u32,
+    /// Longest object key, in bytes.
+    pub max_key_bytes: usize,
+    /// Most entries in one listing page.
+    pub max_list_page: usize,
+    /// Size of the content blocks bodies are cut into.
+    pub block_size: usize,
+    /// Most request bodies being written or read at once; past it, `SlowDown`.
+    pub max_inflight_bodies: usize,
+    /// Longest an XML request body may be.
+    pub max_xml_body: usize,
+}
+
+impl Default for S3Limits {
+    fn default() -> Self {
+        Self {
+            max_object_size: 5 * 1024 * 1024 * 1024,
+            min_part_size: 5 * 1024 * 1024,
+            max_parts: 10_000,
+            max_key_bytes: 1024,
+            max_list_page: 1000,
+            block_size: 1024 * 1024,
+            max_inflight_bodies: 256,
+            max_xml_body: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the S3 edge is built from.
+pub struct S3Settings {
+    pub limits: S3Limits,
+    /// Region reported by GetBucketLocation and expected in signatures.
+    pub region: String,
+    /// Base domain for virtual-host-style addressing (`bucket.DOMAIN`), if any.
+    pub domain: Option<String>,
+}
+
+/// Builds the S3 protocol service over the node's directory and storage.
+pub fn service(
+    directory: Directory,
+    storage: Storage,
+    keys: Keys,
+    settings: S3Settings,
+) -> Result<S3Service, String> {
+    let s3 = ops::ServS3::new(directory, storage, keys.clone(), settings.limits.clone(), settings.region);
+    let mut builder = S3ServiceBuilder::new(s3);
+    let mut config = s3s::config::S3Config::default();
+    config.xml_max_body_size = settings.limits.max_xml_body;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(config))));
+    builder.set_auth(keys.clone());
+    builder.set_access(auth::Access);
+    if let Some(domain) = settings.domain {
+        let host = s3s::host::SingleDomain::new(&domain).map_err(|e| format!("--s3-domain {domain}: {e}"))?;
+        builder.set_host(host);
+    }
+    Ok(builder.build())
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: LimitedListener,
+    service: S3Service,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = axum::Router::new().fallback(handle).with_state(service);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+async fn handle(State(service): State<S3Service>, request: Request) -> Response {
+    let request = request.map(s3s::Body::http_body_unsync);
+    match service.call(request).await {
+        Ok(response) => response.map(axum::body::Body::new).into_response(),
+        Err(error) => {
+            tracing::warn!(?error, "s3 request failed outside the protocol layer");
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// Collects unreferenced blocks: a full sweep now (a crash may have left orphans), then the
+/// candidates every `every`.
+pub fn spawn_block_collector(storage: Storage, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let sweep = tokio::task::spawn_blocking({
+            let storage = storage.clone();
+            move || storage.blocks().sweep()
+        });
+        match sweep.await {
+            Ok(Ok(report)) if report.removed > 0 => {
+                tracing::info!(
+                    removed = report.removed,
+                    bytes = report.bytes,
+                    "start-up sweep removed orphan blocks"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "start-up block sweep failed"),
+            Err(error) => tracing::error!(%error, "start-up block sweep panicked"),
+        }
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            ticker.tick().await;
+            let storage = storage.clone();
+            match tokio::task::spawn_blocking(move || storage.blocks().collect_garbage()).await {
+                Ok(Ok(report)) if report.removed > 0 => {
+                    tracing::debug!(removed = report.removed, bytes = report.bytes, "collected blocks")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "block collection failed"),
+                Err(error) => tracing::error!(%error, "block collection panicked"),
+            }
+        }
+    })
+}
