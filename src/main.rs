@@ -72,8 +72,8 @@ async fn run(config: Config) -> Result<(), String> {
         region: config.s3_region.clone(),
         domain: config.s3_domain.clone(),
     };
-    let s3_service =
-        s3::service(directory.clone(), storage.clone(), Keys::new(root_access, root_secret), s3_settings)?;
+    let keys = Keys::new(root_access, root_secret, storage.access_keys().clone());
+    let s3_service = s3::service(directory.clone(), storage.clone(), keys, s3_settings)?;
     let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
         id: storage.node_id().to_string(),

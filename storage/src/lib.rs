@@ -11,6 +11,7 @@ pub mod codec;
 pub mod commit;
 mod error;
 pub mod key;
+pub mod keys;
 mod lock;
 mod meta;
 mod table;
@@ -52,6 +53,7 @@ struct Inner {
     db: fjall::Database,
     committer: Arc<commit::Committer>,
     blocks: blocks::BlockStore,
+    keys: keys::AccessKeys,
     dir: PathBuf,
     node_id: String,
     // Held for the life of the storage; dropped last so the directory stays ours until closed.
@@ -74,7 +76,8 @@ impl Storage {
         let node_id = meta::load_or_create_node_id(&db)?;
         let committer = Arc::new(commit::Committer::start(db.clone(), options.durability)?);
         let blocks = blocks::BlockStore::open(&db, committer.clone())?;
-        Ok(Self { inner: Arc::new(Inner { db, committer, blocks, dir, node_id, _lock: lock }) })
+        let keys = keys::AccessKeys::open(&db, &dir, committer.clone())?;
+        Ok(Self { inner: Arc::new(Inner { db, committer, blocks, keys, dir, node_id, _lock: lock }) })
     }
 
     /// The node's stable id, created on first start and kept in the data directory.
@@ -95,6 +98,11 @@ impl Storage {
     /// The content-addressed block store (object bodies).
     pub fn blocks(&self) -> &blocks::BlockStore {
         &self.inner.blocks
+    }
+
+    /// The access keys clients authenticate with.
+    pub fn access_keys(&self) -> &keys::AccessKeys {
+        &self.inner.keys
     }
 
     /// A new, empty set of changes to commit atomically.

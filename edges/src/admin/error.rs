@@ -22,6 +22,10 @@ pub enum ErrorCode {
     InvalidToken,
     /// The node is not (or no longer) ready.
     NotReady,
+    /// The request conflicts with what exists (a name in use).
+    Conflict,
+    /// A configured limit would be exceeded.
+    LimitExceeded,
     /// Something failed inside the node.
     Internal,
 }
@@ -35,6 +39,7 @@ impl ErrorCode {
             ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
             ErrorCode::MissingToken | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod keys;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +14,7 @@ use std::time::Instant;
 use axum::extract::{Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 use serv_actors::{ActorKind, Directory, RecordKind};
@@ -77,6 +78,8 @@ pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/node", get(node))
         .route("/v1/actors", get(actors))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))

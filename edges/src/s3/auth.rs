@@ -9,6 +9,7 @@ use std::sync::Arc;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Result, s3_error};
+use serv_storage::keys::AccessKeys;
 
 /// The access keys the S3 edge accepts.
 #[derive(Clone)]
@@ -19,12 +20,13 @@ pub struct Keys {
 struct KeysInner {
     root_access: String,
     root_secret: String,
+    managed: AccessKeys,
 }
 
 impl Keys {
-    /// Keys with the node's root pair.
-    pub fn new(root_access: String, root_secret: String) -> Self {
-        Self { inner: Arc::new(KeysInner { root_access, root_secret }) }
+    /// The node's root pair plus the keys managed through the admin API.
+    pub fn new(root_access: String, root_secret: String, managed: AccessKeys) -> Self {
+        Self { inner: Arc::new(KeysInner { root_access, root_secret, managed }) }
     }
 
     /// True for the root access key, which may do anything.
@@ -38,6 +40,9 @@ impl S3Auth for Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         if access_key == self.inner.root_access {
             return Ok(SecretKey::from(self.inner.root_secret.clone()));
+        }
+        if let Some(secret) = self.inner.managed.secret(access_key) {
+            return Ok(SecretKey::from(secret));
         }
         Err(s3_error!(
             InvalidAccessKeyId,

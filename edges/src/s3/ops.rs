@@ -537,6 +537,58 @@ impl S3 for ServS3 {
         Ok(S3Response::new(GetBucketLocationOutput { location_constraint: location }))
     }
 
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let input = req.input;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        let grants =
+            [&input.grant_full_control, &input.grant_read, &input.grant_read_acp, &input.grant_write];
+        if input.access_control_policy.is_some() || grants.iter().any(|g| g.is_some()) {
+            return Err(s3_error!(NotImplemented, "Only canned ACLs (x-amz-acl) are supported"));
+        }
+        let acl = canned(input.acl.as_ref().map(|a| a.as_str()))?;
+        self.ask(&input.bucket, BucketMsg::SetAcl(acl)).await?;
+        Ok(S3Response::new(PutBucketAclOutput::default()))
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        let input = req.input;
+        let info = self.authorize(&input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        let owner = Owner { id: Some(info.owner.clone()), display_name: Some(info.owner.clone()) };
+        let grant =
+            |type_: &'static str, id: Option<String>, uri: Option<&str>, permission: &'static str| Grant {
+                grantee: Some(Grantee {
+                    type_: Type::from_static(type_),
+                    id: id.clone(),
+                    display_name: id,
+                    uri: uri.map(str::to_string),
+                    email_address: None,
+                }),
+                permission: Some(Permission::from_static(permission)),
+            };
+        let mut grants =
+            vec![grant(Type::CANONICAL_USER, Some(info.owner.clone()), None, Permission::FULL_CONTROL)];
+        const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+        const AUTHENTICATED: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+        match info.acl {
+            CannedAcl::Private => {}
+            CannedAcl::PublicRead => grants.push(grant(Type::GROUP, None, Some(ALL_USERS), Permission::READ)),
+            CannedAcl::PublicReadWrite => {
+                grants.push(grant(Type::GROUP, None, Some(ALL_USERS), Permission::READ));
+                grants.push(grant(Type::GROUP, None, Some(ALL_USERS), Permission::WRITE));
+            }
+            CannedAcl::AuthenticatedRead => {
+                grants.push(grant(Type::GROUP, None, Some(AUTHENTICATED), Permission::READ))
+            }
+        }
+        Ok(S3Response::new(GetBucketAclOutput { grants: Some(grants), owner: Some(owner) }))
+    }
+
     async fn list_buckets(
         &self,
         req: S3Request<ListBucketsInput>,
