@@ -6,12 +6,15 @@
 //! is visible exactly when its references exist, and releases the references of whatever the
 //! write replaced (see [`serv_storage::blocks`]).
 
+mod change;
 mod model;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serv_storage::blocks::{BlockHash, BlockRef};
-use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
+use serv_storage::{KeyPrefix, Storage, Table};
+
+use change::Op;
 
 pub use model::*;
 
@@ -27,21 +30,25 @@ pub struct Bucket {
 struct Tables {
     buckets: Table<String, BucketMeta>,
     objects: Table<(String, String), ObjectRecord>,
+    versions: Table<(String, String, u64), VersionRecord>,
     uploads: Table<(String, String), UploadRecord>,
     parts: Table<(String, String, u64), PartRecord>,
     refs: Table<(BlockHash, String), BlockRef>,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The version id of an object in a bucket that never had versioning.
 pub const NULL_VERSION: &str = "null";
 
-type Outcome = Result<BucketReply, EntityError>;
+/// The key of a history row: (bucket, key, `u64::MAX - seq`).
+pub(super) type VersionRow = (String, String, u64);
 
-fn refused(refusal: Refusal) -> Outcome {
+pub(super) type Outcome = Result<BucketReply, EntityError>;
+
+pub(super) fn refused(refusal: Refusal) -> Outcome {
     Ok(BucketReply::Refused(refusal))
 }
 
@@ -53,6 +60,7 @@ impl Entity for Bucket {
         let tables = Tables {
             buckets: storage.table(BUCKETS)?,
             objects: storage.table(OBJECTS)?,
+            versions: storage.table(VERSIONS)?,
             uploads: storage.table(UPLOADS)?,
             parts: storage.table(PARTS)?,
             refs: storage.blocks().refs().clone(),
@@ -67,7 +75,7 @@ impl Entity for Bucket {
             return self.create(storage, owner, acl).await;
         }
         let Some(meta) = self.meta.clone() else { return refused(Refusal::NoSuchBucket) };
-        let mut op = Op { bucket: self, meta, storage, released: Vec::new() };
+        let mut op = Op::new(self, meta, storage);
         match msg {
             BucketMsg::Create { .. } => unreachable!("handled above"),
             BucketMsg::Delete => op.delete_bucket().await,
@@ -77,6 +85,8 @@ impl Entity for Bucket {
                 op.commit(storage.write_set()).await?;
                 Ok(BucketReply::Done)
             }
+            BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
+            BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
             BucketMsg::PutObject { key, body, condition } => op.put_object(key, body, condition).await,
             BucketMsg::GetObject { key, version_id } => {
                 match op.bucket.version(&key, version_id.as_deref())? {
@@ -106,7 +116,10 @@ impl Entity for Bucket {
 
     fn summary(&self) -> String {
         match &self.meta {
-            Some(meta) => format!("objects={} bytes={} uploads={}", meta.objects, meta.bytes, meta.uploads),
+            Some(meta) => format!(
+                "objects={} bytes={} uploads={} versions={}",
+                meta.objects, meta.bytes, meta.uploads, meta.versions
+            ),
             None => "absent".to_string(),
         }
     }
@@ -122,8 +135,17 @@ impl Bucket {
             };
             return refused(refusal);
         }
-        let meta =
-            BucketMeta { owner, created_ms: now_ms(), acl, objects: 0, bytes: 0, uploads: 0, next_seq: 1 };
+        let meta = BucketMeta {
+            owner,
+            created_ms: now_ms(),
+            acl,
+            versioning: Versioning::Unversioned,
+            objects: 0,
+            bytes: 0,
+            versions: 0,
+            uploads: 0,
+            next_seq: 1,
+        };
         let mut changes = storage.write_set();
         changes.put(&self.tables.buckets, &self.name, &meta)?;
         storage.commit(changes).await?;
@@ -135,17 +157,69 @@ impl Bucket {
         Ok(self.tables.objects.get(&(self.name.clone(), key.to_string()))?)
     }
 
-    /// The object at `key`, or the given version of it (only `null` until versioning lands).
+    /// The object at `key`, or the given version of it.
     fn version(
         &self,
         key: &str,
         version_id: Option<&str>,
     ) -> Result<Result<ObjectRecord, Refusal>, EntityError> {
-        match (self.object(key)?, version_id) {
-            (Some(object), None | Some(NULL_VERSION)) => Ok(Ok(object)),
-            (None, None) => Ok(Err(Refusal::NoSuchKey)),
-            (_, Some(_)) => Ok(Err(Refusal::NoSuchVersion)),
+        let Some(version_id) = version_id else {
+            return Ok(self.object(key)?.ok_or(Refusal::NoSuchKey));
+        };
+        match self.find_version(key, version_id)? {
+            Some((_, VersionRecord { object: Some(object), .. })) => Ok(Ok(object)),
+            Some((_, VersionRecord { object: None, .. })) => Ok(Err(Refusal::DeleteMarker)),
+            None if version_id != NULL_VERSION && self.parse_version_id(version_id).is_none() => {
+                Ok(Err(Refusal::InvalidVersionId))
+            }
+            None => Ok(Err(Refusal::NoSuchVersion)),
         }
+    }
+
+    /// The id of the version written with `seq`: the bucket's creation time and the sequence
+    /// number in hex, so ids never repeat across incarnations of a bucket name.
+    fn version_id(&self, created_ms: u64, seq: u64) -> String {
+        format!("{created_ms:012x}{seq:016x}")
+    }
+
+    fn parse_version_id(&self, id: &str) -> Option<u64> {
+        let created_ms = self.meta.as_ref()?.created_ms;
+        if id.len() != 28 || !id.is_ascii() || u64::from_str_radix(&id[..12], 16).ok()? != created_ms {
+            return None;
+        }
+        u64::from_str_radix(&id[12..], 16).ok()
+    }
+
+    /// The history row of `key` with `version_id`. In a bucket that never had versioning, the
+    /// current object is the `null` version.
+    fn find_version(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<(VersionRow, VersionRecord)>, EntityError> {
+        if version_id == NULL_VERSION {
+            if self.meta.as_ref().is_some_and(|m| m.versioning == Versioning::Unversioned) {
+                let row = (self.name.clone(), key.to_string(), 0);
+                return Ok(self.object(key)?.map(|object| {
+                    let version = VersionRecord {
+                        version_id: NULL_VERSION.to_string(),
+                        last_modified_ms: object.last_modified_ms,
+                        object: Some(object),
+                    };
+                    (row, version)
+                }));
+            }
+            return Ok(self.history(key)?.into_iter().find(|(_, v)| v.version_id == NULL_VERSION));
+        }
+        let Some(seq) = self.parse_version_id(version_id) else { return Ok(None) };
+        let row = (self.name.clone(), key.to_string(), u64::MAX - seq);
+        Ok(self.tables.versions.get(&row)?.map(|version| (row, version)))
+    }
+
+    /// Every history row of `key`, newest first.
+    fn history(&self, key: &str) -> Result<Vec<(VersionRow, VersionRecord)>, EntityError> {
+        let prefix = KeyPrefix::new().part(&self.name).part(&key.to_string());
+        Ok(self.tables.versions.scan(&prefix, None).collect::<Result<_, _>>()?)
     }
 
     fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, EntityError> {
@@ -172,10 +246,7 @@ impl Bucket {
         let mut last: Option<String> = None;
         for entry in self.tables.objects.scan(&prefix, after.as_ref()) {
             let ((_, key), object) = entry?;
-            let common = request.delimiter.as_deref().filter(|d| !d.is_empty()).and_then(|delimiter| {
-                let rest = &key[request.prefix.len()..];
-                rest.find(delimiter).map(|at| key[..request.prefix.len() + at + delimiter.len()].to_string())
-            });
+            let common = rolled_up(&key, &request.prefix, request.delimiter.as_deref());
             // A common prefix that the previous page ended on is not repeated.
             let name = common.clone().unwrap_or_else(|| key.clone());
             if last.as_deref() == Some(name.as_str())
@@ -197,6 +268,83 @@ impl Bucket {
                 }),
             }
             last = Some(name);
+        }
+        Ok(listing)
+    }
+
+    fn list_versions(&self, request: &ListVersionsRequest) -> Result<VersionListing, EntityError> {
+        let unversioned = self.meta.as_ref().is_some_and(|m| m.versioning == Versioning::Unversioned);
+        let mut listing = VersionListing::default();
+        // Entries in listing order: (key, version id, is latest, record).
+        let mut entries: Box<dyn Iterator<Item = Result<(String, VersionRecord), EntityError>>> =
+            if unversioned {
+                let prefix = KeyPrefix::new().part(&self.name).partial_str(&request.prefix);
+                let after = request.key_marker.clone().map(|key| (self.name.clone(), key));
+                let rows: Vec<_> = self.tables.objects.scan(&prefix, after.as_ref()).collect();
+                Box::new(rows.into_iter().map(|row| {
+                    let ((_, key), object) = row?;
+                    let version = VersionRecord {
+                        version_id: NULL_VERSION.to_string(),
+                        last_modified_ms: object.last_modified_ms,
+                        object: Some(object),
+                    };
+                    Ok((key, version))
+                }))
+            } else {
+                let prefix = KeyPrefix::new().part(&self.name).partial_str(&request.prefix);
+                let after = match (&request.key_marker, &request.version_marker) {
+                    (Some(key), Some(version)) if !version.is_empty() => self
+                        .find_version(key, version)?
+                        .map(|(row, _)| row)
+                        .or_else(|| Some((self.name.clone(), key.clone(), u64::MAX))),
+                    (Some(key), _) => Some((self.name.clone(), key.clone(), u64::MAX)),
+                    _ => None,
+                };
+                let rows: Vec<_> = self.tables.versions.scan(&prefix, after.as_ref()).collect();
+                Box::new(rows.into_iter().map(|row| {
+                    let ((_, key, _), version) = row?;
+                    Ok((key, version))
+                }))
+            };
+        // The first entry seen of a key is its latest, unless the page resumes inside that key.
+        let mut previous_key = request
+            .key_marker
+            .clone()
+            .filter(|_| request.version_marker.as_deref().is_some_and(|v| !v.is_empty()) && !unversioned);
+        let mut last_common: Option<String> = None;
+        let mut last: Option<(String, String)> = None;
+        for entry in &mut entries {
+            let (key, version) = entry?;
+            let is_latest = previous_key.as_deref() != Some(key.as_str());
+            previous_key = Some(key.clone());
+            let common = rolled_up(&key, &request.prefix, request.delimiter.as_deref());
+            if let Some(common) = &common
+                && (last_common.as_ref() == Some(common)
+                    || request.key_marker.as_deref().is_some_and(|marker| common.as_str() <= marker))
+            {
+                continue;
+            }
+            if listing.versions.len() + listing.common_prefixes.len() >= request.max {
+                listing.next = last;
+                return Ok(listing);
+            }
+            match common {
+                Some(common) => {
+                    last = Some((common.clone(), String::new()));
+                    listing.common_prefixes.push(common.clone());
+                    last_common = Some(common);
+                }
+                None => {
+                    last = Some((key.clone(), version.version_id.clone()));
+                    listing.versions.push(ListedVersion {
+                        key,
+                        version_id: version.version_id,
+                        is_latest,
+                        last_modified_ms: version.last_modified_ms,
+                        object: version.object.map(|o| (o.body.size, o.body.etag)),
+                    });
+                }
+            }
         }
         Ok(listing)
     }
@@ -245,7 +393,14 @@ impl Bucket {
     }
 }
 
-fn upload_info(upload_id: String, upload: UploadRecord) -> UploadInfo {
+/// The common prefix `key` rolls up into under `prefix` and `delimiter`, if any.
+fn rolled_up(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    let delimiter = delimiter.filter(|d| !d.is_empty())?;
+    let rest = key.get(prefix.len()..)?;
+    rest.find(delimiter).map(|at| key[..prefix.len() + at + delimiter.len()].to_string())
+}
+
+pub(super) fn upload_info(upload_id: String, upload: UploadRecord) -> UploadInfo {
     UploadInfo {
         upload_id,
         key: upload.key,
@@ -253,266 +408,4 @@ fn upload_info(upload_id: String, upload: UploadRecord) -> UploadInfo {
         initiator: upload.initiator,
         meta: upload.meta,
     }
-}
-
-/// One change of an existing bucket: a working copy of its meta, the write set's companions.
-struct Op<'a> {
-    bucket: &'a mut Bucket,
-    meta: BucketMeta,
-    storage: &'a Storage,
-    /// Blocks whose references this change deletes, released to the collector once durable.
-    released: Vec<BlockHash>,
-}
-
-impl Op<'_> {
-    fn info(&self) -> BucketInfo {
-        BucketInfo {
-            name: self.bucket.name.clone(),
-            owner: self.meta.owner.clone(),
-            created_ms: self.meta.created_ms,
-            acl: self.meta.acl,
-        }
-    }
-
-    fn next_owner(&mut self, kind: &str) -> String {
-        let seq = self.meta.next_seq;
-        self.meta.next_seq += 1;
-        format!("{kind}/{}/{}/{seq}", self.bucket.name, self.meta.created_ms)
-    }
-
-    /// A new current version made of `body`, with its own block-reference owner.
-    fn new_object(&mut self, body: ObjectBody) -> ObjectRecord {
-        ObjectRecord { body, last_modified_ms: now_ms(), block_owner: self.next_owner("o"), tags: Vec::new() }
-    }
-
-    fn add_refs(&self, changes: &mut WriteSet, chunks: &[Chunk], owner: &str) -> Result<(), EntityError> {
-        for chunk in chunks {
-            changes.put(&self.bucket.tables.refs, &(chunk.hash, owner.to_string()), &BlockRef)?;
-        }
-        Ok(())
-    }
-
-    fn drop_refs(&mut self, changes: &mut WriteSet, chunks: &[Chunk], owner: &str) {
-        for chunk in chunks {
-            changes.delete(&self.bucket.tables.refs, &(chunk.hash, owner.to_string()));
-            self.released.push(chunk.hash);
-        }
-    }
-
-    /// Commits `changes` with the updated meta, then adopts the meta and releases blocks.
-    async fn commit(mut self, mut changes: WriteSet) -> Result<(), EntityError> {
-        changes.put(&self.bucket.tables.buckets, &self.bucket.name, &self.meta)?;
-        self.storage.commit(changes).await?;
-        self.bucket.meta = Some(self.meta);
-        self.storage.blocks().released(std::mem::take(&mut self.released));
-        Ok(())
-    }
-
-    async fn delete_bucket(mut self) -> Outcome {
-        let all = KeyPrefix::new().part(&self.bucket.name);
-        if self.bucket.tables.objects.scan(&all, None).next().transpose()?.is_some() {
-            return refused(Refusal::BucketNotEmpty);
-        }
-        // Uploads in progress go with the bucket.
-        let mut changes = self.storage.write_set();
-        let uploads: Vec<_> = self.bucket.tables.uploads.scan(&all, None).collect::<Result<_, _>>()?;
-        for ((_, upload_id), _) in uploads {
-            self.remove_upload(&mut changes, &upload_id)?;
-        }
-        changes.delete(&self.bucket.tables.buckets, &self.bucket.name);
-        self.storage.commit(changes).await?;
-        self.storage.blocks().released(std::mem::take(&mut self.released));
-        self.bucket.meta = None;
-        Ok(BucketReply::Done)
-    }
-
-    fn remove_upload(&mut self, changes: &mut WriteSet, upload_id: &str) -> Result<(), EntityError> {
-        let parts: Vec<_> = self.bucket.parts_of(upload_id).collect::<Result<_, _>>()?;
-        for (number, part) in parts {
-            self.drop_refs(changes, &part.chunks, &part.block_owner);
-            let key = (self.bucket.name.clone(), upload_id.to_string(), u64::from(number));
-            changes.delete(&self.bucket.tables.parts, &key);
-        }
-        changes.delete(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.to_string()));
-        self.meta.uploads = self.meta.uploads.saturating_sub(1);
-        Ok(())
-    }
-
-    /// Replaces (or creates) the object at `key` with `record`, in `changes`.
-    fn replace_object(
-        &mut self,
-        changes: &mut WriteSet,
-        key: String,
-        record: &ObjectRecord,
-    ) -> Result<(), EntityError> {
-        let row = (self.bucket.name.clone(), key);
-        if let Some(old) = self.bucket.tables.objects.get(&row)? {
-            self.drop_refs(changes, &old.body.chunks, &old.block_owner);
-            self.meta.objects -= 1;
-            self.meta.bytes -= old.body.size;
-        }
-        self.add_refs(changes, &record.body.chunks, &record.block_owner)?;
-        changes.put(&self.bucket.tables.objects, &row, record)?;
-        self.meta.objects += 1;
-        self.meta.bytes += record.body.size;
-        Ok(())
-    }
-
-    async fn put_object(
-        mut self,
-        key: String,
-        body: ObjectBody,
-        condition: Option<WriteCondition>,
-    ) -> Outcome {
-        if let Some(condition) = condition {
-            let current = self.bucket.object(&key)?;
-            let holds = match (&condition, &current) {
-                (WriteCondition::Absent, current) => current.is_none(),
-                (WriteCondition::ETag(etag), Some(current)) => etag_matches(etag, &current.body.etag),
-                (WriteCondition::ETag(_), None) => return refused(Refusal::NoSuchKey),
-            };
-            if !holds {
-                return refused(Refusal::PreconditionFailed);
-            }
-        }
-        let etag = body.etag.clone();
-        let record = self.new_object(body);
-        let mut changes = self.storage.write_set();
-        self.replace_object(&mut changes, key, &record)?;
-        self.commit(changes).await?;
-        Ok(BucketReply::Committed { etag, version_id: None })
-    }
-
-    async fn delete_object(mut self, key: String, version_id: Option<String>) -> Outcome {
-        let deleted = BucketReply::Deleted { version_id: version_id.clone(), delete_marker: false };
-        if version_id.as_deref().is_some_and(|v| v != NULL_VERSION) {
-            return refused(Refusal::NoSuchVersion);
-        }
-        let row = (self.bucket.name.clone(), key);
-        let Some(old) = self.bucket.tables.objects.get(&row)? else { return Ok(deleted) };
-        let mut changes = self.storage.write_set();
-        self.drop_refs(&mut changes, &old.body.chunks, &old.block_owner);
-        changes.delete(&self.bucket.tables.objects, &row);
-        self.meta.objects -= 1;
-        self.meta.bytes -= old.body.size;
-        self.commit(changes).await?;
-        Ok(deleted)
-    }
-
-    async fn put_tags(self, key: String, version_id: Option<String>, tags: Vec<(String, String)>) -> Outcome {
-        let mut object = match self.bucket.version(&key, version_id.as_deref())? {
-            Ok(object) => object,
-            Err(refusal) => return refused(refusal),
-        };
-        let row = (self.bucket.name.clone(), key);
-        object.tags = tags;
-        let mut changes = self.storage.write_set();
-        changes.put(&self.bucket.tables.objects, &row, &object)?;
-        self.commit(changes).await?;
-        Ok(BucketReply::Done)
-    }
-
-    async fn create_upload(mut self, key: String, meta: ObjectMeta, initiator: String) -> Outcome {
-        let seq = self.meta.next_seq;
-        self.meta.next_seq += 1;
-        let upload_id = format!("{:x}{:012x}", self.meta.created_ms, seq);
-        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator };
-        let mut changes = self.storage.write_set();
-        changes.put(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.clone()), &upload)?;
-        self.meta.uploads += 1;
-        self.commit(changes).await?;
-        Ok(BucketReply::Upload(upload_info(upload_id, upload)))
-    }
-
-    async fn put_part(mut self, upload_id: String, part_number: u32, mut part: PartRecord) -> Outcome {
-        if self.bucket.upload(&upload_id)?.is_none() {
-            return refused(Refusal::NoSuchUpload);
-        }
-        let row = (self.bucket.name.clone(), upload_id, u64::from(part_number));
-        let mut changes = self.storage.write_set();
-        if let Some(old) = self.bucket.tables.parts.get(&row)? {
-            self.drop_refs(&mut changes, &old.chunks, &old.block_owner);
-        }
-        part.block_owner = self.next_owner("p");
-        part.last_modified_ms = now_ms();
-        self.add_refs(&mut changes, &part.chunks, &part.block_owner)?;
-        changes.put(&self.bucket.tables.parts, &row, &part)?;
-        self.commit(changes).await?;
-        Ok(BucketReply::Committed { etag: part.etag, version_id: None })
-    }
-
-    async fn complete_upload(
-        mut self,
-        upload_id: String,
-        wanted: Vec<(u32, String)>,
-        min_part_size: u64,
-    ) -> Outcome {
-        let Some(upload) = self.bucket.upload(&upload_id)? else { return refused(Refusal::NoSuchUpload) };
-        if wanted.is_empty() {
-            return refused(Refusal::InvalidPart(0));
-        }
-        if wanted.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
-            return refused(Refusal::InvalidPartOrder);
-        }
-        let stored: std::collections::BTreeMap<u32, PartRecord> =
-            self.bucket.parts_of(&upload_id).collect::<Result<_, _>>()?;
-        let mut chosen = Vec::with_capacity(wanted.len());
-        for (index, (number, etag)) in wanted.iter().enumerate() {
-            let Some(part) = stored.get(number).filter(|part| etag_matches(etag, &part.etag)) else {
-                return refused(Refusal::InvalidPart(*number));
-            };
-            if index + 1 < wanted.len() && part.size < min_part_size {
-                return refused(Refusal::EntityTooSmall(*number));
-            }
-            chosen.push(part);
-        }
-        let mut md5s = Vec::with_capacity(chosen.len() * 16);
-        for part in &chosen {
-            md5s.extend(
-                decode_hex(&part.etag).ok_or_else(|| EntityError("stored part etag is not hex".into()))?,
-            );
-        }
-        let body = ObjectBody {
-            size: chosen.iter().map(|part| part.size).sum(),
-            etag: format!("{}-{}", md5_hex(&md5s), chosen.len()),
-            chunks: chosen.iter().flat_map(|part| part.chunks.iter().copied()).collect(),
-            meta: upload.meta,
-            checksums: Checksums::default(),
-            part_sizes: chosen.iter().map(|part| part.size).collect(),
-        };
-        let etag = body.etag.clone();
-        let record = self.new_object(body);
-        let mut changes = self.storage.write_set();
-        self.replace_object(&mut changes, upload.key, &record)?;
-        self.remove_upload(&mut changes, &upload_id)?;
-        self.commit(changes).await?;
-        Ok(BucketReply::Committed { etag, version_id: None })
-    }
-
-    async fn abort_upload(mut self, upload_id: String) -> Outcome {
-        if self.bucket.upload(&upload_id)?.is_none() {
-            return refused(Refusal::NoSuchUpload);
-        }
-        let mut changes = self.storage.write_set();
-        self.remove_upload(&mut changes, &upload_id)?;
-        self.commit(changes).await?;
-        Ok(BucketReply::Done)
-    }
-}
-
-/// ETags compare without their quotes.
-fn etag_matches(given: &str, stored: &str) -> bool {
-    given.trim_matches('"') == stored || given.trim() == "*"
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|byte| u8::from_str_radix(byte, 16).ok()))
-        .collect()
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    md5::Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -22,6 +22,15 @@ pub enum CannedAcl {
     AuthenticatedRead,
 }
 
+/// A bucket's versioning state (S3: never enabled, enabled, or suspended after being enabled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    #[default]
+    Unversioned,
+    Enabled,
+    Suspended,
+}
+
 /// A bucket's durable description and running totals (the bucket actor is its only writer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BucketMeta {
@@ -31,10 +40,13 @@ pub struct BucketMeta {
     pub created_ms: u64,
     /// Canned ACL.
     pub acl: CannedAcl,
-    /// Objects currently stored.
+    pub versioning: Versioning,
+    /// Current objects (not counting older versions and delete markers).
     pub objects: u64,
     /// Bytes of those objects.
     pub bytes: u64,
+    /// Entries of version history (versions and delete markers), once versioning is on.
+    pub versions: u64,
     /// Multipart uploads in progress.
     pub uploads: u64,
     /// Next sequence number, unique within this incarnation (block owners, upload ids).
@@ -89,10 +101,14 @@ pub struct ObjectBody {
     pub part_sizes: Vec<u64>,
 }
 
-/// The stored current version of an object.
+/// A stored version of an object (the current one in [`OBJECTS`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRecord {
     pub body: ObjectBody,
+    /// Its version id: `None` in a bucket that never had versioning, else an id or `null`.
+    pub version_id: Option<String>,
+    /// Sequence number of the write that made it (orders versions).
+    pub seq: u64,
     pub last_modified_ms: u64,
     /// Owner name of this version's block references.
     pub block_owner: String,
@@ -100,6 +116,19 @@ pub struct ObjectRecord {
 }
 
 impl Record for ObjectRecord {
+    const FORMAT: u8 = 1;
+}
+
+/// One entry of a key's version history: an object version or a delete marker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version_id: String,
+    pub last_modified_ms: u64,
+    /// The version's object, or `None` for a delete marker.
+    pub object: Option<ObjectRecord>,
+}
+
+impl Record for VersionRecord {
     const FORMAT: u8 = 1;
 }
 
@@ -135,6 +164,9 @@ impl Record for PartRecord {
 pub const BUCKETS: TableDef<String, BucketMeta> = TableDef::new("buckets");
 /// Current objects by (bucket, key).
 pub const OBJECTS: TableDef<(String, String), ObjectRecord> = TableDef::new("objects");
+/// Version history by (bucket, key, `u64::MAX - seq`): newest first. Kept once versioning has
+/// been enabled on a bucket.
+pub const VERSIONS: TableDef<(String, String, u64), VersionRecord> = TableDef::new("versions");
 /// Uploads in progress by (bucket, upload id).
 pub const UPLOADS: TableDef<(String, String), UploadRecord> = TableDef::new("uploads");
 /// Parts by (bucket, upload id, part number).
@@ -156,6 +188,8 @@ pub enum BucketMsg {
     Delete,
     Head,
     SetAcl(CannedAcl),
+    SetVersioning(Versioning),
+    ListVersions(ListVersionsRequest),
     PutObject { key: String, body: ObjectBody, condition: Option<WriteCondition> },
     GetObject { key: String, version_id: Option<String> },
     DeleteObject { key: String, version_id: Option<String> },
@@ -185,6 +219,36 @@ pub struct ListRequest {
     pub max: usize,
 }
 
+/// A page of a version listing, continuing after (key, version id) markers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListVersionsRequest {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub key_marker: Option<String>,
+    pub version_marker: Option<String>,
+    pub max: usize,
+}
+
+/// One listed version or delete marker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListedVersion {
+    pub key: String,
+    pub version_id: String,
+    pub is_latest: bool,
+    pub last_modified_ms: u64,
+    /// Size and ETag of an object version; `None` for a delete marker.
+    pub object: Option<(u64, String)>,
+}
+
+/// A version listing page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionListing {
+    pub versions: Vec<ListedVersion>,
+    pub common_prefixes: Vec<String>,
+    /// (key, version id) to continue after, when truncated.
+    pub next: Option<(String, String)>,
+}
+
 /// One listed object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ListedObject {
@@ -210,6 +274,7 @@ pub struct BucketInfo {
     pub owner: String,
     pub created_ms: u64,
     pub acl: CannedAcl,
+    pub versioning: Versioning,
 }
 
 /// An upload in progress, as listed.
@@ -258,6 +323,12 @@ pub enum Refusal {
     EntityTooSmall(u32),
     #[error("At least one of the preconditions you specified did not hold")]
     PreconditionFailed,
+    #[error("The specified method is not allowed against this resource (a delete marker)")]
+    DeleteMarker,
+    #[error("Invalid version id specified")]
+    InvalidVersionId,
+    #[error("Versioning cannot be turned off once enabled; suspend it instead")]
+    CannotUnversion,
 }
 
 /// What a bucket answers.
@@ -269,6 +340,7 @@ pub enum BucketReply {
     Committed { etag: String, version_id: Option<String> },
     Deleted { version_id: Option<String>, delete_marker: bool },
     Listing(Listing),
+    Versions(VersionListing),
     Upload(UploadInfo),
     Parts { parts: Vec<PartInfo>, truncated: bool },
     Uploads { uploads: Vec<UploadInfo>, common_prefixes: Vec<String>, truncated: bool },

@@ -18,6 +18,9 @@ pub(super) fn refusal(refusal: Refusal) -> S3Error {
         Refusal::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         Refusal::EntityTooSmall(_) => S3ErrorCode::EntityTooSmall,
         Refusal::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+        Refusal::DeleteMarker => S3ErrorCode::MethodNotAllowed,
+        Refusal::InvalidVersionId => S3ErrorCode::InvalidArgument,
+        Refusal::CannotUnversion => S3ErrorCode::IllegalVersioningConfigurationException,
     };
     S3Error::with_message(code, refusal.to_string())
 }

@@ -11,8 +11,8 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use serv_actors::bucket::{
-    BUCKETS, BucketInfo, BucketMeta, BucketMsg, BucketReply, CannedAcl, Checksums, Listing, ObjectBody,
-    ObjectMeta, ObjectRecord, PartRecord, WriteCondition,
+    BUCKETS, BucketInfo, BucketMeta, BucketMsg, BucketReply, CannedAcl, Checksums, ListVersionsRequest,
+    Listing, ObjectBody, ObjectMeta, ObjectRecord, PartRecord, Versioning, WriteCondition,
 };
 use serv_actors::{ActorKey, ActorKind, Directory};
 use serv_storage::blocks::Pins;
@@ -89,6 +89,7 @@ macro_rules! described_object {
             expires: meta.expires.as_deref().and_then(parse_http_date),
             metadata: user_metadata(meta),
             parts_count: (!record.body.part_sizes.is_empty()).then_some(record.body.part_sizes.len() as i32),
+            version_id: record.version_id.clone(),
             checksum_crc32: checksums.and_then(|c: &Checksums| c.crc32.clone()),
             checksum_crc32c: checksums.and_then(|c: &Checksums| c.crc32c.clone()),
             checksum_sha1: checksums.and_then(|c: &Checksums| c.sha1.clone()),
@@ -589,6 +590,106 @@ impl S3 for ServS3 {
         Ok(S3Response::new(GetBucketAclOutput { grants: Some(grants), owner: Some(owner) }))
     }
 
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let input = req.input;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        let versioning = match input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
+            Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+            _ => return Err(s3_error!(MalformedXML, "Status must be Enabled or Suspended")),
+        };
+        self.ask(&input.bucket, BucketMsg::SetVersioning(versioning)).await?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let info = self.authorize(&req.input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        let status = match info.versioning {
+            Versioning::Unversioned => None,
+            Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
+            Versioning::Suspended => {
+                Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED))
+            }
+        };
+        Ok(S3Response::new(GetBucketVersioningOutput { status, mfa_delete: None }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        let max = self.page_size(input.max_keys)?;
+        let request = ListVersionsRequest {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone(),
+            key_marker: input.key_marker.clone().filter(|k| !k.is_empty()),
+            version_marker: input.version_id_marker.clone(),
+            max,
+        };
+        let BucketReply::Versions(listing) =
+            self.ask(&input.bucket, BucketMsg::ListVersions(request)).await?
+        else {
+            return Err(unexpected());
+        };
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let (mut versions, mut markers) = (Vec::new(), Vec::new());
+        for v in listing.versions {
+            let (key, last_modified) = (Some(encode_if(url, &v.key)), Some(timestamp(v.last_modified_ms)));
+            match v.object {
+                Some((size, etag)) => versions.push(ObjectVersion {
+                    key,
+                    version_id: Some(v.version_id),
+                    is_latest: Some(v.is_latest),
+                    last_modified,
+                    size: Some(size as i64),
+                    e_tag: Some(strong(&etag)),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                }),
+                None => markers.push(DeleteMarkerEntry {
+                    key,
+                    version_id: Some(v.version_id),
+                    is_latest: Some(v.is_latest),
+                    last_modified,
+                    owner: None,
+                }),
+            }
+        }
+        let output = ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: input.prefix.map(|p| encode_if(url, &p)),
+            delimiter: input.delimiter.map(|d| encode_if(url, &d)),
+            key_marker: input.key_marker,
+            version_id_marker: input.version_id_marker,
+            max_keys: Some(max as i32),
+            is_truncated: Some(listing.next.is_some()),
+            next_key_marker: listing.next.as_ref().map(|(key, _)| encode_if(url, key)),
+            next_version_id_marker: listing.next.map(|(_, version)| version).filter(|v| !v.is_empty()),
+            encoding_type: input.encoding_type,
+            versions: Some(versions),
+            delete_markers: Some(markers),
+            common_prefixes: Some(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|p| CommonPrefix { prefix: Some(encode_if(url, p)) })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
     async fn list_buckets(
         &self,
         req: S3Request<ListBucketsInput>,
@@ -757,11 +858,18 @@ impl S3 for ServS3 {
             match self.ask(&input.bucket, msg).await {
                 Ok(BucketReply::Deleted { version_id, delete_marker }) => {
                     if !quiet {
+                        // A new delete marker is reported by its own id; a version deleted by
+                        // id is reported with that id.
+                        let (version_id, marker_id) = match (delete_marker, object.version_id) {
+                            (true, None) => (None, version_id),
+                            (true, requested) => (requested.clone(), requested),
+                            (false, _) => (version_id, None),
+                        };
                         deleted.push(DeletedObject {
                             key: Some(object.key),
                             version_id,
                             delete_marker: delete_marker.then_some(true),
-                            ..Default::default()
+                            delete_marker_version_id: marker_id,
                         });
                     }
                 }

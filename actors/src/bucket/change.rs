@@ -1,0 +1,413 @@
+//! Changes of an existing bucket. Each builds one write set (records, block references and the
+//! bucket's meta), commits it, and only then adopts the new meta and releases blocks.
+//!
+//! Versioning: in a bucket that never had it, a key has one record (in [`OBJECTS`]) and a write
+//! replaces it. Once enabled, every version and delete marker is also a row of [`VERSIONS`],
+//! newest first, and [`OBJECTS`] holds the current object of each key (none when the newest
+//! entry is a delete marker). A version's block references are dropped only when the version
+//! itself goes (deleted by id, or a `null` version replaced while versioning is suspended).
+
+use serv_storage::blocks::{BlockHash, BlockRef};
+use serv_storage::{KeyPrefix, Storage, WriteSet};
+
+use super::model::*;
+use super::{Bucket, NULL_VERSION, Outcome, VersionRow, now_ms, refused, upload_info};
+use crate::EntityError;
+
+/// One change of an existing bucket: a working copy of its meta and what to release after.
+pub(super) struct Op<'a> {
+    pub bucket: &'a mut Bucket,
+    pub meta: BucketMeta,
+    pub storage: &'a Storage,
+    /// Blocks whose references this change deletes, released to the collector once durable.
+    released: Vec<BlockHash>,
+}
+
+impl<'a> Op<'a> {
+    pub fn new(bucket: &'a mut Bucket, meta: BucketMeta, storage: &'a Storage) -> Self {
+        Self { bucket, meta, storage, released: Vec::new() }
+    }
+
+    pub fn info(&self) -> BucketInfo {
+        BucketInfo {
+            name: self.bucket.name.clone(),
+            owner: self.meta.owner.clone(),
+            created_ms: self.meta.created_ms,
+            acl: self.meta.acl,
+            versioning: self.meta.versioning,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.meta.next_seq;
+        self.meta.next_seq += 1;
+        seq
+    }
+
+    fn owner_name(&self, kind: &str, seq: u64) -> String {
+        format!("{kind}/{}/{}/{seq}", self.bucket.name, self.meta.created_ms)
+    }
+
+    fn version_row(&self, key: &str, seq: u64) -> VersionRow {
+        (self.bucket.name.clone(), key.to_string(), u64::MAX - seq)
+    }
+
+    fn add_refs(&self, changes: &mut WriteSet, chunks: &[Chunk], owner: &str) -> Result<(), EntityError> {
+        for chunk in chunks {
+            changes.put(&self.bucket.tables.refs, &(chunk.hash, owner.to_string()), &BlockRef)?;
+        }
+        Ok(())
+    }
+
+    fn drop_refs(&mut self, changes: &mut WriteSet, chunks: &[Chunk], owner: &str) {
+        for chunk in chunks {
+            changes.delete(&self.bucket.tables.refs, &(chunk.hash, owner.to_string()));
+            self.released.push(chunk.hash);
+        }
+    }
+
+    /// Commits `changes` with the updated meta, then adopts the meta and releases blocks.
+    pub async fn commit(mut self, mut changes: WriteSet) -> Result<(), EntityError> {
+        changes.put(&self.bucket.tables.buckets, &self.bucket.name, &self.meta)?;
+        self.storage.commit(changes).await?;
+        self.bucket.meta = Some(self.meta);
+        self.storage.blocks().released(std::mem::take(&mut self.released));
+        Ok(())
+    }
+
+    /// Makes `current` the current object of `key` (or none), keeping the totals right.
+    fn set_current(
+        &mut self,
+        changes: &mut WriteSet,
+        key: &str,
+        current: Option<&ObjectRecord>,
+    ) -> Result<(), EntityError> {
+        let row = (self.bucket.name.clone(), key.to_string());
+        if let Some(old) = self.bucket.tables.objects.get(&row)? {
+            self.meta.objects -= 1;
+            self.meta.bytes -= old.body.size;
+        }
+        match current {
+            Some(record) => {
+                changes.put(&self.bucket.tables.objects, &row, record)?;
+                self.meta.objects += 1;
+                self.meta.bytes += record.body.size;
+            }
+            None => changes.delete(&self.bucket.tables.objects, &row),
+        }
+        Ok(())
+    }
+
+    /// Removes a version row for good: its blocks lose this version's references.
+    fn forget_version(&mut self, changes: &mut WriteSet, row: &VersionRow, version: &VersionRecord) {
+        changes.delete(&self.bucket.tables.versions, row);
+        if let Some(object) = &version.object {
+            self.drop_refs(changes, &object.body.chunks, &object.block_owner);
+        }
+        self.meta.versions = self.meta.versions.saturating_sub(1);
+    }
+
+    /// Removes the `null` version of `key`, if it has one (a suspended bucket's write replaces it).
+    fn forget_null_version(&mut self, changes: &mut WriteSet, key: &str) -> Result<(), EntityError> {
+        if let Some((row, version)) = self.bucket.find_version(key, NULL_VERSION)? {
+            self.forget_version(changes, &row, &version);
+        }
+        Ok(())
+    }
+
+    /// Adds a new newest entry to `key`'s history: an object version or (with `None`) a marker.
+    /// Returns its version id (`None` in a bucket that never had versioning).
+    fn write_version(
+        &mut self,
+        changes: &mut WriteSet,
+        key: &str,
+        body: Option<ObjectBody>,
+    ) -> Result<Option<String>, EntityError> {
+        let seq = self.next_seq();
+        let version_id = match self.meta.versioning {
+            Versioning::Unversioned => None,
+            Versioning::Enabled => Some(self.bucket.version_id(self.meta.created_ms, seq)),
+            Versioning::Suspended => Some(NULL_VERSION.to_string()),
+        };
+        let record = body.map(|body| ObjectRecord {
+            body,
+            version_id: version_id.clone(),
+            seq,
+            last_modified_ms: now_ms(),
+            block_owner: self.owner_name("o", seq),
+            tags: Vec::new(),
+        });
+        if let Some(record) = &record {
+            self.add_refs(changes, &record.body.chunks, &record.block_owner)?;
+        }
+        match &version_id {
+            None => {
+                // The one record of the key is replaced: its blocks lose their references.
+                let row = (self.bucket.name.clone(), key.to_string());
+                if let Some(old) = self.bucket.tables.objects.get(&row)? {
+                    self.drop_refs(changes, &old.body.chunks, &old.block_owner);
+                }
+            }
+            Some(version_id) => {
+                if version_id == NULL_VERSION {
+                    self.forget_null_version(changes, key)?;
+                }
+                let version = VersionRecord {
+                    version_id: version_id.clone(),
+                    last_modified_ms: now_ms(),
+                    object: record.clone(),
+                };
+                changes.put(&self.bucket.tables.versions, &self.version_row(key, seq), &version)?;
+                self.meta.versions += 1;
+            }
+        }
+        self.set_current(changes, key, record.as_ref())?;
+        Ok(version_id)
+    }
+
+    pub async fn set_versioning(mut self, versioning: Versioning) -> Outcome {
+        match (self.meta.versioning, versioning) {
+            (current, wanted) if current == wanted => return Ok(BucketReply::Done),
+            (_, Versioning::Unversioned) => return refused(Refusal::CannotUnversion),
+            _ => {}
+        }
+        let mut changes = self.storage.write_set();
+        if self.meta.versioning == Versioning::Unversioned {
+            // Objects written before become `null` versions in the history.
+            let all = KeyPrefix::new().part(&self.bucket.name);
+            let objects: Vec<_> = self.bucket.tables.objects.scan(&all, None).collect::<Result<_, _>>()?;
+            for ((_, key), mut object) in objects {
+                object.version_id = Some(NULL_VERSION.to_string());
+                let version = VersionRecord {
+                    version_id: NULL_VERSION.to_string(),
+                    last_modified_ms: object.last_modified_ms,
+                    object: Some(object.clone()),
+                };
+                changes.put(&self.bucket.tables.versions, &self.version_row(&key, object.seq), &version)?;
+                changes.put(&self.bucket.tables.objects, &(self.bucket.name.clone(), key), &object)?;
+                self.meta.versions += 1;
+            }
+        }
+        self.meta.versioning = versioning;
+        self.commit(changes).await?;
+        Ok(BucketReply::Done)
+    }
+
+    pub async fn delete_bucket(mut self) -> Outcome {
+        let all = KeyPrefix::new().part(&self.bucket.name);
+        let has_objects = self.bucket.tables.objects.scan(&all, None).next().transpose()?.is_some();
+        let has_versions = self.bucket.tables.versions.scan(&all, None).next().transpose()?.is_some();
+        if has_objects || has_versions {
+            return refused(Refusal::BucketNotEmpty);
+        }
+        // Uploads in progress go with the bucket.
+        let mut changes = self.storage.write_set();
+        let uploads: Vec<_> = self.bucket.tables.uploads.scan(&all, None).collect::<Result<_, _>>()?;
+        for ((_, upload_id), _) in uploads {
+            self.remove_upload(&mut changes, &upload_id)?;
+        }
+        changes.delete(&self.bucket.tables.buckets, &self.bucket.name);
+        self.storage.commit(changes).await?;
+        self.storage.blocks().released(std::mem::take(&mut self.released));
+        self.bucket.meta = None;
+        Ok(BucketReply::Done)
+    }
+
+    fn remove_upload(&mut self, changes: &mut WriteSet, upload_id: &str) -> Result<(), EntityError> {
+        let parts: Vec<_> = self.bucket.parts_of(upload_id).collect::<Result<_, _>>()?;
+        for (number, part) in parts {
+            self.drop_refs(changes, &part.chunks, &part.block_owner);
+            let key = (self.bucket.name.clone(), upload_id.to_string(), u64::from(number));
+            changes.delete(&self.bucket.tables.parts, &key);
+        }
+        changes.delete(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.to_string()));
+        self.meta.uploads = self.meta.uploads.saturating_sub(1);
+        Ok(())
+    }
+
+    pub async fn put_object(
+        mut self,
+        key: String,
+        body: ObjectBody,
+        condition: Option<WriteCondition>,
+    ) -> Outcome {
+        if let Some(condition) = condition {
+            let current = self.bucket.object(&key)?;
+            let holds = match (&condition, &current) {
+                (WriteCondition::Absent, current) => current.is_none(),
+                (WriteCondition::ETag(etag), Some(current)) => etag_matches(etag, &current.body.etag),
+                (WriteCondition::ETag(_), None) => return refused(Refusal::NoSuchKey),
+            };
+            if !holds {
+                return refused(Refusal::PreconditionFailed);
+            }
+        }
+        let etag = body.etag.clone();
+        let mut changes = self.storage.write_set();
+        let version_id = self.write_version(&mut changes, &key, Some(body))?;
+        self.commit(changes).await?;
+        Ok(BucketReply::Committed { etag, version_id })
+    }
+
+    pub async fn delete_object(mut self, key: String, version_id: Option<String>) -> Outcome {
+        let mut changes = self.storage.write_set();
+        let reply = if self.meta.versioning == Versioning::Unversioned {
+            if version_id.as_deref().is_some_and(|v| v != NULL_VERSION) {
+                return refused(Refusal::NoSuchVersion);
+            }
+            let row = (self.bucket.name.clone(), key.clone());
+            let Some(old) = self.bucket.tables.objects.get(&row)? else {
+                return Ok(BucketReply::Deleted { version_id, delete_marker: false });
+            };
+            self.drop_refs(&mut changes, &old.body.chunks, &old.block_owner);
+            self.set_current(&mut changes, &key, None)?;
+            BucketReply::Deleted { version_id, delete_marker: false }
+        } else if let Some(id) = version_id {
+            let Some((row, version)) = self.bucket.find_version(&key, &id)? else {
+                if id != NULL_VERSION && self.bucket.parse_version_id(&id).is_none() {
+                    return refused(Refusal::InvalidVersionId);
+                }
+                return Ok(BucketReply::Deleted { version_id: Some(id), delete_marker: false });
+            };
+            self.forget_version(&mut changes, &row, &version);
+            // The newest remaining entry decides the current object.
+            let newest = self.bucket.history(&key)?.into_iter().find(|(other, _)| *other != row);
+            let current = newest.and_then(|(_, v)| v.object);
+            self.set_current(&mut changes, &key, current.as_ref())?;
+            BucketReply::Deleted { version_id: Some(id), delete_marker: version.object.is_none() }
+        } else {
+            let marker = self.write_version(&mut changes, &key, None)?;
+            BucketReply::Deleted { version_id: marker, delete_marker: true }
+        };
+        self.commit(changes).await?;
+        Ok(reply)
+    }
+
+    pub async fn put_tags(
+        self,
+        key: String,
+        version_id: Option<String>,
+        tags: Vec<(String, String)>,
+    ) -> Outcome {
+        let mut object = match self.bucket.version(&key, version_id.as_deref())? {
+            Ok(object) => object,
+            Err(refusal) => return refused(refusal),
+        };
+        object.tags = tags;
+        let mut changes = self.storage.write_set();
+        if let Some(version_id) = &object.version_id
+            && let Some((row, mut version)) = self.bucket.find_version(&key, version_id)?
+        {
+            version.object = Some(object.clone());
+            changes.put(&self.bucket.tables.versions, &row, &version)?;
+        }
+        if self.bucket.object(&key)?.is_some_and(|current| current.seq == object.seq) {
+            changes.put(&self.bucket.tables.objects, &(self.bucket.name.clone(), key), &object)?;
+        }
+        self.commit(changes).await?;
+        Ok(BucketReply::Done)
+    }
+
+    pub async fn create_upload(mut self, key: String, meta: ObjectMeta, initiator: String) -> Outcome {
+        let seq = self.next_seq();
+        let upload_id = format!("{:x}{:012x}", self.meta.created_ms, seq);
+        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator };
+        let mut changes = self.storage.write_set();
+        changes.put(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.clone()), &upload)?;
+        self.meta.uploads += 1;
+        self.commit(changes).await?;
+        Ok(BucketReply::Upload(upload_info(upload_id, upload)))
+    }
+
+    pub async fn put_part(mut self, upload_id: String, part_number: u32, mut part: PartRecord) -> Outcome {
+        if self.bucket.upload(&upload_id)?.is_none() {
+            return refused(Refusal::NoSuchUpload);
+        }
+        let row = (self.bucket.name.clone(), upload_id, u64::from(part_number));
+        let mut changes = self.storage.write_set();
+        if let Some(old) = self.bucket.tables.parts.get(&row)? {
+            self.drop_refs(&mut changes, &old.chunks, &old.block_owner);
+        }
+        let seq = self.next_seq();
+        part.block_owner = self.owner_name("p", seq);
+        part.last_modified_ms = now_ms();
+        self.add_refs(&mut changes, &part.chunks, &part.block_owner)?;
+        changes.put(&self.bucket.tables.parts, &row, &part)?;
+        self.commit(changes).await?;
+        Ok(BucketReply::Committed { etag: part.etag, version_id: None })
+    }
+
+    pub async fn complete_upload(
+        mut self,
+        upload_id: String,
+        wanted: Vec<(u32, String)>,
+        min_part_size: u64,
+    ) -> Outcome {
+        let Some(upload) = self.bucket.upload(&upload_id)? else { return refused(Refusal::NoSuchUpload) };
+        if wanted.is_empty() {
+            return refused(Refusal::InvalidPart(0));
+        }
+        if wanted.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
+            return refused(Refusal::InvalidPartOrder);
+        }
+        let stored: std::collections::BTreeMap<u32, PartRecord> =
+            self.bucket.parts_of(&upload_id).collect::<Result<_, _>>()?;
+        let mut chosen = Vec::with_capacity(wanted.len());
+        for (index, (number, etag)) in wanted.iter().enumerate() {
+            let Some(part) = stored.get(number).filter(|part| etag_matches(etag, &part.etag)) else {
+                return refused(Refusal::InvalidPart(*number));
+            };
+            if index + 1 < wanted.len() && part.size < min_part_size {
+                return refused(Refusal::EntityTooSmall(*number));
+            }
+            chosen.push(part);
+        }
+        let mut md5s = Vec::with_capacity(chosen.len() * 16);
+        for part in &chosen {
+            md5s.extend(
+                decode_hex(&part.etag).ok_or_else(|| EntityError("stored part etag is not hex".into()))?,
+            );
+        }
+        let body = ObjectBody {
+            size: chosen.iter().map(|part| part.size).sum(),
+            etag: format!("{}-{}", md5_hex(&md5s), chosen.len()),
+            chunks: chosen.iter().flat_map(|part| part.chunks.iter().copied()).collect(),
+            meta: upload.meta,
+            checksums: Checksums::default(),
+            part_sizes: chosen.iter().map(|part| part.size).collect(),
+        };
+        let etag = body.etag.clone();
+        let mut changes = self.storage.write_set();
+        let version_id = self.write_version(&mut changes, &upload.key, Some(body))?;
+        self.remove_upload(&mut changes, &upload_id)?;
+        self.commit(changes).await?;
+        Ok(BucketReply::Committed { etag, version_id })
+    }
+
+    pub async fn abort_upload(mut self, upload_id: String) -> Outcome {
+        if self.bucket.upload(&upload_id)?.is_none() {
+            return refused(Refusal::NoSuchUpload);
+        }
+        let mut changes = self.storage.write_set();
+        self.remove_upload(&mut changes, &upload_id)?;
+        self.commit(changes).await?;
+        Ok(BucketReply::Done)
+    }
+}
+
+/// ETags compare without their quotes.
+fn etag_matches(given: &str, stored: &str) -> bool {
+    given.trim_matches('"') == stored || given.trim() == "*"
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|byte| u8::from_str_radix(byte, 16).ok()))
+        .collect()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
