@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use serv_edges::http1::HttpLimits;
 use serv_edges::listener::ConnectionLimits;
 use serv_edges::s3::S3Limits;
 
@@ -134,6 +135,12 @@ pub struct Cli {
     /// An S3 connection that moves no byte for this long is closed [default: 60000]
     #[arg(long, env = "SERV_S3_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub s3_idle_timeout_ms: Option<u64>,
+    /// An S3 client must send a request's headers within this time [default: 30000]
+    #[arg(long, env = "SERV_S3_HEADER_TIMEOUT_MS", value_name = "MS")]
+    pub s3_header_timeout_ms: Option<u64>,
+    /// Largest S3 request head (request line and headers); larger gets 431 [default: 65536]
+    #[arg(long, env = "SERV_S3_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub s3_max_header_bytes: Option<usize>,
     /// How often unreferenced content blocks are collected [default: 1000]
     #[arg(long, env = "SERV_BLOCK_GC_INTERVAL_MS", value_name = "MS")]
     pub block_gc_interval_ms: Option<u64>,
@@ -172,6 +179,8 @@ struct FileConfig {
     s3_max_connections: Option<usize>,
     s3_idle_timeout_ms: Option<u64>,
     block_gc_interval_ms: Option<u64>,
+    s3_header_timeout_ms: Option<u64>,
+    s3_max_header_bytes: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -197,6 +206,7 @@ pub struct Config {
     pub s3_region: String,
     pub s3_limits: S3Limits,
     pub s3_connections: ConnectionLimits,
+    pub s3_http: HttpLimits,
     pub block_gc_interval: Duration,
 }
 
@@ -257,6 +267,15 @@ impl Config {
                     cli.s3_idle_timeout_ms.or(file.s3_idle_timeout_ms).unwrap_or(60_000),
                 ),
             },
+            s3_http: HttpLimits {
+                header_timeout: Duration::from_millis(
+                    cli.s3_header_timeout_ms.or(file.s3_header_timeout_ms).unwrap_or(30_000),
+                ),
+                max_header_bytes: cli
+                    .s3_max_header_bytes
+                    .or(file.s3_max_header_bytes)
+                    .unwrap_or(HttpLimits::default().max_header_bytes),
+            },
             block_gc_interval: Duration::from_millis(
                 cli.block_gc_interval_ms.or(file.block_gc_interval_ms).unwrap_or(1_000),
             ),
@@ -301,6 +320,11 @@ impl Config {
         }
         if self.s3_limits.max_object_size == 0 || self.s3_limits.max_inflight_bodies == 0 {
             return Err("s3_max_object_bytes and s3_max_inflight_bodies must be greater than 0".into());
+        }
+        if self.s3_http.header_timeout.is_zero() || self.s3_http.max_header_bytes < 8192 {
+            return Err(
+                "s3_header_timeout_ms must be greater than 0 and s3_max_header_bytes at least 8192".into()
+            );
         }
         if self.block_gc_interval.is_zero() {
             return Err("block_gc_interval_ms must be greater than 0".into());

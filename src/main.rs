@@ -106,6 +106,7 @@ async fn run(config: Config) -> Result<(), String> {
     let s3_server = tokio::spawn(s3::serve(
         LimitedListener::new(s3_listener, config.s3_connections),
         s3_service,
+        config.s3_http,
         async move {
             let _ = s3_stop.wait_for(|stop| *stop).await;
         },

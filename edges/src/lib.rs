@@ -9,5 +9,6 @@
 //!   tracing and error types from one place each.
 
 pub mod admin;
+pub mod http1;
 pub mod listener;
 pub mod s3;

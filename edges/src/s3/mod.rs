@@ -15,14 +15,13 @@ mod ops;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use serv_actors::Directory;
 use serv_storage::Storage;
 
 pub use auth::Keys;
 
+use crate::http1::HttpLimits;
 use crate::listener::LimitedListener;
 
 /// Named limits of the S3 edge.
@@ -91,25 +90,14 @@ pub fn service(
     Ok(builder.build())
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves.
+/// Serves `service` on `listener` until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     listener: LimitedListener,
     service: S3Service,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let router = axum::Router::new().fallback(handle).with_state(service);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
-}
-
-async fn handle(State(service): State<S3Service>, request: Request) -> Response {
-    let request = request.map(s3s::Body::http_body_unsync);
-    match service.call(request).await {
-        Ok(response) => response.map(axum::body::Body::new).into_response(),
-        Err(error) => {
-            tracing::warn!(?error, "s3 request failed outside the protocol layer");
-            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
-    }
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    crate::http1::serve(listener, service, limits, shutdown).await
 }
 
 /// Collects unreferenced blocks: a full sweep now (a crash may have left orphans), then the
