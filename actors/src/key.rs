@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The kinds of entity a node hosts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ActorKind {
     /// An S3 bucket.
     Bucket,

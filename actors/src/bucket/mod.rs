@@ -409,3 +409,5 @@ pub(super) fn upload_info(upload_id: String, upload: UploadRecord) -> UploadInfo
         meta: upload.meta,
     }
 }
+#[cfg(test)]
+mod tests;

@@ -97,7 +97,39 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    crate::http1::serve(listener, service, limits, shutdown).await
+    crate::http1::serve(listener, EmptyExpectCloses(service), limits, shutdown).await
+}
+
+/// Closes the connection after answering an empty request that asked `Expect: 100-continue`.
+///
+/// hyper sends `100 Continue` only when the body is read, and an empty body never is; botocore
+/// (boto/botocore#3755) then leaves its pooled connection expecting an interim response, and the
+/// client's next request on it stalls until its read timeout (60 s by default). Closing that
+/// one connection costs the client a reconnect instead.
+#[derive(Clone)]
+struct EmptyExpectCloses(S3Service);
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for EmptyExpectCloses {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        use hyper::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderValue};
+        let headers = request.headers();
+        let empty_expect =
+            headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+                && headers.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+        let answer = hyper::service::Service::call(&self.0, request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if empty_expect {
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// Collects unreferenced blocks: a full sweep now (a crash may have left orphans), then the

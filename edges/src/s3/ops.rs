@@ -414,7 +414,8 @@ fn object_meta(
     metadata: Option<Metadata>,
 ) -> ObjectMeta {
     ObjectMeta {
-        content_type,
+        // What S3 stores when a writer names no type.
+        content_type: content_type.or_else(|| Some("binary/octet-stream".to_string())),
         content_encoding,
         content_disposition,
         content_language,

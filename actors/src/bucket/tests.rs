@@ -1,0 +1,206 @@
+//! The bucket actor against a model: seeded random puts, deletes (plain and by version id),
+//! versioning changes and passivations (the actor reloads from storage), checked after every step against a plain in-memory history.
+//! At the end everything is deleted and no block reference may be left behind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serv_storage::{KeyPrefix, Storage, StorageOptions};
+
+use super::*;
+use crate::{ActorKey, ActorKind, Directory, SupervisionConfig};
+
+/// One entry of a key's history in the model: (version id, content) or a delete marker.
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    version_id: Option<String>,
+    content: Option<u8>,
+}
+
+#[derive(Default)]
+struct Model {
+    versioning: Versioning,
+    /// Newest first.
+    history: BTreeMap<String, Vec<Entry>>,
+}
+
+impl Model {
+    fn current(&self, key: &str) -> Option<u8> {
+        self.history.get(key).and_then(|h| h.first()).and_then(|e| e.content)
+    }
+}
+
+async fn ask(directory: &Directory, msg: BucketMsg) -> BucketReply {
+    directory.call(&ActorKey::new(ActorKind::Bucket, "model"), msg).await.expect("bucket answers")
+}
+
+async fn body(storage: &Storage, content: u8) -> ObjectBody {
+    // Contents repeat across keys and versions, so blocks are shared and references must count.
+    let data = Bytes::from(vec![content; 1000 + usize::from(content)]);
+    let (hash, _pins) = storage.blocks().put(data.clone()).await.unwrap();
+    ObjectBody {
+        size: data.len() as u64,
+        etag: format!("{content:032x}"),
+        chunks: vec![Chunk { hash, len: data.len() as u32 }],
+        meta: ObjectMeta::default(),
+        checksums: Checksums::default(),
+        part_sizes: Vec::new(),
+    }
+}
+
+async fn check(directory: &Directory, model: &Model, keys: &[&str]) {
+    for key in keys {
+        let got = match ask(directory, BucketMsg::GetObject { key: key.to_string(), version_id: None }).await
+        {
+            BucketReply::Object(object) => Some(object.body.etag),
+            BucketReply::Refused(Refusal::NoSuchKey) => None,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got, model.current(key).map(|c| format!("{c:032x}")), "current object of {key}");
+    }
+    let request = ListVersionsRequest { max: 1000, ..Default::default() };
+    let BucketReply::Versions(listing) = ask(directory, BucketMsg::ListVersions(request)).await else {
+        panic!("no version listing")
+    };
+    let listed: Vec<_> = listing
+        .versions
+        .iter()
+        .map(|v| (v.key.clone(), v.is_latest, v.object.as_ref().map(|(_, etag)| etag.clone())))
+        .collect();
+    let expected: Vec<_> = model
+        .history
+        .iter()
+        .flat_map(|(key, history)| {
+            history
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (key.clone(), i == 0, e.content.map(|c| format!("{c:032x}"))))
+        })
+        .collect();
+    assert_eq!(listed, expected, "version listing");
+}
+
+#[tokio::test]
+async fn random_histories_match_the_model_and_leave_no_references() {
+    let seed = std::env::var("SERV_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7u64);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let config = SupervisionConfig {
+        passivate_after: Duration::from_millis(40),
+        idle_check: Duration::from_millis(10),
+        ..SupervisionConfig::default()
+    };
+    let directory = Directory::start(storage.clone(), config).await.unwrap();
+    directory.register::<Bucket>();
+    let keys = ["a", "a/b", "b", "c"];
+    assert!(matches!(
+        ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await,
+        BucketReply::Done
+    ));
+    let mut model = Model::default();
+
+    for step in 0..300 {
+        let key = keys[rng.random_range(0..keys.len())].to_string();
+        match rng.random_range(0..100) {
+            0..45 => {
+                let content = rng.random_range(0..6u8);
+                let body = body(&storage, content).await;
+                let BucketReply::Committed { version_id, .. } =
+                    ask(&directory, BucketMsg::PutObject { key: key.clone(), body, condition: None }).await
+                else {
+                    panic!("put refused at step {step}")
+                };
+                let history = model.history.entry(key).or_default();
+                match model.versioning {
+                    Versioning::Unversioned => {
+                        *history = vec![Entry { version_id: None, content: Some(content) }]
+                    }
+                    Versioning::Suspended => {
+                        history.retain(|e| e.version_id.as_deref() != Some(NULL_VERSION));
+                        history.insert(0, Entry { version_id, content: Some(content) });
+                    }
+                    Versioning::Enabled => history.insert(0, Entry { version_id, content: Some(content) }),
+                }
+            }
+            45..65 => {
+                let BucketReply::Deleted { version_id, delete_marker } =
+                    ask(&directory, BucketMsg::DeleteObject { key: key.clone(), version_id: None }).await
+                else {
+                    panic!("delete refused at step {step}")
+                };
+                let history = model.history.entry(key.clone()).or_default();
+                match model.versioning {
+                    Versioning::Unversioned => history.clear(),
+                    versioning => {
+                        assert!(delete_marker);
+                        if versioning == Versioning::Suspended {
+                            history.retain(|e| e.version_id.as_deref() != Some(NULL_VERSION));
+                        }
+                        history.insert(0, Entry { version_id, content: None });
+                    }
+                }
+                if history.is_empty() {
+                    model.history.remove(&key);
+                }
+            }
+            65..85 => {
+                let Some(history) = model.history.get_mut(&key) else { continue };
+                if model.versioning == Versioning::Unversioned {
+                    continue;
+                }
+                let index = rng.random_range(0..history.len());
+                let version_id = history[index].version_id.clone().expect("versioned entries have ids");
+                let reply = ask(
+                    &directory,
+                    BucketMsg::DeleteObject { key: key.clone(), version_id: Some(version_id) },
+                )
+                .await;
+                assert!(matches!(reply, BucketReply::Deleted { .. }), "step {step}: {reply:?}");
+                history.remove(index);
+                if history.is_empty() {
+                    model.history.remove(&key);
+                }
+            }
+            85..93 => {
+                let wanted = if rng.random_bool(0.5) { Versioning::Enabled } else { Versioning::Suspended };
+                assert!(matches!(ask(&directory, BucketMsg::SetVersioning(wanted)).await, BucketReply::Done));
+                if model.versioning == Versioning::Unversioned {
+                    for history in model.history.values_mut() {
+                        history[0].version_id = Some(NULL_VERSION.to_string());
+                    }
+                }
+                model.versioning = wanted;
+            }
+            _ => {
+                // Idle long enough to passivate: the next message reloads the bucket from storage,
+                // so nothing may depend on what the actor held in memory.
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+        }
+        check(&directory, &model, &keys).await;
+    }
+
+    // Deleting every version empties the bucket and drops every block reference.
+    let request = ListVersionsRequest { max: 1000, ..Default::default() };
+    let BucketReply::Versions(listing) = ask(&directory, BucketMsg::ListVersions(request)).await else {
+        panic!("no version listing")
+    };
+    for version in listing.versions {
+        let version_id = Some(version.version_id);
+        ask(&directory, BucketMsg::DeleteObject { key: version.key, version_id }).await;
+    }
+    if model.versioning == Versioning::Unversioned {
+        for key in keys {
+            ask(&directory, BucketMsg::DeleteObject { key: key.to_string(), version_id: None }).await;
+        }
+    }
+    assert!(matches!(ask(&directory, BucketMsg::Delete).await, BucketReply::Done), "seed {seed}");
+    let refs = storage.blocks().refs().scan(&KeyPrefix::new(), None).count();
+    assert_eq!(refs, 0, "no block reference outlives its versions (seed {seed})");
+    storage.blocks().collect_garbage().unwrap();
+    assert_eq!(storage.blocks().stats().blocks, 0, "every block is collected (seed {seed})");
+}

@@ -1,0 +1,263 @@
+//! S3 throughput: PUT and GET of 4 KiB and 1 MiB objects at concurrency 1, 16 and 64 against a
+//! fresh `servd` (release build), and against `s3s-fs` when it is installed, with the ratio.
+//!
+//! Run with `scripts/bench-s3` (builds servd, installs s3s-fs if it can, then runs this).
+//! Figures are printed, never asserted. A Rust client (hyper, SigV4 with UNSIGNED-PAYLOAD) is
+//! used so that the server, not a Python client, is measured.
+//!
+//! Environment: `SERVD_BIN` (default `$CARGO_TARGET_DIR/release/servd`), `S3S_FS_BIN` (default:
+//! `s3s-fs` on PATH or in ~/.cargo/bin), `BENCH_SECONDS` per phase (default 4).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+
+const ACCESS: &str = "BENCHACCESSKEY";
+const SECRET: &str = "bench-secret-key-0123456789";
+const SIZES: [(usize, &str); 2] = [(4 * 1024, "4 KiB"), (1024 * 1024, "1 MiB")];
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Target {
+    name: &'static str,
+    port: u16,
+    process: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_servd() -> Target {
+    let bin = std::env::var_os("SERVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+        target.join("release/servd")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let process = Command::new(&bin)
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--s3-addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--log-level", "warn"])
+        .env("SERV_ACCESS_KEY", ACCESS)
+        .env("SERV_SECRET_KEY", SECRET)
+        .env("SERV_ADMIN_TOKEN", "bench")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin.display()));
+    Target { name: "servd", port, process, _dir: dir }
+}
+
+fn start_s3s_fs() -> Option<Target> {
+    let bin = std::env::var_os("S3S_FS_BIN").map(PathBuf::from).or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from)?.join(".cargo/bin/s3s-fs");
+        home.exists().then_some(home)
+    })?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let process = Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS, "--secret-key", SECRET])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(Target { name: "s3s-fs", port, process, _dir: dir })
+}
+
+/// `YYYYMMDDTHHMMSSZ` for now (UTC), from the civil-from-days algorithm.
+fn amz_date() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A SigV4-signed request with an unsigned payload.
+fn signed(method: &str, port: u16, path: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
+    let (date, host) = (amz_date(), format!("127.0.0.1:{port}"));
+    let day = &date[..8];
+    let canonical = format!(
+        "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{date}\n\n\
+         host;x-amz-content-sha256;x-amz-date\nUNSIGNED-PAYLOAD"
+    );
+    let scope = format!("{day}/us-east-1/s3/aws4_request");
+    let to_sign =
+        format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
+    let key = ["us-east-1", "s3", "aws4_request"]
+        .iter()
+        .fold(hmac(format!("AWS4{SECRET}").as_bytes(), day), |key, part| hmac(&key, part));
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={ACCESS}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, \
+         Signature={}",
+        hex(&hmac(&key, &to_sign))
+    );
+    hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"))
+        .header("host", host)
+        .header("x-amz-date", date)
+        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        .header("authorization", authorization)
+        .body(Full::new(body))
+        .unwrap()
+}
+
+async fn send(client: &HttpClient, request: hyper::Request<Full<Bytes>>) -> Result<u16, String> {
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await.map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+async fn wait_until_up(client: &HttpClient, target: &Target) {
+    for _ in 0..200 {
+        if let Ok(200) = send(client, signed("GET", target.port, "/", Bytes::new())).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} did not come up on port {}", target.name, target.port);
+}
+
+/// Runs `concurrency` workers for `seconds`; returns (ops, errors).
+async fn phase(
+    client: &HttpClient,
+    port: u16,
+    concurrency: usize,
+    seconds: f64,
+    make: impl Fn(usize, u64) -> (&'static str, String, Bytes) + Send + Sync + 'static,
+) -> (u64, u64) {
+    let (ops, errors, stop) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let make = Arc::new(make);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let (client, ops, errors, stop, make) =
+                (client.clone(), ops.clone(), errors.clone(), stop.clone(), make.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (method, path, body) = make(worker, n);
+                    match send(&client, signed(method, port, &path, body)).await {
+                        Ok(200) => ops.fetch_add(1, Ordering::Relaxed),
+                        _ => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    (ops.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
+    let mut targets = vec![start_servd()];
+    match start_s3s_fs() {
+        Some(peer) => targets.push(peer),
+        None => println!("s3s-fs not found (scripts/bench-s3 installs it): measuring servd alone"),
+    }
+    println!("{seconds} s per phase; ops/s and MiB/s of successful requests (errors in brackets)");
+    println!("{:<8} {:>5} {:>4} {:>5} {:>10} {:>9}", "target", "size", "conc", "op", "ops/s", "MiB/s");
+    // (size, concurrency, op) -> ops/s, per target
+    let mut results: Vec<Vec<f64>> = Vec::new();
+    for target in &targets {
+        wait_until_up(&client, target).await;
+        let status = send(&client, signed("PUT", target.port, "/bench", Bytes::new())).await;
+        assert_eq!(status, Ok(200), "creating the bench bucket on {}", target.name);
+        let mut row = Vec::new();
+        for (size, size_name) in SIZES {
+            let body = Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
+            for concurrency in CONCURRENCY {
+                let tag = format!("{size}-{concurrency}");
+                let put_body = body.clone();
+                let put_tag = tag.clone();
+                let (puts, put_errors) = phase(&client, target.port, concurrency, seconds, move |w, n| {
+                    // Distinct content per object, so that block dedup does not flatter servd.
+                    let mut object = put_body.to_vec();
+                    object[..16].copy_from_slice(&((w as u128) << 64 | u128::from(n)).to_le_bytes());
+                    ("PUT", format!("/bench/{put_tag}/{w}/{n}"), Bytes::from(object))
+                })
+                .await;
+                let written = puts.max(1) / concurrency as u64;
+                let get_tag = tag.clone();
+                let (gets, get_errors) = phase(&client, target.port, concurrency, seconds, move |w, n| {
+                    ("GET", format!("/bench/{get_tag}/{w}/{}", n % written.max(1)), Bytes::new())
+                })
+                .await;
+                for (op, count, errors) in [("PUT", puts, put_errors), ("GET", gets, get_errors)] {
+                    let rate = count as f64 / seconds;
+                    let mib = rate * size as f64 / (1024.0 * 1024.0);
+                    let errors = if errors > 0 { format!(" [{errors}]") } else { String::new() };
+                    println!(
+                        "{:<8} {:>5} {:>4} {:>5} {:>10.0} {:>9.1}{errors}",
+                        target.name, size_name, concurrency, op, rate, mib
+                    );
+                    row.push(rate);
+                }
+            }
+        }
+        results.push(row);
+    }
+    if results.len() == 2 {
+        println!("\nservd / s3s-fs (ops/s ratio)");
+        let mut i = 0;
+        for (_, size_name) in SIZES {
+            for concurrency in CONCURRENCY {
+                for op in ["PUT", "GET"] {
+                    let ratio = results[0][i] / results[1][i].max(f64::MIN_POSITIVE);
+                    println!("{size_name:>5} {concurrency:>4} {op:>5} {ratio:>8.2}x");
+                    i += 1;
+                }
+            }
+        }
+    }
+}
