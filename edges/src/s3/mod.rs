@@ -84,10 +84,49 @@ pub fn service(
     builder.set_auth(keys.clone());
     builder.set_access(auth::Access);
     if let Some(domain) = settings.domain {
-        let host = s3s::host::SingleDomain::new(&domain).map_err(|e| format!("--s3-domain {domain}: {e}"))?;
-        builder.set_host(host);
+        builder.set_host(VirtualHosts::new(&domain)?);
     }
     Ok(builder.build())
+}
+
+/// Virtual-host-style addressing under one base domain: `BUCKET.DOMAIN[:port]` names a bucket,
+/// any other host (`DOMAIN`, `localhost:9000`, an IP) means path style. (s3s's `SingleDomain`
+/// keeps the port in the host and would read `bucket.domain:9000` as a bucket name.)
+struct VirtualHosts {
+    domain: String,
+}
+
+impl VirtualHosts {
+    fn new(domain: &str) -> Result<Self, String> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(format!("--s3-domain {domain:?} is not a domain name"));
+        }
+        Ok(Self { domain })
+    }
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let bucket = name
+            .len()
+            .checked_sub(self.domain.len() + 1)
+            .filter(|&at| name[at..].eq_ignore_ascii_case(&format!(".{}", self.domain)))
+            .map(|at| &name[..at]);
+        let virtual_host = s3s::host::VirtualHost::new(self.domain.as_str());
+        Ok(match bucket {
+            Some(bucket) if !bucket.is_empty() => virtual_host.with_bucket(bucket),
+            _ => virtual_host,
+        })
+    }
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets open requests finish.
