@@ -220,17 +220,22 @@ async fn main() {
                 let tag = format!("{size}-{concurrency}");
                 let put_body = body.clone();
                 let put_tag = tag.clone();
+                // Objects each worker attempted; a worker reads back only the ones below its count.
+                let attempted: Arc<Vec<AtomicU64>> =
+                    Arc::new((0..concurrency).map(|_| AtomicU64::new(0)).collect());
+                let counts = attempted.clone();
                 let (puts, put_errors) = phase(&client, target.port, concurrency, seconds, move |w, n| {
+                    counts[w].store(n, Ordering::Relaxed); // object n-1 is done when n starts
                     // Distinct content per object, so that block dedup does not flatter servd.
                     let mut object = put_body.to_vec();
                     object[..16].copy_from_slice(&((w as u128) << 64 | u128::from(n)).to_le_bytes());
                     ("PUT", format!("/bench/{put_tag}/{w}/{n}"), Bytes::from(object))
                 })
                 .await;
-                let written = puts.max(1) / concurrency as u64;
                 let get_tag = tag.clone();
                 let (gets, get_errors) = phase(&client, target.port, concurrency, seconds, move |w, n| {
-                    ("GET", format!("/bench/{get_tag}/{w}/{}", n % written.max(1)), Bytes::new())
+                    let written = attempted[w].load(Ordering::Relaxed).max(1);
+                    ("GET", format!("/bench/{get_tag}/{w}/{}", n % written), Bytes::new())
                 })
                 .await;
                 for (op, count, errors) in [("PUT", puts, put_errors), ("GET", gets, get_errors)] {

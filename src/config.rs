@@ -126,6 +126,18 @@ pub struct Cli {
     /// Largest S3 object or part accepted, in bytes [default: 5368709120]
     #[arg(long, env = "SERV_S3_MAX_OBJECT_BYTES", value_name = "BYTES")]
     pub s3_max_object_bytes: Option<u64>,
+    /// Smallest part of a multipart upload, except the last [default: 5242880]
+    #[arg(long, env = "SERV_S3_MIN_PART_BYTES", value_name = "BYTES")]
+    pub s3_min_part_bytes: Option<u64>,
+    /// Most parts in one multipart upload [default: 10000]
+    #[arg(long, env = "SERV_S3_MAX_PARTS", value_name = "N")]
+    pub s3_max_parts: Option<u32>,
+    /// Longest S3 object key, in bytes [default: 1024]
+    #[arg(long, env = "SERV_S3_MAX_KEY_BYTES", value_name = "BYTES")]
+    pub s3_max_key_bytes: Option<usize>,
+    /// Most entries in one S3 listing page [default: 1000]
+    #[arg(long, env = "SERV_S3_MAX_LIST_KEYS", value_name = "N")]
+    pub s3_max_list_keys: Option<usize>,
     /// Most S3 bodies uploading or downloading at once; past it, 503 SlowDown [default: 256]
     #[arg(long, env = "SERV_S3_MAX_INFLIGHT_BODIES", value_name = "N")]
     pub s3_max_inflight_bodies: Option<usize>,
@@ -181,6 +193,10 @@ struct FileConfig {
     block_gc_interval_ms: Option<u64>,
     s3_header_timeout_ms: Option<u64>,
     s3_max_header_bytes: Option<usize>,
+    s3_min_part_bytes: Option<u64>,
+    s3_max_parts: Option<u32>,
+    s3_max_key_bytes: Option<usize>,
+    s3_max_list_keys: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -255,6 +271,19 @@ impl Config {
                     .s3_max_object_bytes
                     .or(file.s3_max_object_bytes)
                     .unwrap_or(S3Limits::default().max_object_size),
+                min_part_size: cli
+                    .s3_min_part_bytes
+                    .or(file.s3_min_part_bytes)
+                    .unwrap_or(S3Limits::default().min_part_size),
+                max_parts: cli.s3_max_parts.or(file.s3_max_parts).unwrap_or(S3Limits::default().max_parts),
+                max_key_bytes: cli
+                    .s3_max_key_bytes
+                    .or(file.s3_max_key_bytes)
+                    .unwrap_or(S3Limits::default().max_key_bytes),
+                max_list_page: cli
+                    .s3_max_list_keys
+                    .or(file.s3_max_list_keys)
+                    .unwrap_or(S3Limits::default().max_list_page),
                 max_inflight_bodies: cli
                     .s3_max_inflight_bodies
                     .or(file.s3_max_inflight_bodies)
@@ -318,8 +347,16 @@ impl Config {
         if self.s3_connections.max_connections == 0 || self.s3_connections.idle_timeout.is_zero() {
             return Err("s3_max_connections and s3_idle_timeout_ms must be greater than 0".into());
         }
-        if self.s3_limits.max_object_size == 0 || self.s3_limits.max_inflight_bodies == 0 {
-            return Err("s3_max_object_bytes and s3_max_inflight_bodies must be greater than 0".into());
+        let s3 = &self.s3_limits;
+        if s3.max_object_size == 0 || s3.max_inflight_bodies == 0 || s3.max_parts == 0 {
+            return Err(
+                "s3_max_object_bytes, s3_max_inflight_bodies and s3_max_parts must be greater than 0".into(),
+            );
+        }
+        if !(1..=1000).contains(&s3.max_list_page) || !(1..=1024).contains(&s3.max_key_bytes) {
+            return Err(
+                "s3_max_list_keys must be 1 to 1000 and s3_max_key_bytes 1 to 1024 (S3's own bounds)".into(),
+            );
         }
         if self.s3_http.header_timeout.is_zero() || self.s3_http.max_header_bytes < 8192 {
             return Err(

@@ -53,6 +53,9 @@ pub trait Entity: Sized + Send + Sync + 'static {
 /// The reply type of an entity.
 pub type Reply<E> = <<E as Entity>::Msg as KindMessage>::Reply;
 
+/// What the reply of a pipelined message waits for.
+pub(crate) type Deferred = std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
+
 /// What an entity knows about where it runs.
 #[derive(Clone)]
 pub struct EntityContext {
@@ -62,6 +65,29 @@ pub struct EntityContext {
     pub storage: Storage,
     /// The id of the node it runs on.
     pub node_id: String,
+    /// A commit the current message's reply must wait for (see [`EntityContext::reply_when_durable`]).
+    pub(crate) deferred: Arc<std::sync::Mutex<Option<Deferred>>>,
+}
+
+impl EntityContext {
+    pub(crate) fn new(key: ActorKey, storage: Storage, node_id: String) -> Self {
+        Self { key, storage, node_id, deferred: Default::default() }
+    }
+
+    /// Pipelines the current message: its reply is sent once `staged` is durable, and the
+    /// entity goes on to its next message meanwhile. The entity must keep its own view of what it
+    /// staged until the commit is applied (see [`serv_storage::Storage::stage`]). If the commit fails, the
+    /// sender gets an error instead of the reply.
+    pub fn reply_when_durable(
+        &self,
+        staged: impl Future<Output = Result<(), StorageError>> + Send + 'static,
+    ) {
+        *self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::pin(staged));
+    }
+
+    fn take_deferred(&self) -> Option<Deferred> {
+        self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 /// Why an entity could not load or handle a message.
@@ -166,10 +192,23 @@ impl<E: Entity> Actor for EntityActor<E> {
                 if state.args.gate.pending() == 0 {
                     state.args.stats.set_state(state.entity.summary());
                 }
+                let deferred = state.args.ctx.take_deferred();
                 match outcome {
                     Ok(answer) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(answer));
+                        match (reply, deferred) {
+                            (Some(reply), Some(staged)) => {
+                                let key = state.args.ctx.key.to_string();
+                                tokio::spawn(async move {
+                                    let answer = staged.await.map(|()| answer).map_err(|error| {
+                                        DirectoryError::Entity { key, message: error.to_string() }
+                                    });
+                                    let _ = reply.send(answer);
+                                });
+                            }
+                            (Some(reply), None) => {
+                                let _ = reply.send(Ok(answer));
+                            }
+                            (None, _) => {}
                         }
                         Ok(())
                     }

@@ -187,11 +187,11 @@ impl KindState {
         child.stats.set_status(ActorStatus::Starting);
         let gate = Arc::new(Gate::default());
         let args = EntityArgs {
-            ctx: EntityContext {
-                key: ActorKey::new(self.kind, name),
-                storage: self.hub.storage.clone(),
-                node_id: self.hub.node_id.clone(),
-            },
+            ctx: EntityContext::new(
+                ActorKey::new(self.kind, name),
+                self.hub.storage.clone(),
+                self.hub.node_id.clone(),
+            ),
             stats: child.stats.clone(),
             gate: gate.clone(),
             passivate_after: self.hub.config.passivate_after,

@@ -122,6 +122,31 @@ struct Shared {
     group_sum: AtomicU64,
 }
 
+/// A commit handed to the commit thread: resolves once it is durable.
+pub struct Staged {
+    outcome: oneshot::Receiver<Result<()>>,
+    shared: Arc<Shared>,
+}
+
+impl std::future::Future for Staged {
+    type Output = Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        std::pin::Pin::new(&mut self.outcome).poll(cx).map(|outcome| {
+            let outcome = outcome.unwrap_or_else(|_| {
+                Err(StorageError::Commit("commit thread stopped before the commit was durable".into()))
+            });
+            if outcome.is_ok() {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            outcome
+        })
+    }
+}
+
 /// Owns the commit thread and hands it the batches of grouped commits.
 pub(crate) struct Committer {
     shared: Arc<Shared>,
@@ -152,6 +177,36 @@ impl Committer {
 
     pub(crate) fn write_set(&self) -> WriteSet {
         WriteSet::new(&self.shared.db)
+    }
+
+    /// Hands `changes` to the commit thread now, in order after everything handed before, and
+    /// returns what resolves once they are durable. (In `PerCommit` mode, the bench-only
+    /// comparison, the commit is made right here, on the caller's thread.)
+    pub(crate) fn stage(&self, changes: WriteSet) -> Result<Staged> {
+        let (done, outcome) = oneshot::channel();
+        match self.mode {
+            DurabilityMode::Group => {
+                {
+                    let mut queue = self.shared.lock_queue();
+                    queue.check_accepting()?;
+                    queue.pending.push(Pending { batch: changes.batch, done });
+                }
+                self.shared.wake.notify_one();
+            }
+            DurabilityMode::PerCommit => {
+                self.shared.lock_queue().check_accepting()?;
+                let outcome = changes.batch.durability(Some(PersistMode::SyncData)).commit();
+                let outcome = match outcome {
+                    Ok(()) => {
+                        self.shared.record_group(1);
+                        Ok(())
+                    }
+                    Err(e) => Err(self.shared.fail(format!("journal write or fsync failed: {e}"))),
+                };
+                let _ = done.send(outcome);
+            }
+        }
+        Ok(Staged { outcome, shared: self.shared.clone() })
     }
 
     pub(crate) async fn commit(&self, changes: WriteSet) -> Result<()> {

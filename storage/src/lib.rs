@@ -19,7 +19,7 @@ mod table;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use commit::{CommitStats, DurabilityMode, WriteSet};
+pub use commit::{CommitStats, DurabilityMode, Staged, WriteSet};
 pub use error::StorageError;
 pub use key::{KeyPart, KeyPrefix, TableKey};
 pub use lock::DataDirLock;
@@ -113,6 +113,17 @@ impl Storage {
     /// Applies `changes` atomically and resolves once they are durable.
     pub async fn commit(&self, changes: WriteSet) -> Result<()> {
         self.inner.committer.commit(changes).await
+    }
+
+    /// Hands `changes` to the commit path now, ordered after every commit handed before, and
+    /// returns what resolves once they are durable. The caller need not wait before staging more:
+    /// an entity can pipeline its writes, applied in the order it staged them.
+    ///
+    /// Until the commit thread applies them (at most one fsync later), staged changes are not yet
+    /// visible to reads; a caller that must read them back keeps its own view meanwhile, or waits
+    /// on a later [`Storage::commit`], which resolves only after everything staged before it.
+    pub fn stage(&self, changes: WriteSet) -> Result<Staged> {
+        self.inner.committer.stage(changes)
     }
 
     /// Counters of the commit path: commits, fsyncs and group sizes.

@@ -271,3 +271,25 @@ fn a_prefix_scan_lists_in_key_order_from_a_continuation_point() {
     assert_eq!(keys(Some(&("b".to_string(), "photos/1".to_string()))), ["photos/2"]);
     assert!(keys(Some(&("b".to_string(), "photos/2".to_string()))).is_empty());
 }
+
+#[tokio::test]
+async fn staged_commits_apply_in_staging_order_and_a_later_commit_fences_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let notes = storage.table(NOTES).unwrap();
+    let mut staged = Vec::new();
+    for n in 0..200 {
+        let mut changes = storage.write_set();
+        changes.put(&notes, &"same".to_string(), &Note { text: n.to_string() }).unwrap();
+        changes.put(&notes, &format!("key-{n:03}"), &Note { text: n.to_string() }).unwrap();
+        staged.push(storage.stage(changes).unwrap());
+    }
+    // An empty commit resolves only once everything staged before it is applied and durable.
+    storage.commit(storage.write_set()).await.unwrap();
+    assert_eq!(notes.get(&"same".to_string()).unwrap().unwrap().text, "199", "the last staged write wins");
+    assert_eq!(notes.entries().count(), 201);
+    for outcome in staged {
+        outcome.await.unwrap();
+    }
+    assert!(storage.commit_stats().commits >= 201);
+}

@@ -12,7 +12,7 @@ use serv_storage::{KeyPrefix, Storage, WriteSet};
 
 use super::model::*;
 use super::{Bucket, NULL_VERSION, Outcome, VersionRow, now_ms, refused, upload_info};
-use crate::EntityError;
+use crate::{EntityContext, EntityError};
 
 /// One change of an existing bucket: a working copy of its meta and what to release after.
 pub(super) struct Op<'a> {
@@ -70,8 +70,26 @@ impl<'a> Op<'a> {
     pub async fn commit(mut self, mut changes: WriteSet) -> Result<(), EntityError> {
         changes.put(&self.bucket.tables.buckets, &self.bucket.name, &self.meta)?;
         self.storage.commit(changes).await?;
+        // Nothing was staged before (see `Bucket::fence`), so storage now holds everything.
+        self.bucket.pending.clear();
         self.bucket.meta = Some(self.meta);
         self.storage.blocks().released(std::mem::take(&mut self.released));
+        Ok(())
+    }
+
+    /// Stages `changes` with the updated meta and adopts the meta at once: the reply waits for
+    /// durability (and blocks are released then) while the actor takes its next message. The
+    /// current objects this change set stay in `Bucket::pending` until a fence.
+    pub fn stage(mut self, mut changes: WriteSet, ctx: &EntityContext) -> Result<(), EntityError> {
+        changes.put(&self.bucket.tables.buckets, &self.bucket.name, &self.meta)?;
+        let staged = self.storage.stage(changes)?;
+        self.bucket.meta = Some(self.meta);
+        let (blocks, released) = (self.storage.blocks().clone(), std::mem::take(&mut self.released));
+        ctx.reply_when_durable(async move {
+            staged.await?;
+            blocks.released(released);
+            Ok(())
+        });
         Ok(())
     }
 
@@ -83,10 +101,11 @@ impl<'a> Op<'a> {
         current: Option<&ObjectRecord>,
     ) -> Result<(), EntityError> {
         let row = (self.bucket.name.clone(), key.to_string());
-        if let Some(old) = self.bucket.tables.objects.get(&row)? {
+        if let Some(old) = self.bucket.object(key)? {
             self.meta.objects -= 1;
             self.meta.bytes -= old.body.size;
         }
+        self.bucket.pending.insert(key.to_string(), current.cloned());
         match current {
             Some(record) => {
                 changes.put(&self.bucket.tables.objects, &row, record)?;
@@ -143,8 +162,7 @@ impl<'a> Op<'a> {
         match &version_id {
             None => {
                 // The one record of the key is replaced: its blocks lose their references.
-                let row = (self.bucket.name.clone(), key.to_string());
-                if let Some(old) = self.bucket.tables.objects.get(&row)? {
+                if let Some(old) = self.bucket.object(key)? {
                     self.drop_refs(changes, &old.body.chunks, &old.block_owner);
                 }
             }
@@ -225,11 +243,13 @@ impl<'a> Op<'a> {
         Ok(())
     }
 
-    pub async fn put_object(
+    /// PutObject, staged (pipelined) when `ctx` is given, else committed before returning.
+    pub async fn put_object_with(
         mut self,
         key: String,
         body: ObjectBody,
         condition: Option<WriteCondition>,
+        ctx: Option<&EntityContext>,
     ) -> Outcome {
         if let Some(condition) = condition {
             let current = self.bucket.object(&key)?;
@@ -245,8 +265,23 @@ impl<'a> Op<'a> {
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
         let version_id = self.write_version(&mut changes, &key, Some(body))?;
-        self.commit(changes).await?;
+        match ctx {
+            Some(ctx) => self.stage(changes, ctx)?,
+            None => self.commit(changes).await?,
+        }
         Ok(BucketReply::Committed { etag, version_id })
+    }
+
+    /// DeleteObject of an unversioned bucket, staged (pipelined).
+    pub fn delete_unversioned_staged(mut self, key: String, ctx: &EntityContext) -> Outcome {
+        let Some(old) = self.bucket.object(&key)? else {
+            return Ok(BucketReply::Deleted { version_id: None, delete_marker: false });
+        };
+        let mut changes = self.storage.write_set();
+        self.drop_refs(&mut changes, &old.body.chunks, &old.block_owner);
+        self.set_current(&mut changes, &key, None)?;
+        self.stage(changes, ctx)?;
+        Ok(BucketReply::Deleted { version_id: None, delete_marker: false })
     }
 
     pub async fn delete_object(mut self, key: String, version_id: Option<String>) -> Outcome {
@@ -255,8 +290,7 @@ impl<'a> Op<'a> {
             if version_id.as_deref().is_some_and(|v| v != NULL_VERSION) {
                 return refused(Refusal::NoSuchVersion);
             }
-            let row = (self.bucket.name.clone(), key.clone());
-            let Some(old) = self.bucket.tables.objects.get(&row)? else {
+            let Some(old) = self.bucket.object(&key)? else {
                 return Ok(BucketReply::Deleted { version_id, delete_marker: false });
             };
             self.drop_refs(&mut changes, &old.body.chunks, &old.block_owner);

@@ -9,6 +9,7 @@
 mod change;
 mod model;
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serv_storage::blocks::{BlockHash, BlockRef};
@@ -25,7 +26,13 @@ pub struct Bucket {
     name: String,
     meta: Option<BucketMeta>,
     tables: Tables,
+    /// Current objects changed by staged commits, by key, until a fence makes storage current:
+    /// the actor's own view of what it wrote but storage may not show yet.
+    pending: HashMap<String, Option<ObjectRecord>>,
 }
+
+/// Most keys the pipelined path keeps in its own view before fencing.
+const MAX_PENDING: usize = 4096;
 
 struct Tables {
     buckets: Table<String, BucketMeta>,
@@ -65,8 +72,10 @@ impl Entity for Bucket {
             parts: storage.table(PARTS)?,
             refs: storage.blocks().refs().clone(),
         };
+        // Commits an earlier incarnation staged may not be applied yet: wait for them first.
+        storage.commit(storage.write_set()).await?;
         let meta = tables.buckets.get(&ctx.key.name)?;
-        Ok(Bucket { name: ctx.key.name.clone(), meta, tables })
+        Ok(Bucket { name: ctx.key.name.clone(), meta, tables, pending: HashMap::new() })
     }
 
     async fn handle(&mut self, msg: BucketMsg, ctx: &EntityContext) -> Outcome {
@@ -75,8 +84,28 @@ impl Entity for Bucket {
             return self.create(storage, owner, acl).await;
         }
         let Some(meta) = self.meta.clone() else { return refused(Refusal::NoSuchBucket) };
+        // The hot path of an unversioned bucket (put, get, delete of current objects) is
+        // pipelined: writes are staged and their replies wait for durability off the actor.
+        // Everything else first fences, so that it reads storage with every staged write applied.
+        let pipelined = meta.versioning == Versioning::Unversioned
+            && self.pending.len() < MAX_PENDING
+            && matches!(
+                &msg,
+                BucketMsg::PutObject { .. }
+                    | BucketMsg::GetObject { version_id: None, .. }
+                    | BucketMsg::DeleteObject { version_id: None, .. }
+            );
+        if !pipelined {
+            self.fence(storage).await?;
+        }
         let mut op = Op::new(self, meta, storage);
         match msg {
+            BucketMsg::PutObject { key, body, condition } if pipelined => {
+                op.put_object_with(key, body, condition, Some(ctx)).await
+            }
+            BucketMsg::DeleteObject { key, version_id: None } if pipelined => {
+                op.delete_unversioned_staged(key, ctx)
+            }
             BucketMsg::Create { .. } => unreachable!("handled above"),
             BucketMsg::Delete => op.delete_bucket().await,
             BucketMsg::Head => Ok(BucketReply::Info(op.info())),
@@ -87,7 +116,9 @@ impl Entity for Bucket {
             }
             BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
             BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
-            BucketMsg::PutObject { key, body, condition } => op.put_object(key, body, condition).await,
+            BucketMsg::PutObject { key, body, condition } => {
+                op.put_object_with(key, body, condition, None).await
+            }
             BucketMsg::GetObject { key, version_id } => {
                 match op.bucket.version(&key, version_id.as_deref())? {
                     Ok(object) => Ok(BucketReply::Object(Box::new(object))),
@@ -153,8 +184,21 @@ impl Bucket {
         Ok(BucketReply::Done)
     }
 
+    /// The current object at `key`, as this actor last wrote it (staged or applied).
     fn object(&self, key: &str) -> Result<Option<ObjectRecord>, EntityError> {
+        if let Some(staged) = self.pending.get(key) {
+            return Ok(staged.clone());
+        }
         Ok(self.tables.objects.get(&(self.name.clone(), key.to_string()))?)
+    }
+
+    /// Waits until every staged commit is applied (and durable): storage is current again.
+    async fn fence(&mut self, storage: &Storage) -> Result<(), EntityError> {
+        if !self.pending.is_empty() {
+            storage.commit(storage.write_set()).await?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 
     /// The object at `key`, or the given version of it.

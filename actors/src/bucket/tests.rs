@@ -204,3 +204,69 @@ async fn random_histories_match_the_model_and_leave_no_references() {
     storage.blocks().collect_garbage().unwrap();
     assert_eq!(storage.blocks().stats().blocks, 0, "every block is collected (seed {seed})");
 }
+
+#[tokio::test]
+async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let directory = Directory::start(storage.clone(), SupervisionConfig::default()).await.unwrap();
+    directory.register::<Bucket>();
+    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await;
+    let bodies: Vec<ObjectBody> = futures_bodies(&storage).await;
+
+    let mut senders = Vec::new();
+    for sender in 0..16u64 {
+        let (directory, bodies) = (directory.clone(), bodies.clone());
+        senders.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(sender);
+            for _ in 0..60 {
+                let key = format!("k{}", rng.random_range(0..5));
+                let msg = if rng.random_bool(0.75) {
+                    let body = bodies[rng.random_range(0..bodies.len())].clone();
+                    BucketMsg::PutObject { key, body, condition: None }
+                } else {
+                    BucketMsg::DeleteObject { key, version_id: None }
+                };
+                let reply = directory.call(&ActorKey::new(ActorKind::Bucket, "model"), msg).await.unwrap();
+                assert!(
+                    matches!(reply, BucketReply::Committed { .. } | BucketReply::Deleted { .. }),
+                    "{reply:?}"
+                );
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+
+    // A listing fences: storage now holds every staged write, and the totals must agree with it.
+    let BucketReply::Listing(listing) =
+        ask(&directory, BucketMsg::List(ListRequest { max: 1000, ..Default::default() })).await
+    else {
+        panic!("no listing")
+    };
+    let BucketReply::Info(_) = ask(&directory, BucketMsg::Head).await else { panic!("no info") };
+    let meta = storage.table(BUCKETS).unwrap().get(&"model".to_string()).unwrap().unwrap();
+    assert_eq!(meta.objects, listing.objects.len() as u64);
+    assert_eq!(meta.bytes, listing.objects.iter().map(|o| o.size).sum::<u64>());
+    let refs = storage.blocks().refs().scan(&KeyPrefix::new(), None).count();
+    assert_eq!(refs, listing.objects.len(), "one reference per current object (one block each)");
+
+    for object in listing.objects {
+        ask(&directory, BucketMsg::DeleteObject { key: object.key, version_id: None }).await;
+    }
+    assert!(matches!(ask(&directory, BucketMsg::Delete).await, BucketReply::Done));
+    assert_eq!(storage.blocks().refs().scan(&KeyPrefix::new(), None).count(), 0);
+    // Releases follow durability; give the last replies' tasks a moment, then collect.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    storage.blocks().collect_garbage().unwrap();
+    assert_eq!(storage.blocks().stats().blocks, 0, "every block is collected");
+}
+
+async fn futures_bodies(storage: &Storage) -> Vec<ObjectBody> {
+    let mut bodies = Vec::new();
+    for content in 0..4u8 {
+        bodies.push(body(storage, content).await);
+    }
+    bodies
+}
