@@ -92,3 +92,48 @@ def test_a_second_key_is_denied_on_a_private_bucket_and_allowed_by_canned_acls(s
     acl = root.get_bucket_acl(Bucket=public)
     assert {(g["Grantee"].get("URI"), g["Permission"]) for g in acl["Grants"]} >= {
         ("http://acs.amazonaws.com/groups/global/AllUsers", "READ")}
+
+
+def test_a_bucket_policy_grants_and_denies_beyond_the_acl(servd):
+    import json
+
+    root = s3_client(servd)
+    key = create_key(servd, "partner")
+    alt = s3_client(servd, key["access_key"], key["secret_key"])
+    name = unique_bucket("pol")
+    root.create_bucket(Bucket=name)
+    root.put_object(Bucket=name, Key="public/readme.txt", Body=b"for everyone")
+    root.put_object(Bucket=name, Key="private/secret.txt", Body=b"not for partner")
+    assert s3_error(root.get_bucket_policy, Bucket=name) == (404, "NoSuchBucketPolicy")
+
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": f"arn:aws:s3:::{name}/public/*"},
+            {"Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{key['access_key']}"]},
+             "Action": ["s3:PutObject", "s3:GetObject", "s3:ListBucket"],
+             "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]},
+            {"Effect": "Deny", "Principal": {"AWS": key["access_key"]}, "Action": "s3:*",
+             "Resource": f"arn:aws:s3:::{name}/private/*"},
+        ],
+    }
+    root.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+    assert json.loads(root.get_bucket_policy(Bucket=name)["Policy"]) == policy
+
+    assert requests.get(f"{servd.s3}/{name}/public/readme.txt", timeout=10).content == b"for everyone"
+    assert requests.get(f"{servd.s3}/{name}/private/secret.txt", timeout=10).status_code == 403
+    alt.put_object(Bucket=name, Key="drop/report.csv", Body=b"a,b")
+    assert {o["Key"] for o in alt.list_objects_v2(Bucket=name)["Contents"]} >= {"drop/report.csv"}
+    assert s3_error(alt.get_object, Bucket=name, Key="private/secret.txt") == (403, "AccessDenied")
+    assert s3_error(alt.delete_object, Bucket=name, Key="drop/report.csv") == (403, "AccessDenied")
+    assert s3_error(alt.put_bucket_policy, Bucket=name, Policy=json.dumps(policy)) == (403, "AccessDenied")
+
+    bad = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                          "Resource": "arn:aws:s3:::someone-else/*"}]}
+    assert s3_error(root.put_bucket_policy, Bucket=name, Policy=json.dumps(bad)) == (400, "MalformedPolicy")
+    assert s3_error(root.put_bucket_policy, Bucket=name, Policy="{not json") == (400, "MalformedPolicy")
+
+    root.delete_bucket_policy(Bucket=name)
+    assert requests.get(f"{servd.s3}/{name}/public/readme.txt", timeout=10).status_code == 403
+    assert s3_error(alt.put_object, Bucket=name, Key="drop/again", Body=b"x") == (403, "AccessDenied")

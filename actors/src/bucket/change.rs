@@ -34,6 +34,7 @@ impl<'a> Op<'a> {
             owner: self.meta.owner.clone(),
             created_ms: self.meta.created_ms,
             acl: self.meta.acl,
+            policy: self.meta.policy.clone(),
             versioning: self.meta.versioning,
         }
     }

@@ -114,6 +114,11 @@ impl Entity for Bucket {
                 op.commit(storage.write_set()).await?;
                 Ok(BucketReply::Done)
             }
+            BucketMsg::SetPolicy(policy) => {
+                op.meta.policy = policy;
+                op.commit(storage.write_set()).await?;
+                Ok(BucketReply::Done)
+            }
             BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
             BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
             BucketMsg::PutObject { key, body, condition } => {
@@ -170,6 +175,7 @@ impl Bucket {
             owner,
             created_ms: now_ms(),
             acl,
+            policy: None,
             versioning: Versioning::Unversioned,
             objects: 0,
             bytes: 0,

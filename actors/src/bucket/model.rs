@@ -40,6 +40,8 @@ pub struct BucketMeta {
     pub created_ms: u64,
     /// Canned ACL.
     pub acl: CannedAcl,
+    /// Bucket policy document (JSON, checked by the edge before it is set).
+    pub policy: Option<String>,
     pub versioning: Versioning,
     /// Current objects (not counting older versions and delete markers).
     pub objects: u64,
@@ -188,6 +190,7 @@ pub enum BucketMsg {
     Delete,
     Head,
     SetAcl(CannedAcl),
+    SetPolicy(Option<String>),
     SetVersioning(Versioning),
     ListVersions(ListVersionsRequest),
     PutObject { key: String, body: ObjectBody, condition: Option<WriteCondition> },
@@ -274,6 +277,7 @@ pub struct BucketInfo {
     pub owner: String,
     pub created_ms: u64,
     pub acl: CannedAcl,
+    pub policy: Option<String>,
     pub versioning: Versioning,
 }
 

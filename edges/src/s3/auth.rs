@@ -51,19 +51,20 @@ impl S3Auth for Keys {
     }
 }
 
-/// Lets signed requests through (the operations check the bucket's owner and ACL) and anonymous
-/// requests only for reading.
+/// Lets requests through to the operations, which decide per bucket: a bucket's policy or
+/// canned ACL may open it to anonymous requests. (Without this, s3s refuses every anonymous
+/// request once authentication is configured.) Operations that need an identity whatever any
+/// bucket says are refused here, before their input is even parsed.
 pub(super) struct Access;
 
-const ANONYMOUS_READS: &[&str] =
-    &["GetObject", "HeadObject", "ListObjects", "ListObjectsV2", "HeadBucket", "GetBucketLocation"];
+const NEED_IDENTITY: &[&str] = &["CreateBucket", "ListBuckets"];
 
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        if cx.credentials().is_some() || ANONYMOUS_READS.contains(&cx.s3_op().name()) {
-            return Ok(());
+        if cx.credentials().is_none() && NEED_IDENTITY.contains(&cx.s3_op().name()) {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
         }
-        Err(s3_error!(AccessDenied, "Access Denied"))
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod body;
 mod error;
 mod ops;
+mod policy;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Keys;
 use super::body::{self, Written, hex};
+use super::policy::{Decision, Policy};
 use super::{S3Limits, error};
 
 /// The checksums a request with a body claims in its headers (PutObject, UploadPart).
@@ -110,12 +111,56 @@ pub(super) struct ServS3 {
     bodies: Arc<Semaphore>,
 }
 
-/// What a caller needs to be allowed on a bucket.
+/// What a canned ACL must grant for an access.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Read,
     Write,
+    /// Bucket configuration: the owner's alone.
     Owner,
+}
+
+/// One access a request makes: an S3 action on the bucket or on one of its keys.
+#[derive(Clone, Copy)]
+struct Access<'a> {
+    action: &'static str,
+    key: Option<&'a str>,
+}
+
+impl<'a> Access<'a> {
+    fn bucket(action: &'static str) -> Self {
+        Self { action, key: None }
+    }
+
+    fn object(action: &'static str, key: &'a str) -> Self {
+        Self { action, key: Some(key) }
+    }
+
+    fn resource(&self, bucket: &str) -> String {
+        match self.key {
+            Some(key) => format!("arn:aws:s3:::{bucket}/{key}"),
+            None => format!("arn:aws:s3:::{bucket}"),
+        }
+    }
+
+    fn need(&self) -> Need {
+        const OWNER: &[&str] = &[
+            "s3:DeleteBucket",
+            "s3:PutBucketAcl",
+            "s3:GetBucketAcl",
+            "s3:PutBucketVersioning",
+            "s3:PutBucketPolicy",
+            "s3:GetBucketPolicy",
+            "s3:DeleteBucketPolicy",
+        ];
+        if OWNER.contains(&self.action) {
+            Need::Owner
+        } else if self.action.starts_with("s3:Get") || self.action.starts_with("s3:List") {
+            Need::Read
+        } else {
+            Need::Write
+        }
+    }
 }
 
 impl ServS3 {
@@ -140,18 +185,35 @@ impl ServS3 {
         }
     }
 
-    /// The bucket, if the caller may do `need` on it.
+    /// The bucket, if the caller may do `access` on it: root and the owner may do anything a
+    /// policy does not deny; others what the bucket's policy allows or, failing a statement
+    /// about them, what its canned ACL allows. Bucket configuration stays the owner's.
     async fn authorize(
         &self,
         bucket: &str,
         credentials: Option<&Credentials>,
-        need: Need,
+        access: Access<'_>,
     ) -> S3Result<BucketInfo> {
         let BucketReply::Info(info) = self.ask(bucket, BucketMsg::Head).await? else {
             return Err(unexpected());
         };
         let caller = credentials.map(|c| c.access_key.as_str());
-        if caller.is_some_and(|key| self.keys.is_root(key) || key == info.owner) {
+        if caller.is_some_and(|key| self.keys.is_root(key)) {
+            return Ok(info);
+        }
+        let denied = || s3_error!(AccessDenied, "Access Denied");
+        let decision = match info.policy.as_deref().map(|document| Policy::parse(document, bucket)) {
+            Some(Ok(policy)) => policy.decide(caller, access.action, &access.resource(bucket)),
+            Some(Err(error)) => return Err(error::internal("a stored bucket policy does not parse", error)),
+            None => Decision::Silent,
+        };
+        let need = access.need();
+        match decision {
+            Decision::Deny => return Err(denied()),
+            Decision::Allow if need != Need::Owner => return Ok(info),
+            _ => {}
+        }
+        if caller == Some(info.owner.as_str()) {
             return Ok(info);
         }
         let allowed = match (info.acl, need) {
@@ -160,7 +222,7 @@ impl ServS3 {
             (CannedAcl::AuthenticatedRead, Need::Read) => caller.is_some(),
             _ => false,
         };
-        if allowed { Ok(info) } else { Err(s3_error!(AccessDenied, "Access Denied")) }
+        if allowed { Ok(info) } else { Err(denied()) }
     }
 
     fn check_key(&self, key: &str) -> S3Result<()> {
@@ -515,13 +577,14 @@ impl S3 for ServS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.authorize(&req.input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        self.authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:DeleteBucket"))
+            .await?;
         self.ask(&req.input.bucket, BucketMsg::Delete).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.authorize(&req.input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucket")).await?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(self.region.clone()),
             ..Default::default()
@@ -532,7 +595,8 @@ impl S3 for ServS3 {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.authorize(&req.input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:GetBucketLocation"))
+            .await?;
         // us-east-1 is reported as an empty constraint, as S3 does.
         let location =
             (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
@@ -544,7 +608,7 @@ impl S3 for ServS3 {
         req: S3Request<PutBucketAclInput>,
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketAcl")).await?;
         let grants =
             [&input.grant_full_control, &input.grant_read, &input.grant_read_acp, &input.grant_write];
         if input.access_control_policy.is_some() || grants.iter().any(|g| g.is_some()) {
@@ -560,7 +624,9 @@ impl S3 for ServS3 {
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
         let input = req.input;
-        let info = self.authorize(&input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        let info = self
+            .authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:GetBucketAcl"))
+            .await?;
         let owner = Owner { id: Some(info.owner.clone()), display_name: Some(info.owner.clone()) };
         let grant =
             |type_: &'static str, id: Option<String>, uri: Option<&str>, permission: &'static str| Grant {
@@ -596,7 +662,8 @@ impl S3 for ServS3 {
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Owner).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketVersioning"))
+            .await?;
         let versioning = match input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
             Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
             Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
@@ -610,7 +677,9 @@ impl S3 for ServS3 {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        let info = self.authorize(&req.input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        let info = self
+            .authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:GetBucketVersioning"))
+            .await?;
         let status = match info.versioning {
             Versioning::Unversioned => None,
             Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
@@ -626,7 +695,8 @@ impl S3 for ServS3 {
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucketVersions"))
+            .await?;
         let max = self.page_size(input.max_keys)?;
         let request = ListVersionsRequest {
             prefix: input.prefix.clone().unwrap_or_default(),
@@ -691,6 +761,40 @@ impl S3 for ServS3 {
         Ok(S3Response::new(output))
     }
 
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let input = req.input;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketPolicy")).await?;
+        Policy::parse(&input.policy, &input.bucket)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e))?;
+        self.ask(&input.bucket, BucketMsg::SetPolicy(Some(input.policy))).await?;
+        Ok(S3Response::new(PutBucketPolicyOutput::default()))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let access = Access::bucket("s3:GetBucketPolicy");
+        let info = self.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
+        let Some(policy) = info.policy else {
+            return Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"));
+        };
+        Ok(S3Response::new(GetBucketPolicyOutput { policy: Some(policy) }))
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        let access = Access::bucket("s3:DeleteBucketPolicy");
+        self.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
+        self.ask(&req.input.bucket, BucketMsg::SetPolicy(None)).await?;
+        Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+    }
+
     async fn list_buckets(
         &self,
         req: S3Request<ListBucketsInput>,
@@ -722,7 +826,8 @@ impl S3 for ServS3 {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let S3Request { input, credentials, trailing_headers, .. } = req;
-        self.authorize(&input.bucket, credentials.as_ref(), Need::Write).await?;
+        self.authorize(&input.bucket, credentials.as_ref(), Access::object("s3:PutObject", &input.key))
+            .await?;
         self.check_key(&input.key)?;
         let _slot = self.body_slot()?;
         let claimed = claimed_checksums!(input);
@@ -762,7 +867,8 @@ impl S3 for ServS3 {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:GetObject", &input.key))
+            .await?;
         let (record, pins) = self.pinned_object(&input.bucket, &input.key, input.version_id.clone()).await?;
         preconditions(
             &record,
@@ -802,7 +908,8 @@ impl S3 for ServS3 {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:GetObject", &input.key))
+            .await?;
         let msg = BucketMsg::GetObject { key: input.key.clone(), version_id: input.version_id.clone() };
         let BucketReply::Object(record) = self.ask(&input.bucket, msg).await? else {
             return Err(unexpected());
@@ -829,7 +936,12 @@ impl S3 for ServS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::object("s3:DeleteObject", &input.key),
+        )
+        .await?;
         let msg = BucketMsg::DeleteObject { key: input.key, version_id: input.version_id };
         let BucketReply::Deleted { version_id, delete_marker } = self.ask(&input.bucket, msg).await? else {
             return Err(unexpected());
@@ -847,7 +959,7 @@ impl S3 for ServS3 {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:DeleteObject")).await?;
         if input.delete.objects.len() > 1000 {
             return Err(s3_error!(MalformedXML, "At most 1000 keys may be deleted in one request"));
         }
@@ -894,8 +1006,10 @@ impl S3 for ServS3 {
         else {
             return Err(s3_error!(NotImplemented, "Copying from an access point is not supported"));
         };
-        self.authorize(source_bucket, req.credentials.as_ref(), Need::Read).await?;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(source_bucket, req.credentials.as_ref(), Access::object("s3:GetObject", source_key))
+            .await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key))
+            .await?;
         self.check_key(&input.key)?;
         let (source, pins) =
             self.pinned_object(source_bucket, source_key, version_id.as_ref().map(|v| v.to_string())).await?;
@@ -939,7 +1053,7 @@ impl S3 for ServS3 {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucket")).await?;
         let max = self.page_size(input.max_keys)?;
         let after = match &input.continuation_token {
             Some(token) => Some(decode_token(token)?),
@@ -974,7 +1088,7 @@ impl S3 for ServS3 {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucket")).await?;
         let max = self.page_size(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let request = serv_actors::bucket::ListRequest {
@@ -1006,7 +1120,8 @@ impl S3 for ServS3 {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key))
+            .await?;
         self.check_key(&input.key)?;
         let meta = meta_from!(input);
         let initiator = req.credentials.map(|c| c.access_key).unwrap_or_default();
@@ -1025,7 +1140,8 @@ impl S3 for ServS3 {
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let S3Request { input, credentials, trailing_headers, .. } = req;
-        self.authorize(&input.bucket, credentials.as_ref(), Need::Write).await?;
+        self.authorize(&input.bucket, credentials.as_ref(), Access::object("s3:PutObject", &input.key))
+            .await?;
         let part_number = self.part_number(input.part_number)?;
         self.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
         let _slot = self.body_slot()?;
@@ -1052,8 +1168,10 @@ impl S3 for ServS3 {
         else {
             return Err(s3_error!(NotImplemented, "Copying from an access point is not supported"));
         };
-        self.authorize(source_bucket, req.credentials.as_ref(), Need::Read).await?;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(source_bucket, req.credentials.as_ref(), Access::object("s3:GetObject", source_key))
+            .await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key))
+            .await?;
         let part_number = self.part_number(input.part_number)?;
         self.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
         let (source, pins) =
@@ -1118,7 +1236,8 @@ impl S3 for ServS3 {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key))
+            .await?;
         self.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
         let Some(parts) = input.multipart_upload.and_then(|m| m.parts) else {
             return Err(s3_error!(MalformedXML, "The XML you provided did not list any parts"));
@@ -1157,7 +1276,12 @@ impl S3 for ServS3 {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::object("s3:AbortMultipartUpload", &input.key),
+        )
+        .await?;
         self.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
         self.ask(&input.bucket, BucketMsg::AbortUpload { upload_id: input.upload_id }).await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
@@ -1165,7 +1289,12 @@ impl S3 for ServS3 {
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::object("s3:ListMultipartUploadParts", &input.key),
+        )
+        .await?;
         self.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
         let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = input.part_number_marker.unwrap_or(0).max(0) as u32;
@@ -1203,7 +1332,12 @@ impl S3 for ServS3 {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::bucket("s3:ListBucketMultipartUploads"),
+        )
+        .await?;
         let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let after =
             input.key_marker.clone().map(|key| (key, input.upload_id_marker.clone().unwrap_or_default()));
@@ -1242,7 +1376,12 @@ impl S3 for ServS3 {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::object("s3:PutObjectTagging", &input.key),
+        )
+        .await?;
         let tags = validate_tags(input.tagging.tag_set)?;
         let msg = BucketMsg::PutTags { key: input.key, version_id: input.version_id.clone(), tags };
         self.ask(&input.bucket, msg).await?;
@@ -1254,7 +1393,12 @@ impl S3 for ServS3 {
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Read).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::object("s3:GetObjectTagging", &input.key),
+        )
+        .await?;
         let msg = BucketMsg::GetObject { key: input.key, version_id: input.version_id.clone() };
         let BucketReply::Object(record) = self.ask(&input.bucket, msg).await? else {
             return Err(unexpected());
@@ -1269,7 +1413,12 @@ impl S3 for ServS3 {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         let input = req.input;
-        self.authorize(&input.bucket, req.credentials.as_ref(), Need::Write).await?;
+        self.authorize(
+            &input.bucket,
+            req.credentials.as_ref(),
+            Access::object("s3:DeleteObjectTagging", &input.key),
+        )
+        .await?;
         let msg =
             BucketMsg::PutTags { key: input.key, version_id: input.version_id.clone(), tags: Vec::new() };
         self.ask(&input.bucket, msg).await?;
