@@ -17,6 +17,7 @@ pub mod entity;
 pub mod inspect;
 pub mod key;
 pub mod supervisor;
+pub mod topic;
 pub mod trace;
 
 pub use directory::{Directory, DirectoryError};

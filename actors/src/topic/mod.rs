@@ -1,0 +1,308 @@
+//! The topic entity: a destination's durable, append-only log (`/queue/NAME` and `/topic/NAME`
+//! alike; how messages are handed out is the consumer groups' business).
+//!
+//! Appends are pipelined like a bucket's writes: each is staged to the group-commit path in order
+//! and answered once durable, while the actor takes the next one. Until a fence, the actor reads
+//! its own staged records (`pending`) together with storage, so a reader sees every message the
+//! moment it has an offset. Retention (count, bytes, age) trims the oldest messages as new ones
+//! arrive; a `dedup-id` seen within the window is answered with the original's offset and stored
+//! again never.
+
+mod model;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
+
+pub use model::*;
+
+use crate::{Entity, EntityContext, EntityError};
+
+/// Most staged messages the actor keeps in its own view before fencing.
+const MAX_PENDING: usize = 8192;
+/// Most old messages one append trims, so that a retention change is applied gradually.
+const MAX_TRIM_PER_APPEND: usize = 1024;
+
+/// A destination's actor. A name without a topic loads as absent.
+pub struct Topic {
+    name: String,
+    meta: Option<TopicMeta>,
+    topics: Table<String, TopicMeta>,
+    log: Table<(String, u64), LogRecord>,
+    dedup: Table<(String, String), DedupRecord>,
+    /// Staged messages not yet known to be applied, by offset.
+    pending: BTreeMap<u64, LogRecord>,
+    /// Dedup ids of staged messages.
+    pending_dedup: HashMap<String, u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+type Outcome = Result<TopicReply, EntityError>;
+
+/// The header that names a message's deduplication id.
+pub const DEDUP_HEADER: &str = "dedup-id";
+
+impl Entity for Topic {
+    type Msg = TopicMsg;
+
+    async fn load(ctx: &EntityContext) -> Result<Self, EntityError> {
+        let storage = &ctx.storage;
+        // Appends an earlier incarnation staged may not be applied yet: wait for them first.
+        storage.commit(storage.write_set()).await?;
+        let topics = storage.table(TOPICS)?;
+        let meta = topics.get(&ctx.key.name)?;
+        Ok(Topic {
+            name: ctx.key.name.clone(),
+            meta,
+            topics,
+            log: storage.table(LOG)?,
+            dedup: storage.table(DEDUP)?,
+            pending: BTreeMap::new(),
+            pending_dedup: HashMap::new(),
+        })
+    }
+
+    async fn handle(&mut self, msg: TopicMsg, ctx: &EntityContext) -> Outcome {
+        let storage = &ctx.storage;
+        if let TopicMsg::Ensure { config } = msg {
+            if self.meta.is_none() {
+                validate(&config)?;
+                let meta =
+                    TopicMeta { created_ms: now_ms(), config, first_offset: 0, next_offset: 0, bytes: 0 };
+                let mut changes = storage.write_set();
+                changes.put(&self.topics, &self.name, &meta)?;
+                storage.commit(changes).await?;
+                self.meta = Some(meta);
+            }
+            return Ok(TopicReply::Info(self.info()));
+        }
+        if self.meta.is_none() {
+            return Ok(TopicReply::Refused(TopicRefusal::NoSuchTopic));
+        }
+        match msg {
+            TopicMsg::Ensure { .. } => unreachable!("handled above"),
+            TopicMsg::Append { record, dedup_id } => self.append(record, dedup_id, ctx).await,
+            TopicMsg::Read { from, max, max_bytes } => self.read(from, max, max_bytes),
+            TopicMsg::OffsetAt { unix_ms } => self.offset_at(unix_ms),
+            TopicMsg::Info => Ok(TopicReply::Info(self.info())),
+            TopicMsg::Configure(config) => {
+                if let Err(refusal) = validate(&config) {
+                    return Ok(TopicReply::Refused(refusal));
+                }
+                self.fence(storage).await?;
+                let mut meta = self.meta.clone().expect("checked above");
+                meta.config = config;
+                let mut changes = storage.write_set();
+                self.trim(&mut changes, &mut meta, now_ms(), usize::MAX)?;
+                changes.put(&self.topics, &self.name, &meta)?;
+                storage.commit(changes).await?;
+                self.meta = Some(meta);
+                Ok(TopicReply::Info(self.info()))
+            }
+            TopicMsg::Delete => {
+                self.fence(storage).await?;
+                let mut changes = storage.write_set();
+                let prefix = KeyPrefix::new().part(&self.name);
+                for entry in self.log.scan(&prefix, None) {
+                    changes.delete(&self.log, &entry?.0);
+                }
+                for entry in self.dedup.scan(&prefix, None) {
+                    changes.delete(&self.dedup, &entry?.0);
+                }
+                changes.delete(&self.topics, &self.name);
+                storage.commit(changes).await?;
+                self.meta = None;
+                Ok(TopicReply::Done)
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        match &self.meta {
+            Some(meta) => format!(
+                "messages={} bytes={} first={} next={}",
+                meta.next_offset - meta.first_offset,
+                meta.bytes,
+                meta.first_offset,
+                meta.next_offset
+            ),
+            None => "absent".to_string(),
+        }
+    }
+}
+
+/// A configuration a topic can run with.
+fn validate(config: &TopicConfig) -> Result<(), TopicRefusal> {
+    if config.retention_count == 0 || config.retention_bytes == 0 || config.retention_age_ms == 0 {
+        return Err(TopicRefusal::InvalidConfig("retention limits must be greater than 0".into()));
+    }
+    if config.max_deliveries == 0 {
+        return Err(TopicRefusal::InvalidConfig("max_deliveries must be at least 1".into()));
+    }
+    Ok(())
+}
+
+impl From<TopicRefusal> for EntityError {
+    fn from(refusal: TopicRefusal) -> Self {
+        EntityError(refusal.to_string())
+    }
+}
+
+impl Topic {
+    fn info(&self) -> TopicInfo {
+        let meta = self.meta.as_ref().expect("callers check the topic exists");
+        TopicInfo {
+            name: self.name.clone(),
+            config: meta.config.clone(),
+            first_offset: meta.first_offset,
+            next_offset: meta.next_offset,
+            bytes: meta.bytes,
+            created_ms: meta.created_ms,
+        }
+    }
+
+    /// The message at `offset`, staged or stored.
+    fn record(&self, offset: u64) -> Result<Option<LogRecord>, EntityError> {
+        if let Some(record) = self.pending.get(&offset) {
+            return Ok(Some(record.clone()));
+        }
+        Ok(self.log.get(&(self.name.clone(), offset))?)
+    }
+
+    /// Waits until every staged append is applied: storage is current again.
+    async fn fence(&mut self, storage: &Storage) -> Result<(), EntityError> {
+        if !self.pending.is_empty() {
+            storage.commit(storage.write_set()).await?;
+            self.pending.clear();
+            self.pending_dedup.clear();
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, record: LogRecord, dedup_id: Option<String>, ctx: &EntityContext) -> Outcome {
+        let storage = &ctx.storage;
+        let now = now_ms();
+        let mut meta = self.meta.clone().expect("checked by handle");
+        if let Some(id) = &dedup_id {
+            let seen = match self.pending_dedup.get(id) {
+                Some(&offset) => {
+                    // The original is staged, not yet known durable: wait before answering.
+                    self.fence(storage).await?;
+                    Some(offset)
+                }
+                None => self
+                    .dedup
+                    .get(&(self.name.clone(), id.clone()))?
+                    .filter(|seen| seen.seen_ms + meta.config.dedup_window_ms > now)
+                    .map(|seen| seen.offset),
+            };
+            if let Some(offset) = seen {
+                return Ok(TopicReply::Appended { offset, duplicate: true });
+            }
+        }
+        let offset = meta.next_offset;
+        meta.next_offset += 1;
+        meta.bytes += record.size();
+        let mut changes = storage.write_set();
+        changes.put(&self.log, &(self.name.clone(), offset), &record)?;
+        if let Some(id) = &dedup_id {
+            changes.put(
+                &self.dedup,
+                &(self.name.clone(), id.clone()),
+                &DedupRecord { offset, seen_ms: now },
+            )?;
+            self.pending_dedup.insert(id.clone(), offset);
+        }
+        self.pending.insert(offset, record);
+        self.trim(&mut changes, &mut meta, now, MAX_TRIM_PER_APPEND)?;
+        changes.put(&self.topics, &self.name, &meta)?;
+        let staged = storage.stage(changes)?;
+        self.meta = Some(meta);
+        ctx.reply_when_durable(staged);
+        if self.pending.len() >= MAX_PENDING {
+            self.fence(storage).await?;
+        }
+        Ok(TopicReply::Appended { offset, duplicate: false })
+    }
+
+    /// Drops the oldest messages beyond the retention limits (at most `budget` of them); the
+    /// newest message always stays, so a write set never both adds and drops one message.
+    fn trim(
+        &mut self,
+        changes: &mut WriteSet,
+        meta: &mut TopicMeta,
+        now: u64,
+        budget: usize,
+    ) -> Result<(), EntityError> {
+        let config = meta.config.clone();
+        let mut trimmed = 0;
+        while meta.first_offset + 1 < meta.next_offset && trimmed < budget {
+            let Some(oldest) = self.record(meta.first_offset)? else {
+                meta.first_offset += 1; // already gone (an earlier trim, before a crash)
+                continue;
+            };
+            let count = meta.next_offset - meta.first_offset;
+            let expired = oldest.published_ms + config.retention_age_ms <= now;
+            if count <= config.retention_count && meta.bytes <= config.retention_bytes && !expired {
+                break;
+            }
+            changes.delete(&self.log, &(self.name.clone(), meta.first_offset));
+            if let Some((_, id)) = oldest.headers.iter().find(|(name, _)| name == DEDUP_HEADER) {
+                changes.delete(&self.dedup, &(self.name.clone(), id.clone()));
+            }
+            self.pending.remove(&meta.first_offset);
+            meta.bytes = meta.bytes.saturating_sub(oldest.size());
+            meta.first_offset += 1;
+            trimmed += 1;
+        }
+        Ok(())
+    }
+
+    fn read(&self, from: u64, max: usize, max_bytes: u64) -> Outcome {
+        let meta = self.meta.as_ref().expect("checked by handle");
+        let from = from.max(meta.first_offset);
+        let mut found: BTreeMap<u64, LogRecord> = BTreeMap::new();
+        let prefix = KeyPrefix::new().part(&self.name);
+        let start = (from > 0).then(|| (self.name.clone(), from - 1));
+        for entry in self.log.scan(&prefix, start.as_ref()).take(max) {
+            let ((_, offset), record) = entry?;
+            found.insert(offset, record);
+        }
+        for (offset, record) in self.pending.range(from..).take(max) {
+            found.entry(*offset).or_insert_with(|| record.clone());
+        }
+        let (mut records, mut bytes) = (Vec::new(), 0u64);
+        for (offset, record) in found.into_iter().take(max) {
+            if !records.is_empty() && bytes + record.size() > max_bytes {
+                break;
+            }
+            bytes += record.size();
+            records.push((offset, record));
+        }
+        let next = records.last().map_or(from, |(offset, _)| offset + 1);
+        Ok(TopicReply::Records { records, next })
+    }
+
+    /// The first offset published at or after `unix_ms`: a binary search (publish times only
+    /// grow along the log, as far as the clock does).
+    fn offset_at(&self, unix_ms: u64) -> Outcome {
+        let meta = self.meta.as_ref().expect("checked by handle");
+        let (mut low, mut high) = (meta.first_offset, meta.next_offset);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.record(middle)? {
+                Some(record) if record.published_ms < unix_ms => low = middle + 1,
+                Some(_) => high = middle,
+                None => low = middle + 1,
+            }
+        }
+        Ok(TopicReply::Offset(low))
+    }
+}
+
+#[cfg(test)]
+mod tests;

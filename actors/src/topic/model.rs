@@ -1,0 +1,200 @@
+//! What a topic stores and what can be asked of it.
+
+use serde::{Deserialize, Serialize};
+use serv_storage::{Record, TableDef};
+
+use crate::{ActorKind, KindMessage};
+
+/// Per-destination settings (the `/v1/topics/NAME` admin API sets them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Most messages kept; older ones are dropped first.
+    pub retention_count: u64,
+    /// Most message bytes (bodies and headers) kept.
+    pub retention_bytes: u64,
+    /// Oldest message kept, in milliseconds.
+    pub retention_age_ms: u64,
+    /// Deliveries of one message before it goes to the dead-letter topic.
+    pub max_deliveries: u32,
+    /// How long a `dedup-id` is remembered.
+    pub dedup_window_ms: u64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            retention_count: 1_000_000,
+            retention_bytes: 1024 * 1024 * 1024,
+            retention_age_ms: 7 * 24 * 3600 * 1000,
+            max_deliveries: 5,
+            dedup_window_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// A topic's durable description and log bounds (the topic actor is its only writer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub created_ms: u64,
+    pub config: TopicConfig,
+    /// Offset of the oldest message kept.
+    pub first_offset: u64,
+    /// Offset the next message gets.
+    pub next_offset: u64,
+    /// Bytes of the messages kept.
+    pub bytes: u64,
+}
+
+impl Record for TopicMeta {
+    const FORMAT: u8 = 1;
+}
+
+/// One message of a topic's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The headers the producer sent that travel with the message.
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes_compat")]
+    pub body: Vec<u8>,
+    pub published_ms: u64,
+    /// Not delivered before this time (Unix milliseconds), for delayed messages.
+    pub deliver_at_ms: Option<u64>,
+}
+
+impl LogRecord {
+    /// Bytes the message counts for retention.
+    pub fn size(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (headers + self.body.len()) as u64
+    }
+}
+
+impl Record for LogRecord {
+    const FORMAT: u8 = 1;
+}
+
+/// A remembered `dedup-id`: the offset its message got and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    pub offset: u64,
+    pub seen_ms: u64,
+}
+
+impl Record for DedupRecord {
+    const FORMAT: u8 = 1;
+}
+
+/// Topics by name.
+pub const TOPICS: TableDef<String, TopicMeta> = TableDef::new("topics");
+/// Messages by (topic, offset).
+pub const LOG: TableDef<(String, u64), LogRecord> = TableDef::new("topic_log");
+/// Remembered dedup ids by (topic, dedup id).
+pub const DEDUP: TableDef<(String, String), DedupRecord> = TableDef::new("topic_dedup");
+
+/// What can be asked of a topic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TopicMsg {
+    /// Creates the topic with `config` if it does not exist (destinations are created on first
+    /// use); answers its info either way.
+    Ensure {
+        config: TopicConfig,
+    },
+    /// Replaces the configuration (retention applies at once).
+    Configure(TopicConfig),
+    /// Appends a message; answered once it is durable.
+    Append {
+        record: LogRecord,
+        dedup_id: Option<String>,
+    },
+    /// Reads up to `max` messages (and about `max_bytes`) from `from` on.
+    Read {
+        from: u64,
+        max: usize,
+        max_bytes: u64,
+    },
+    /// The first offset published at or after `unix_ms` (replay by time).
+    OffsetAt {
+        unix_ms: u64,
+    },
+    Info,
+    /// Deletes the topic and its log.
+    Delete,
+}
+
+impl KindMessage for TopicMsg {
+    const KIND: ActorKind = ActorKind::Topic;
+    type Reply = TopicReply;
+}
+
+/// A topic's state as reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub config: TopicConfig,
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub bytes: u64,
+    pub created_ms: u64,
+}
+
+/// Why a topic refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TopicRefusal {
+    #[error("no such destination")]
+    NoSuchTopic,
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// What a topic answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TopicReply {
+    Done,
+    Info(TopicInfo),
+    /// The message's offset; `duplicate` when its dedup id was seen within the window (then
+    /// nothing was stored and the offset is the original's).
+    Appended {
+        offset: u64,
+        duplicate: bool,
+    },
+    /// Messages in offset order, and the offset to read from next.
+    Records {
+        records: Vec<(u64, LogRecord)>,
+        next: u64,
+    },
+    Offset(u64),
+    Refused(TopicRefusal),
+}
+
+/// Bodies as byte strings in the codec, not sequences of numbers.
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
