@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use serv_actors::bucket::Bucket;
+use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
@@ -58,6 +59,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let directory = Directory::start(storage.clone(), supervision).await?;
     directory.register::<Bucket>();
+    directory.register::<Topic>();
 
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await

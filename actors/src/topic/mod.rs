@@ -70,7 +70,9 @@ impl Entity for Topic {
         let storage = &ctx.storage;
         if let TopicMsg::Ensure { config } = msg {
             if self.meta.is_none() {
-                validate(&config)?;
+                if let Err(refusal) = validate(&config) {
+                    return Ok(TopicReply::Refused(refusal));
+                }
                 let meta =
                     TopicMeta { created_ms: now_ms(), config, first_offset: 0, next_offset: 0, bytes: 0 };
                 let mut changes = storage.write_set();
@@ -144,12 +146,6 @@ fn validate(config: &TopicConfig) -> Result<(), TopicRefusal> {
         return Err(TopicRefusal::InvalidConfig("max_deliveries must be at least 1".into()));
     }
     Ok(())
-}
-
-impl From<TopicRefusal> for EntityError {
-    fn from(refusal: TopicRefusal) -> Self {
-        EntityError(refusal.to_string())
-    }
 }
 
 impl Topic {

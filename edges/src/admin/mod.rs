@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod keys;
 mod metrics;
+pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/actors", get(actors))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
+        .route("/v1/topics", get(topics::list))
+        .route("/v1/topics/{*name}", get(topics::get).put(topics::put).delete(topics::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))

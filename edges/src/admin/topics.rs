@@ -1,0 +1,136 @@
+//! `/v1/topics/{queue|topic}/NAME`: create, configure, inspect and delete destinations. Every
+//! change goes to the destination's topic actor; the listing reads the topics table.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serv_actors::topic::{TOPICS, TopicConfig, TopicInfo, TopicMsg, TopicRefusal, TopicReply};
+use serv_actors::{ActorKey, ActorKind};
+
+use super::{AdminState, ApiError, ErrorCode};
+
+/// Longest destination name after `queue/` or `topic/`.
+pub const MAX_DESTINATION_NAME: usize = 200;
+
+/// A destination's topic name (`queue/orders`, `topic/prices`), checked.
+pub fn destination(name: &str) -> Result<&str, String> {
+    let valid = name.split_once('/').is_some_and(|(kind, rest)| {
+        matches!(kind, "queue" | "topic")
+            && (1..=MAX_DESTINATION_NAME).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!(
+            "destination {name:?} must be queue/NAME or topic/NAME, NAME 1 to {MAX_DESTINATION_NAME} characters of A-Z a-z 0-9 . _ -"
+        ))
+    }
+}
+
+/// Configuration fields to change; the others keep their value (or default, for a new topic).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConfigChange {
+    retention_count: Option<u64>,
+    retention_bytes: Option<u64>,
+    retention_age_ms: Option<u64>,
+    max_deliveries: Option<u32>,
+    dedup_window_ms: Option<u64>,
+}
+
+impl ConfigChange {
+    fn is_empty(&self) -> bool {
+        self.retention_count.is_none()
+            && self.retention_bytes.is_none()
+            && self.retention_age_ms.is_none()
+            && self.max_deliveries.is_none()
+            && self.dedup_window_ms.is_none()
+    }
+
+    fn applied_to(&self, config: &TopicConfig) -> TopicConfig {
+        TopicConfig {
+            retention_count: self.retention_count.unwrap_or(config.retention_count),
+            retention_bytes: self.retention_bytes.unwrap_or(config.retention_bytes),
+            retention_age_ms: self.retention_age_ms.unwrap_or(config.retention_age_ms),
+            max_deliveries: self.max_deliveries.unwrap_or(config.max_deliveries),
+            dedup_window_ms: self.dedup_window_ms.unwrap_or(config.dedup_window_ms),
+        }
+    }
+}
+
+async fn ask(state: &AdminState, name: &str, msg: TopicMsg) -> Result<TopicReply, ApiError> {
+    let name = destination(name).map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    let key = ActorKey::new(ActorKind::Topic, name);
+    match state.inner.directory.call(&key, msg).await {
+        Ok(TopicReply::Refused(TopicRefusal::NoSuchTopic)) => {
+            Err(ApiError::new(ErrorCode::NotFound, format!("no destination {name}")))
+        }
+        Ok(TopicReply::Refused(refusal)) => {
+            Err(ApiError::new(ErrorCode::InvalidParameter, refusal.to_string()))
+        }
+        Ok(reply) => Ok(reply),
+        Err(error) => Err(ApiError::new(ErrorCode::Internal, error.to_string())),
+    }
+}
+
+fn info(reply: TopicReply) -> Result<Json<TopicInfo>, ApiError> {
+    match reply {
+        TopicReply::Info(info) => Ok(Json(info)),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// PUT: creates the destination if needed, then applies the given configuration fields.
+pub(super) async fn put(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Json<ConfigChange>, JsonRejection>,
+) -> Result<Json<TopicInfo>, ApiError> {
+    let change = match body {
+        Ok(Json(change)) => change,
+        Err(JsonRejection::MissingJsonContentType(_)) => ConfigChange::default(),
+        Err(rejection) => return Err(ApiError::new(ErrorCode::InvalidParameter, rejection.body_text())),
+    };
+    let created =
+        ask(&state, &name, TopicMsg::Ensure { config: change.applied_to(&TopicConfig::default()) }).await?;
+    let TopicReply::Info(current) = created else { return info(created) };
+    if change.is_empty() || change.applied_to(&current.config) == current.config {
+        return Ok(Json(current));
+    }
+    info(ask(&state, &name, TopicMsg::Configure(change.applied_to(&current.config))).await?)
+}
+
+pub(super) async fn get(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<TopicInfo>, ApiError> {
+    info(ask(&state, &name, TopicMsg::Info).await?)
+}
+
+pub(super) async fn delete(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ask(&state, &name, TopicMsg::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every destination with its configuration, from the topics table.
+pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let table =
+        state.inner.storage.table(TOPICS).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let mut topics = Vec::new();
+    for entry in table.entries() {
+        let (name, meta) = entry.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        topics.push(serde_json::json!({
+            "name": name,
+            "config": meta.config,
+            "messages": meta.next_offset - meta.first_offset,
+            "bytes": meta.bytes,
+        }));
+    }
+    Ok(Json(serde_json::json!({ "topics": topics })))
+}
