@@ -27,4 +27,6 @@ pub use key::{ActorKey, ActorKind};
 pub use supervisor::SupervisionConfig;
 
 #[cfg(test)]
+mod testing;
+#[cfg(test)]
 mod tests;

@@ -87,15 +87,8 @@ async fn check(directory: &Directory, model: &Model, keys: &[&str]) {
 async fn random_histories_match_the_model_and_leave_no_references() {
     let seed = std::env::var("SERV_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7u64);
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-    let config = SupervisionConfig {
-        passivate_after: Duration::from_millis(40),
-        idle_check: Duration::from_millis(10),
-        ..SupervisionConfig::default()
-    };
-    let directory = Directory::start(storage.clone(), config).await.unwrap();
-    directory.register::<Bucket>();
+    let node = crate::testing::node_with::<Bucket>().await;
+    let (directory, storage) = (node.directory.clone(), node.storage.clone());
     let keys = ["a", "a/b", "b", "c"];
     assert!(matches!(
         ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await,

@@ -3,22 +3,14 @@
 
 use std::time::Duration;
 
-use serv_storage::{Storage, StorageOptions};
+use serv_storage::Storage;
 
 use super::*;
-use crate::{ActorKey, ActorKind, Directory, SupervisionConfig};
+use crate::{ActorKey, ActorKind, Directory};
 
-async fn node() -> (Directory, Storage, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-    let config = SupervisionConfig {
-        passivate_after: Duration::from_millis(40),
-        idle_check: Duration::from_millis(10),
-        ..SupervisionConfig::default()
-    };
-    let directory = Directory::start(storage.clone(), config).await.unwrap();
-    directory.register::<Topic>();
-    (directory, storage, dir)
+async fn node() -> (Directory, Storage, crate::testing::TestNode) {
+    let node = crate::testing::node_with::<Topic>().await;
+    (node.directory.clone(), node.storage.clone(), node)
 }
 
 async fn ask(directory: &Directory, msg: TopicMsg) -> TopicReply {
