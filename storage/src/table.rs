@@ -77,6 +77,37 @@ impl<K: TableKey, V: Record> Table<K, V> {
             Some(key) => Bound::Excluded(key_bytes(key)),
             None => Bound::Included(prefix.bytes().to_vec()),
         };
+        self.scan_bounded(prefix, start)
+    }
+
+    /// The records whose keys start with `prefix`, from the first key past every key that starts
+    /// with `past` (a listing skipping a whole common prefix in one seek); read lazily.
+    pub fn scan_past<'a>(
+        &'a self,
+        prefix: &'a KeyPrefix,
+        past: &KeyPrefix,
+    ) -> impl Iterator<Item = Result<(K, V)>> + 'a {
+        // The smallest byte string greater than every string that starts with `past`: drop
+        // trailing 0xFF bytes, then add one to the last byte. None: nothing comes after.
+        let mut successor = past.bytes().to_vec();
+        while successor.last() == Some(&0xFF) {
+            successor.pop();
+        }
+        let start = match successor.last_mut() {
+            Some(last) => {
+                *last += 1;
+                Bound::Included(successor)
+            }
+            None => Bound::Excluded(vec![0xFF; past.bytes().len().max(1)]),
+        };
+        self.scan_bounded(prefix, start)
+    }
+
+    fn scan_bounded<'a>(
+        &'a self,
+        prefix: &'a KeyPrefix,
+        start: Bound<Vec<u8>>,
+    ) -> impl Iterator<Item = Result<(K, V)>> + 'a {
         self.keyspace
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
             .map(move |guard| {

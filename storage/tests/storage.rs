@@ -293,3 +293,26 @@ async fn staged_commits_apply_in_staging_order_and_a_later_commit_fences_them() 
     }
     assert!(storage.commit_stats().commits >= 201);
 }
+
+#[test]
+fn a_scan_past_a_prefix_skips_every_key_under_it() {
+    const PAIRS: TableDef<(String, String), Note> = TableDef::new("pairs");
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let table = storage.table(PAIRS).unwrap();
+    let mut changes = storage.write_set();
+    let keys = ["a/1", "a/2", "a/\u{10FFFF}", "a0", "b/1", "b\0x", "c"];
+    for key in keys {
+        changes.put(&table, &("bkt".to_string(), key.to_string()), &Note { text: key.to_string() }).unwrap();
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(storage.commit(changes)).unwrap();
+    let all = KeyPrefix::new().part(&"bkt".to_string());
+    let after = |past: &str| -> Vec<String> {
+        let past = KeyPrefix::new().part(&"bkt".to_string()).partial_str(past);
+        table.scan_past(&all, &past).map(|entry| entry.unwrap().0.1).collect()
+    };
+    assert_eq!(after("a/"), ["a0", "b\0x", "b/1", "c"], "UTF-8 byte order: NUL before /");
+    assert_eq!(after("b"), ["c"]);
+    assert_eq!(after("b\0"), ["b/1", "c"], "an escaped NUL at the end of the prefix");
+    assert!(after("c").is_empty());
+}

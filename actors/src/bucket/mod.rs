@@ -287,39 +287,58 @@ impl Bucket {
 
     fn list(&self, request: &ListRequest) -> Result<Listing, EntityError> {
         let prefix = KeyPrefix::new().part(&self.name).partial_str(&request.prefix);
-        let after = request
-            .after
-            .as_ref()
-            .filter(|after| after.as_str() >= request.prefix.as_str())
-            .map(|after| (self.name.clone(), after.clone()));
+        let delimiter = request.delimiter.as_deref().filter(|d| !d.is_empty());
+        let after = request.after.as_deref().filter(|after| *after >= request.prefix.as_str());
+        // Where the scan (re)starts: after the continuation key, or past every key under a
+        // common prefix, so that a rolled-up prefix costs one seek however many keys it holds.
+        let past = |common: &str| KeyPrefix::new().part(&self.name).partial_str(common);
+        let mut start = match after {
+            Some(after) if delimiter.is_some_and(|d| after.ends_with(d)) => Start::Past(past(after)),
+            Some(after) => Start::After((self.name.clone(), after.to_string())),
+            None => Start::Beginning,
+        };
         let mut listing = Listing::default();
         let mut last: Option<String> = None;
-        for entry in self.tables.objects.scan(&prefix, after.as_ref()) {
-            let ((_, key), object) = entry?;
-            let common = rolled_up(&key, &request.prefix, request.delimiter.as_deref());
-            // A common prefix that the previous page ended on is not repeated.
-            let name = common.clone().unwrap_or_else(|| key.clone());
-            if last.as_deref() == Some(name.as_str())
-                || request.after.as_deref().is_some_and(|after| name.as_str() <= after)
-            {
-                continue;
+        loop {
+            let rows: Box<dyn Iterator<Item = _>> = match &start {
+                Start::Beginning => Box::new(self.tables.objects.scan(&prefix, None)),
+                Start::After(key) => Box::new(self.tables.objects.scan(&prefix, Some(key))),
+                Start::Past(common) => Box::new(self.tables.objects.scan_past(&prefix, common)),
+            };
+            let mut next_start = None;
+            for entry in rows {
+                let ((_, key), object) = entry?;
+                let common = rolled_up(&key, &request.prefix, delimiter);
+                let name = common.clone().unwrap_or_else(|| key.clone());
+                if after.is_some_and(|after| name.as_str() <= after) {
+                    continue;
+                }
+                if listing.objects.len() + listing.common_prefixes.len() >= request.max {
+                    listing.next_after = last;
+                    return Ok(listing);
+                }
+                match common {
+                    Some(common) => {
+                        next_start = Some(Start::Past(past(&common)));
+                        listing.common_prefixes.push(common);
+                    }
+                    None => listing.objects.push(ListedObject {
+                        key: key.clone(),
+                        size: object.body.size,
+                        etag: object.body.etag.clone(),
+                        last_modified_ms: object.last_modified_ms,
+                    }),
+                }
+                last = Some(name);
+                if next_start.is_some() {
+                    break;
+                }
             }
-            if listing.objects.len() + listing.common_prefixes.len() >= request.max {
-                listing.next_after = last;
-                return Ok(listing);
+            match next_start {
+                Some(next) => start = next,
+                None => return Ok(listing),
             }
-            match common {
-                Some(common) => listing.common_prefixes.push(common),
-                None => listing.objects.push(ListedObject {
-                    key: key.clone(),
-                    size: object.body.size,
-                    etag: object.body.etag.clone(),
-                    last_modified_ms: object.last_modified_ms,
-                }),
-            }
-            last = Some(name);
         }
-        Ok(listing)
     }
 
     fn list_versions(&self, request: &ListVersionsRequest) -> Result<VersionListing, EntityError> {
@@ -441,6 +460,13 @@ impl Bucket {
         uploads.truncate(max);
         Ok(BucketReply::Uploads { uploads, common_prefixes: Vec::new(), truncated })
     }
+}
+
+/// Where a listing scan starts.
+enum Start {
+    Beginning,
+    After((String, String)),
+    Past(KeyPrefix),
 }
 
 /// The common prefix `key` rolls up into under `prefix` and `delimiter`, if any.

@@ -263,3 +263,33 @@ async fn futures_bodies(storage: &Storage) -> Vec<ObjectBody> {
     }
     bodies
 }
+
+#[tokio::test]
+async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time() {
+    let node = crate::testing::node_with::<Bucket>().await;
+    let directory = node.directory.clone();
+    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await;
+    let keys = ["a/1", "a/2", "a/x/3", "b", "c/1", "c0", "d/", "d/e/f"];
+    for key in keys {
+        let body = body(&node.storage, 1).await;
+        ask(&directory, BucketMsg::PutObject { key: key.into(), body, condition: None }).await;
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let request =
+            ListRequest { prefix: String::new(), delimiter: Some("/".into()), after: after.clone(), max: 1 };
+        let BucketReply::Listing(page) = ask(&directory, BucketMsg::List(request)).await else { panic!() };
+        seen.extend(page.common_prefixes.iter().cloned());
+        seen.extend(page.objects.iter().map(|o| o.key.clone()));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a/", "b", "c/", "c0", "d/"]);
+    let request = ListRequest { prefix: "a/".into(), delimiter: Some("/".into()), after: None, max: 10 };
+    let BucketReply::Listing(page) = ask(&directory, BucketMsg::List(request)).await else { panic!() };
+    let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!((keys, page.common_prefixes), (vec!["a/1", "a/2"], vec!["a/x/".to_string()]));
+}
