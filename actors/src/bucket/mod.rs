@@ -344,13 +344,20 @@ impl Bucket {
     fn list_versions(&self, request: &ListVersionsRequest) -> Result<VersionListing, EntityError> {
         let unversioned = self.meta.as_ref().is_some_and(|m| m.versioning == Versioning::Unversioned);
         let mut listing = VersionListing::default();
-        // Entries in listing order: (key, version id, is latest, record).
-        let mut entries: Box<dyn Iterator<Item = Result<(String, VersionRecord), EntityError>>> =
+        // Entries in listing order, read lazily: (key, version).
+        let prefix = KeyPrefix::new().part(&self.name).partial_str(&request.prefix);
+        let object_after = request.key_marker.clone().map(|key| (self.name.clone(), key));
+        let version_after = match (&request.key_marker, &request.version_marker) {
+            (Some(key), Some(version)) if !version.is_empty() => self
+                .find_version(key, version)?
+                .map(|(row, _)| row)
+                .or_else(|| Some((self.name.clone(), key.clone(), u64::MAX))),
+            (Some(key), _) => Some((self.name.clone(), key.clone(), u64::MAX)),
+            _ => None,
+        };
+        let entries: Box<dyn Iterator<Item = Result<(String, VersionRecord), EntityError>> + '_> =
             if unversioned {
-                let prefix = KeyPrefix::new().part(&self.name).partial_str(&request.prefix);
-                let after = request.key_marker.clone().map(|key| (self.name.clone(), key));
-                let rows: Vec<_> = self.tables.objects.scan(&prefix, after.as_ref()).collect();
-                Box::new(rows.into_iter().map(|row| {
+                Box::new(self.tables.objects.scan(&prefix, object_after.as_ref()).map(|row| {
                     let ((_, key), object) = row?;
                     let version = VersionRecord {
                         version_id: NULL_VERSION.to_string(),
@@ -360,17 +367,7 @@ impl Bucket {
                     Ok((key, version))
                 }))
             } else {
-                let prefix = KeyPrefix::new().part(&self.name).partial_str(&request.prefix);
-                let after = match (&request.key_marker, &request.version_marker) {
-                    (Some(key), Some(version)) if !version.is_empty() => self
-                        .find_version(key, version)?
-                        .map(|(row, _)| row)
-                        .or_else(|| Some((self.name.clone(), key.clone(), u64::MAX))),
-                    (Some(key), _) => Some((self.name.clone(), key.clone(), u64::MAX)),
-                    _ => None,
-                };
-                let rows: Vec<_> = self.tables.versions.scan(&prefix, after.as_ref()).collect();
-                Box::new(rows.into_iter().map(|row| {
+                Box::new(self.tables.versions.scan(&prefix, version_after.as_ref()).map(|row| {
                     let ((_, key, _), version) = row?;
                     Ok((key, version))
                 }))
@@ -382,7 +379,7 @@ impl Bucket {
             .filter(|_| request.version_marker.as_deref().is_some_and(|v| !v.is_empty()) && !unversioned);
         let mut last_common: Option<String> = None;
         let mut last: Option<(String, String)> = None;
-        for entry in &mut entries {
+        for entry in entries {
             let (key, version) = entry?;
             let is_latest = previous_key.as_deref() != Some(key.as_str());
             previous_key = Some(key.clone());
