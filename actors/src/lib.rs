@@ -14,6 +14,7 @@
 pub mod bucket;
 pub mod directory;
 pub mod entity;
+pub mod group;
 pub mod inspect;
 pub mod key;
 pub mod supervisor;
