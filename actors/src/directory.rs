@@ -127,6 +127,25 @@ pub struct Directory {
     node: ActorRef<NodeMsg>,
 }
 
+/// A directory handle that entities hold without keeping the node alive (the directory owns
+/// the entities, so a strong handle would be a cycle).
+#[derive(Clone)]
+pub(crate) struct WeakDirectory {
+    hub: std::sync::Weak<Hub>,
+    node: ActorRef<NodeMsg>,
+}
+
+impl WeakDirectory {
+    pub(crate) fn new(hub: &Arc<Hub>, node: ActorRef<NodeMsg>) -> Self {
+        Self { hub: Arc::downgrade(hub), node }
+    }
+
+    /// The directory, unless the node is gone.
+    pub(crate) fn upgrade(&self) -> Option<Directory> {
+        Some(Directory { hub: self.hub.upgrade()?, node: self.node.clone() })
+    }
+}
+
 impl Directory {
     /// Starts the node's supervision tree on `storage`.
     pub async fn start(storage: Storage, config: SupervisionConfig) -> Result<Self, String> {

@@ -18,8 +18,9 @@ use serv_storage::{Storage, StorageError};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::directory::WeakDirectory;
 use crate::inspect::{ActorStats, Gate};
-use crate::{ActorKey, ActorKind, DirectoryError, trace};
+use crate::{ActorKey, ActorKind, Directory, DirectoryError, trace};
 
 /// The message enum of one entity kind: what can be asked of it, and what it answers.
 ///
@@ -53,8 +54,11 @@ pub trait Entity: Sized + Send + Sync + 'static {
 /// The reply type of an entity.
 pub type Reply<E> = <<E as Entity>::Msg as KindMessage>::Reply;
 
-/// What the reply of a pipelined message waits for.
-pub(crate) type Deferred = std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
+/// What the reply of a pipelined message waits for: a commit to be durable (then the handler's
+/// answer is sent), or the answer itself, computed later.
+pub(crate) type Deferred = std::pin::Pin<
+    Box<dyn Future<Output = Result<Option<Box<dyn std::any::Any + Send>>, StorageError>> + Send>,
+>;
 
 /// What an entity knows about where it runs.
 #[derive(Clone)]
@@ -65,13 +69,29 @@ pub struct EntityContext {
     pub storage: Storage,
     /// The id of the node it runs on.
     pub node_id: String,
-    /// A commit the current message's reply must wait for (see [`EntityContext::reply_when_durable`]).
+    /// What the current message's reply waits for (see [`EntityContext::reply_when_durable`]).
     pub(crate) deferred: Arc<std::sync::Mutex<Option<Deferred>>>,
+    directory: WeakDirectory,
 }
 
 impl EntityContext {
-    pub(crate) fn new(key: ActorKey, storage: Storage, node_id: String) -> Self {
-        Self { key, storage, node_id, deferred: Default::default() }
+    pub(crate) fn new(key: ActorKey, storage: Storage, node_id: String, directory: WeakDirectory) -> Self {
+        Self { key, storage, node_id, deferred: Default::default(), directory }
+    }
+
+    /// The node's directory, to message other entities (`None` once the node is shutting down).
+    /// An entity must not `call` an entity that may `call` it back: two actors waiting on each
+    /// other would both time out. `send` never waits.
+    pub fn directory(&self) -> Option<Directory> {
+        self.directory.upgrade()
+    }
+
+    /// Answers the current message later, with what `answer` resolves to (a long poll: the
+    /// entity handles other messages meanwhile). The reply the handler returns is dropped.
+    /// `R` must be the kind's reply type; anything else answers the sender with an error.
+    pub fn reply_later<R: Send + 'static>(&self, answer: impl Future<Output = R> + Send + 'static) {
+        let later = async move { Ok(Some(Box::new(answer.await) as Box<dyn std::any::Any + Send>)) };
+        *self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::pin(later));
     }
 
     /// Pipelines the current message: its reply is sent once `staged` is durable, and the
@@ -82,7 +102,8 @@ impl EntityContext {
         &self,
         staged: impl Future<Output = Result<(), StorageError>> + Send + 'static,
     ) {
-        *self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::pin(staged));
+        let durable = async move { staged.await.map(|()| None) };
+        *self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::pin(durable));
     }
 
     fn take_deferred(&self) -> Option<Deferred> {
@@ -199,9 +220,20 @@ impl<E: Entity> Actor for EntityActor<E> {
                             (Some(reply), Some(staged)) => {
                                 let key = state.args.ctx.key.to_string();
                                 tokio::spawn(async move {
-                                    let answer = staged.await.map(|()| answer).map_err(|error| {
-                                        DirectoryError::Entity { key, message: error.to_string() }
-                                    });
+                                    let answer = match staged.await {
+                                        Ok(None) => Ok(answer),
+                                        Ok(Some(later)) => {
+                                            later.downcast::<Reply<E>>().map(|a| *a).map_err(|_| {
+                                                DirectoryError::Entity {
+                                                    key,
+                                                    message: "a deferred answer of the wrong type".into(),
+                                                }
+                                            })
+                                        }
+                                        Err(error) => {
+                                            Err(DirectoryError::Entity { key, message: error.to_string() })
+                                        }
+                                    };
                                     let _ = reply.send(answer);
                                 });
                             }

@@ -18,7 +18,7 @@ use ractor::SupervisionEvent;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus as CellStatus};
 use tokio::sync::oneshot;
 
-use crate::directory::{Hub, Incarnation};
+use crate::directory::{Hub, Incarnation, WeakDirectory};
 use crate::entity::{EntityActor, EntityArgs, EntityContext};
 use crate::inspect::{ActorStats, ActorStatus, Gate, RecordKind};
 use crate::{ActorKey, ActorKind, DirectoryError, Entity};
@@ -191,6 +191,7 @@ impl KindState {
                 ActorKey::new(self.kind, name),
                 self.hub.storage.clone(),
                 self.hub.node_id.clone(),
+                WeakDirectory::new(&self.hub, self.node.clone()),
             ),
             stats: child.stats.clone(),
             gate: gate.clone(),

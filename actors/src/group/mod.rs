@@ -1,5 +1,469 @@
 //! Consumer groups: the subscriptions that share a topic's messages, each message to one member,
-//! with acknowledgements, redelivery and a dead-letter path. [`state`] holds the delivery logic;
-//! the group actor that persists it and serves STOMP subscriptions comes with the STOMP edge.
+//! with acknowledgements, redelivery and a dead-letter path.
+//!
+//! A group is named `TOPIC#GROUP` (`queue/orders#queue`, `topic/prices#billing`). Its actor keeps
+//! the delivery logic of [`state`] and persists what must survive a restart: the cursor, and each
+//! outstanding offset's delivery count (and delay); members live in memory, so after a restart
+//! what was in flight is delivered again, marked as a redelivery (a member told `NotAMember`
+//! after a restart or passivation joins again). Members pull: `Fetch` hands out
+//! what is ready for them within their prefetch, reading the topic's log through the directory.
+//! A message refused `max_deliveries` times (the topic's setting) moves to the dead-letter topic
+//! `TOPIC.dlq` with headers naming its origin and the reason.
 
 pub mod state;
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serv_storage::{KeyPrefix, Record, Table, TableDef, WriteSet};
+
+use crate::topic::{LogRecord, TopicConfig, TopicInfo, TopicMsg, TopicReply};
+use crate::{ActorKey, ActorKind, Directory, Entity, EntityContext, EntityError, KindMessage};
+use state::{AckError, GroupState, Outstanding, Refused};
+
+/// A group's durable description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    pub created_ms: u64,
+    /// Next offset of the topic never handed out.
+    pub cursor: u64,
+}
+
+impl Record for GroupMeta {
+    const FORMAT: u8 = 1;
+}
+
+impl Record for Outstanding {
+    const FORMAT: u8 = 1;
+}
+
+/// Groups by name (`TOPIC#GROUP`).
+pub const GROUPS: TableDef<String, GroupMeta> = TableDef::new("groups");
+/// Outstanding offsets by (group, offset).
+pub const OUTSTANDING: TableDef<(String, u64), Outstanding> = TableDef::new("group_outstanding");
+
+/// Where a new group starts reading its topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// The first message published at or after this Unix time in milliseconds.
+    Time(u64),
+}
+
+/// How a member acknowledges (STOMP's `ack` header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckMode {
+    /// A message counts as acknowledged once handed out.
+    Auto,
+    /// An ACK acknowledges every message of the member up to it.
+    Client,
+    /// An ACK acknowledges that message only.
+    ClientIndividual,
+}
+
+/// What can be asked of a group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GroupMsg {
+    /// Adds a member (creating the group at `start` if it is new).
+    Join {
+        member: String,
+        prefetch: u32,
+        ack: AckMode,
+        ack_timeout_ms: u64,
+        start: StartAt,
+    },
+    /// Removes a member; what it held is delivered to others.
+    Leave {
+        member: String,
+    },
+    /// Hands `member` up to `max` messages that are ready for it.
+    Fetch {
+        member: String,
+        max: usize,
+    },
+    Ack {
+        member: String,
+        offset: u64,
+    },
+    Nack {
+        member: String,
+        offset: u64,
+    },
+    Info,
+    /// Removes the group (a subscription without a durable group, when it ends).
+    Delete,
+}
+
+impl KindMessage for GroupMsg {
+    const KIND: ActorKind = ActorKind::Group;
+    type Reply = GroupReply;
+}
+
+/// One message handed to a member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub offset: u64,
+    pub record: LogRecord,
+    /// Deliveries before this one: > 0 means a redelivery.
+    pub previous: u32,
+}
+
+/// A group as reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub cursor: u64,
+    pub outstanding: usize,
+    pub in_flight: usize,
+    pub members: usize,
+    pub dead_lettered: u64,
+}
+
+/// Why a group refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum GroupRefusal {
+    #[error("group names are TOPIC#GROUP")]
+    BadName,
+    #[error("no such destination")]
+    NoSuchTopic,
+    #[error("no such group")]
+    NoSuchGroup,
+    #[error("not a member of this group")]
+    NotAMember,
+    #[error("{0}")]
+    Ack(String),
+}
+
+/// What a group answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GroupReply {
+    Done,
+    Messages(Vec<Delivered>),
+    Info(GroupInfo),
+    Refused(GroupRefusal),
+}
+
+/// Headers a dead-lettered message gains.
+pub const DLQ_ORIGIN_HEADER: &str = "dlq-original-destination";
+pub const DLQ_REASON_HEADER: &str = "dlq-reason";
+
+struct MemberInfo {
+    ack: AckMode,
+    ack_timeout_ms: u64,
+}
+
+/// A group's actor.
+pub struct Group {
+    name: String,
+    topic: String,
+    meta: Option<GroupMeta>,
+    state: GroupState,
+    members: HashMap<String, MemberInfo>,
+    groups: Table<String, GroupMeta>,
+    outstanding: Table<(String, u64), Outstanding>,
+    dead_lettered: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+type Outcome = Result<GroupReply, EntityError>;
+
+fn refused(refusal: GroupRefusal) -> Outcome {
+    Ok(GroupReply::Refused(refusal))
+}
+
+impl Entity for Group {
+    type Msg = GroupMsg;
+
+    async fn load(ctx: &EntityContext) -> Result<Self, EntityError> {
+        let storage = &ctx.storage;
+        storage.commit(storage.write_set()).await?; // changes an earlier incarnation staged
+        let groups = storage.table(GROUPS)?;
+        let outstanding = storage.table(OUTSTANDING)?;
+        let name = ctx.key.name.clone();
+        let topic = name.rsplit_once('#').map(|(topic, _)| topic.to_string()).unwrap_or_default();
+        let meta = groups.get(&name)?;
+        let state = match &meta {
+            Some(meta) => {
+                let prefix = KeyPrefix::new().part(&name);
+                let rows = outstanding.scan(&prefix, None);
+                let restored = rows
+                    .map(|row| row.map(|((_, offset), entry)| (offset, entry)))
+                    .collect::<Result<_, _>>()?;
+                GroupState::restored(meta.cursor, restored)
+            }
+            None => GroupState::default(),
+        };
+        Ok(Group { name, topic, meta, state, members: HashMap::new(), groups, outstanding, dead_lettered: 0 })
+    }
+
+    async fn handle(&mut self, msg: GroupMsg, ctx: &EntityContext) -> Outcome {
+        if self.topic.is_empty() {
+            return refused(GroupRefusal::BadName);
+        }
+        let Some(directory) = ctx.directory() else {
+            return Err(EntityError("the node is shutting down".into()));
+        };
+        if let GroupMsg::Join { member, prefetch, ack, ack_timeout_ms, start } = msg {
+            if self.meta.is_none() {
+                let Some(info) = self.topic_info(&directory).await? else {
+                    return refused(GroupRefusal::NoSuchTopic);
+                };
+                let cursor = match start {
+                    StartAt::Earliest => info.first_offset,
+                    StartAt::Latest => info.next_offset,
+                    StartAt::Offset(offset) => offset.clamp(info.first_offset, info.next_offset),
+                    StartAt::Time(unix_ms) => {
+                        match ask_topic(&directory, &self.topic, TopicMsg::OffsetAt { unix_ms }).await? {
+                            TopicReply::Offset(offset) => offset,
+                            _ => return refused(GroupRefusal::NoSuchTopic),
+                        }
+                    }
+                };
+                let meta = GroupMeta { created_ms: now_ms(), cursor };
+                let mut changes = ctx.storage.write_set();
+                changes.put(&self.groups, &self.name, &meta)?;
+                ctx.storage.commit(changes).await?;
+                self.state = GroupState::starting_at(cursor);
+                self.meta = Some(meta);
+            }
+            self.state.join(&member, prefetch);
+            self.members.insert(member, MemberInfo { ack, ack_timeout_ms });
+            return Ok(GroupReply::Done);
+        }
+        if self.meta.is_none() {
+            return refused(GroupRefusal::NoSuchGroup);
+        }
+        match msg {
+            GroupMsg::Join { .. } => unreachable!("handled above"),
+            GroupMsg::Leave { member } => {
+                self.state.leave(&member);
+                self.members.remove(&member);
+                Ok(GroupReply::Done)
+            }
+            GroupMsg::Fetch { member, max } => self.fetch(&member, max, &directory, ctx).await,
+            GroupMsg::Ack { member, offset } => {
+                let Some(info) = self.members.get(&member) else { return refused(GroupRefusal::NotAMember) };
+                let acked = match info.ack {
+                    AckMode::Client => self.state.ack_through(&member, offset),
+                    _ => self.state.ack(&member, offset).map(|()| vec![offset]),
+                };
+                match acked {
+                    Ok(offsets) => {
+                        let mut changes = ctx.storage.write_set();
+                        self.persist(&mut changes, offsets)?;
+                        ctx.reply_when_durable(ctx.storage.stage(changes)?);
+                        Ok(GroupReply::Done)
+                    }
+                    Err(error) => refused(ack_refusal(error)),
+                }
+            }
+            GroupMsg::Nack { member, offset } => {
+                if !self.members.contains_key(&member) {
+                    return refused(GroupRefusal::NotAMember);
+                }
+                let max_deliveries = self.topic_config(&directory).await?.max_deliveries;
+                match self.state.nack(&member, offset, max_deliveries) {
+                    Ok(Refused::Redeliver) => Ok(GroupReply::Done),
+                    Ok(Refused::Dead { deliveries }) => {
+                        self.dead_letter(&directory, offset, deliveries, "rejected").await?;
+                        let mut changes = ctx.storage.write_set();
+                        self.persist(&mut changes, [offset])?;
+                        ctx.storage.commit(changes).await?;
+                        Ok(GroupReply::Done)
+                    }
+                    Err(error) => refused(ack_refusal(error)),
+                }
+            }
+            GroupMsg::Info => Ok(GroupReply::Info(GroupInfo {
+                name: self.name.clone(),
+                cursor: self.state.cursor(),
+                outstanding: self.state.outstanding().len(),
+                in_flight: self.state.in_flight(),
+                members: self.state.members(),
+                dead_lettered: self.dead_lettered,
+            })),
+            GroupMsg::Delete => {
+                let mut changes = ctx.storage.write_set();
+                for offset in self.state.outstanding().keys() {
+                    changes.delete(&self.outstanding, &(self.name.clone(), *offset));
+                }
+                changes.delete(&self.groups, &self.name);
+                ctx.storage.commit(changes).await?;
+                self.meta = None;
+                self.state = GroupState::default();
+                self.members.clear();
+                Ok(GroupReply::Done)
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        match &self.meta {
+            Some(_) => format!(
+                "cursor={} outstanding={} in_flight={} members={} dead_lettered={}",
+                self.state.cursor(),
+                self.state.outstanding().len(),
+                self.state.in_flight(),
+                self.state.members(),
+                self.dead_lettered
+            ),
+            None => "absent".to_string(),
+        }
+    }
+}
+
+fn ack_refusal(error: AckError) -> GroupRefusal {
+    GroupRefusal::Ack(error.to_string())
+}
+
+async fn ask_topic(directory: &Directory, topic: &str, msg: TopicMsg) -> Result<TopicReply, EntityError> {
+    directory
+        .call(&ActorKey::new(ActorKind::Topic, topic), msg)
+        .await
+        .map_err(|e| EntityError(format!("topic {topic}: {e}")))
+}
+
+impl Group {
+    async fn topic_info(&self, directory: &Directory) -> Result<Option<TopicInfo>, EntityError> {
+        match ask_topic(directory, &self.topic, TopicMsg::Info).await? {
+            TopicReply::Info(info) => Ok(Some(info)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn topic_config(&self, directory: &Directory) -> Result<TopicConfig, EntityError> {
+        Ok(self.topic_info(directory).await?.map(|info| info.config).unwrap_or_default())
+    }
+
+    /// Writes the group's cursor and the current state of `offsets` into `changes`.
+    fn persist(
+        &self,
+        changes: &mut WriteSet,
+        offsets: impl IntoIterator<Item = u64>,
+    ) -> Result<(), EntityError> {
+        for offset in offsets {
+            let row = (self.name.clone(), offset);
+            match self.state.outstanding().get(&offset) {
+                Some(entry) => changes.put(&self.outstanding, &row, entry)?,
+                None => changes.delete(&self.outstanding, &row),
+            }
+        }
+        let meta =
+            GroupMeta { cursor: self.state.cursor(), ..self.meta.clone().expect("callers check the group") };
+        changes.put(&self.groups, &self.name, &meta)?;
+        Ok(())
+    }
+
+    async fn record(&self, directory: &Directory, offset: u64) -> Result<Option<LogRecord>, EntityError> {
+        match ask_topic(directory, &self.topic, TopicMsg::Read { from: offset, max: 1, max_bytes: u64::MAX })
+            .await?
+        {
+            TopicReply::Records { records, .. } => {
+                Ok(records.into_iter().find(|(o, _)| *o == offset).map(|(_, record)| record))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Appends message `offset` to the dead-letter topic, with where it came from and why.
+    async fn dead_letter(
+        &mut self,
+        directory: &Directory,
+        offset: u64,
+        deliveries: u32,
+        why: &str,
+    ) -> Result<(), EntityError> {
+        let Some(mut record) = self.record(directory, offset).await? else { return Ok(()) };
+        let dlq = format!("{}.dlq", self.topic);
+        ask_topic(directory, &dlq, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+        record.headers.retain(|(name, _)| name != DLQ_ORIGIN_HEADER && name != DLQ_REASON_HEADER);
+        record.headers.push((DLQ_ORIGIN_HEADER.into(), format!("/{}", self.topic)));
+        record.headers.push((DLQ_REASON_HEADER.into(), format!("{why} after {deliveries} deliveries")));
+        match ask_topic(directory, &dlq, TopicMsg::Append { record, dedup_id: None }).await? {
+            TopicReply::Appended { .. } => {
+                self.dead_lettered += 1;
+                Ok(())
+            }
+            other => Err(EntityError(format!("dead-letter topic {dlq} refused a message: {other:?}"))),
+        }
+    }
+
+    async fn fetch(
+        &mut self,
+        member: &str,
+        max: usize,
+        directory: &Directory,
+        ctx: &EntityContext,
+    ) -> Outcome {
+        let Some(info) = self.members.get(member) else { return refused(GroupRefusal::NotAMember) };
+        let (ack, deadline) = (info.ack, now_ms() + info.ack_timeout_ms);
+        let Some(topic) = self.topic_info(directory).await? else {
+            return refused(GroupRefusal::NoSuchTopic);
+        };
+        let now = now_ms();
+        let mut touched = Vec::new();
+        // Messages the log no longer holds are skipped; exhausted ones go to the dead letters.
+        self.state.skip_to(topic.first_offset);
+        self.state.tick(now);
+        for (offset, deliveries) in self.state.take_exhausted(topic.config.max_deliveries) {
+            self.dead_letter(directory, offset, deliveries, "unacknowledged").await?;
+            touched.push(offset);
+        }
+        let mut handed = self.state.redeliveries(member, max, deadline);
+        let room = max.saturating_sub(handed.len()).min(self.state.credits(member));
+        let mut records: HashMap<u64, LogRecord> = HashMap::new();
+        if room > 0 && self.state.cursor() < topic.next_offset {
+            let from = self.state.cursor();
+            if let TopicReply::Records { records: read, .. } = ask_topic(
+                directory,
+                &self.topic,
+                TopicMsg::Read { from, max: room, max_bytes: 4 * 1024 * 1024 },
+            )
+            .await?
+            {
+                let due: Vec<(u64, Option<u64>)> = read.iter().map(|(o, r)| (*o, r.deliver_at_ms)).collect();
+                let before = self.state.cursor();
+                handed.extend(self.state.advance(member, &due, now, deadline));
+                touched.extend(before..self.state.cursor());
+                records.extend(read);
+            }
+        }
+        let mut messages = Vec::with_capacity(handed.len());
+        for delivery in handed {
+            touched.push(delivery.offset);
+            let record = match records.remove(&delivery.offset) {
+                Some(record) => Some(record),
+                None => self.record(directory, delivery.offset).await?,
+            };
+            match record {
+                Some(record) => {
+                    messages.push(Delivered { offset: delivery.offset, record, previous: delivery.previous })
+                }
+                None => {
+                    // Trimmed by retention while outstanding: nothing left to deliver.
+                    let _ = self.state.ack(member, delivery.offset);
+                }
+            }
+        }
+        if ack == AckMode::Auto {
+            for message in &messages {
+                let _ = self.state.ack(member, message.offset);
+            }
+        }
+        if !touched.is_empty() {
+            let mut changes = ctx.storage.write_set();
+            self.persist(&mut changes, touched)?;
+            ctx.reply_when_durable(ctx.storage.stage(changes)?);
+        }
+        Ok(GroupReply::Messages(messages))
+    }
+}
+
+#[cfg(test)]
+mod tests;

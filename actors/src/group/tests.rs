@@ -1,0 +1,203 @@
+//! The group actor over a real topic actor: sharing, acks, redelivery, dead letters, restarts,
+//! start positions, ack modes and delayed messages.
+
+use std::time::Duration;
+
+use super::*;
+use crate::testing::{TestNode, node_with};
+use crate::topic::Topic;
+
+async fn node() -> TestNode {
+    let node = node_with::<Group>().await;
+    node.directory.register::<Topic>();
+    node
+}
+
+async fn topic(node: &TestNode, name: &str, msg: TopicMsg) -> TopicReply {
+    node.directory.call(&ActorKey::new(ActorKind::Topic, name), msg).await.unwrap()
+}
+
+async fn group(node: &TestNode, name: &str, msg: GroupMsg) -> GroupReply {
+    node.directory.call(&ActorKey::new(ActorKind::Group, name), msg).await.unwrap()
+}
+
+async fn publish(node: &TestNode, name: &str, count: u64, deliver_at_ms: Option<u64>) {
+    for n in 0..count {
+        let record = LogRecord {
+            headers: vec![("n".into(), n.to_string())],
+            body: format!("m{n}").into_bytes(),
+            published_ms: now_ms(),
+            deliver_at_ms,
+        };
+        assert!(matches!(
+            topic(node, name, TopicMsg::Append { record, dedup_id: None }).await,
+            TopicReply::Appended { .. }
+        ));
+    }
+}
+
+fn join(member: &str, prefetch: u32, ack: AckMode, start: StartAt) -> GroupMsg {
+    GroupMsg::Join { member: member.into(), prefetch, ack, ack_timeout_ms: 60_000, start }
+}
+
+async fn fetch(node: &TestNode, name: &str, member: &str, max: usize) -> Vec<Delivered> {
+    match group(node, name, GroupMsg::Fetch { member: member.into(), max }).await {
+        GroupReply::Messages(messages) => messages,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn offsets(messages: &[Delivered]) -> Vec<u64> {
+    messages.iter().map(|m| m.offset).collect()
+}
+
+#[tokio::test]
+async fn members_share_a_queue_and_acked_messages_never_return() {
+    let node = node().await;
+    topic(&node, "queue/q", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    publish(&node, "queue/q", 10, None).await;
+    let g = "queue/q#queue";
+    group(&node, g, join("a", 3, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    group(&node, g, join("b", 0, AckMode::ClientIndividual, StartAt::Latest)).await;
+    let a = fetch(&node, g, "a", 100).await;
+    let b = fetch(&node, g, "b", 100).await;
+    assert_eq!(
+        (offsets(&a), offsets(&b)),
+        (vec![0, 1, 2], (3..10).collect()),
+        "prefetch 3 for a; the group started at earliest"
+    );
+    assert_eq!(a[0].record.body, b"m0");
+    for m in a.iter().chain(&b) {
+        assert!(matches!(
+            group(
+                &node,
+                g,
+                GroupMsg::Ack { member: if m.offset < 3 { "a" } else { "b" }.into(), offset: m.offset }
+            )
+            .await,
+            GroupReply::Done
+        ));
+    }
+    assert!(fetch(&node, g, "a", 100).await.is_empty());
+    let GroupReply::Refused(GroupRefusal::Ack(_)) =
+        group(&node, g, GroupMsg::Ack { member: "a".into(), offset: 0 }).await
+    else {
+        panic!("an ACK for a message no longer awaiting one is refused")
+    };
+}
+
+#[tokio::test]
+async fn nacked_messages_come_back_marked_then_go_to_the_dead_letter_topic() {
+    let node = node().await;
+    let config = TopicConfig { max_deliveries: 2, ..TopicConfig::default() };
+    topic(&node, "queue/jobs", TopicMsg::Ensure { config }).await;
+    publish(&node, "queue/jobs", 1, None).await;
+    let g = "queue/jobs#queue";
+    group(&node, g, join("w", 0, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    let first = fetch(&node, g, "w", 10).await;
+    assert_eq!((first[0].offset, first[0].previous), (0, 0));
+    group(&node, g, GroupMsg::Nack { member: "w".into(), offset: 0 }).await;
+    let second = fetch(&node, g, "w", 10).await;
+    assert_eq!((second[0].offset, second[0].previous), (0, 1), "a redelivery says so");
+    group(&node, g, GroupMsg::Nack { member: "w".into(), offset: 0 }).await;
+    assert!(fetch(&node, g, "w", 10).await.is_empty(), "dead after max-deliveries");
+
+    let TopicReply::Records { records, .. } =
+        topic(&node, "queue/jobs.dlq", TopicMsg::Read { from: 0, max: 10, max_bytes: u64::MAX }).await
+    else {
+        panic!("the dead-letter topic exists")
+    };
+    assert_eq!(records.len(), 1);
+    let headers = &records[0].1.headers;
+    assert!(headers.contains(&(DLQ_ORIGIN_HEADER.into(), "/queue/jobs".into())));
+    assert!(headers.iter().any(|(k, v)| k == DLQ_REASON_HEADER && v.contains("2 deliveries")));
+    let GroupReply::Info(info) = group(&node, g, GroupMsg::Info).await else { panic!() };
+    assert_eq!((info.dead_lettered, info.outstanding), (1, 0));
+}
+
+#[tokio::test]
+async fn a_reloaded_group_redelivers_what_was_in_flight_and_not_what_was_acked() {
+    let node = node().await;
+    topic(&node, "topic/t", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    publish(&node, "topic/t", 4, None).await;
+    let g = "topic/t#billing";
+    group(&node, g, join("a", 0, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    assert_eq!(offsets(&fetch(&node, g, "a", 10).await), [0, 1, 2, 3]);
+    group(&node, g, GroupMsg::Ack { member: "a".into(), offset: 1 }).await;
+    tokio::time::sleep(Duration::from_millis(150)).await; // the group passivates; members are gone
+    group(&node, g, join("b", 0, AckMode::ClientIndividual, StartAt::Latest)).await;
+    let again = fetch(&node, g, "b", 10).await;
+    assert_eq!(
+        offsets(&again),
+        [0, 2, 3],
+        "the group resumes, the start position applies only when it is new"
+    );
+    assert!(again.iter().all(|m| m.previous == 1));
+}
+
+#[tokio::test]
+async fn start_positions_and_ack_modes() {
+    let node = node().await;
+    topic(&node, "topic/s", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    publish(&node, "topic/s", 5, None).await;
+    for (name, start, expected) in [
+        ("topic/s#e", StartAt::Earliest, vec![0, 1, 2, 3, 4]),
+        ("topic/s#l", StartAt::Latest, vec![]),
+        ("topic/s#o", StartAt::Offset(3), vec![3, 4]),
+        ("topic/s#t", StartAt::Time(now_ms() + 60_000), vec![]),
+    ] {
+        group(&node, name, join("m", 0, AckMode::Auto, start)).await;
+        assert_eq!(offsets(&fetch(&node, name, "m", 10).await), expected, "{name}");
+    }
+    // Auto: handed out is acknowledged; nothing comes back after the member leaves.
+    group(&node, "topic/s#e", GroupMsg::Leave { member: "m".into() }).await;
+    group(&node, "topic/s#e", join("m2", 0, AckMode::Auto, StartAt::Earliest)).await;
+    assert!(fetch(&node, "topic/s#e", "m2", 10).await.is_empty());
+    // Client: one ACK covers every earlier message of the member.
+    group(&node, "topic/s#c", join("m", 0, AckMode::Client, StartAt::Earliest)).await;
+    assert_eq!(fetch(&node, "topic/s#c", "m", 10).await.len(), 5);
+    group(&node, "topic/s#c", GroupMsg::Ack { member: "m".into(), offset: 3 }).await;
+    let GroupReply::Info(info) = group(&node, "topic/s#c", GroupMsg::Info).await else { panic!() };
+    assert_eq!(info.outstanding, 1);
+}
+
+#[tokio::test]
+async fn delayed_messages_are_held_until_due() {
+    let node = node().await;
+    topic(&node, "queue/later", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    publish(&node, "queue/later", 1, Some(now_ms() + 300)).await;
+    publish(&node, "queue/later", 1, None).await;
+    let g = "queue/later#queue";
+    group(&node, g, join("a", 0, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    assert_eq!(offsets(&fetch(&node, g, "a", 10).await), [1], "the due message is not held back");
+    assert!(fetch(&node, g, "a", 10).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The idle group passivated meanwhile and forgot its members: a member joins again.
+    let GroupReply::Refused(GroupRefusal::NotAMember) =
+        group(&node, g, GroupMsg::Fetch { member: "a".into(), max: 10 }).await
+    else {
+        panic!("members live in memory")
+    };
+    group(&node, g, join("a", 0, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    let late = fetch(&node, g, "a", 10).await;
+    let seen: Vec<_> = late.iter().map(|m| (m.offset, m.previous)).collect();
+    assert_eq!(seen, [(0, 0), (1, 1)], "the delayed one for the first time; the unacked one again");
+}
+
+#[tokio::test]
+async fn groups_need_a_topic_and_a_well_formed_name() {
+    let node = node().await;
+    let GroupReply::Refused(GroupRefusal::BadName) = group(&node, "no-hash", GroupMsg::Info).await else {
+        panic!()
+    };
+    let GroupReply::Refused(GroupRefusal::NoSuchTopic) =
+        group(&node, "queue/none#queue", join("a", 0, AckMode::Auto, StartAt::Earliest)).await
+    else {
+        panic!()
+    };
+    let GroupReply::Refused(GroupRefusal::NoSuchGroup) =
+        group(&node, "queue/none#queue", GroupMsg::Info).await
+    else {
+        panic!()
+    };
+}
