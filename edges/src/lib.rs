@@ -5,10 +5,14 @@
 //! - [`admin`]: the admin API (axum): health, readiness, Prometheus metrics, node and actor
 //!   inspection, JSON errors with trace ids, bearer-token auth.
 //! - [`listener`]: TCP listeners with a connection cap and an idle timeout, for every edge.
-//! - S3, STOMP and the HTTP gateway arrive with their issues, sharing the directory, auth,
-//!   tracing and error types from one place each.
+//! - [`http1`]: HTTP/1.1 serving with header deadlines and size caps (the S3 edge).
+//! - [`s3`]: the S3 edge (s3s) over bucket actors and content blocks.
+//! - [`stomp`]: the STOMP edge: the frame codec, sessions, and the listener.
+//! - The HTTP gateway arrives with its issue, sharing the directory, auth, tracing and error
+//!   types from one place each.
 
 pub mod admin;
 pub mod http1;
 pub mod listener;
 pub mod s3;
+pub mod stomp;

@@ -1,0 +1,7 @@
+//! The STOMP edge: clients publish and subscribe over STOMP 1.0, 1.1 and 1.2 frames on a TCP
+//! connection. [`frame`] holds frames as values and what CONNECT negotiates (version and
+//! heart-beats); [`codec`] turns bytes into frames and back, within named size limits, so the
+//! connection handling built on it sees only whole, well-formed frames.
+
+pub mod codec;
+pub mod frame;
