@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serv_edges::http1::HttpLimits;
 use serv_edges::listener::ConnectionLimits;
 use serv_edges::s3::S3Limits;
+use serv_edges::stomp::session::StompSettings;
 
 const ABOUT: &str = "Run a Serv node: an actor-model distributed runtime with S3, STOMP and HTTP edges.";
 
@@ -78,7 +79,7 @@ pub struct Cli {
     /// S3 edge listen address [default: 127.0.0.1:9000]
     #[arg(long, env = "SERV_S3_ADDR", value_name = "ADDR")]
     pub s3_addr: Option<SocketAddr>,
-    /// STOMP edge listen address (reserved: served once the STOMP edge lands) [default: 127.0.0.1:61613]
+    /// STOMP edge listen address [default: 127.0.0.1:61613]
     #[arg(long, env = "SERV_STOMP_ADDR", value_name = "ADDR")]
     pub stomp_addr: Option<SocketAddr>,
     /// STOMP-over-WebSocket listen address (reserved) [default: 127.0.0.1:61614]
@@ -153,6 +154,15 @@ pub struct Cli {
     /// Largest S3 request head (request line and headers); larger gets 431 [default: 65536]
     #[arg(long, env = "SERV_S3_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub s3_max_header_bytes: Option<usize>,
+    /// Most STOMP connections open at once; more clients wait until one closes [default: 1024]
+    #[arg(long, env = "SERV_STOMP_MAX_CONNECTIONS", value_name = "N")]
+    pub stomp_max_connections: Option<usize>,
+    /// A STOMP connection that moves no byte (not even a heart-beat) for this long is closed [default: 3600000]
+    #[arg(long, env = "SERV_STOMP_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub stomp_idle_timeout_ms: Option<u64>,
+    /// Largest STOMP message body accepted [default: 1048576]
+    #[arg(long, env = "SERV_STOMP_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub stomp_max_body_bytes: Option<usize>,
     /// How often unreferenced content blocks are collected [default: 1000]
     #[arg(long, env = "SERV_BLOCK_GC_INTERVAL_MS", value_name = "MS")]
     pub block_gc_interval_ms: Option<u64>,
@@ -197,6 +207,9 @@ struct FileConfig {
     s3_max_parts: Option<u32>,
     s3_max_key_bytes: Option<usize>,
     s3_max_list_keys: Option<usize>,
+    stomp_max_connections: Option<usize>,
+    stomp_idle_timeout_ms: Option<u64>,
+    stomp_max_body_bytes: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -224,6 +237,8 @@ pub struct Config {
     pub s3_connections: ConnectionLimits,
     pub s3_http: HttpLimits,
     pub block_gc_interval: Duration,
+    pub stomp_connections: ConnectionLimits,
+    pub stomp: StompSettings,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -305,6 +320,20 @@ impl Config {
                     .or(file.s3_max_header_bytes)
                     .unwrap_or(HttpLimits::default().max_header_bytes),
             },
+            stomp_connections: ConnectionLimits {
+                max_connections: cli.stomp_max_connections.or(file.stomp_max_connections).unwrap_or(1024),
+                idle_timeout: Duration::from_millis(
+                    cli.stomp_idle_timeout_ms.or(file.stomp_idle_timeout_ms).unwrap_or(3_600_000),
+                ),
+            },
+            stomp: {
+                let mut settings = StompSettings::default();
+                if let Some(max) = cli.stomp_max_body_bytes.or(file.stomp_max_body_bytes) {
+                    settings.limits.max_body_bytes = max;
+                    settings.limits.max_frame_bytes = max + settings.limits.max_header_bytes + 1024;
+                }
+                settings
+            },
             block_gc_interval: Duration::from_millis(
                 cli.block_gc_interval_ms.or(file.block_gc_interval_ms).unwrap_or(1_000),
             ),
@@ -362,6 +391,12 @@ impl Config {
             return Err(
                 "s3_header_timeout_ms must be greater than 0 and s3_max_header_bytes at least 8192".into()
             );
+        }
+        if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
+            return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());
+        }
+        if self.stomp.limits.max_body_bytes == 0 {
+            return Err("stomp_max_body_bytes must be greater than 0".into());
         }
         if self.block_gc_interval.is_zero() {
             return Err("block_gc_interval_ms must be greater than 0".into());

@@ -10,11 +10,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use serv_actors::bucket::Bucket;
+use serv_actors::group::Group;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
+use serv_edges::stomp;
 use serv_storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 
@@ -60,6 +62,7 @@ async fn run(config: Config) -> Result<(), String> {
     let directory = Directory::start(storage.clone(), supervision).await?;
     directory.register::<Bucket>();
     directory.register::<Topic>();
+    directory.register::<Group>();
 
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await
@@ -75,7 +78,11 @@ async fn run(config: Config) -> Result<(), String> {
         domain: config.s3_domain.clone(),
     };
     let keys = Keys::new(root_access, root_secret, storage.access_keys().clone());
-    let s3_service = s3::service(directory.clone(), storage.clone(), keys, s3_settings)?;
+    let stomp_listener = TcpListener::bind(config.stomp_addr)
+        .await
+        .map_err(|e| format!("cannot listen on STOMP address {}: {e}", config.stomp_addr))?;
+    let stomp_addr = stomp_listener.local_addr().map_err(|e| e.to_string())?;
+    let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
     let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
         id: storage.node_id().to_string(),
@@ -83,6 +90,7 @@ async fn run(config: Config) -> Result<(), String> {
         addresses: BTreeMap::from([
             ("admin".to_string(), admin_addr.to_string()),
             ("s3".to_string(), s3_addr.to_string()),
+            ("stomp".to_string(), stomp_addr.to_string()),
         ]),
     };
     let state = AdminState::new(node, directory.clone(), storage.clone(), admin_token);
@@ -91,6 +99,7 @@ async fn run(config: Config) -> Result<(), String> {
         data_dir = %config.data_dir.display(),
         admin = %admin_addr,
         s3 = %s3_addr,
+        stomp = %stomp_addr,
         "servd is ready"
     );
 
@@ -114,6 +123,17 @@ async fn run(config: Config) -> Result<(), String> {
         },
     ));
 
+    let mut stomp_stop = stop_rx.clone();
+    let stomp_server = tokio::spawn(stomp::server::serve(
+        LimitedListener::new(stomp_listener, config.stomp_connections),
+        directory.clone(),
+        keys,
+        config.stomp.clone(),
+        async move {
+            let _ = stomp_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
     state.set_draining();
@@ -121,6 +141,7 @@ async fn run(config: Config) -> Result<(), String> {
     let drain = async {
         let _ = admin_server.await;
         let _ = s3_server.await;
+        let _ = stomp_server.await;
         collector.abort();
         directory.shutdown(config.drain_timeout).await;
     };

@@ -45,6 +45,7 @@ class Servd:
         self.token = token
         self.s3_port = free_port()
         self.s3 = f"http://127.0.0.1:{self.s3_port}"
+        self.stomp_port = free_port()
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
         if token is not None:
@@ -52,7 +53,8 @@ class Servd:
         full_env.setdefault("SERV_ACCESS_KEY", ACCESS_KEY)
         full_env.setdefault("SERV_SECRET_KEY", SECRET_KEY)
         full_env.update(env or {})
-        self.args = [servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"127.0.0.1:{self.s3_port}", *args]
+        self.args = [servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"127.0.0.1:{self.s3_port}",
+                     "--stomp-addr", f"127.0.0.1:{self.stomp_port}", *args]
         if admin_addr is not None:
             self.args += ["--admin-addr", admin_addr]
         self.log = open(self.log_path, "wb")

@@ -33,15 +33,20 @@ impl Keys {
     pub fn is_root(&self, access_key: &str) -> bool {
         access_key == self.inner.root_access
     }
+
+    /// The secret of `access_key` (root or managed), if it is a live key: STOMP logs in with it.
+    pub fn secret(&self, access_key: &str) -> Option<String> {
+        if access_key == self.inner.root_access {
+            return Some(self.inner.root_secret.clone());
+        }
+        self.inner.managed.secret(access_key)
+    }
 }
 
 #[async_trait::async_trait]
 impl S3Auth for Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        if access_key == self.inner.root_access {
-            return Ok(SecretKey::from(self.inner.root_secret.clone()));
-        }
-        if let Some(secret) = self.inner.managed.secret(access_key) {
+        if let Some(secret) = self.secret(access_key) {
             return Ok(SecretKey::from(secret));
         }
         Err(s3_error!(

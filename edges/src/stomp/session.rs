@@ -1,0 +1,615 @@
+//! One STOMP connection: CONNECT (credentials, version, heart-beats), then SEND to a destination's
+//! topic actor, SUBSCRIBE as a member of a consumer group, ACK/NACK, transactions and receipts.
+//!
+//! The session translates frames into actor messages and back; it keeps no message state of its
+//! own beyond a transaction's buffered frames. Reading is sequential: a SEND is answered (and
+//! receipted) only once the topic has made it durable, and the next frame is not read before,
+//! so a producer faster than the destination is slowed by TCP instead of growing memory.
+//! Each subscription runs a delivery task that fetches from its group within the prefetch and
+//! queues MESSAGE frames to the one writer task, through a bounded channel.
+//!
+//! Destinations are `/queue/NAME` (each message to one subscriber: the group `queue`) and
+//! `/topic/NAME` (each subscription gets every message: a group of its own, or the shared group
+//! named by a `group` header, whose position survives disconnects). A destination is created on
+//! first use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serv_actors::group::{AckMode, GroupMsg, GroupRefusal, GroupReply, StartAt};
+use serv_actors::topic::{DEDUP_HEADER, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
+use serv_actors::{ActorKey, ActorKind, Directory, KindMessage};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use super::codec::{FrameError, FrameLimits, Item, StompCodec};
+use super::frame::{Command, Frame, HeartBeat, HeartBeatIntervals, Version};
+use crate::admin::topics::destination;
+use crate::listener::LimitedStream;
+use crate::s3::Keys;
+
+/// Settings of the STOMP edge.
+#[derive(Clone, Debug)]
+pub struct StompSettings {
+    pub limits: FrameLimits,
+    /// Heart-beats the server offers and asks for (`heart-beat` of CONNECTED).
+    pub heart_beat: HeartBeat,
+    /// Longest a client may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Unacknowledged messages a subscription may hold when it names no `prefetch-count`.
+    pub default_prefetch: u32,
+    /// An unacknowledged message is delivered again after this long.
+    pub ack_timeout: Duration,
+    /// Frames queued to a slow client before its deliveries wait.
+    pub outbound_queue: usize,
+}
+
+impl Default for StompSettings {
+    fn default() -> Self {
+        Self {
+            limits: FrameLimits::default(),
+            heart_beat: HeartBeat { send_ms: 10_000, receive_ms: 10_000 },
+            connect_timeout: Duration::from_secs(10),
+            default_prefetch: 100,
+            ack_timeout: Duration::from_secs(30),
+            outbound_queue: 256,
+        }
+    }
+}
+
+/// What every session shares.
+pub(super) struct Shared {
+    pub directory: Directory,
+    pub keys: Keys,
+    pub settings: StompSettings,
+}
+
+/// Why a session ends with an ERROR frame.
+struct Fault {
+    message: String,
+    detail: String,
+}
+
+fn fault(message: impl Into<String>, detail: impl Into<String>) -> Fault {
+    Fault { message: message.into(), detail: detail.into() }
+}
+
+impl From<FrameError> for Fault {
+    fn from(error: FrameError) -> Self {
+        fault("malformed frame", error.to_string())
+    }
+}
+
+struct Subscription {
+    group: String,
+    member: String,
+    ack: AckMode,
+    /// Ephemeral groups (a topic subscription without a `group` header) go when it ends.
+    ephemeral: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A frame deferred until its transaction commits.
+enum Pending {
+    Send(Frame),
+    Ack { subscription: String, offset: u64, nack: bool },
+}
+
+/// Runs one connection to its end.
+pub(super) async fn run(stream: LimitedStream, shared: Arc<Shared>, session_id: String) {
+    let mut framed = Framed::new(stream, StompCodec::new(shared.settings.limits));
+    let connected =
+        tokio::time::timeout(shared.settings.connect_timeout, connect(&mut framed, &shared, &session_id))
+            .await;
+    let (version, beats) = match connected {
+        Ok(Ok(agreed)) => agreed,
+        Ok(Err(fault)) => {
+            let _ = framed.send(Item::Frame(error_frame(&fault, None))).await;
+            return;
+        }
+        Err(_) => return, // never sent CONNECT: close
+    };
+    framed.codec_mut().set_version(version);
+    let (sink, mut frames) = framed.split();
+    let (out, outbound) = mpsc::channel::<Item>(shared.settings.outbound_queue);
+    let writer = tokio::spawn(write_frames(sink, outbound, beats.server_to_client));
+    let mut session = Session {
+        shared: shared.clone(),
+        id: session_id,
+        version,
+        out,
+        subscriptions: HashMap::new(),
+        transactions: HashMap::new(),
+    };
+    // A client that promised heart-beats and goes silent for twice as long is dead.
+    let read_timeout = beats.client_to_server.map(|every| every * 2);
+    loop {
+        let next = match read_timeout {
+            Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::debug!(session = %session.id, "no heart-beat from the client: closing");
+                    break;
+                }
+            },
+            None => frames.next().await,
+        };
+        let frame = match next {
+            None => break,
+            Some(Ok(Item::HeartBeat)) => continue,
+            Some(Ok(Item::Frame(frame))) => frame,
+            Some(Err(error)) => {
+                session.fail(Fault::from(error), None).await;
+                break;
+            }
+        };
+        let receipt = frame.header("receipt").map(str::to_string);
+        match session.handle(frame).await {
+            Ok(Flow::Continue) => {
+                if let Some(id) = receipt {
+                    session.send(Frame::new(Command::Receipt).with_header("receipt-id", id)).await;
+                }
+            }
+            Ok(Flow::Disconnect) => {
+                if let Some(id) = receipt {
+                    session.send(Frame::new(Command::Receipt).with_header("receipt-id", id)).await;
+                }
+                break;
+            }
+            Err(fault) => {
+                session.fail(fault, receipt.as_deref()).await;
+                break;
+            }
+        }
+    }
+    session.close().await;
+    drop(session);
+    let _ = writer.await;
+}
+
+/// Reads CONNECT (or STOMP), checks credentials, agrees on version and heart-beats, answers
+/// CONNECTED. Returns the version and the agreed heart-beat intervals.
+async fn connect(
+    framed: &mut Framed<LimitedStream, StompCodec>,
+    shared: &Shared,
+    session_id: &str,
+) -> Result<(Version, HeartBeatIntervals), Fault> {
+    let frame = loop {
+        match framed.next().await {
+            None => return Err(fault("connection closed before CONNECT", "")),
+            Some(Ok(Item::HeartBeat)) => continue,
+            Some(Ok(Item::Frame(frame))) => break frame,
+            Some(Err(error)) => return Err(error.into()),
+        }
+    };
+    if !matches!(frame.command, Command::Connect | Command::Stomp) {
+        return Err(fault("expected CONNECT", format!("got {} before CONNECT", frame.command)));
+    }
+    let version = Version::negotiate(frame.header("accept-version"))
+        .ok_or_else(|| fault("unsupported protocol version", "supported versions are 1.0,1.1,1.2"))?;
+    let login = frame.header("login").unwrap_or_default();
+    let passcode = frame.header("passcode").unwrap_or_default();
+    let valid = shared
+        .keys
+        .secret(login)
+        .is_some_and(|secret| constant_time_eq(secret.as_bytes(), passcode.as_bytes()));
+    if !valid {
+        return Err(fault("access refused", "login and passcode must be an access key and its secret"));
+    }
+    let client = frame.header("heart-beat").and_then(HeartBeat::parse).unwrap_or_default();
+    let agreed = HeartBeat::negotiate(client, shared.settings.heart_beat);
+    let mut connected = Frame::new(Command::Connected)
+        .with_header("version", version.as_str())
+        .with_header("server", format!("serv/{}", env!("CARGO_PKG_VERSION")))
+        .with_header("session", session_id);
+    if version > Version::V1_0 {
+        connected = connected.with_header("heart-beat", shared.settings.heart_beat.to_string());
+    }
+    framed.send(Item::Frame(connected)).await.map_err(|e| fault("write failed", e.to_string()))?;
+    // STOMP 1.0 has no heart-beats.
+    let agreed = if version == Version::V1_0 {
+        HeartBeatIntervals { client_to_server: None, server_to_client: None }
+    } else {
+        agreed
+    };
+    Ok((version, agreed))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Sends queued frames, and a heart-beat when the connection was quiet for the agreed interval.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<Framed<LimitedStream, StompCodec>, Item>,
+    mut outbound: mpsc::Receiver<Item>,
+    beat: Option<Duration>,
+) {
+    loop {
+        let next = match beat {
+            Some(every) => match tokio::time::timeout(every, outbound.recv()).await {
+                Ok(next) => next,
+                Err(_) => Some(Item::HeartBeat),
+            },
+            None => outbound.recv().await,
+        };
+        let Some(item) = next else { break };
+        if sink.send(item).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+enum Flow {
+    Continue,
+    Disconnect,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    id: String,
+    version: Version,
+    out: mpsc::Sender<Item>,
+    subscriptions: HashMap<String, Subscription>,
+    transactions: HashMap<String, Vec<Pending>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The topic name of a `/queue/NAME` or `/topic/NAME` destination.
+fn topic_of(destination_header: Option<&str>) -> Result<String, Fault> {
+    let value = destination_header
+        .ok_or_else(|| fault("missing destination", "the frame needs a destination header"))?;
+    let name = value.strip_prefix('/').unwrap_or(value);
+    destination(name).map(str::to_string).map_err(|e| fault("invalid destination", e))
+}
+
+impl Session {
+    async fn send(&self, frame: Frame) {
+        let _ = self.out.send(Item::Frame(frame)).await;
+    }
+
+    async fn fail(&self, fault: Fault, receipt: Option<&str>) {
+        let _ = self.out.send(Item::Frame(error_frame(&fault, receipt))).await;
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<Flow, Fault> {
+        match frame.command {
+            Command::Send => self.send_or_buffer(frame).await?,
+            Command::Subscribe => self.subscribe(&frame).await?,
+            Command::Unsubscribe => {
+                let id = self.subscription_id(&frame)?;
+                let subscription = self
+                    .subscriptions
+                    .remove(&id)
+                    .ok_or_else(|| fault("unknown subscription", format!("no subscription {id}")))?;
+                self.end(subscription).await;
+            }
+            Command::Ack | Command::Nack => {
+                let (subscription, offset) = self.ack_target(&frame)?;
+                let nack = frame.command == Command::Nack;
+                match frame.header("transaction") {
+                    Some(tx) => self.buffer(tx, Pending::Ack { subscription, offset, nack })?,
+                    None => self.acknowledge(&subscription, offset, nack).await?,
+                }
+            }
+            Command::Begin => {
+                let tx = frame
+                    .header("transaction")
+                    .ok_or_else(|| fault("missing transaction", "BEGIN needs a transaction header"))?;
+                if self.transactions.insert(tx.to_string(), Vec::new()).is_some() {
+                    return Err(fault("transaction already begun", tx.to_string()));
+                }
+            }
+            Command::Commit => {
+                let pending = self.take_transaction(&frame)?;
+                for action in pending {
+                    match action {
+                        Pending::Send(frame) => self.publish(frame).await?,
+                        Pending::Ack { subscription, offset, nack } => {
+                            self.acknowledge(&subscription, offset, nack).await?
+                        }
+                    }
+                }
+            }
+            Command::Abort => {
+                self.take_transaction(&frame)?;
+            }
+            Command::Disconnect => return Ok(Flow::Disconnect),
+            Command::Connect | Command::Stomp => {
+                return Err(fault("already connected", "CONNECT may be sent once"));
+            }
+            other => return Err(fault("unexpected frame", format!("a client may not send {other}"))),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn buffer(&mut self, tx: &str, action: Pending) -> Result<(), Fault> {
+        self.transactions
+            .get_mut(tx)
+            .ok_or_else(|| fault("unknown transaction", format!("no transaction {tx}")))?
+            .push(action);
+        Ok(())
+    }
+
+    fn take_transaction(&mut self, frame: &Frame) -> Result<Vec<Pending>, Fault> {
+        let tx = frame
+            .header("transaction")
+            .ok_or_else(|| fault("missing transaction", "the frame needs a transaction header"))?;
+        self.transactions
+            .remove(tx)
+            .ok_or_else(|| fault("unknown transaction", format!("no transaction {tx}")))
+    }
+
+    async fn send_or_buffer(&mut self, frame: Frame) -> Result<(), Fault> {
+        topic_of(frame.header("destination"))?; // checked now, not at COMMIT
+        match frame.header("transaction").map(str::to_string) {
+            Some(tx) => self.buffer(&tx, Pending::Send(frame)),
+            None => self.publish(frame).await,
+        }
+    }
+
+    /// Appends a SEND's message to its destination; resolves once it is durable.
+    async fn publish(&self, frame: Frame) -> Result<(), Fault> {
+        let topic = topic_of(frame.header("destination"))?;
+        let now = now_ms();
+        let deliver_at_ms = match (frame.header("deliver-at"), frame.header("delay")) {
+            (Some(at), _) => Some(
+                at.parse::<u64>()
+                    .map_err(|_| fault("invalid deliver-at", "deliver-at is Unix milliseconds"))?,
+            ),
+            (None, Some(delay)) => Some(
+                now + delay.parse::<u64>().map_err(|_| fault("invalid delay", "delay is milliseconds"))?,
+            ),
+            (None, None) => None,
+        };
+        const TRANSPORT: &[&str] = &["content-length", "receipt", "transaction"];
+        let headers: Vec<(String, String)> =
+            frame.headers.iter().filter(|(name, _)| !TRANSPORT.contains(&name.as_str())).cloned().collect();
+        let dedup_id = frame.header(DEDUP_HEADER).map(str::to_string);
+        let record = LogRecord { headers, body: frame.body.to_vec(), published_ms: now, deliver_at_ms };
+        let mut reply = self
+            .topic(&topic, TopicMsg::Append { record: record.clone(), dedup_id: dedup_id.clone() })
+            .await?;
+        if matches!(reply, TopicReply::Refused(TopicRefusal::NoSuchTopic)) {
+            self.topic(&topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+            reply = self.topic(&topic, TopicMsg::Append { record, dedup_id }).await?;
+        }
+        match reply {
+            TopicReply::Appended { .. } => Ok(()),
+            other => Err(fault("message not stored", format!("{other:?}"))),
+        }
+    }
+
+    async fn topic(&self, topic: &str, msg: TopicMsg) -> Result<TopicReply, Fault> {
+        self.ask(topic, msg, "destination unavailable").await
+    }
+
+    /// Asks the entity `name` of `M`'s kind; a failure to reach it ends the session.
+    async fn ask<M: KindMessage>(&self, name: &str, msg: M, failure: &str) -> Result<M::Reply, Fault> {
+        let key = ActorKey::new(M::KIND, name);
+        self.shared.directory.call(&key, msg).await.map_err(|e| fault(failure, e.to_string()))
+    }
+
+    fn subscription_id(&self, frame: &Frame) -> Result<String, Fault> {
+        match (frame.header("id"), self.version) {
+            (Some(id), _) => Ok(id.to_string()),
+            (None, Version::V1_0) => Ok(frame.header("destination").unwrap_or_default().to_string()),
+            (None, _) => Err(fault("missing id", "SUBSCRIBE and UNSUBSCRIBE need an id header")),
+        }
+    }
+
+    async fn subscribe(&mut self, frame: &Frame) -> Result<(), Fault> {
+        let id = self.subscription_id(frame)?;
+        if self.subscriptions.contains_key(&id) {
+            return Err(fault("duplicate subscription", format!("subscription {id} exists")));
+        }
+        let topic = topic_of(frame.header("destination"))?;
+        let ack = match frame.header("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Client,
+            "client-individual" => AckMode::ClientIndividual,
+            other => {
+                return Err(fault(
+                    "invalid ack mode",
+                    format!("ack {other:?} is not auto, client or client-individual"),
+                ));
+            }
+        };
+        let prefetch = match frame.header("prefetch-count") {
+            Some(n) => n.parse::<u32>().map_err(|_| fault("invalid prefetch-count", n.to_string()))?,
+            None => self.shared.settings.default_prefetch,
+        };
+        let is_queue = topic.starts_with("queue/");
+        let (group, ephemeral) = match frame.header("group") {
+            _ if is_queue => (format!("{topic}#queue"), false),
+            Some(name) if !name.is_empty() && !name.contains('#') => (format!("{topic}#{name}"), false),
+            Some(name) => return Err(fault("invalid group", format!("group {name:?}"))),
+            None => (format!("{topic}#~{}-{id}", self.id), true),
+        };
+        let start = match frame.header("offset") {
+            None if is_queue => StartAt::Earliest,
+            None => StartAt::Latest,
+            Some("earliest") => StartAt::Earliest,
+            Some("latest") => StartAt::Latest,
+            // Offsets are small; Unix milliseconds are past 10^12.
+            Some(n) => match n.parse::<u64>() {
+                Ok(n) if n >= 1_000_000_000_000 => StartAt::Time(n),
+                Ok(n) => StartAt::Offset(n),
+                Err(_) => {
+                    return Err(fault("invalid offset", "offset is earliest, latest, a number or Unix ms"));
+                }
+            },
+        };
+        self.topic(&topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+        let member = format!("{}/{id}", self.id);
+        let join = GroupMsg::Join {
+            member: member.clone(),
+            prefetch,
+            ack,
+            ack_timeout_ms: self.shared.settings.ack_timeout.as_millis() as u64,
+            start,
+        };
+        match self.group(&group, join.clone()).await? {
+            GroupReply::Done => {}
+            other => return Err(fault("subscription refused", format!("{other:?}"))),
+        }
+        let delivery = Delivery {
+            shared: self.shared.clone(),
+            out: self.out.clone(),
+            group: group.clone(),
+            join,
+            member: member.clone(),
+            subscription: id.clone(),
+            destination: frame.header("destination").unwrap_or_default().to_string(),
+            version: self.version,
+            prefetch,
+        };
+        let task = tokio::spawn(delivery.run());
+        self.subscriptions.insert(id, Subscription { group, member, ack, ephemeral, task });
+        Ok(())
+    }
+
+    async fn group(&self, group: &str, msg: GroupMsg) -> Result<GroupReply, Fault> {
+        self.ask(group, msg, "subscription unavailable").await
+    }
+
+    /// The subscription and offset an ACK or NACK names (`id` in 1.2, `message-id` before).
+    fn ack_target(&self, frame: &Frame) -> Result<(String, u64), Fault> {
+        let id = match self.version {
+            Version::V1_2 => frame.header("id"),
+            _ => frame.header("message-id"),
+        }
+        .ok_or_else(|| fault("missing id", "ACK and NACK name the message (id in 1.2, message-id before)"))?;
+        let (subscription, offset) = id
+            .rsplit_once(':')
+            .and_then(|(subscription, offset)| Some((subscription.to_string(), offset.parse::<u64>().ok()?)))
+            .ok_or_else(|| fault("unknown message", format!("no message {id} awaits an acknowledgement")))?;
+        Ok((subscription, offset))
+    }
+
+    async fn acknowledge(&self, subscription: &str, offset: u64, nack: bool) -> Result<(), Fault> {
+        let Some(sub) = self.subscriptions.get(subscription) else {
+            return Err(fault("unknown subscription", format!("no subscription {subscription}")));
+        };
+        if sub.ack == AckMode::Auto {
+            return Err(fault(
+                "nothing to acknowledge",
+                format!("subscription {subscription} acknowledges automatically"),
+            ));
+        }
+        let member = sub.member.clone();
+        let msg = if nack { GroupMsg::Nack { member, offset } } else { GroupMsg::Ack { member, offset } };
+        match self.group(&sub.group, msg).await? {
+            GroupReply::Done => Ok(()),
+            GroupReply::Refused(GroupRefusal::Ack(reason)) => Err(fault("unknown message", reason)),
+            other => Err(fault("acknowledgement refused", format!("{other:?}"))),
+        }
+    }
+
+    async fn end(&self, subscription: Subscription) {
+        subscription.task.abort();
+        let msg = if subscription.ephemeral {
+            GroupMsg::Delete
+        } else {
+            GroupMsg::Leave { member: subscription.member }
+        };
+        let _ = self.group(&subscription.group, msg).await;
+    }
+
+    async fn close(&mut self) {
+        for (_, subscription) in std::mem::take(&mut self.subscriptions) {
+            self.end(subscription).await;
+        }
+    }
+}
+
+fn error_frame(fault: &Fault, receipt: Option<&str>) -> Frame {
+    let mut frame = Frame::new(Command::Error).with_header("message", fault.message.clone());
+    if let Some(id) = receipt {
+        frame = frame.with_header("receipt-id", id);
+    }
+    let body = if fault.detail.is_empty() { fault.message.clone() } else { fault.detail.clone() };
+    frame.with_header("content-type", "text/plain").with_body(body.into_bytes())
+}
+
+/// One subscription's deliveries: fetch what its group has ready, send it, repeat.
+struct Delivery {
+    shared: Arc<Shared>,
+    out: mpsc::Sender<Item>,
+    group: String,
+    join: GroupMsg,
+    member: String,
+    subscription: String,
+    destination: String,
+    version: Version,
+    prefetch: u32,
+}
+
+impl Delivery {
+    async fn run(self) {
+        let key = ActorKey::new(ActorKind::Group, self.group.as_str());
+        let mut idle = Duration::from_millis(5);
+        loop {
+            let max = if self.prefetch == 0 { 100 } else { self.prefetch.min(100) as usize };
+            let fetch = GroupMsg::Fetch { member: self.member.clone(), max };
+            let messages = match self.shared.directory.call(&key, fetch).await {
+                Ok(GroupReply::Messages(messages)) => messages,
+                Ok(GroupReply::Refused(GroupRefusal::NotAMember)) => {
+                    // The group restarted or passivated: join again.
+                    let _ = self.shared.directory.call(&key, self.join.clone()).await;
+                    continue;
+                }
+                Ok(other) => {
+                    tracing::warn!(group = %self.group, ?other, "subscription stopped");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(group = %self.group, %error, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                tokio::time::sleep(idle).await;
+                idle = (idle * 2).min(Duration::from_millis(100));
+                continue;
+            }
+            idle = Duration::from_millis(5);
+            for message in messages {
+                if self.out.send(Item::Frame(self.frame(message))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn frame(&self, message: serv_actors::group::Delivered) -> Frame {
+        let id = format!("{}:{}", self.subscription, message.offset);
+        let mut frame = Frame::new(Command::Message);
+        for (name, value) in message.record.headers {
+            if !matches!(name.as_str(), "destination" | "message-id" | "subscription" | "ack" | "redelivered")
+            {
+                frame = frame.with_header(name, value);
+            }
+        }
+        frame = frame
+            .with_header("destination", self.destination.clone())
+            .with_header("message-id", id.clone())
+            .with_header("subscription", self.subscription.clone());
+        if self.version == Version::V1_2 {
+            frame = frame.with_header("ack", id);
+        }
+        if message.previous > 0 {
+            frame = frame
+                .with_header("redelivered", "true")
+                .with_header("redelivery-count", message.previous.to_string());
+        }
+        frame.with_body(message.record.body)
+    }
+}
