@@ -49,6 +49,11 @@ pub trait Entity: Sized + Send + Sync + 'static {
 
     /// One-line summary of the state for the inspection record.
     fn summary(&self) -> String;
+
+    /// False while the entity holds work that passivation would drop (answers it owes later).
+    fn can_passivate(&self) -> bool {
+        true
+    }
 }
 
 /// The reply type of an entity.
@@ -256,7 +261,10 @@ impl<E: Entity> Actor for EntityActor<E> {
                 }
             }
             EntityMsg::Tick => {
-                if state.args.stats.idle_for() >= state.args.passivate_after && state.args.gate.try_close() {
+                if state.args.stats.idle_for() >= state.args.passivate_after
+                    && state.entity.can_passivate()
+                    && state.args.gate.try_close()
+                {
                     tracing::debug!(key = %state.args.ctx.key, "passivating idle entity");
                     myself.stop(Some(PASSIVATED.to_string()));
                 }

@@ -13,10 +13,11 @@
 pub mod state;
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serv_storage::{KeyPrefix, Record, Table, TableDef, WriteSet};
+use serv_storage::{KeyPrefix, Record, Staged, Table, TableDef, WriteSet};
+use tokio::sync::oneshot;
 
 use crate::topic::{LogRecord, TopicConfig, TopicInfo, TopicMsg, TopicReply};
 use crate::{ActorKey, ActorKind, Directory, Entity, EntityContext, EntityError, KindMessage};
@@ -79,11 +80,15 @@ pub enum GroupMsg {
     Leave {
         member: String,
     },
-    /// Hands `member` up to `max` messages that are ready for it.
+    /// Hands `member` up to `max` messages that are ready for it; with nothing ready, waits up
+    /// to `wait_ms` for some (a long poll) before answering with none.
     Fetch {
         member: String,
         max: usize,
+        wait_ms: u64,
     },
+    /// Something may be ready for waiting fetches (new messages, or a timer).
+    Wake,
     Ack {
         member: String,
         offset: u64,
@@ -165,6 +170,7 @@ pub struct Group {
     groups: Table<String, GroupMeta>,
     outstanding: Table<(String, u64), Outstanding>,
     dead_lettered: u64,
+    parked: Vec<Parked>,
 }
 
 fn now_ms() -> u64 {
@@ -199,7 +205,17 @@ impl Entity for Group {
             }
             None => GroupState::default(),
         };
-        Ok(Group { name, topic, meta, state, members: HashMap::new(), groups, outstanding, dead_lettered: 0 })
+        Ok(Group {
+            name,
+            topic,
+            meta,
+            state,
+            members: HashMap::new(),
+            groups,
+            outstanding,
+            dead_lettered: 0,
+            parked: Vec::new(),
+        })
     }
 
     async fn handle(&mut self, msg: GroupMsg, ctx: &EntityContext) -> Outcome {
@@ -244,9 +260,27 @@ impl Entity for Group {
             GroupMsg::Leave { member } => {
                 self.state.leave(&member);
                 self.members.remove(&member);
+                self.parked.retain(|parked| parked.member != member);
                 Ok(GroupReply::Done)
             }
-            GroupMsg::Fetch { member, max } => self.fetch(&member, max, &directory, ctx).await,
+            GroupMsg::Fetch { member, max, wait_ms } => {
+                let (messages, staged) = match self.hand_out(&member, max, &directory, ctx).await? {
+                    Ok(handed) => handed,
+                    Err(refusal) => return refused(refusal),
+                };
+                if messages.is_empty() && wait_ms > 0 {
+                    self.park(member, max, wait_ms, &directory, ctx);
+                    return Ok(GroupReply::Messages(Vec::new())); // replaced by the parked answer
+                }
+                if let Some(staged) = staged {
+                    ctx.reply_when_durable(staged);
+                }
+                Ok(GroupReply::Messages(messages))
+            }
+            GroupMsg::Wake => {
+                self.wake(&directory, ctx).await?;
+                Ok(GroupReply::Done)
+            }
             GroupMsg::Ack { member, offset } => {
                 let Some(info) = self.members.get(&member) else { return refused(GroupRefusal::NotAMember) };
                 let acked = match info.ack {
@@ -301,6 +335,10 @@ impl Entity for Group {
                 Ok(GroupReply::Done)
             }
         }
+    }
+
+    fn can_passivate(&self) -> bool {
+        self.parked.is_empty()
     }
 
     fn summary(&self) -> String {
@@ -394,17 +432,19 @@ impl Group {
         }
     }
 
-    async fn fetch(
+    /// Hands `member` what is ready for it, and the commit that records it (to answer once
+    /// durable).
+    async fn hand_out(
         &mut self,
         member: &str,
         max: usize,
         directory: &Directory,
         ctx: &EntityContext,
-    ) -> Outcome {
-        let Some(info) = self.members.get(member) else { return refused(GroupRefusal::NotAMember) };
+    ) -> Result<Result<(Vec<Delivered>, Option<Staged>), GroupRefusal>, EntityError> {
+        let Some(info) = self.members.get(member) else { return Ok(Err(GroupRefusal::NotAMember)) };
         let (ack, deadline) = (info.ack, now_ms() + info.ack_timeout_ms);
         let Some(topic) = self.topic_info(directory).await? else {
-            return refused(GroupRefusal::NoSuchTopic);
+            return Ok(Err(GroupRefusal::NoSuchTopic));
         };
         let now = now_ms();
         let mut touched = Vec::new();
@@ -456,13 +496,90 @@ impl Group {
                 let _ = self.state.ack(member, message.offset);
             }
         }
-        if !touched.is_empty() {
+        let staged = if touched.is_empty() {
+            None
+        } else {
             let mut changes = ctx.storage.write_set();
             self.persist(&mut changes, touched)?;
-            ctx.reply_when_durable(ctx.storage.stage(changes)?);
-        }
-        Ok(GroupReply::Messages(messages))
+            Some(ctx.storage.stage(changes)?)
+        };
+        Ok(Ok((messages, staged)))
     }
+
+    /// Holds a fetch that found nothing: it is answered by [`Group::wake`] when the topic has
+    /// news (it is asked to say so) or at the latest after `wait_ms`. A timer also wakes the
+    /// group at least every [`RECHECK`], in case the topic forgot its watchers (passivation),
+    /// and when a delayed or in-flight message falls due.
+    fn park(&mut self, member: String, max: usize, wait_ms: u64, directory: &Directory, ctx: &EntityContext) {
+        let (answer, answered) = oneshot::channel();
+        let until_ms = now_ms() + wait_ms;
+        self.parked.push(Parked { member, max, until_ms, answer });
+        ctx.reply_later(async move { answered.await.unwrap_or(GroupReply::Messages(Vec::new())) });
+        let (directory, group, topic) = (directory.clone(), self.name.clone(), self.topic.clone());
+        let watch = TopicMsg::Watch { group: group.clone() };
+        let due =
+            self.state.next_due().map_or(RECHECK, |at| Duration::from_millis(at.saturating_sub(now_ms())));
+        let sleep = due.min(RECHECK).min(Duration::from_millis(wait_ms));
+        tokio::spawn(async move {
+            let _ = directory.send(&ActorKey::new(ActorKind::Topic, topic.as_str()), watch).await;
+            tokio::time::sleep(sleep).await;
+            let _ = directory.send(&ActorKey::new(ActorKind::Group, group.as_str()), GroupMsg::Wake).await;
+        });
+    }
+
+    /// Answers the parked fetches that now have messages, or whose wait is over.
+    async fn wake(&mut self, directory: &Directory, ctx: &EntityContext) -> Result<(), EntityError> {
+        let mut still = Vec::new();
+        for parked in std::mem::take(&mut self.parked) {
+            if parked.answer.is_closed() {
+                continue; // the fetcher gave up (timed out or went away)
+            }
+            let (messages, staged) = match self.hand_out(&parked.member, parked.max, directory, ctx).await? {
+                Ok(handed) => handed,
+                Err(refusal) => {
+                    let _ = parked.answer.send(GroupReply::Refused(refusal));
+                    continue;
+                }
+            };
+            if messages.is_empty() && now_ms() < parked.until_ms {
+                still.push(parked);
+                continue;
+            }
+            tokio::spawn(async move {
+                let durable = match staged {
+                    Some(staged) => staged.await.is_ok(),
+                    None => true,
+                };
+                // Not durable: the messages stay outstanding and come again.
+                let answer = GroupReply::Messages(if durable { messages } else { Vec::new() });
+                let _ = parked.answer.send(answer);
+            });
+        }
+        self.parked = still;
+        if !self.parked.is_empty() {
+            // Keep watching until every parked fetch is answered.
+            let (directory, group, topic) = (directory.clone(), self.name.clone(), self.topic.clone());
+            let watch = TopicMsg::Watch { group: group.clone() };
+            tokio::spawn(async move {
+                let _ = directory.send(&ActorKey::new(ActorKind::Topic, topic.as_str()), watch).await;
+                tokio::time::sleep(RECHECK).await;
+                let _ =
+                    directory.send(&ActorKey::new(ActorKind::Group, group.as_str()), GroupMsg::Wake).await;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Longest a parked fetch goes without a re-check.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A fetch waiting for messages.
+struct Parked {
+    member: String,
+    max: usize,
+    until_ms: u64,
+    answer: oneshot::Sender<GroupReply>,
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ fn join(member: &str, prefetch: u32, ack: AckMode, start: StartAt) -> GroupMsg {
 }
 
 async fn fetch(node: &TestNode, name: &str, member: &str, max: usize) -> Vec<Delivered> {
-    match group(node, name, GroupMsg::Fetch { member: member.into(), max }).await {
+    match group(node, name, GroupMsg::Fetch { member: member.into(), max, wait_ms: 0 }).await {
         GroupReply::Messages(messages) => messages,
         other => panic!("{other:?}"),
     }
@@ -174,7 +174,7 @@ async fn delayed_messages_are_held_until_due() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     // The idle group passivated meanwhile and forgot its members: a member joins again.
     let GroupReply::Refused(GroupRefusal::NotAMember) =
-        group(&node, g, GroupMsg::Fetch { member: "a".into(), max: 10 }).await
+        group(&node, g, GroupMsg::Fetch { member: "a".into(), max: 10, wait_ms: 0 }).await
     else {
         panic!("members live in memory")
     };
@@ -200,4 +200,36 @@ async fn groups_need_a_topic_and_a_well_formed_name() {
     else {
         panic!()
     };
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_is_answered_when_a_message_arrives_or_its_wait_ends() {
+    let node = node().await;
+    topic(&node, "queue/wait", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    let g = "queue/wait#queue";
+    group(&node, g, join("a", 0, AckMode::Auto, StartAt::Earliest)).await;
+
+    let started = std::time::Instant::now();
+    let empty = group(&node, g, GroupMsg::Fetch { member: "a".into(), max: 10, wait_ms: 300 }).await;
+    assert!(matches!(empty, GroupReply::Messages(ref m) if m.is_empty()), "{empty:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
+
+    let directory = node.directory.clone();
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let reply = directory
+            .call(
+                &ActorKey::new(ActorKind::Group, g),
+                GroupMsg::Fetch { member: "a".into(), max: 10, wait_ms: 10_000 },
+            )
+            .await
+            .unwrap();
+        (reply, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&node, "queue/wait", 1, None).await;
+    let (reply, waited) = waiting.await.unwrap();
+    let GroupReply::Messages(messages) = reply else { panic!() };
+    assert_eq!(offsets(&messages), [0]);
+    assert!(waited < Duration::from_secs(2), "woken by the message, not by the end of the wait: {waited:?}");
 }

@@ -10,14 +10,15 @@
 
 mod model;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
 
 pub use model::*;
 
-use crate::{Entity, EntityContext, EntityError};
+use crate::group::GroupMsg;
+use crate::{ActorKey, ActorKind, Entity, EntityContext, EntityError};
 
 /// Most staged messages the actor keeps in its own view before fencing.
 const MAX_PENDING: usize = 8192;
@@ -35,6 +36,8 @@ pub struct Topic {
     pending: BTreeMap<u64, LogRecord>,
     /// Dedup ids of staged messages.
     pending_dedup: HashMap<String, u64>,
+    /// Groups waiting for the next message.
+    watchers: HashSet<String>,
 }
 
 fn now_ms() -> u64 {
@@ -63,6 +66,7 @@ impl Entity for Topic {
             dedup: storage.table(DEDUP)?,
             pending: BTreeMap::new(),
             pending_dedup: HashMap::new(),
+            watchers: HashSet::new(),
         })
     }
 
@@ -91,6 +95,10 @@ impl Entity for Topic {
             TopicMsg::Read { from, max, max_bytes } => self.read(from, max, max_bytes),
             TopicMsg::OffsetAt { unix_ms } => self.offset_at(unix_ms),
             TopicMsg::Info => Ok(TopicReply::Info(self.info())),
+            TopicMsg::Watch { group } => {
+                self.watchers.insert(group);
+                Ok(TopicReply::Done)
+            }
             TopicMsg::Configure(config) => {
                 if let Err(refusal) = validate(&config) {
                     return Ok(TopicReply::Refused(refusal));
@@ -218,7 +226,20 @@ impl Topic {
         changes.put(&self.topics, &self.name, &meta)?;
         let staged = storage.stage(changes)?;
         self.meta = Some(meta);
-        ctx.reply_when_durable(staged);
+        // Watching groups hear of the message once it is durable, never before.
+        let watchers = std::mem::take(&mut self.watchers);
+        let directory = ctx.directory();
+        ctx.reply_when_durable(async move {
+            staged.await?;
+            if let Some(directory) = directory {
+                for group in watchers {
+                    let _ = directory
+                        .send(&ActorKey::new(ActorKind::Group, group.as_str()), GroupMsg::Wake)
+                        .await;
+                }
+            }
+            Ok(())
+        });
         if self.pending.len() >= MAX_PENDING {
             self.fence(storage).await?;
         }

@@ -117,6 +117,10 @@ pub enum TopicMsg {
         unix_ms: u64,
     },
     Info,
+    /// Asks to be told (`GroupMsg::Wake`) once the next message is durable.
+    Watch {
+        group: String,
+    },
     /// Deletes the topic and its log.
     Delete,
 }

@@ -538,7 +538,11 @@ fn error_frame(fault: &Fault, receipt: Option<&str>) -> Frame {
     frame.with_header("content-type", "text/plain").with_body(body.into_bytes())
 }
 
-/// One subscription's deliveries: fetch what its group has ready, send it, repeat.
+/// How long one fetch waits for messages in the group (below the directory's call timeout).
+const LONG_POLL_MS: u64 = 20_000;
+
+/// One subscription's deliveries: fetch what its group has ready (waiting in the group while
+/// nothing is), send it, repeat.
 struct Delivery {
     shared: Arc<Shared>,
     out: mpsc::Sender<Item>,
@@ -554,10 +558,9 @@ struct Delivery {
 impl Delivery {
     async fn run(self) {
         let key = ActorKey::new(ActorKind::Group, self.group.as_str());
-        let mut idle = Duration::from_millis(5);
         loop {
             let max = if self.prefetch == 0 { 100 } else { self.prefetch.min(100) as usize };
-            let fetch = GroupMsg::Fetch { member: self.member.clone(), max };
+            let fetch = GroupMsg::Fetch { member: self.member.clone(), max, wait_ms: LONG_POLL_MS };
             let messages = match self.shared.directory.call(&key, fetch).await {
                 Ok(GroupReply::Messages(messages)) => messages,
                 Ok(GroupReply::Refused(GroupRefusal::NotAMember)) => {
@@ -575,12 +578,6 @@ impl Delivery {
                     continue;
                 }
             };
-            if messages.is_empty() {
-                tokio::time::sleep(idle).await;
-                idle = (idle * 2).min(Duration::from_millis(100));
-                continue;
-            }
-            idle = Duration::from_millis(5);
             for message in messages {
                 if self.out.send(Item::Frame(self.frame(message))).await.is_err() {
                     return;
