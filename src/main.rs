@@ -82,6 +82,10 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on STOMP address {}: {e}", config.stomp_addr))?;
     let stomp_addr = stomp_listener.local_addr().map_err(|e| e.to_string())?;
+    let stomp_ws_listener = TcpListener::bind(config.stomp_ws_addr)
+        .await
+        .map_err(|e| format!("cannot listen on STOMP WebSocket address {}: {e}", config.stomp_ws_addr))?;
+    let stomp_ws_addr = stomp_ws_listener.local_addr().map_err(|e| e.to_string())?;
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
     let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
@@ -91,6 +95,7 @@ async fn run(config: Config) -> Result<(), String> {
             ("admin".to_string(), admin_addr.to_string()),
             ("s3".to_string(), s3_addr.to_string()),
             ("stomp".to_string(), stomp_addr.to_string()),
+            ("stomp_ws".to_string(), format!("ws://{stomp_ws_addr}/ws")),
         ]),
     };
     let state = AdminState::new(node, directory.clone(), storage.clone(), admin_token);
@@ -126,6 +131,7 @@ async fn run(config: Config) -> Result<(), String> {
     let mut stomp_stop = stop_rx.clone();
     let stomp_server = tokio::spawn(stomp::server::serve(
         LimitedListener::new(stomp_listener, config.stomp_connections),
+        LimitedListener::new(stomp_ws_listener, config.stomp_connections),
         directory.clone(),
         keys,
         config.stomp.clone(),

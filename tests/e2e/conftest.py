@@ -46,6 +46,7 @@ class Servd:
         self.s3_port = free_port()
         self.s3 = f"http://127.0.0.1:{self.s3_port}"
         self.stomp_port = free_port()
+        self.stomp_ws_port = free_port()
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
         if token is not None:
@@ -54,7 +55,8 @@ class Servd:
         full_env.setdefault("SERV_SECRET_KEY", SECRET_KEY)
         full_env.update(env or {})
         self.args = [servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"127.0.0.1:{self.s3_port}",
-                     "--stomp-addr", f"127.0.0.1:{self.stomp_port}", *args]
+                     "--stomp-addr", f"127.0.0.1:{self.stomp_port}",
+                     "--stomp-ws-addr", f"127.0.0.1:{self.stomp_ws_port}", *args]
         if admin_addr is not None:
             self.args += ["--admin-addr", admin_addr]
         self.log = open(self.log_path, "wb")

@@ -3,9 +3,10 @@
 //! heart-beats); [`codec`] turns bytes into frames and back, within named size limits, so the
 //! connection handling built on it sees only whole, well-formed frames. [`session`] runs one
 //! connection, translating frames into messages to topic and group actors and back; [`server`]
-//! accepts connections.
+//! accepts connections, on TCP and (through `ws`) over WebSocket for browsers.
 
 pub mod codec;
 pub mod frame;
 pub mod server;
 pub mod session;
+mod ws;

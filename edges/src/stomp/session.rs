@@ -27,7 +27,6 @@ use tokio_util::codec::Framed;
 use super::codec::{FrameError, FrameLimits, Item, StompCodec};
 use super::frame::{Command, Frame, HeartBeat, HeartBeatIntervals, Version};
 use crate::admin::topics::destination;
-use crate::listener::LimitedStream;
 use crate::s3::Keys;
 
 /// Settings of the STOMP edge.
@@ -66,6 +65,14 @@ pub(super) struct Shared {
     pub settings: StompSettings,
 }
 
+/// A byte stream a session runs over: a TCP connection, or a WebSocket's bytes.
+pub(super) trait Connection:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
 /// Why a session ends with an ERROR frame.
 struct Fault {
     message: String,
@@ -98,7 +105,7 @@ enum Pending {
 }
 
 /// Runs one connection to its end.
-pub(super) async fn run(stream: LimitedStream, shared: Arc<Shared>, session_id: String) {
+pub(super) async fn run<S: Connection>(stream: S, shared: Arc<Shared>, session_id: String) {
     let mut framed = Framed::new(stream, StompCodec::new(shared.settings.limits));
     let connected =
         tokio::time::timeout(shared.settings.connect_timeout, connect(&mut framed, &shared, &session_id))
@@ -172,7 +179,7 @@ pub(super) async fn run(stream: LimitedStream, shared: Arc<Shared>, session_id: 
 /// Reads CONNECT (or STOMP), checks credentials, agrees on version and heart-beats, answers
 /// CONNECTED. Returns the version and the agreed heart-beat intervals.
 async fn connect(
-    framed: &mut Framed<LimitedStream, StompCodec>,
+    framed: &mut Framed<impl Connection, StompCodec>,
     shared: &Shared,
     session_id: &str,
 ) -> Result<(Version, HeartBeatIntervals), Fault> {
@@ -223,7 +230,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Sends queued frames, and a heart-beat when the connection was quiet for the agreed interval.
 async fn write_frames(
-    mut sink: futures_util::stream::SplitSink<Framed<LimitedStream, StompCodec>, Item>,
+    mut sink: futures_util::stream::SplitSink<Framed<impl Connection, StompCodec>, Item>,
     mut outbound: mpsc::Receiver<Item>,
     beat: Option<Duration>,
 ) {
