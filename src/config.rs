@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serv_edges::http1::HttpLimits;
 use serv_edges::listener::ConnectionLimits;
 use serv_edges::s3::S3Limits;
+use serv_edges::stomp::frame::HeartBeat;
 use serv_edges::stomp::session::StompSettings;
 
 const ABOUT: &str = "Run a Serv node: an actor-model distributed runtime with S3, STOMP and HTTP edges.";
@@ -163,6 +164,9 @@ pub struct Cli {
     /// Largest STOMP message body accepted [default: 1048576]
     #[arg(long, env = "SERV_STOMP_MAX_BODY_BYTES", value_name = "BYTES")]
     pub stomp_max_body_bytes: Option<usize>,
+    /// Heart-beat interval the STOMP server offers and asks for, both ways (0: none) [default: 10000]
+    #[arg(long, env = "SERV_STOMP_HEART_BEAT_MS", value_name = "MS")]
+    pub stomp_heart_beat_ms: Option<u64>,
     /// How often unreferenced content blocks are collected [default: 1000]
     #[arg(long, env = "SERV_BLOCK_GC_INTERVAL_MS", value_name = "MS")]
     pub block_gc_interval_ms: Option<u64>,
@@ -210,6 +214,7 @@ struct FileConfig {
     stomp_max_connections: Option<usize>,
     stomp_idle_timeout_ms: Option<u64>,
     stomp_max_body_bytes: Option<usize>,
+    stomp_heart_beat_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -328,6 +333,9 @@ impl Config {
             },
             stomp: {
                 let mut settings = StompSettings::default();
+                if let Some(ms) = cli.stomp_heart_beat_ms.or(file.stomp_heart_beat_ms) {
+                    settings.heart_beat = HeartBeat { send_ms: ms, receive_ms: ms };
+                }
                 if let Some(max) = cli.stomp_max_body_bytes.or(file.stomp_max_body_bytes) {
                     settings.limits.max_body_bytes = max;
                     settings.limits.max_frame_bytes = max + settings.limits.max_header_bytes + 1024;

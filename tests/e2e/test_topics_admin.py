@@ -45,3 +45,11 @@ def test_bad_names_and_configurations_are_json_errors(servd):
         assert (response.status_code, response.json()["code"]) == (400, "InvalidParameter"), body
     assert call(servd, "GET", "/v1/topics/queue/q").status_code == 404, "a refused creation creates nothing"
     assert requests.get(f"{servd.admin}/v1/topics", timeout=10).status_code == 401
+
+
+def test_a_body_is_read_as_json_whatever_its_content_type(servd):
+    applied = call(servd, "PUT", "/v1/topics/queue/ct", data='{"max_deliveries": 2}')
+    assert applied.status_code == 200 and applied.json()["config"]["max_deliveries"] == 2, applied.text
+    refused = call(servd, "PUT", "/v1/topics/queue/ct", data="max_deliveries=3")
+    assert (refused.status_code, refused.json()["code"]) == (400, "InvalidParameter")
+    assert call(servd, "GET", "/v1/topics/queue/ct").json()["config"]["max_deliveries"] == 2

@@ -2,7 +2,6 @@
 //! change goes to the destination's topic actor; the listing reads the topics table.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -87,12 +86,18 @@ fn info(reply: TopicReply) -> Result<Json<TopicInfo>, ApiError> {
 pub(super) async fn put(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    body: Result<Json<ConfigChange>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<TopicInfo>, ApiError> {
-    let change = match body {
-        Ok(Json(change)) => change,
-        Err(JsonRejection::MissingJsonContentType(_)) => ConfigChange::default(),
-        Err(rejection) => return Err(ApiError::new(ErrorCode::InvalidParameter, rejection.body_text())),
+    // No body: create with defaults. A body is JSON, whatever its Content-Type says.
+    let change: ConfigChange = if body.iter().all(u8::is_ascii_whitespace) {
+        ConfigChange::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("the body must be a JSON object of settings: {e}"),
+            )
+        })?
     };
     let created =
         ask(&state, &name, TopicMsg::Ensure { config: change.applied_to(&TopicConfig::default()) }).await?;
