@@ -329,3 +329,46 @@ impl Registry {
         actors.values().map(|stats| stats.record()).collect()
     }
 }
+
+/// Events per second over the last completed window of [`Rate::WINDOW`], for state summaries
+/// (a topic's appends, a group's deliveries).
+#[derive(Debug)]
+pub struct Rate {
+    window_start: std::time::Instant,
+    in_window: u64,
+    last: f64,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self { window_start: std::time::Instant::now(), in_window: 0, last: 0.0 }
+    }
+}
+
+impl Rate {
+    /// The length of a measuring window.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Counts `n` events now.
+    pub fn add(&mut self, n: u64) {
+        self.roll();
+        self.in_window += n;
+    }
+
+    /// Events per second in the last complete window, as of the last event (summaries are
+    /// formatted from `&self`).
+    pub fn last_per_second(&self) -> f64 {
+        if self.window_start.elapsed() >= 2 * Self::WINDOW { 0.0 } else { self.last }
+    }
+
+    fn roll(&mut self) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= Self::WINDOW {
+            // A window with no events, or several quiet ones, reads as 0.
+            self.last =
+                if elapsed >= 2 * Self::WINDOW { 0.0 } else { self.in_window as f64 / elapsed.as_secs_f64() };
+            self.in_window = 0;
+            self.window_start = std::time::Instant::now();
+        }
+    }
+}

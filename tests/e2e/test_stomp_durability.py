@@ -9,7 +9,7 @@ from stomp.exception import StompException
 
 from test_stomp import WAIT, Client
 
-N = int(os.environ.get("STOMP_DURABILITY_N", "2000"))
+N = int(os.environ.get("STOMP_DURABILITY_N", "10000"))  # the count the issue names
 
 
 def test_every_receipted_message_survives_a_crash(start_servd):

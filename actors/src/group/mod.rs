@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serv_storage::{KeyPrefix, Record, Staged, Table, TableDef, WriteSet};
 use tokio::sync::oneshot;
 
+use crate::inspect::Rate;
 use crate::topic::{LogRecord, TopicConfig, TopicInfo, TopicMsg, TopicReply};
 use crate::{ActorKey, ActorKind, Directory, Entity, EntityContext, EntityError, KindMessage};
 use state::{AckError, GroupState, Outstanding, Refused};
@@ -171,6 +172,10 @@ pub struct Group {
     outstanding: Table<(String, u64), Outstanding>,
     dead_lettered: u64,
     parked: Vec<Parked>,
+    /// The topic's next offset when last read: with the cursor and the outstanding set, the lag.
+    head: u64,
+    /// Deliveries per second, for the summary.
+    deliveries: Rate,
 }
 
 fn now_ms() -> u64 {
@@ -215,6 +220,8 @@ impl Entity for Group {
             outstanding,
             dead_lettered: 0,
             parked: Vec::new(),
+            head: 0,
+            deliveries: Rate::default(),
         })
     }
 
@@ -344,12 +351,14 @@ impl Entity for Group {
     fn summary(&self) -> String {
         match &self.meta {
             Some(_) => format!(
-                "cursor={} outstanding={} in_flight={} members={} dead_lettered={}",
+                "lag={} cursor={} outstanding={} in_flight={} members={} dead_lettered={} out_rate={:.1}/s",
+                self.head.saturating_sub(self.state.cursor()) + self.state.outstanding().len() as u64,
                 self.state.cursor(),
                 self.state.outstanding().len(),
                 self.state.in_flight(),
                 self.state.members(),
-                self.dead_lettered
+                self.dead_lettered,
+                self.deliveries.last_per_second()
             ),
             None => "absent".to_string(),
         }
@@ -447,6 +456,7 @@ impl Group {
             return Ok(Err(GroupRefusal::NoSuchTopic));
         };
         let now = now_ms();
+        self.head = topic.next_offset;
         let mut touched = Vec::new();
         // Messages the log no longer holds are skipped; exhausted ones go to the dead letters.
         self.state.skip_to(topic.first_offset);
@@ -491,6 +501,7 @@ impl Group {
                 }
             }
         }
+        self.deliveries.add(messages.len() as u64);
         if ack == AckMode::Auto {
             for message in &messages {
                 let _ = self.state.ack(member, message.offset);

@@ -233,3 +233,23 @@ async fn a_waiting_fetch_is_answered_when_a_message_arrives_or_its_wait_ends() {
     assert_eq!(offsets(&messages), [0]);
     assert!(waited < Duration::from_secs(2), "woken by the message, not by the end of the wait: {waited:?}");
 }
+
+#[tokio::test]
+async fn the_summary_shows_lag_in_flight_and_members() {
+    let node = node().await;
+    topic(&node, "queue/lag", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    publish(&node, "queue/lag", 5, None).await;
+    let g = "queue/lag#queue";
+    group(&node, g, join("a", 2, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    assert_eq!(fetch(&node, g, "a", 10).await.len(), 2);
+    let record = node.directory.records().into_iter().find(|r| r.key == format!("group/{g}")).unwrap();
+    for part in ["lag=5 ", "cursor=2 ", "in_flight=2 ", "members=1 "] {
+        assert!(record.state.contains(part), "{part} in {}", record.state);
+    }
+    let topic_record = node.directory.records().into_iter().find(|r| r.key == "topic/queue/lag").unwrap();
+    assert!(
+        topic_record.state.contains("messages=5 ") && topic_record.state.contains("in_rate="),
+        "{}",
+        topic_record.state
+    );
+}

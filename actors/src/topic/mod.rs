@@ -11,6 +11,8 @@
 mod model;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
@@ -18,10 +20,12 @@ use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
 pub use model::*;
 
 use crate::group::GroupMsg;
+use crate::inspect::Rate;
 use crate::{ActorKey, ActorKind, Entity, EntityContext, EntityError};
 
-/// Most staged messages the actor keeps in its own view before fencing.
-const MAX_PENDING: usize = 8192;
+/// Most staged messages the actor keeps in its own view before fencing (durable ones leave it
+/// as their replies go out, so this is reached only when the disk falls behind).
+const MAX_PENDING: usize = 1024;
 /// Most old messages one append trims, so that a retention change is applied gradually.
 const MAX_TRIM_PER_APPEND: usize = 1024;
 
@@ -38,6 +42,11 @@ pub struct Topic {
     pending_dedup: HashMap<String, u64>,
     /// Groups waiting for the next message.
     watchers: HashSet<String>,
+    /// Every offset below this is durable (so applied): set by the replies of staged appends,
+    /// read to drop those records from `pending` without waiting for a fence.
+    durable_below: Arc<AtomicU64>,
+    /// Appends per second, for the summary.
+    appends: Rate,
 }
 
 fn now_ms() -> u64 {
@@ -67,11 +76,14 @@ impl Entity for Topic {
             pending: BTreeMap::new(),
             pending_dedup: HashMap::new(),
             watchers: HashSet::new(),
+            durable_below: Arc::new(AtomicU64::new(0)),
+            appends: Rate::default(),
         })
     }
 
     async fn handle(&mut self, msg: TopicMsg, ctx: &EntityContext) -> Outcome {
         let storage = &ctx.storage;
+        self.forget_durable();
         if let TopicMsg::Ensure { config } = msg {
             if self.meta.is_none() {
                 if let Err(refusal) = validate(&config) {
@@ -134,11 +146,12 @@ impl Entity for Topic {
     fn summary(&self) -> String {
         match &self.meta {
             Some(meta) => format!(
-                "messages={} bytes={} first={} next={}",
+                "messages={} bytes={} first={} next={} in_rate={:.1}/s",
                 meta.next_offset - meta.first_offset,
                 meta.bytes,
                 meta.first_offset,
-                meta.next_offset
+                meta.next_offset,
+                self.appends.last_per_second()
             ),
             None => "absent".to_string(),
         }
@@ -177,6 +190,15 @@ impl Topic {
         Ok(self.log.get(&(self.name.clone(), offset))?)
     }
 
+    /// Drops from the actor's own view the staged records storage now holds for sure.
+    fn forget_durable(&mut self) {
+        let below = self.durable_below.load(Ordering::Acquire);
+        if self.pending.first_key_value().is_some_and(|(offset, _)| *offset < below) {
+            self.pending = self.pending.split_off(&below);
+            self.pending_dedup.retain(|_, offset| *offset >= below);
+        }
+    }
+
     /// Waits until every staged append is applied: storage is current again.
     async fn fence(&mut self, storage: &Storage) -> Result<(), EntityError> {
         if !self.pending.is_empty() {
@@ -210,6 +232,7 @@ impl Topic {
         }
         let offset = meta.next_offset;
         meta.next_offset += 1;
+        self.appends.add(1);
         meta.bytes += record.size();
         let mut changes = storage.write_set();
         changes.put(&self.log, &(self.name.clone(), offset), &record)?;
@@ -229,8 +252,11 @@ impl Topic {
         // Watching groups hear of the message once it is durable, never before.
         let watchers = std::mem::take(&mut self.watchers);
         let directory = ctx.directory();
+        let durable_below = self.durable_below.clone();
         ctx.reply_when_durable(async move {
             staged.await?;
+            // Commits become durable in staging order, so everything before this one is too.
+            durable_below.fetch_max(offset + 1, Ordering::AcqRel);
             if let Some(directory) = directory {
                 for group in watchers {
                     let _ = directory

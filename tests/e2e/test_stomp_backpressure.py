@@ -1,0 +1,61 @@
+"""A consumer that never reads its socket: the broker stops sending to it (bounded queues, TCP
+back-pressure), memory stays bounded, and other clients are served as usual."""
+
+import socket
+import time
+
+import stomp
+
+from conftest import ACCESS_KEY, SECRET_KEY
+
+
+def rss_bytes(node):
+    for line in node.get("/metrics").text.splitlines():
+        if line.startswith("serv_process_resident_memory_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no RSS metric")
+
+
+def test_a_consumer_that_never_reads_costs_bounded_memory_and_nobody_else_waits(servd):
+    # The stalled consumer: subscribes with auto acks (everything it is sent counts as delivered)
+    # and then never reads a byte.
+    stalled = socket.create_connection(("127.0.0.1", servd.stomp_port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(f"CONNECT\naccept-version:1.2\nhost:/\nlogin:{ACCESS_KEY}\npasscode:{SECRET_KEY}\n\n\0".encode())
+    time.sleep(0.2)
+    stalled.sendall(b"SUBSCRIBE\nid:s\ndestination:/topic/firehose\nack:auto\n\n\0")
+    time.sleep(0.3)
+    before = rss_bytes(servd)
+
+    producer = stomp.Connection12([("127.0.0.1", servd.stomp_port)], heartbeats=(0, 0))
+    producer.connect(ACCESS_KEY, SECRET_KEY, wait=True)
+    body = "x" * 16384
+    started = time.monotonic()
+    for i in range(1500):  # 24 MiB through a topic the stalled consumer subscribes to
+        producer.send("/topic/firehose", body, headers={"receipt": f"r{i}"} if i % 100 == 99 else {})
+    producer.send("/queue/other", "still served", receipt="last")
+
+    # Another consumer gets its message promptly, while the stalled one holds its socket.
+    got = []
+
+    class Listener(stomp.ConnectionListener):
+        def on_message(self, frame):
+            got.append(frame.body)
+
+    consumer = stomp.Connection12([("127.0.0.1", servd.stomp_port)], heartbeats=(0, 0))
+    consumer.set_listener("l", Listener())
+    consumer.connect(ACCESS_KEY, SECRET_KEY, wait=True)
+    consumer.subscribe("/queue/other", id="o")
+    deadline = time.monotonic() + 15
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got == ["still served"], "the other consumer waited on the stalled one"
+    assert time.monotonic() - started < 30
+
+    grown = rss_bytes(servd) - before
+    assert grown < 48 * 1024 * 1024, f"RSS grew {grown / 2**20:.1f} MiB while a consumer did not read"
+    topics = {t["name"]: t for t in servd.get("/v1/topics").json()["topics"]}
+    assert topics["topic/firehose"]["messages"] == 1500, "every message was stored, none dropped"
+    producer.disconnect()
+    consumer.disconnect()
+    stalled.close()
