@@ -256,3 +256,11 @@ def wait_until(check, timeout=10.0, interval=0.1, message="condition not met in 
 
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def rss_bytes(node) -> float:
+    """The node's resident memory, from /metrics."""
+    for line in node.get("/metrics").text.splitlines():
+        if line.startswith("serv_process_resident_memory_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no RSS metric")

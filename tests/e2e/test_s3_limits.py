@@ -7,14 +7,9 @@ import time
 
 import requests
 
-from conftest import s3_client, s3_error, unique_bucket
+from conftest import rss_bytes, s3_client, s3_error, unique_bucket
 
 
-def rss_bytes(node):
-    for line in node.get("/metrics").text.splitlines():
-        if line.startswith("serv_process_resident_memory_bytes "):
-            return float(line.split()[1])
-    raise AssertionError("no RSS metric")
 
 
 def test_a_slowloris_is_cut_off_while_others_are_served(start_servd):

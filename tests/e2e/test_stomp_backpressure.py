@@ -6,14 +6,9 @@ import time
 
 import stomp
 
-from conftest import ACCESS_KEY, SECRET_KEY
+from conftest import ACCESS_KEY, SECRET_KEY, rss_bytes
 
 
-def rss_bytes(node):
-    for line in node.get("/metrics").text.splitlines():
-        if line.startswith("serv_process_resident_memory_bytes "):
-            return float(line.split()[1])
-    raise AssertionError("no RSS metric")
 
 
 def test_a_consumer_that_never_reads_costs_bounded_memory_and_nobody_else_waits(servd):

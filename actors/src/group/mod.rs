@@ -94,6 +94,12 @@ pub enum GroupMsg {
         member: String,
         offset: u64,
     },
+    /// Several ACKs of one member, in order, in one commit; refused at the first that fails
+    /// (the ones before it count).
+    AckMany {
+        member: String,
+        offsets: Vec<u64>,
+    },
     Nack {
         member: String,
         offset: u64,
@@ -268,6 +274,8 @@ impl Entity for Group {
                 self.state.leave(&member);
                 self.members.remove(&member);
                 self.parked.retain(|parked| parked.member != member);
+                // What it held is ready for the others.
+                self.wake(&directory, ctx).await?;
                 Ok(GroupReply::Done)
             }
             GroupMsg::Fetch { member, max, wait_ms } => {
@@ -288,29 +296,18 @@ impl Entity for Group {
                 self.wake(&directory, ctx).await?;
                 Ok(GroupReply::Done)
             }
-            GroupMsg::Ack { member, offset } => {
-                let Some(info) = self.members.get(&member) else { return refused(GroupRefusal::NotAMember) };
-                let acked = match info.ack {
-                    AckMode::Client => self.state.ack_through(&member, offset),
-                    _ => self.state.ack(&member, offset).map(|()| vec![offset]),
-                };
-                match acked {
-                    Ok(offsets) => {
-                        let mut changes = ctx.storage.write_set();
-                        self.persist(&mut changes, offsets)?;
-                        ctx.reply_when_durable(ctx.storage.stage(changes)?);
-                        Ok(GroupReply::Done)
-                    }
-                    Err(error) => refused(ack_refusal(error)),
-                }
-            }
+            GroupMsg::Ack { member, offset } => self.ack(member, vec![offset], &directory, ctx).await,
+            GroupMsg::AckMany { member, offsets } => self.ack(member, offsets, &directory, ctx).await,
             GroupMsg::Nack { member, offset } => {
                 if !self.members.contains_key(&member) {
                     return refused(GroupRefusal::NotAMember);
                 }
                 let max_deliveries = self.topic_config(&directory).await?.max_deliveries;
                 match self.state.nack(&member, offset, max_deliveries) {
-                    Ok(Refused::Redeliver) => Ok(GroupReply::Done),
+                    Ok(Refused::Redeliver) => {
+                        self.wake(&directory, ctx).await?;
+                        Ok(GroupReply::Done)
+                    }
                     Ok(Refused::Dead { deliveries }) => {
                         self.dead_letter(&directory, offset, deliveries, "rejected").await?;
                         let mut changes = ctx.storage.write_set();
@@ -386,6 +383,52 @@ impl Group {
 
     async fn topic_config(&self, directory: &Directory) -> Result<TopicConfig, EntityError> {
         Ok(self.topic_info(directory).await?.map(|info| info.config).unwrap_or_default())
+    }
+
+    /// Acknowledges `offsets` of `member` in order (through each, in client mode), in one commit
+    /// answered once durable; a refusal stops at the offset refused.
+    async fn ack(
+        &mut self,
+        member: String,
+        offsets: Vec<u64>,
+        directory: &Directory,
+        ctx: &EntityContext,
+    ) -> Outcome {
+        let Some(info) = self.members.get(&member) else { return refused(GroupRefusal::NotAMember) };
+        let mode = info.ack;
+        let mut acked = Vec::new();
+        let mut refusal = None;
+        for offset in offsets {
+            let outcome = match mode {
+                AckMode::Client => self.state.ack_through(&member, offset),
+                _ => self.state.ack(&member, offset).map(|()| vec![offset]),
+            };
+            match outcome {
+                Ok(offsets) => acked.extend(offsets),
+                Err(error) => {
+                    refusal = Some(ack_refusal(error));
+                    break;
+                }
+            }
+        }
+        if !acked.is_empty() {
+            let mut changes = ctx.storage.write_set();
+            self.persist(&mut changes, acked)?;
+            let staged = ctx.storage.stage(changes)?;
+            // The member has room again: a fetch of its waiting for it goes on now.
+            if self.state.has_room_for_a_batch(&member) {
+                self.wake(directory, ctx).await?;
+            }
+            if refusal.is_none() {
+                ctx.reply_when_durable(staged);
+            } else {
+                staged.await?;
+            }
+        }
+        match refusal {
+            Some(refusal) => refused(refusal),
+            None => Ok(GroupReply::Done),
+        }
     }
 
     /// Writes the group's cursor and the current state of `offsets` into `changes`.

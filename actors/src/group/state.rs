@@ -127,6 +127,16 @@ impl GroupState {
         }
     }
 
+    /// Whether `member` has room for a worthwhile batch: a quarter of its prefetch (at least one),
+    /// so that acks free room in batches instead of one message at a time.
+    pub fn has_room_for_a_batch(&self, member: &str) -> bool {
+        match self.members.get(member) {
+            Some(m) if m.prefetch == 0 => true,
+            Some(m) => self.credits(member) >= (m.prefetch as usize / 4).max(1),
+            None => false,
+        }
+    }
+
     /// How many more messages `member` may receive now.
     pub fn credits(&self, member: &str) -> usize {
         match self.members.get(member) {

@@ -103,7 +103,12 @@ impl Entity for Topic {
         }
         match msg {
             TopicMsg::Ensure { .. } => unreachable!("handled above"),
-            TopicMsg::Append { record, dedup_id } => self.append(record, dedup_id, ctx).await,
+            TopicMsg::Append { record, dedup_id } => {
+                let answers = self.append(vec![(record, dedup_id)], ctx).await?;
+                let (offset, duplicate) = answers[0];
+                Ok(TopicReply::Appended { offset, duplicate })
+            }
+            TopicMsg::AppendMany(batch) => Ok(TopicReply::AppendedMany(self.append(batch, ctx).await?)),
             TopicMsg::Read { from, max, max_bytes } => self.read(from, max, max_bytes),
             TopicMsg::OffsetAt { unix_ms } => self.offset_at(unix_ms),
             TopicMsg::Info => Ok(TopicReply::Info(self.info())),
@@ -209,54 +214,69 @@ impl Topic {
         Ok(())
     }
 
-    async fn append(&mut self, record: LogRecord, dedup_id: Option<String>, ctx: &EntityContext) -> Outcome {
+    /// Appends `batch` in order, in one commit answered once durable: each message's offset, and
+    /// whether it was a duplicate (then nothing was stored for it).
+    async fn append(
+        &mut self,
+        batch: Vec<(LogRecord, Option<String>)>,
+        ctx: &EntityContext,
+    ) -> Result<Vec<(u64, bool)>, EntityError> {
         let storage = &ctx.storage;
         let now = now_ms();
+        // An original still staged must be durable before a duplicate of it is answered.
+        if batch.iter().any(|(_, id)| id.as_ref().is_some_and(|id| self.pending_dedup.contains_key(id))) {
+            self.fence(storage).await?;
+        }
         let mut meta = self.meta.clone().expect("checked by handle");
-        if let Some(id) = &dedup_id {
-            let seen = match self.pending_dedup.get(id) {
-                Some(&offset) => {
-                    // The original is staged, not yet known durable: wait before answering.
-                    self.fence(storage).await?;
-                    Some(offset)
-                }
-                None => self
-                    .dedup
-                    .get(&(self.name.clone(), id.clone()))?
-                    .filter(|seen| seen.seen_ms + meta.config.dedup_window_ms > now)
-                    .map(|seen| seen.offset),
-            };
-            if let Some(offset) = seen {
-                return Ok(TopicReply::Appended { offset, duplicate: true });
-            }
-        }
-        let offset = meta.next_offset;
-        meta.next_offset += 1;
-        self.appends.add(1);
-        meta.bytes += record.size();
         let mut changes = storage.write_set();
-        changes.put(&self.log, &(self.name.clone(), offset), &record)?;
-        if let Some(id) = &dedup_id {
-            changes.put(
-                &self.dedup,
-                &(self.name.clone(), id.clone()),
-                &DedupRecord { offset, seen_ms: now },
-            )?;
-            self.pending_dedup.insert(id.clone(), offset);
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut in_batch: HashMap<String, u64> = HashMap::new();
+        for (record, dedup_id) in batch {
+            if let Some(id) = &dedup_id {
+                let seen = match in_batch.get(id) {
+                    Some(&offset) => Some(offset),
+                    None => self
+                        .dedup
+                        .get(&(self.name.clone(), id.clone()))?
+                        .filter(|seen| seen.seen_ms + meta.config.dedup_window_ms > now)
+                        .map(|seen| seen.offset),
+                };
+                if let Some(offset) = seen {
+                    answers.push((offset, true));
+                    continue;
+                }
+            }
+            let offset = meta.next_offset;
+            meta.next_offset += 1;
+            meta.bytes += record.size();
+            changes.put(&self.log, &(self.name.clone(), offset), &record)?;
+            if let Some(id) = dedup_id {
+                let seen = DedupRecord { offset, seen_ms: now };
+                changes.put(&self.dedup, &(self.name.clone(), id.clone()), &seen)?;
+                self.pending_dedup.insert(id.clone(), offset);
+                in_batch.insert(id, offset);
+            }
+            self.pending.insert(offset, record);
+            answers.push((offset, false));
         }
-        self.pending.insert(offset, record);
+        let stored = answers.iter().filter(|(_, duplicate)| !duplicate).count();
+        if stored == 0 {
+            return Ok(answers);
+        }
+        self.appends.add(stored as u64);
+        let last = meta.next_offset - 1;
         self.trim(&mut changes, &mut meta, now, MAX_TRIM_PER_APPEND)?;
         changes.put(&self.topics, &self.name, &meta)?;
         let staged = storage.stage(changes)?;
         self.meta = Some(meta);
-        // Watching groups hear of the message once it is durable, never before.
+        // Watching groups hear of the messages once they are durable, never before.
         let watchers = std::mem::take(&mut self.watchers);
         let directory = ctx.directory();
         let durable_below = self.durable_below.clone();
         ctx.reply_when_durable(async move {
             staged.await?;
             // Commits become durable in staging order, so everything before this one is too.
-            durable_below.fetch_max(offset + 1, Ordering::AcqRel);
+            durable_below.fetch_max(last + 1, Ordering::AcqRel);
             if let Some(directory) = directory {
                 for group in watchers {
                     let _ = directory
@@ -269,7 +289,7 @@ impl Topic {
         if self.pending.len() >= MAX_PENDING {
             self.fence(storage).await?;
         }
-        Ok(TopicReply::Appended { offset, duplicate: false })
+        Ok(answers)
     }
 
     /// Drops the oldest messages beyond the retention limits (at most `budget` of them); the

@@ -106,6 +106,8 @@ pub enum TopicMsg {
         record: LogRecord,
         dedup_id: Option<String>,
     },
+    /// Appends messages in order in one commit (a producer's burst); answered once durable.
+    AppendMany(Vec<(LogRecord, Option<String>)>),
     /// Reads up to `max` messages (and about `max_bytes`) from `from` on.
     Read {
         from: u64,
@@ -161,6 +163,8 @@ pub enum TopicReply {
         offset: u64,
         duplicate: bool,
     },
+    /// Each message's (offset, duplicate), in the order given.
+    AppendedMany(Vec<(u64, bool)>),
     /// Messages in offset order, and the offset to read from next.
     Records {
         records: Vec<(u64, LogRecord)>,

@@ -165,3 +165,23 @@ async fn acknowledged_appends_survive_passivation_and_reload() {
     ask(&directory, TopicMsg::Delete).await;
     assert_eq!(storage.table(LOG).unwrap().entries().count(), 0);
 }
+
+#[tokio::test]
+async fn a_batch_is_appended_in_order_in_one_commit_with_dedup_inside_it() {
+    let (directory, storage, _node) = node().await;
+    ask(&directory, TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    let fsyncs = storage.commit_stats().fsyncs;
+    let batch = vec![
+        (message(0, 1), Some("x".to_string())),
+        (message(1, 1), None),
+        (message(2, 1), Some("x".to_string())),
+        (message(3, 1), None),
+    ];
+    let TopicReply::AppendedMany(answers) = ask(&directory, TopicMsg::AppendMany(batch)).await else {
+        panic!()
+    };
+    assert_eq!(answers, [(0, false), (1, false), (0, true), (2, false)]);
+    assert!(storage.commit_stats().fsyncs - fsyncs <= 1, "one commit for the batch");
+    let bodies: Vec<_> = read_all(&directory, 0).await.into_iter().map(|(_, r)| r.body).collect();
+    assert_eq!(bodies, [message(0, 1).body, message(1, 1).body, message(3, 1).body]);
+}

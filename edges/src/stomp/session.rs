@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serv_actors::group::{AckMode, GroupMsg, GroupRefusal, GroupReply, StartAt};
 use serv_actors::topic::{DEDUP_HEADER, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
 use serv_actors::{ActorKey, ActorKind, Directory, KindMessage};
@@ -132,16 +132,21 @@ pub(super) async fn run<S: Connection>(stream: S, shared: Arc<Shared>, session_i
     };
     // A client that promised heart-beats and goes silent for twice as long is dead.
     let read_timeout = beats.client_to_server.map(|every| every * 2);
+    // A frame read while gathering a burst that is not part of it.
+    let mut lookahead = None;
     loop {
-        let next = match read_timeout {
-            Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    tracing::debug!(session = %session.id, "no heart-beat from the client: closing");
-                    break;
-                }
+        let next = match lookahead.take() {
+            Some(next) => Some(next),
+            None => match read_timeout {
+                Some(limit) => match tokio::time::timeout(limit, frames.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        tracing::debug!(session = %session.id, "no heart-beat from the client: closing");
+                        break;
+                    }
+                },
+                None => frames.next().await,
             },
-            None => frames.next().await,
         };
         let frame = match next {
             None => break,
@@ -152,6 +157,27 @@ pub(super) async fn run<S: Connection>(stream: S, shared: Arc<Shared>, session_i
                 break;
             }
         };
+        if is_plain_send(&frame) {
+            // Take every SEND to the same destination that has already arrived: one commit.
+            let destination = frame.header("destination").map(str::to_string);
+            let burst = gather(&mut frames, frame, &mut lookahead, |next| {
+                is_plain_send(next) && next.header("destination") == destination.as_deref()
+            });
+            if let Err((fault, receipt)) = session.publish_burst(burst).await {
+                session.fail(fault, receipt.as_deref()).await;
+                break;
+            }
+            continue;
+        }
+        if is_plain_ack(&frame) {
+            // Likewise every ACK that has already arrived: one commit for all of them.
+            let burst = gather(&mut frames, frame, &mut lookahead, is_plain_ack);
+            if let Err((fault, receipt)) = session.acknowledge_burst(burst).await {
+                session.fail(fault, receipt.as_deref()).await;
+                break;
+            }
+            continue;
+        }
         let receipt = frame.header("receipt").map(str::to_string);
         match session.handle(frame).await {
             Ok(Flow::Continue) => {
@@ -361,9 +387,8 @@ impl Session {
         }
     }
 
-    /// Appends a SEND's message to its destination; resolves once it is durable.
-    async fn publish(&self, frame: Frame) -> Result<(), Fault> {
-        let topic = topic_of(frame.header("destination"))?;
+    /// The log record (and dedup id) a SEND stores.
+    fn record_of(frame: &Frame) -> Result<(LogRecord, Option<String>), Fault> {
         let now = now_ms();
         let deliver_at_ms = match (frame.header("deliver-at"), frame.header("delay")) {
             (Some(at), _) => Some(
@@ -379,18 +404,54 @@ impl Session {
         let headers: Vec<(String, String)> =
             frame.headers.iter().filter(|(name, _)| !TRANSPORT.contains(&name.as_str())).cloned().collect();
         let dedup_id = frame.header(DEDUP_HEADER).map(str::to_string);
-        let record = LogRecord { headers, body: frame.body.to_vec(), published_ms: now, deliver_at_ms };
-        let mut reply = self
-            .topic(&topic, TopicMsg::Append { record: record.clone(), dedup_id: dedup_id.clone() })
-            .await?;
+        Ok((LogRecord { headers, body: frame.body.to_vec(), published_ms: now, deliver_at_ms }, dedup_id))
+    }
+
+    /// Appends a SEND's message to its destination; resolves once it is durable.
+    async fn publish(&self, frame: Frame) -> Result<(), Fault> {
+        let topic = topic_of(frame.header("destination"))?;
+        self.publish_many(&topic, vec![Self::record_of(&frame)?]).await
+    }
+
+    /// Appends messages to one destination in order, in one commit; resolves once durable.
+    async fn publish_many(&self, topic: &str, batch: Vec<(LogRecord, Option<String>)>) -> Result<(), Fault> {
+        let mut reply = self.topic(topic, TopicMsg::AppendMany(batch.clone())).await?;
         if matches!(reply, TopicReply::Refused(TopicRefusal::NoSuchTopic)) {
-            self.topic(&topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
-            reply = self.topic(&topic, TopicMsg::Append { record, dedup_id }).await?;
+            self.topic(topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+            reply = self.topic(topic, TopicMsg::AppendMany(batch)).await?;
         }
         match reply {
-            TopicReply::Appended { .. } => Ok(()),
+            TopicReply::AppendedMany(_) => Ok(()),
             other => Err(fault("message not stored", format!("{other:?}"))),
         }
+    }
+
+    /// A burst of SENDs (consecutive, to one destination, outside transactions): stored in one
+    /// commit, then each receipt in order. A frame that fails its checks ends the burst there:
+    /// the ones before it are stored and receipted, it gets the ERROR.
+    async fn publish_burst(&self, burst: Vec<Frame>) -> Result<(), (Fault, Option<String>)> {
+        let topic = topic_of(burst[0].header("destination")).map_err(|f| (f, receipt_of(&burst[0])))?;
+        let mut records = Vec::with_capacity(burst.len());
+        let mut failed = None;
+        for frame in &burst {
+            match Self::record_of(frame) {
+                Ok(record) => records.push(record),
+                Err(fault) => {
+                    failed = Some((fault, receipt_of(frame)));
+                    break;
+                }
+            }
+        }
+        let stored = records.len();
+        if stored > 0 {
+            self.publish_many(&topic, records).await.map_err(|f| (f, None))?;
+        }
+        for frame in &burst[..stored] {
+            if let Some(id) = receipt_of(frame) {
+                self.send(Frame::new(Command::Receipt).with_header("receipt-id", id)).await;
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     async fn topic(&self, topic: &str, msg: TopicMsg) -> Result<TopicReply, Fault> {
@@ -519,6 +580,59 @@ impl Session {
         }
     }
 
+    /// ACKs outside transactions, in order: consecutive ones for one subscription share a commit;
+    /// receipts follow in order. The first one refused gets the ERROR.
+    async fn acknowledge_burst(&self, burst: Vec<Frame>) -> Result<(), (Fault, Option<String>)> {
+        let mut run: Vec<(u64, Option<String>)> = Vec::new();
+        let mut run_subscription: Option<String> = None;
+        for frame in burst {
+            let receipt = receipt_of(&frame);
+            let (subscription, offset) = self.ack_target(&frame).map_err(|f| (f, receipt.clone()))?;
+            if run_subscription.as_ref().is_some_and(|current| *current != subscription) {
+                self.acknowledge_run(run_subscription.take().unwrap(), std::mem::take(&mut run)).await?;
+            }
+            run_subscription = Some(subscription);
+            run.push((offset, receipt));
+        }
+        if let Some(subscription) = run_subscription {
+            self.acknowledge_run(subscription, run).await?;
+        }
+        Ok(())
+    }
+
+    async fn acknowledge_run(
+        &self,
+        subscription: String,
+        run: Vec<(u64, Option<String>)>,
+    ) -> Result<(), (Fault, Option<String>)> {
+        let first_receipt = run.first().and_then(|(_, r)| r.clone());
+        let Some(sub) = self.subscriptions.get(&subscription) else {
+            return Err((
+                fault("unknown subscription", format!("no subscription {subscription}")),
+                first_receipt,
+            ));
+        };
+        if sub.ack == AckMode::Auto {
+            let detail = format!("subscription {subscription} acknowledges automatically");
+            return Err((fault("nothing to acknowledge", detail), first_receipt));
+        }
+        let offsets = run.iter().map(|(offset, _)| *offset).collect();
+        match self.group(&sub.group, GroupMsg::AckMany { member: sub.member.clone(), offsets }).await {
+            Ok(GroupReply::Done) => {}
+            Ok(GroupReply::Refused(GroupRefusal::Ack(reason))) => {
+                return Err((fault("unknown message", reason), None));
+            }
+            Ok(other) => return Err((fault("acknowledgement refused", format!("{other:?}")), None)),
+            Err(fault) => return Err((fault, None)),
+        }
+        for (_, receipt) in run {
+            if let Some(id) = receipt {
+                self.send(Frame::new(Command::Receipt).with_header("receipt-id", id)).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn end(&self, subscription: Subscription) {
         subscription.task.abort();
         let msg = if subscription.ephemeral {
@@ -534,6 +648,46 @@ impl Session {
             self.end(subscription).await;
         }
     }
+}
+
+/// Most SENDs stored in one commit.
+const MAX_BURST: usize = 256;
+
+/// A SEND outside any transaction: it may join a burst.
+fn is_plain_send(frame: &Frame) -> bool {
+    frame.command == Command::Send && frame.header("transaction").is_none()
+}
+
+/// An ACK outside any transaction: it may join a burst.
+fn is_plain_ack(frame: &Frame) -> bool {
+    frame.command == Command::Ack && frame.header("transaction").is_none()
+}
+
+/// `first` and the frames after it that have already arrived and `belong` with it (at most
+/// [`MAX_BURST`]); the first frame that does not is left in `lookahead`, to be handled next.
+fn gather<S: futures_util::Stream<Item = Result<Item, FrameError>> + Unpin>(
+    frames: &mut S,
+    first: Frame,
+    lookahead: &mut Option<Result<Item, FrameError>>,
+    belong: impl Fn(&Frame) -> bool,
+) -> Vec<Frame> {
+    let mut burst = vec![first];
+    while burst.len() < MAX_BURST {
+        match frames.next().now_or_never() {
+            Some(Some(Ok(Item::HeartBeat))) => continue,
+            Some(Some(Ok(Item::Frame(next)))) if belong(&next) => burst.push(next),
+            Some(Some(other)) => {
+                *lookahead = Some(other);
+                break;
+            }
+            Some(None) | None => break,
+        }
+    }
+    burst
+}
+
+fn receipt_of(frame: &Frame) -> Option<String> {
+    frame.header("receipt").map(str::to_string)
 }
 
 fn error_frame(fault: &Fault, receipt: Option<&str>) -> Frame {
