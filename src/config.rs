@@ -167,6 +167,9 @@ pub struct Cli {
     /// Heart-beat interval the STOMP server offers and asks for, both ways (0: none) [default: 10000]
     #[arg(long, env = "SERV_STOMP_HEART_BEAT_MS", value_name = "MS")]
     pub stomp_heart_beat_ms: Option<u64>,
+    /// An unacknowledged STOMP message is delivered again after this long [default: 30000]
+    #[arg(long, env = "SERV_STOMP_ACK_TIMEOUT_MS", value_name = "MS")]
+    pub stomp_ack_timeout_ms: Option<u64>,
     /// How often unreferenced content blocks are collected [default: 1000]
     #[arg(long, env = "SERV_BLOCK_GC_INTERVAL_MS", value_name = "MS")]
     pub block_gc_interval_ms: Option<u64>,
@@ -215,6 +218,7 @@ struct FileConfig {
     stomp_idle_timeout_ms: Option<u64>,
     stomp_max_body_bytes: Option<usize>,
     stomp_heart_beat_ms: Option<u64>,
+    stomp_ack_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -333,6 +337,9 @@ impl Config {
             },
             stomp: {
                 let mut settings = StompSettings::default();
+                if let Some(ms) = cli.stomp_ack_timeout_ms.or(file.stomp_ack_timeout_ms) {
+                    settings.ack_timeout = Duration::from_millis(ms);
+                }
                 if let Some(ms) = cli.stomp_heart_beat_ms.or(file.stomp_heart_beat_ms) {
                     settings.heart_beat = HeartBeat { send_ms: ms, receive_ms: ms };
                 }
@@ -403,8 +410,8 @@ impl Config {
         if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
             return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());
         }
-        if self.stomp.limits.max_body_bytes == 0 {
-            return Err("stomp_max_body_bytes must be greater than 0".into());
+        if self.stomp.limits.max_body_bytes == 0 || self.stomp.ack_timeout.is_zero() {
+            return Err("stomp_max_body_bytes and stomp_ack_timeout_ms must be greater than 0".into());
         }
         if self.block_gc_interval.is_zero() {
             return Err("block_gc_interval_ms must be greater than 0".into());

@@ -54,3 +54,28 @@ def test_a_consumer_that_never_reads_costs_bounded_memory_and_nobody_else_waits(
     producer.disconnect()
     consumer.disconnect()
     stalled.close()
+
+
+def test_a_message_not_acknowledged_in_time_is_delivered_again_marked(start_servd):
+    node = start_servd(args=["--stomp-ack-timeout-ms", "500"]).wait_ready()
+    frames = []
+
+    class Listener(stomp.ConnectionListener):
+        def on_message(self, frame):
+            frames.append(frame)
+
+    conn = stomp.Connection12([("127.0.0.1", node.stomp_port)], heartbeats=(0, 0))
+    conn.set_listener("l", Listener())
+    conn.connect(ACCESS_KEY, SECRET_KEY, wait=True)
+    conn.subscribe("/queue/slow", id="s", ack="client-individual")
+    conn.send("/queue/slow", "work", receipt="r")
+    deadline = time.monotonic() + 10
+    while len(frames) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [f.body for f in frames[:2]] == ["work", "work"], "delivered again after the ack timeout"
+    assert "redelivered" not in frames[0].headers
+    assert (frames[1].headers.get("redelivered"), frames[1].headers.get("redelivery-count")) == ("true", "1")
+    conn.ack(frames[1].headers["ack"])
+    time.sleep(1.2)
+    assert len(frames) == 2, "acknowledged: not delivered a third time"
+    conn.disconnect()
