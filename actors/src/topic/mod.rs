@@ -42,8 +42,8 @@ pub struct Topic {
     pending_dedup: HashMap<String, u64>,
     /// Groups waiting for the next message.
     watchers: HashSet<String>,
-    /// Every offset below this is durable (so applied): set by the replies of staged appends,
-    /// read to drop those records from `pending` without waiting for a fence.
+    /// Every offset below this is durable (so applied): set by the replies of staged appends.
+    /// Reads hand out only these, and `pending` drops them without waiting for a fence.
     durable_below: Arc<AtomicU64>,
     /// Appends per second, for the summary.
     appends: Rate,
@@ -67,6 +67,8 @@ impl Entity for Topic {
         storage.commit(storage.write_set()).await?;
         let topics = storage.table(TOPICS)?;
         let meta = topics.get(&ctx.key.name)?;
+        // After the fence above, everything the log holds is durable.
+        let durable_below = Arc::new(AtomicU64::new(meta.as_ref().map_or(0, |m| m.next_offset)));
         Ok(Topic {
             name: ctx.key.name.clone(),
             meta,
@@ -76,7 +78,7 @@ impl Entity for Topic {
             pending: BTreeMap::new(),
             pending_dedup: HashMap::new(),
             watchers: HashSet::new(),
-            durable_below: Arc::new(AtomicU64::new(0)),
+            durable_below,
             appends: Rate::default(),
         })
     }
@@ -328,18 +330,16 @@ impl Topic {
     fn read(&self, from: u64, max: usize, max_bytes: u64) -> Outcome {
         let meta = self.meta.as_ref().expect("checked by handle");
         let from = from.max(meta.first_offset);
-        let mut found: BTreeMap<u64, LogRecord> = BTreeMap::new();
+        // Only durable messages are handed out: a consumer never sees one a crash could undo.
+        let durable_below = self.durable_below.load(Ordering::Acquire);
         let prefix = KeyPrefix::new().part(&self.name);
         let start = (from > 0).then(|| (self.name.clone(), from - 1));
+        let (mut records, mut bytes) = (Vec::new(), 0u64);
         for entry in self.log.scan(&prefix, start.as_ref()).take(max) {
             let ((_, offset), record) = entry?;
-            found.insert(offset, record);
-        }
-        for (offset, record) in self.pending.range(from..).take(max) {
-            found.entry(*offset).or_insert_with(|| record.clone());
-        }
-        let (mut records, mut bytes) = (Vec::new(), 0u64);
-        for (offset, record) in found.into_iter().take(max) {
+            if offset >= durable_below {
+                break;
+            }
             if !records.is_empty() && bytes + record.size() > max_bytes {
                 break;
             }
