@@ -21,7 +21,9 @@ data in ./serv-data and listens on 127.0.0.1 only.
 
 Every named thing a user creates (a bucket, a topic, a consumer group, a gateway route) is a \
 supervised actor; the admin API on --admin-addr shows every actor with its mailbox, state and \
-restarts, and exposes health, readiness and Prometheus metrics.
+restarts, and exposes health, readiness and Prometheus metrics. S3 clients use --s3-addr; \
+STOMP clients use --stomp-addr (TCP) or --stomp-ws-addr (WebSocket, path /ws); both log in \
+with the root credentials or keys made with POST /v1/keys.
 
 Each option can also be given as a SERV_* environment variable (shown with each option) or in \
 the TOML file named by --config, using the option's long name with underscores as the key \
@@ -46,6 +48,7 @@ OUTPUT:
 FILES:
   DATA_DIR/db          The node's fjall database.
   DATA_DIR/serv.lock   Held while a servd runs on DATA_DIR; a second servd is refused.
+  DATA_DIR/secrets.key Seals the secrets of access keys in the database (mode 0600).
 
 SIGNALS:
   SIGTERM, SIGINT      Stop accepting, finish in-flight work, flush, exit 0 (within
@@ -83,7 +86,7 @@ pub struct Cli {
     /// STOMP edge listen address [default: 127.0.0.1:61613]
     #[arg(long, env = "SERV_STOMP_ADDR", value_name = "ADDR")]
     pub stomp_addr: Option<SocketAddr>,
-    /// STOMP-over-WebSocket listen address (reserved) [default: 127.0.0.1:61614]
+    /// STOMP-over-WebSocket listen address, path /ws [default: 127.0.0.1:61614]
     #[arg(long, env = "SERV_STOMP_WS_ADDR", value_name = "ADDR")]
     pub stomp_ws_addr: Option<SocketAddr>,
     /// HTTP gateway listen address (reserved: served once the gateway lands) [default: 127.0.0.1:8080]
