@@ -6,4 +6,5 @@
 //! forwards to, and the block/replication streams.
 
 pub mod identity;
+pub mod membership;
 pub mod ring;

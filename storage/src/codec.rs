@@ -32,6 +32,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes one value of type `T` from the front of `bytes`, and how many bytes it took (for
+/// framings that pack several values, like the membership protocol's packets).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

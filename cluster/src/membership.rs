@@ -1,0 +1,356 @@
+//! SWIM membership (foca) over the QUIC mesh: foca's packets travel as QUIC datagrams between
+//! nodes that proved membership with the cluster identity ([`crate::identity`]).
+//!
+//! foca is synchronous and transport-agnostic; one task owns it and feeds it what arrives
+//! (datagrams, timer expiries, commands), then carries out what it asks (send, schedule) and
+//! publishes the member view on a watch channel. A node joins by announcing itself to seed
+//! addresses, whose identities it need not know: foca learns them from the answers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
+use rand_foca::SeedableRng;
+use rand_foca::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use serv_storage::codec::CodecError;
+use tokio::sync::{mpsc, watch};
+
+use crate::identity::SERVER_NAME;
+
+/// A node as the membership knows it: its stable id, mesh address and boot (start time, ms),
+/// so that a restarted node is a newer identity of the same id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub boot: u64,
+}
+
+impl foca::Identity for NodeIdentity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self { boot: self.boot + 1, ..self.clone() })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.boot > adversary.boot
+    }
+}
+
+/// foca's wire format: our codec (bincode) over its serde types.
+struct WireCodec;
+
+impl foca::Codec<NodeIdentity> for WireCodec {
+    type Error = CodecError;
+
+    fn encode_header(
+        &mut self,
+        header: &foca::Header<NodeIdentity>,
+        mut buf: impl BufMut,
+    ) -> Result<(), CodecError> {
+        buf.put_slice(&serv_storage::codec::encode(header)?);
+        Ok(())
+    }
+
+    fn decode_header(&mut self, mut buf: impl Buf) -> Result<foca::Header<NodeIdentity>, CodecError> {
+        let (header, used) = serv_storage::codec::decode_prefix(buf.chunk())?;
+        buf.advance(used);
+        Ok(header)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &foca::Member<NodeIdentity>,
+        mut buf: impl BufMut,
+    ) -> Result<(), CodecError> {
+        buf.put_slice(&serv_storage::codec::encode(member)?);
+        Ok(())
+    }
+
+    fn decode_member(&mut self, mut buf: impl Buf) -> Result<foca::Member<NodeIdentity>, CodecError> {
+        let (member, used) = serv_storage::codec::decode_prefix(buf.chunk())?;
+        buf.advance(used);
+        Ok(member)
+    }
+}
+
+/// Named limits and timings of the membership protocol.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// How often a member probes another.
+    pub probe_period: Duration,
+    /// How long a probe waits for its answer before asking others to probe.
+    pub probe_rtt: Duration,
+    /// How long a suspect member has to refute the suspicion before it is declared down.
+    pub suspect_to_down_after: Duration,
+    /// Cluster size foca tunes its dissemination for.
+    pub expected_size: u32,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            probe_period: Duration::from_millis(1000),
+            probe_rtt: Duration::from_millis(500),
+            suspect_to_down_after: Duration::from_secs(3),
+            expected_size: 8,
+        }
+    }
+}
+
+/// How a member stands in this node's view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Down,
+}
+
+/// One member in this node's view (itself included).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub state: MemberState,
+    pub incarnation: u64,
+}
+
+enum Event {
+    Data(Bytes),
+    Timer(Timer<NodeIdentity>),
+    Announce(SocketAddr),
+    Leave,
+}
+
+/// A running membership: the view, and a handle to act on it.
+pub struct Membership {
+    view: watch::Receiver<Vec<MemberView>>,
+    events: mpsc::Sender<Event>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+type Connections = Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>;
+
+impl Membership {
+    /// Starts the membership of `me` on `endpoint` and announces it to `seeds`.
+    pub fn start(
+        me: NodeIdentity,
+        endpoint: quinn::Endpoint,
+        config: MembershipConfig,
+        seeds: Vec<SocketAddr>,
+    ) -> Self {
+        let (events, inbox) = mpsc::channel(1024);
+        let (publish, view) = watch::channel(Vec::new());
+        let connections: Connections = Arc::default();
+        tokio::spawn(accept(endpoint.clone(), events.clone(), connections.clone()));
+        let task = tokio::spawn(run(me, endpoint, config, inbox, events.clone(), publish, connections));
+        let membership = Self { view, events, task: Some(task) };
+        for seed in seeds {
+            let _ = membership.events.try_send(Event::Announce(seed));
+        }
+        membership
+    }
+
+    /// The members this node knows, itself first.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the view.
+    pub fn watch(&self) -> watch::Receiver<Vec<MemberView>> {
+        self.view.clone()
+    }
+
+    /// Announces this node to `seed` (again).
+    pub async fn announce(&self, seed: SocketAddr) {
+        let _ = self.events.send(Event::Announce(seed)).await;
+    }
+
+    /// Tells the others this node leaves, then stops.
+    pub async fn leave(mut self) {
+        let _ = self.events.send(Event::Leave).await;
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts mesh connections and reads their datagrams.
+async fn accept(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, connections: Connections) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (events, connections) = (events.clone(), connections.clone());
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            lock(&connections).insert(connection.remote_address(), connection.clone());
+            read_datagrams(connection, events).await;
+        });
+    }
+}
+
+async fn read_datagrams(connection: quinn::Connection, events: mpsc::Sender<Event>) {
+    while let Ok(datagram) = connection.read_datagram().await {
+        if events.send(Event::Data(datagram)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn lock(connections: &Connections) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
+    connections.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sends `data` to `to`, connecting first if needed; a failure is foca's to notice (no answer).
+fn send(
+    endpoint: &quinn::Endpoint,
+    connections: &Connections,
+    events: &mpsc::Sender<Event>,
+    to: SocketAddr,
+    data: Bytes,
+) {
+    let existing = lock(connections).get(&to).filter(|c| c.close_reason().is_none()).cloned();
+    if let Some(connection) = existing {
+        let _ = connection.send_datagram(data);
+        return;
+    }
+    let (endpoint, connections, events) = (endpoint.clone(), connections.clone(), events.clone());
+    tokio::spawn(async move {
+        let Ok(connecting) = endpoint.connect(to, SERVER_NAME) else { return };
+        let Ok(connection) = connecting.await else { return };
+        lock(&connections).insert(to, connection.clone());
+        let _ = connection.send_datagram(data);
+        read_datagrams(connection, events).await;
+    });
+}
+
+async fn run(
+    me: NodeIdentity,
+    endpoint: quinn::Endpoint,
+    config: MembershipConfig,
+    mut inbox: mpsc::Receiver<Event>,
+    events: mpsc::Sender<Event>,
+    publish: watch::Sender<Vec<MemberView>>,
+    connections: Connections,
+) {
+    let mut foca_config =
+        foca::Config::new_lan(NonZeroU32::new(config.expected_size.max(1)).expect("at least 1"));
+    foca_config.probe_period = config.probe_period;
+    foca_config.probe_rtt = config.probe_rtt;
+    foca_config.suspect_to_down_after = config.suspect_to_down_after;
+    foca_config.max_packet_size = NonZeroUsize::new(1100).expect("non-zero");
+    let mut foca = Foca::new(
+        me.clone(),
+        foca_config,
+        StdRng::try_from_rng(&mut rand_foca::rngs::SysRng).expect("the OS gives randomness"),
+        WireCodec,
+    );
+    let mut runtime = AccumulatingRuntime::new();
+    let mut down: HashMap<String, NodeIdentity> = HashMap::new();
+    publish_view(&foca, &me, &down, &publish);
+    while let Some(event) = inbox.recv().await {
+        let outcome = match event {
+            Event::Data(data) => foca.handle_data(&data, &mut runtime),
+            Event::Timer(timer) => foca.handle_timer(timer, &mut runtime),
+            Event::Announce(addr) => {
+                foca.announce(NodeIdentity { id: String::new(), addr, boot: 0 }, &mut runtime)
+            }
+            Event::Leave => {
+                let _ = foca.leave_cluster(&mut runtime);
+                while let Some((to, data)) = runtime.to_send() {
+                    send(&endpoint, &connections, &events, to.addr, data);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await; // let the datagrams go out
+                return;
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::debug!(%error, "membership input refused");
+        }
+        while let Some((to, data)) = runtime.to_send() {
+            send(&endpoint, &connections, &events, to.addr, data);
+        }
+        while let Some((after, timer)) = runtime.to_schedule() {
+            let events = events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = events.send(Event::Timer(timer)).await;
+            });
+        }
+        let mut changed = false;
+        while let Some(notification) = runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(member) => {
+                    down.remove(&member.id);
+                    changed = true;
+                }
+                OwnedNotification::MemberDown(member) => {
+                    down.insert(member.id.clone(), member);
+                    changed = true;
+                }
+                OwnedNotification::Rename(_, _) => changed = true,
+                _ => {}
+            }
+        }
+        if changed {
+            publish_view(&foca, &me, &down, &publish);
+        }
+    }
+}
+
+fn publish_view(
+    foca: &Foca<NodeIdentity, WireCodec, StdRng, foca::NoCustomBroadcast>,
+    me: &NodeIdentity,
+    down: &HashMap<String, NodeIdentity>,
+    publish: &watch::Sender<Vec<MemberView>>,
+) {
+    let mut view =
+        vec![MemberView { id: me.id.clone(), addr: me.addr, state: MemberState::Alive, incarnation: 0 }];
+    let mut alive: Vec<MemberView> = foca
+        .iter_membership_state()
+        .filter(|member| !member.id().id.is_empty())
+        .map(|member| MemberView {
+            id: member.id().id.clone(),
+            addr: member.id().addr,
+            state: match member.state() {
+                State::Alive => MemberState::Alive,
+                State::Suspect => MemberState::Suspect,
+                State::Down => MemberState::Down,
+            },
+            incarnation: u64::from(member.incarnation()),
+        })
+        .collect();
+    for gone in down.values() {
+        if !alive.iter().any(|m| m.id == gone.id) {
+            alive.push(MemberView {
+                id: gone.id.clone(),
+                addr: gone.addr,
+                state: MemberState::Down,
+                incarnation: 0,
+            });
+        }
+    }
+    alive.sort_by(|a, b| a.id.cmp(&b.id));
+    view.extend(alive.into_iter().filter(|m| m.id != me.id));
+    let _ = publish.send(view);
+}
+
+#[cfg(test)]
+mod tests;
