@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use serv_cluster::membership::MembershipConfig;
 use serv_edges::http1::HttpLimits;
 use serv_edges::listener::ConnectionLimits;
 use serv_edges::s3::S3Limits;
@@ -95,10 +96,10 @@ pub struct Cli {
     /// Admin API listen address [default: 127.0.0.1:9090]
     #[arg(long, env = "SERV_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
-    /// Cluster mesh UDP address (reserved: used once clustering lands) [default: 127.0.0.1:7946]
+    /// Cluster mesh UDP address (QUIC) [default: 127.0.0.1:7946]
     #[arg(long, env = "SERV_MESH_ADDR", value_name = "ADDR")]
     pub mesh_addr: Option<SocketAddr>,
-    /// Seed nodes to join, as host:port,... (reserved: used once clustering lands)
+    /// Seed nodes to join, as host:port,... (mesh addresses; only for the first contact)
     #[arg(long, env = "SERV_SEEDS", value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
     /// TOML file with any of these options (keys are the long names with underscores)
@@ -173,6 +174,15 @@ pub struct Cli {
     /// An unacknowledged STOMP message is delivered again after this long [default: 30000]
     #[arg(long, env = "SERV_STOMP_ACK_TIMEOUT_MS", value_name = "MS")]
     pub stomp_ack_timeout_ms: Option<u64>,
+    /// Mesh address other nodes reach this one at, when it differs from --mesh-addr (NAT, 0.0.0.0)
+    #[arg(long, env = "SERV_MESH_ADVERTISE", value_name = "ADDR")]
+    pub mesh_advertise: Option<SocketAddr>,
+    /// How often a member probes another (SWIM) [default: 1000]
+    #[arg(long, env = "SERV_PROBE_PERIOD_MS", value_name = "MS")]
+    pub probe_period_ms: Option<u64>,
+    /// How long a suspect member has to refute the suspicion before it is declared down [default: 3000]
+    #[arg(long, env = "SERV_SUSPECT_TIMEOUT_MS", value_name = "MS")]
+    pub suspect_timeout_ms: Option<u64>,
     /// How often unreferenced content blocks are collected [default: 1000]
     #[arg(long, env = "SERV_BLOCK_GC_INTERVAL_MS", value_name = "MS")]
     pub block_gc_interval_ms: Option<u64>,
@@ -222,6 +232,9 @@ struct FileConfig {
     stomp_max_body_bytes: Option<usize>,
     stomp_heart_beat_ms: Option<u64>,
     stomp_ack_timeout_ms: Option<u64>,
+    mesh_advertise: Option<SocketAddr>,
+    probe_period_ms: Option<u64>,
+    suspect_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -233,8 +246,9 @@ pub struct Config {
     pub stomp_ws_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    #[allow(dead_code)] // read by the cluster mesh, which lands with the [cluster] issue
     pub mesh_addr: SocketAddr,
+    pub mesh_advertise: Option<SocketAddr>,
+    pub membership: MembershipConfig,
     pub seeds: Vec<String>,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -273,6 +287,19 @@ impl Config {
             admin_addr: cli.admin_addr.or(file.admin_addr).unwrap_or(loopback(9090)),
             mesh_addr: cli.mesh_addr.or(file.mesh_addr).unwrap_or(loopback(7946)),
             seeds: cli.seeds.or(file.seeds).unwrap_or_default(),
+            mesh_advertise: cli.mesh_advertise.or(file.mesh_advertise),
+            membership: {
+                let defaults = MembershipConfig::default();
+                let probe = cli.probe_period_ms.or(file.probe_period_ms).map(Duration::from_millis);
+                let suspect = cli.suspect_timeout_ms.or(file.suspect_timeout_ms).map(Duration::from_millis);
+                let probe_period = probe.unwrap_or(defaults.probe_period);
+                MembershipConfig {
+                    probe_period,
+                    probe_rtt: (probe_period / 2).max(Duration::from_millis(10)),
+                    suspect_to_down_after: suspect.unwrap_or(defaults.suspect_to_down_after),
+                    ..defaults
+                }
+            },
             log_format: cli.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
             log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
             admin_limits: ConnectionLimits {
@@ -415,6 +442,13 @@ impl Config {
         }
         if self.stomp.limits.max_body_bytes == 0 || self.stomp.ack_timeout.is_zero() {
             return Err("stomp_max_body_bytes and stomp_ack_timeout_ms must be greater than 0".into());
+        }
+        if self.membership.probe_period < Duration::from_millis(20)
+            || self.membership.suspect_to_down_after < self.membership.probe_period
+        {
+            return Err(
+                "probe_period_ms must be at least 20 and suspect_timeout_ms at least the probe period".into(),
+            );
         }
         if self.block_gc_interval.is_zero() {
             return Err("block_gc_interval_ms must be greater than 0".into());

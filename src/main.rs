@@ -13,6 +13,8 @@ use serv_actors::bucket::Bucket;
 use serv_actors::group::Group;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
+use serv_cluster::identity::ClusterIdentity;
+use serv_cluster::membership::{Membership, NodeIdentity};
 use serv_edges::admin::{self, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
@@ -77,6 +79,8 @@ async fn run(config: Config) -> Result<(), String> {
         region: config.s3_region.clone(),
         domain: config.s3_domain.clone(),
     };
+    let membership = start_membership(&config, storage.node_id()).await?;
+    let mesh_addr = config.mesh_advertise.unwrap_or(config.mesh_addr);
     let keys = Keys::new(root_access, root_secret, storage.access_keys().clone());
     let stomp_listener = TcpListener::bind(config.stomp_addr)
         .await
@@ -96,9 +100,11 @@ async fn run(config: Config) -> Result<(), String> {
             ("s3".to_string(), s3_addr.to_string()),
             ("stomp".to_string(), stomp_addr.to_string()),
             ("stomp_ws".to_string(), format!("ws://{stomp_ws_addr}/ws")),
+            ("mesh".to_string(), mesh_addr.to_string()),
         ]),
     };
-    let state = AdminState::new(node, directory.clone(), storage.clone(), admin_token);
+    let state =
+        AdminState::new(node, directory.clone(), storage.clone(), admin_token, Some(membership.watch()));
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),
@@ -142,6 +148,7 @@ async fn run(config: Config) -> Result<(), String> {
 
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
+    membership.leave().await; // the others hear it now rather than by probing
     state.set_draining();
     let _ = stop_tx.send(true);
     let drain = async {
@@ -158,6 +165,29 @@ async fn run(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Joins the cluster: the mesh endpoint with the cluster identity, and SWIM membership seeded
+/// with `--seeds` (resolved now; a seed that does not resolve is reported and skipped).
+async fn start_membership(config: &Config, node_id: &str) -> Result<Membership, String> {
+    let secret = secrets::cluster_secret(&config.data_dir)?;
+    let identity = ClusterIdentity::new(&secret, node_id).map_err(|e| format!("cluster identity: {e}"))?;
+    let endpoint = identity.endpoint(config.mesh_addr).map_err(|e| format!("mesh: {e}"))?;
+    let bound = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let advertised = config.mesh_advertise.unwrap_or(bound);
+    let mut seeds = Vec::new();
+    for seed in &config.seeds {
+        match tokio::net::lookup_host(seed.as_str()).await {
+            Ok(addresses) => seeds.extend(addresses.filter(|a| *a != advertised).take(1)),
+            Err(error) => tracing::warn!(%seed, %error, "seed does not resolve; skipped"),
+        }
+    }
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let me = NodeIdentity { id: node_id.to_string(), addr: advertised, boot };
+    tracing::info!(mesh = %bound, advertised = %advertised, seeds = seeds.len(), "joining the cluster");
+    Ok(Membership::start(me, endpoint, config.membership.clone(), seeds))
 }
 
 async fn wait_for_signal() -> Result<&'static str, String> {

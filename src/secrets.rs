@@ -23,6 +23,24 @@ pub fn admin_token(data_dir: &Path) -> Result<String, String> {
     )
 }
 
+/// The cluster secret: nodes that share it form one cluster (mutual TLS on the mesh).
+pub fn cluster_secret(data_dir: &Path) -> Result<String, String> {
+    if let Some(secret) = from_env("SERV_CLUSTER_SECRET") {
+        return Ok(secret);
+    }
+    load_or_generate(
+        data_dir,
+        "cluster-secret",
+        || random_hex(32),
+        |path, secret| {
+            format!(
+                "servd: generated cluster secret {secret} (stored in {}, mode 0600); give it to every node as SERV_CLUSTER_SECRET",
+                path.display()
+            )
+        },
+    )
+}
+
 /// Root credentials of the S3 and STOMP edges: (access key, secret key).
 pub fn root_credentials(data_dir: &Path) -> Result<(String, String), String> {
     if let (Some(access), Some(secret)) = (from_env("SERV_ACCESS_KEY"), from_env("SERV_SECRET_KEY")) {

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Root credentials every test node starts with (SERV_ACCESS_KEY / SERV_SECRET_KEY).
 ACCESS_KEY = "SVTESTROOTKEY"
 SECRET_KEY = "test-root-secret-key-0123456789"
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
 
 
 def servd_bin() -> str:
@@ -25,6 +26,12 @@ def servd_bin() -> str:
         return os.environ["SERVD_BIN"]
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     return str(target / "debug" / "servd")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def free_port() -> int:
@@ -47,16 +54,19 @@ class Servd:
         self.s3 = f"http://127.0.0.1:{self.s3_port}"
         self.stomp_port = free_port()
         self.stomp_ws_port = free_port()
+        self.mesh_port = free_udp_port()
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
         if token is not None:
             full_env["SERV_ADMIN_TOKEN"] = token
         full_env.setdefault("SERV_ACCESS_KEY", ACCESS_KEY)
         full_env.setdefault("SERV_SECRET_KEY", SECRET_KEY)
+        full_env.setdefault("SERV_CLUSTER_SECRET", CLUSTER_SECRET)
         full_env.update(env or {})
         self.args = [servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"127.0.0.1:{self.s3_port}",
                      "--stomp-addr", f"127.0.0.1:{self.stomp_port}",
-                     "--stomp-ws-addr", f"127.0.0.1:{self.stomp_ws_port}", *args]
+                     "--stomp-ws-addr", f"127.0.0.1:{self.stomp_ws_port}",
+                     "--mesh-addr", f"127.0.0.1:{self.mesh_port}", *args]
         if admin_addr is not None:
             self.args += ["--admin-addr", admin_addr]
         self.log = open(self.log_path, "wb")

@@ -101,16 +101,18 @@ def test_second_servd_on_the_same_data_dir_is_refused(servd, start_servd):
 
 
 def test_generated_secrets_are_stored_0600_and_printed_once(start_servd, tmp_path):
-    no_creds = {"SERV_ACCESS_KEY": "", "SERV_SECRET_KEY": ""}  # empty means unset: generate
+    no_creds = {"SERV_ACCESS_KEY": "", "SERV_SECRET_KEY": "", "SERV_CLUSTER_SECRET": ""}  # empty: generate
     first = start_servd(token=None, env=no_creds).wait_ready()
     token_file = first.data_dir / "admin-token"
     creds_file = first.data_dir / "root-credentials"
-    for path in (token_file, creds_file):
+    cluster_file = first.data_dir / "cluster-secret"
+    for path in (token_file, creds_file, cluster_file):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     token = token_file.read_text().strip()
     assert len(token) == 64
     assert f"generated admin token {token}" in first.output()
     assert "generated root credentials" in first.output()
+    assert f"generated cluster secret {cluster_file.read_text().strip()}" in first.output()
     assert first.get("/v1/node", token=token).status_code == 200
     node_id = first.get("/v1/node", token=token).json()["id"]
     assert first.stop() == 0

@@ -19,6 +19,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 use serv_actors::{ActorKind, Directory, RecordKind};
+use serv_cluster::membership::MemberView;
 use serv_storage::Storage;
 use tracing::Instrument;
 
@@ -48,11 +49,19 @@ struct Inner {
     token: String,
     started: Instant,
     draining: AtomicBool,
+    /// The cluster membership view, when the node runs the mesh.
+    members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
 }
 
 impl AdminState {
-    /// State for a node whose admin endpoints require `token`.
-    pub fn new(node: NodeInfo, directory: Directory, storage: Storage, token: String) -> Self {
+    /// State for a node whose admin endpoints require `token`; `members` is the cluster view.
+    pub fn new(
+        node: NodeInfo,
+        directory: Directory,
+        storage: Storage,
+        token: String,
+        members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
+    ) -> Self {
         let inner = Inner {
             node,
             directory,
@@ -60,6 +69,7 @@ impl AdminState {
             token,
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            members,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -81,6 +91,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/actors", get(actors))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
+        .route("/v1/cluster/members", get(cluster_members))
         .route("/v1/topics", get(topics::list))
         .route("/v1/topics/{*name}", get(topics::get).put(topics::put).delete(topics::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
@@ -135,6 +146,33 @@ async fn node(State(state): State<AdminState>) -> Json<NodeView> {
         uptime_ms: state.uptime_ms(),
         data_dir: state.inner.storage.dir().display().to_string(),
     })
+}
+
+/// `{"members": [...]}`: this node first, then every member it knows, with its state. Edge
+/// addresses and version are known for this node; for others they travel with node metadata,
+/// which the membership does not disseminate yet (null).
+async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let me = &state.inner.node;
+    let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
+    let members: Vec<_> = view
+        .into_iter()
+        .map(|member| {
+            let mine = member.id == me.id;
+            let address = |edge: &str| mine.then(|| me.addresses.get(edge).cloned()).flatten();
+            serde_json::json!({
+                "id": member.id,
+                "mesh_addr": member.addr.to_string(),
+                "state": member.state,
+                "incarnation": member.incarnation,
+                "version": mine.then(|| me.version.clone()),
+                "s3_addr": address("s3"),
+                "stomp_addr": address("stomp"),
+                "http_addr": address("http"),
+                "admin_addr": address("admin"),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "members": members }))
 }
 
 async fn actors(

@@ -1,0 +1,68 @@
+"""Nodes join by naming a seed: SWIM membership over the QUIC mesh. Every node lists every member
+alive; a node with the wrong cluster secret is never listed; a killed node is seen down and
+rejoins with its old id."""
+
+import signal
+import time
+
+from conftest import wait_until
+
+FAST = ["--probe-period-ms", "200", "--suspect-timeout-ms", "1000"]
+
+
+def members(node):
+    return {m["id"]: m for m in node.get("/v1/cluster/members").json()["members"]}
+
+
+def node_id(node):
+    return node.get("/v1/node").json()["id"]
+
+
+def alive(node):
+    return sorted(i for i, m in members(node).items() if m["state"] == "alive")
+
+
+def test_three_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_path):
+    seed = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
+    seed_mesh = f"127.0.0.1:{seed.mesh_port}"
+    others = [start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / f"n{i}").wait_ready()
+              for i in (2, 3)]
+    stranger = start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / "stranger",
+                           env={"SERV_CLUSTER_SECRET": "another-cluster-entirely-0123456789"}).wait_ready()
+    nodes = [seed, *others]
+    ids = sorted(node_id(n) for n in nodes)
+    for node in nodes:
+        wait_until(lambda node=node: alive(node) == ids, timeout=15,
+                   message=f"{node_id(node)} sees {members(node)}")
+    me = members(seed)[node_id(seed)]
+    assert me["mesh_addr"] == seed_mesh and me["s3_addr"] == f"127.0.0.1:{seed.s3_port}"
+    assert me["version"] and me["admin_addr"]
+    stranger_id = node_id(stranger)
+    time.sleep(1.0)
+    for node in nodes:
+        assert stranger_id not in members(node), "a node without the cluster secret is never listed"
+    assert list(members(stranger)) == [stranger_id]
+
+
+def test_a_killed_node_is_seen_down_and_rejoins_with_its_old_id(start_servd, tmp_path):
+    seed = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
+    seed_mesh = f"127.0.0.1:{seed.mesh_port}"
+    second = start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / "n2").wait_ready()
+    victim = start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / "n3").wait_ready()
+    victim_id = node_id(victim)
+    for node in (seed, second):
+        wait_until(lambda node=node: victim_id in alive(node), timeout=15, message="the victim joins")
+
+    victim.stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    for node in (seed, second):
+        wait_until(lambda node=node: members(node).get(victim_id, {}).get("state") == "down", timeout=15,
+                   message=f"{victim_id} not seen down: {members(node)}")
+    detection = time.monotonic() - killed_at
+    assert detection < 10, f"detected down after {detection:.1f}s (probe 200 ms, suspicion 1 s)"
+
+    back = start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / "n3").wait_ready()
+    assert node_id(back) == victim_id
+    for node in (seed, second):
+        wait_until(lambda node=node: victim_id in alive(node), timeout=15,
+                   message=f"{victim_id} did not rejoin: {members(node)}")
