@@ -39,6 +39,9 @@ ENVIRONMENT:
   SERV_SECRET_KEY      Root credentials of the S3 and STOMP edges. When unset, a pair is generated
                        on first start, stored with mode 0600 in DATA_DIR/root-credentials and
                        printed once.
+  SERV_CLUSTER_SECRET  Nodes that share it form one cluster (mutual TLS on the mesh). When unset,
+                       one is generated on first start, stored with mode 0600 in
+                       DATA_DIR/cluster-secret and printed once.
   SERV_OTLP_ENDPOINT   OTLP/HTTP collector (e.g. http://127.0.0.1:4318); traces are exported only
                        when it is set.
   RUST_LOG             Log filter (tracing EnvFilter syntax); overrides --log-level.
