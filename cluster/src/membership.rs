@@ -323,33 +323,45 @@ fn publish_view(
 ) {
     let mut view =
         vec![MemberView { id: me.id.clone(), addr: me.addr, state: MemberState::Alive, incarnation: 0 }];
-    let mut alive: Vec<MemberView> = foca
-        .iter_membership_state()
-        .filter(|member| !member.id().id.is_empty())
-        .map(|member| MemberView {
-            id: member.id().id.clone(),
-            addr: member.id().addr,
-            state: match member.state() {
-                State::Alive => MemberState::Alive,
-                State::Suspect => MemberState::Suspect,
-                State::Down => MemberState::Down,
-            },
-            incarnation: u64::from(member.incarnation()),
-        })
-        .collect();
+    // One entry per node id: its newest identity (a restarted node has a newer boot, and foca
+    // may still hold the old one as down).
+    let mut newest: HashMap<String, (u64, MemberView)> = HashMap::new();
+    for member in foca.iter_membership_state() {
+        let state = match member.state() {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down => MemberState::Down,
+        };
+        keep_newest(&mut newest, &me.id, member.id(), state, u64::from(member.incarnation()));
+    }
     for gone in down.values() {
-        if !alive.iter().any(|m| m.id == gone.id) {
-            alive.push(MemberView {
-                id: gone.id.clone(),
-                addr: gone.addr,
-                state: MemberState::Down,
-                incarnation: 0,
-            });
+        if !newest.contains_key(&gone.id) {
+            keep_newest(&mut newest, &me.id, gone, MemberState::Down, 0);
         }
     }
-    alive.sort_by(|a, b| a.id.cmp(&b.id));
-    view.extend(alive.into_iter().filter(|m| m.id != me.id));
+    let mut others: Vec<MemberView> = newest.into_values().map(|(_, entry)| entry).collect();
+    others.sort_by(|a, b| a.id.cmp(&b.id));
+    view.extend(others);
     let _ = publish.send(view);
+}
+
+/// Records `identity` in `newest` unless it is this node, a seed placeholder, or older than the
+/// identity already recorded for its id.
+fn keep_newest(
+    newest: &mut HashMap<String, (u64, MemberView)>,
+    me: &str,
+    identity: &NodeIdentity,
+    state: MemberState,
+    incarnation: u64,
+) {
+    if identity.id.is_empty() || identity.id == me {
+        return;
+    }
+    if newest.get(&identity.id).is_some_and(|(boot, _)| *boot > identity.boot) {
+        return;
+    }
+    let entry = MemberView { id: identity.id.clone(), addr: identity.addr, state, incarnation };
+    newest.insert(identity.id.clone(), (identity.boot, entry));
 }
 
 #[cfg(test)]
