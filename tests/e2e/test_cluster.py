@@ -5,6 +5,8 @@ rejoins with its old id."""
 import signal
 import time
 
+import pytest
+
 from conftest import wait_until
 
 FAST = ["--probe-period-ms", "200", "--suspect-timeout-ms", "1000"]
@@ -22,11 +24,12 @@ def alive(node):
     return sorted(i for i, m in members(node).items() if m["state"] == "alive")
 
 
-def test_three_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_path):
+@pytest.mark.parametrize("size", [3, 5])
+def test_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_path, size):
     seed = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
     seed_mesh = f"127.0.0.1:{seed.mesh_port}"
     others = [start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / f"n{i}").wait_ready()
-              for i in (2, 3)]
+              for i in range(2, size + 1)]
     stranger = start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / "stranger",
                            env={"SERV_CLUSTER_SECRET": "another-cluster-entirely-0123456789"}).wait_ready()
     nodes = [seed, *others]
@@ -42,6 +45,18 @@ def test_three_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd
     for node in nodes:
         assert stranger_id not in members(node), "a node without the cluster secret is never listed"
     assert list(members(stranger)) == [stranger_id]
+
+    # Every node computes the same ring from the same view.
+    ring = seed.get("/v1/cluster/ring").json()["nodes"]
+    assert sorted(n["id"] for n in ring) == ids and all(len(n["tokens"]) == 64 for n in ring)
+    for key in ["bucket/photos", "topic/queue/orders", "group/topic/t#g"]:
+        lists = {tuple(n.get("/v1/cluster/ring/owner", params={"key": key}).json()["preference_list"])
+                 for n in nodes}
+        assert len(lists) == 1, f"{key}: nodes disagree {lists}"
+        (chosen,) = lists
+        assert len(chosen) == 3 and len(set(chosen)) == 3 and set(chosen) <= set(ids)
+    bad = seed.get("/v1/cluster/ring/owner")
+    assert (bad.status_code, bad.json()["code"]) == (400, "InvalidParameter")
 
 
 def test_a_killed_node_is_seen_down_and_rejoins_with_its_old_id(start_servd, tmp_path):

@@ -19,7 +19,8 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 use serv_actors::{ActorKind, Directory, RecordKind};
-use serv_cluster::membership::MemberView;
+use serv_cluster::membership::{MemberState, MemberView};
+use serv_cluster::ring::Ring;
 use serv_storage::Storage;
 use tracing::Instrument;
 
@@ -92,6 +93,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))
+        .route("/v1/cluster/ring", get(cluster_ring))
+        .route("/v1/cluster/ring/owner", get(ring_owner))
         .route("/v1/topics", get(topics::list))
         .route("/v1/topics/{*name}", get(topics::get).put(topics::put).delete(topics::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
@@ -173,6 +176,50 @@ async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Va
         })
         .collect();
     Json(serde_json::json!({ "members": members }))
+}
+
+/// The ring over the members this node sees alive (or suspect: still serving).
+fn live_ring(state: &AdminState) -> Ring {
+    let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
+    let live = view.into_iter().filter(|m| m.state != MemberState::Down).map(|m| m.id);
+    Ring::with_default_vnodes(live)
+}
+
+/// `{"nodes": [{"id", "tokens": [...]}]}`: every live member's tokens on the ring.
+async fn cluster_ring(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let ring = live_ring(&state);
+    let nodes: Vec<_> = ring
+        .members()
+        .iter()
+        .map(|member| serde_json::json!({ "id": member.id, "tokens": ring.tokens_of(&member.id) }))
+        .collect();
+    Json(serde_json::json!({ "nodes": nodes }))
+}
+
+/// `{"key", "point", "preference_list": [...]}`: where `key` (an actor key such as
+/// `bucket/photos`) lives: the owner first, then its replicas (`n`, default 3).
+async fn ring_owner(
+    State(state): State<AdminState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = params
+        .get("key")
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, "give the key: ?key=bucket/NAME"))?;
+    let n = match params.get("n") {
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, "n must be 1 to 16"))?,
+        None => 3,
+    };
+    let ring = live_ring(&state);
+    Ok(Json(serde_json::json!({
+        "key": key,
+        "point": Ring::key_point(key.as_bytes()),
+        "preference_list": ring.preference_list(key.as_bytes(), n),
+    })))
 }
 
 async fn actors(
