@@ -14,7 +14,7 @@ use serv_actors::group::Group;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_cluster::identity::ClusterIdentity;
-use serv_cluster::membership::{Membership, NodeIdentity};
+use serv_cluster::membership::{Membership, NodeIdentity, NodeMeta};
 use serv_edges::admin::{self, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
@@ -79,7 +79,6 @@ async fn run(config: Config) -> Result<(), String> {
         region: config.s3_region.clone(),
         domain: config.s3_domain.clone(),
     };
-    let membership = start_membership(&config, storage.node_id()).await?;
     let mesh_addr = config.mesh_advertise.unwrap_or(config.mesh_addr);
     let keys = Keys::new(root_access, root_secret, storage.access_keys().clone());
     let stomp_listener = TcpListener::bind(config.stomp_addr)
@@ -103,6 +102,7 @@ async fn run(config: Config) -> Result<(), String> {
             ("mesh".to_string(), mesh_addr.to_string()),
         ]),
     };
+    let membership = start_membership(&config, storage.node_id(), &node).await?;
     let state =
         AdminState::new(node, directory.clone(), storage.clone(), admin_token, Some(membership.watch()));
     tracing::info!(
@@ -169,7 +169,7 @@ async fn run(config: Config) -> Result<(), String> {
 
 /// Joins the cluster: the mesh endpoint with the cluster identity, and SWIM membership seeded
 /// with `--seeds` (resolved now; a seed that does not resolve is reported and skipped).
-async fn start_membership(config: &Config, node_id: &str) -> Result<Membership, String> {
+async fn start_membership(config: &Config, node_id: &str, node: &NodeInfo) -> Result<Membership, String> {
     let secret = secrets::cluster_secret(&config.data_dir)?;
     let identity = ClusterIdentity::new(&secret, node_id).map_err(|e| format!("cluster identity: {e}"))?;
     let endpoint = identity.endpoint(config.mesh_addr).map_err(|e| format!("mesh: {e}"))?;
@@ -187,7 +187,10 @@ async fn start_membership(config: &Config, node_id: &str) -> Result<Membership, 
         .map_or(0, |d| d.as_millis() as u64);
     let me = NodeIdentity { id: node_id.to_string(), addr: advertised, boot };
     tracing::info!(mesh = %bound, advertised = %advertised, seeds = seeds.len(), "joining the cluster");
-    Ok(Membership::start(me, endpoint, config.membership.clone(), seeds))
+    let mut addresses = node.addresses.clone();
+    addresses.insert("mesh".to_string(), advertised.to_string());
+    let meta = NodeMeta { version: node.version.clone(), addresses, ..NodeMeta::default() };
+    Ok(Membership::start(me, meta, endpoint, config.membership.clone(), seeds))
 }
 
 async fn wait_for_signal() -> Result<&'static str, String> {

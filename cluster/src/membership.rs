@@ -47,6 +47,57 @@ impl foca::Identity for NodeIdentity {
     }
 }
 
+/// What a node tells the others about itself: its edges' addresses and its version. Each node
+/// broadcasts its own; a newer (boot, seq) replaces an older one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub id: String,
+    pub boot: u64,
+    pub seq: u64,
+    pub version: String,
+    /// Listener addresses by edge name (`s3`, `stomp`, `admin`, ...).
+    pub addresses: std::collections::BTreeMap<String, String>,
+}
+
+/// The dissemination key of a metadata broadcast: a newer stamp of the same node replaces it.
+#[derive(Debug)]
+struct MetaKey {
+    id: String,
+    stamp: (u64, u64),
+}
+
+impl foca::Invalidates for MetaKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.id == other.id && self.stamp >= other.stamp
+    }
+}
+
+type MetaTable = Arc<Mutex<HashMap<String, NodeMeta>>>;
+
+/// Keeps the newest metadata of every node, and tells foca which broadcasts are news.
+struct MetaHandler(MetaTable);
+
+impl foca::BroadcastHandler<NodeIdentity> for MetaHandler {
+    type Key = MetaKey;
+    type Error = CodecError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&NodeIdentity>,
+    ) -> Result<Option<MetaKey>, CodecError> {
+        let meta: NodeMeta = serv_storage::codec::decode(data)?;
+        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let stamp = (meta.boot, meta.seq);
+        if table.get(&meta.id).is_some_and(|known| (known.boot, known.seq) >= stamp) {
+            return Ok(None); // nothing new: stop spreading it
+        }
+        let key = MetaKey { id: meta.id.clone(), stamp };
+        table.insert(meta.id.clone(), meta);
+        Ok(Some(key))
+    }
+}
+
 /// foca's wire format: our codec (bincode) over its serde types.
 struct WireCodec;
 
@@ -124,6 +175,8 @@ pub struct MemberView {
     pub addr: SocketAddr,
     pub state: MemberState,
     pub incarnation: u64,
+    /// What the node told about itself, once its broadcast arrived.
+    pub meta: Option<NodeMeta>,
 }
 
 enum Event {
@@ -143,9 +196,10 @@ pub struct Membership {
 type Connections = Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>;
 
 impl Membership {
-    /// Starts the membership of `me` on `endpoint` and announces it to `seeds`.
+    /// Starts the membership of `me` on `endpoint`, announces it to `seeds` and spreads `meta`.
     pub fn start(
         me: NodeIdentity,
+        meta: NodeMeta,
         endpoint: quinn::Endpoint,
         config: MembershipConfig,
         seeds: Vec<SocketAddr>,
@@ -154,7 +208,7 @@ impl Membership {
         let (publish, view) = watch::channel(Vec::new());
         let connections: Connections = Arc::default();
         tokio::spawn(accept(endpoint.clone(), events.clone(), connections.clone()));
-        let task = tokio::spawn(run(me, endpoint, config, inbox, events.clone(), publish, connections));
+        let task = tokio::spawn(run(me, meta, endpoint, config, inbox, events.clone(), publish, connections));
         let membership = Self { view, events, task: Some(task) };
         for seed in seeds {
             let _ = membership.events.try_send(Event::Announce(seed));
@@ -241,8 +295,10 @@ fn send(
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     me: NodeIdentity,
+    mut meta: NodeMeta,
     endpoint: quinn::Endpoint,
     config: MembershipConfig,
     mut inbox: mpsc::Receiver<Event>,
@@ -256,16 +312,36 @@ async fn run(
     foca_config.probe_rtt = config.probe_rtt;
     foca_config.suspect_to_down_after = config.suspect_to_down_after;
     foca_config.max_packet_size = NonZeroUsize::new(1100).expect("non-zero");
-    let mut foca = Foca::new(
+    let table: MetaTable = Arc::default();
+    let mut foca = Foca::with_custom_broadcast(
         me.clone(),
         foca_config,
         StdRng::try_from_rng(&mut rand_foca::rngs::SysRng).expect("the OS gives randomness"),
         WireCodec,
+        MetaHandler(table.clone()),
     );
     let mut runtime = AccumulatingRuntime::new();
     let mut down: HashMap<String, NodeIdentity> = HashMap::new();
-    publish_view(&foca, &me, &down, &publish);
-    while let Some(event) = inbox.recv().await {
+    meta.id = me.id.clone();
+    meta.boot = me.boot;
+    broadcast_meta(&mut foca, &meta);
+    publish_view(&foca, &me, &meta, &table, &down, &publish);
+    // Broadcasts reach members by chance (piggybacked on probes a few times each): saying it
+    // again now and then makes sure every member hears every other's metadata.
+    let mut rebroadcast = tokio::time::interval(config.probe_period * 10);
+    rebroadcast.tick().await;
+    loop {
+        let event = tokio::select! {
+            event = inbox.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = rebroadcast.tick() => {
+                meta.seq += 1;
+                broadcast_meta(&mut foca, &meta);
+                continue;
+            }
+        };
         let outcome = match event {
             Event::Data(data) => foca.handle_data(&data, &mut runtime),
             Event::Timer(timer) => foca.handle_timer(timer, &mut runtime),
@@ -300,6 +376,9 @@ async fn run(
                 OwnedNotification::MemberUp(member) => {
                     down.remove(&member.id);
                     changed = true;
+                    // A newcomer missed what was spread before it came: say it again.
+                    meta.seq += 1;
+                    broadcast_meta(&mut foca, &meta);
                 }
                 OwnedNotification::MemberDown(member) => {
                     down.insert(member.id.clone(), member);
@@ -309,20 +388,39 @@ async fn run(
                 _ => {}
             }
         }
-        if changed {
-            publish_view(&foca, &me, &down, &publish);
+        // Metadata may have arrived with any packet.
+        let _ = changed;
+        publish_view(&foca, &me, &meta, &table, &down, &publish);
+    }
+}
+
+/// Queues this node's metadata for dissemination.
+fn broadcast_meta(foca: &mut Foca<NodeIdentity, WireCodec, StdRng, MetaHandler>, meta: &NodeMeta) {
+    match serv_storage::codec::encode(meta) {
+        Ok(bytes) => {
+            if let Err(error) = foca.add_broadcast(&bytes) {
+                tracing::warn!(%error, "node metadata not broadcast");
+            }
         }
+        Err(error) => tracing::warn!(%error, "node metadata not encoded"),
     }
 }
 
 fn publish_view(
-    foca: &Foca<NodeIdentity, WireCodec, StdRng, foca::NoCustomBroadcast>,
+    foca: &Foca<NodeIdentity, WireCodec, StdRng, MetaHandler>,
     me: &NodeIdentity,
+    my_meta: &NodeMeta,
+    table: &MetaTable,
     down: &HashMap<String, NodeIdentity>,
     publish: &watch::Sender<Vec<MemberView>>,
 ) {
-    let mut view =
-        vec![MemberView { id: me.id.clone(), addr: me.addr, state: MemberState::Alive, incarnation: 0 }];
+    let mut view = vec![MemberView {
+        id: me.id.clone(),
+        addr: me.addr,
+        state: MemberState::Alive,
+        incarnation: 0,
+        meta: Some(my_meta.clone()),
+    }];
     // One entry per node id: its newest identity (a restarted node has a newer boot, and foca
     // may still hold the old one as down).
     let mut newest: HashMap<String, (u64, MemberView)> = HashMap::new();
@@ -339,9 +437,19 @@ fn publish_view(
             keep_newest(&mut newest, &me.id, gone, MemberState::Down, 0);
         }
     }
-    let mut others: Vec<MemberView> = newest.into_values().map(|(_, entry)| entry).collect();
+    let table = table.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut others: Vec<MemberView> = newest
+        .into_values()
+        .map(|(_, mut entry)| {
+            entry.meta = table.get(&entry.id).cloned();
+            entry
+        })
+        .collect();
     others.sort_by(|a, b| a.id.cmp(&b.id));
     view.extend(others);
+    if *publish.borrow() == view {
+        return; // unchanged: watchers are not woken
+    }
     let _ = publish.send(view);
 }
 
@@ -360,7 +468,7 @@ fn keep_newest(
     if newest.get(&identity.id).is_some_and(|(boot, _)| *boot > identity.boot) {
         return;
     }
-    let entry = MemberView { id: identity.id.clone(), addr: identity.addr, state, incarnation };
+    let entry = MemberView { id: identity.id.clone(), addr: identity.addr, state, incarnation, meta: None };
     newest.insert(identity.id.clone(), (identity.boot, entry));
 }
 

@@ -37,9 +37,17 @@ def test_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_
     for node in nodes:
         wait_until(lambda node=node: alive(node) == ids, timeout=15,
                    message=f"{node_id(node)} sees {members(node)}")
-    me = members(seed)[node_id(seed)]
-    assert me["mesh_addr"] == seed_mesh and me["s3_addr"] == f"127.0.0.1:{seed.s3_port}"
-    assert me["version"] and me["admin_addr"]
+    # Every node knows every member's edges and version, from the members' own broadcasts.
+    for node in nodes:
+        for other in nodes:
+            wait_until(lambda node=node, other=other: members(node)[node_id(other)]["s3_addr"] is not None,
+                       timeout=10, message="metadata did not spread")
+            seen = members(node)[node_id(other)]
+            assert seen["mesh_addr"] == f"127.0.0.1:{other.mesh_port}"
+            assert seen["s3_addr"] == f"127.0.0.1:{other.s3_port}"
+            assert seen["stomp_addr"] == f"127.0.0.1:{other.stomp_port}"
+            assert seen["admin_addr"] == f"127.0.0.1:{other.admin_port}"
+            assert seen["version"]
     stranger_id = node_id(stranger)
     time.sleep(1.0)
     for node in nodes:

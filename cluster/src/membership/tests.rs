@@ -22,7 +22,9 @@ fn node(id: &str, secret: &str, seeds: Vec<SocketAddr>) -> (Membership, SocketAd
         ClusterIdentity::new(secret, id).unwrap().endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let me = NodeIdentity { id: id.to_string(), addr, boot: 1 };
-    (Membership::start(me, endpoint, quick(), seeds), addr)
+    let mut meta = NodeMeta { version: "test".into(), ..NodeMeta::default() };
+    meta.addresses.insert("s3".into(), format!("s3-of-{id}"));
+    (Membership::start(me, meta, endpoint, quick(), seeds), addr)
 }
 
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
@@ -54,6 +56,15 @@ async fn members_join_through_a_seed_and_see_a_stopped_member_go_down() {
         .await;
     }
     assert_eq!(alive(&stranger), ["stranger"], "a node without the secret joins no one");
+    for membership in [&seed, &second, &third] {
+        until("everyone's metadata arrived", || {
+            membership.members().iter().all(|m| {
+                m.meta.as_ref().and_then(|meta| meta.addresses.get("s3").cloned())
+                    == Some(format!("s3-of-{}", m.id))
+            })
+        })
+        .await;
+    }
     for membership in [&seed, &second, &third] {
         assert!(!membership.members().iter().any(|m| m.id == "stranger"), "and no one lists it");
     }

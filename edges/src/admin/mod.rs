@@ -151,23 +151,21 @@ async fn node(State(state): State<AdminState>) -> Json<NodeView> {
     })
 }
 
-/// `{"members": [...]}`: this node first, then every member it knows, with its state. Edge
-/// addresses and version are known for this node; for others they travel with node metadata,
-/// which the membership does not disseminate yet (null).
+/// `{"members": [...]}`: this node first, then every member it knows, with its state, version
+/// and edge addresses (as each node broadcast them; null until its broadcast arrived).
 async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Value> {
-    let me = &state.inner.node;
     let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
     let members: Vec<_> = view
         .into_iter()
         .map(|member| {
-            let mine = member.id == me.id;
-            let address = |edge: &str| mine.then(|| me.addresses.get(edge).cloned()).flatten();
+            let meta = member.meta.as_ref();
+            let address = |edge: &str| meta.and_then(|meta| meta.addresses.get(edge).cloned());
             serde_json::json!({
                 "id": member.id,
                 "mesh_addr": member.addr.to_string(),
                 "state": member.state,
                 "incarnation": member.incarnation,
-                "version": mine.then(|| me.version.clone()),
+                "version": meta.map(|meta| meta.version.clone()),
                 "s3_addr": address("s3"),
                 "stomp_addr": address("stomp"),
                 "http_addr": address("http"),
