@@ -43,15 +43,19 @@ def free_port() -> int:
 class Servd:
     """One running servd: its process, data dir, admin URL and token."""
 
-    def __init__(self, data_dir: Path, args=(), env=None, token="test-admin-token", admin_addr="auto"):
+    def __init__(self, data_dir: Path, args=(), env=None, token="test-admin-token", admin_addr="auto",
+                 host="127.0.0.1", wrap=()):
+        """`host` is the address every listener binds; `wrap` prefixes the command line (e.g.
+        `ip netns exec NS` to run the node on another network host)."""
         self.data_dir = data_dir
+        self.host = host
         self.admin_port = free_port()
-        self.admin = f"http://127.0.0.1:{self.admin_port}"
+        self.admin = f"http://{host}:{self.admin_port}"
         if admin_addr == "auto":
-            admin_addr = f"127.0.0.1:{self.admin_port}"
+            admin_addr = f"{host}:{self.admin_port}"
         self.token = token
         self.s3_port = free_port()
-        self.s3 = f"http://127.0.0.1:{self.s3_port}"
+        self.s3 = f"http://{host}:{self.s3_port}"
         self.stomp_port = free_port()
         self.stomp_ws_port = free_port()
         self.mesh_port = free_udp_port()
@@ -63,10 +67,10 @@ class Servd:
         full_env.setdefault("SERV_SECRET_KEY", SECRET_KEY)
         full_env.setdefault("SERV_CLUSTER_SECRET", CLUSTER_SECRET)
         full_env.update(env or {})
-        self.args = [servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"127.0.0.1:{self.s3_port}",
-                     "--stomp-addr", f"127.0.0.1:{self.stomp_port}",
-                     "--stomp-ws-addr", f"127.0.0.1:{self.stomp_ws_port}",
-                     "--mesh-addr", f"127.0.0.1:{self.mesh_port}", *args]
+        self.args = [*wrap, servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"{host}:{self.s3_port}",
+                     "--stomp-addr", f"{host}:{self.stomp_port}",
+                     "--stomp-ws-addr", f"{host}:{self.stomp_ws_port}",
+                     "--mesh-addr", f"{host}:{self.mesh_port}", *args]
         if admin_addr is not None:
             self.args += ["--admin-addr", admin_addr]
         self.log = open(self.log_path, "wb")
@@ -118,8 +122,10 @@ def start_servd(tmp_path):
     """
     started = []
 
-    def start(args=(), env=None, data_dir=None, token="test-admin-token", admin_addr="auto"):
-        node = Servd(data_dir or tmp_path / "data", args=args, env=env, token=token, admin_addr=admin_addr)
+    def start(args=(), env=None, data_dir=None, token="test-admin-token", admin_addr="auto", host="127.0.0.1",
+              wrap=()):
+        node = Servd(data_dir or tmp_path / "data", args=args, env=env, token=token, admin_addr=admin_addr,
+                     host=host, wrap=wrap)
         started.append(node)
         return node
 
