@@ -8,6 +8,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use serv_storage::keys::random_hex;
+
 /// The admin API's bearer token.
 pub fn admin_token(data_dir: &Path) -> Result<String, String> {
     if let Some(token) = from_env("SERV_ADMIN_TOKEN") {
@@ -62,10 +64,6 @@ pub fn root_credentials(data_dir: &Path) -> Result<(String, String), String> {
 
 fn from_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
 /// Reads `name` from the data dir, or creates it (0600, synced) with `generate()` and prints it.

@@ -27,6 +27,11 @@ pub use inspect::{ActorRecord, ActorStatus, RecordKind, Registry};
 pub use key::{ActorKey, ActorKind};
 pub use supervisor::SupervisionConfig;
 
+/// Wall-clock time in Unix milliseconds, as entities record it (publish times, last-modified).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod testing;
 #[cfg(test)]

@@ -107,32 +107,39 @@ impl foca::Codec<NodeIdentity> for WireCodec {
     fn encode_header(
         &mut self,
         header: &foca::Header<NodeIdentity>,
-        mut buf: impl BufMut,
+        buf: impl BufMut,
     ) -> Result<(), CodecError> {
-        buf.put_slice(&serv_storage::codec::encode(header)?);
-        Ok(())
+        put(header, buf)
     }
 
-    fn decode_header(&mut self, mut buf: impl Buf) -> Result<foca::Header<NodeIdentity>, CodecError> {
-        let (header, used) = serv_storage::codec::decode_prefix(buf.chunk())?;
-        buf.advance(used);
-        Ok(header)
+    fn decode_header(&mut self, buf: impl Buf) -> Result<foca::Header<NodeIdentity>, CodecError> {
+        take(buf)
     }
 
     fn encode_member(
         &mut self,
         member: &foca::Member<NodeIdentity>,
-        mut buf: impl BufMut,
+        buf: impl BufMut,
     ) -> Result<(), CodecError> {
-        buf.put_slice(&serv_storage::codec::encode(member)?);
-        Ok(())
+        put(member, buf)
     }
 
-    fn decode_member(&mut self, mut buf: impl Buf) -> Result<foca::Member<NodeIdentity>, CodecError> {
-        let (member, used) = serv_storage::codec::decode_prefix(buf.chunk())?;
-        buf.advance(used);
-        Ok(member)
+    fn decode_member(&mut self, buf: impl Buf) -> Result<foca::Member<NodeIdentity>, CodecError> {
+        take(buf)
     }
+}
+
+/// Appends `value` in our codec.
+fn put<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
+    buf.put_slice(&serv_storage::codec::encode(value)?);
+    Ok(())
+}
+
+/// Reads one value from the front of `buf`, consuming exactly its bytes.
+fn take<T: serde::de::DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
+    let (value, used) = serv_storage::codec::decode_prefix(buf.chunk())?;
+    buf.advance(used);
+    Ok(value)
 }
 
 /// Named limits and timings of the membership protocol.
@@ -370,26 +377,21 @@ async fn run(
                 let _ = events.send(Event::Timer(timer)).await;
             });
         }
-        let mut changed = false;
         while let Some(notification) = runtime.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(member) => {
                     down.remove(&member.id);
-                    changed = true;
                     // A newcomer missed what was spread before it came: say it again.
                     meta.seq += 1;
                     broadcast_meta(&mut foca, &meta);
                 }
                 OwnedNotification::MemberDown(member) => {
                     down.insert(member.id.clone(), member);
-                    changed = true;
                 }
-                OwnedNotification::Rename(_, _) => changed = true,
                 _ => {}
             }
         }
-        // Metadata may have arrived with any packet.
-        let _ = changed;
+        // Membership or metadata may have changed with any input; an unchanged view is not sent.
         publish_view(&foca, &me, &meta, &table, &down, &publish);
     }
 }

@@ -185,7 +185,8 @@ impl AccessKeys {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes as lower-case hex (generated keys, tokens and secrets).
+pub fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 

@@ -11,7 +11,8 @@ use serv_storage::blocks::{BlockHash, BlockRef};
 use serv_storage::{KeyPrefix, Storage, WriteSet};
 
 use super::model::*;
-use super::{Bucket, NULL_VERSION, Outcome, VersionRow, now_ms, refused, upload_info};
+use super::{Bucket, NULL_VERSION, Outcome, VersionRow, refused, upload_info};
+use crate::now_ms;
 use crate::{EntityContext, EntityError};
 
 /// One change of an existing bucket: a working copy of its meta and what to release after.

@@ -10,7 +10,6 @@ mod change;
 mod model;
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serv_storage::blocks::{BlockHash, BlockRef};
 use serv_storage::{KeyPrefix, Storage, Table};
@@ -19,7 +18,7 @@ use change::Op;
 
 pub use model::*;
 
-use crate::{Entity, EntityContext, EntityError};
+use crate::{Entity, EntityContext, EntityError, now_ms};
 
 /// A bucket name's actor. A name without a bucket loads as absent and refuses object requests.
 pub struct Bucket {
@@ -41,10 +40,6 @@ struct Tables {
     uploads: Table<(String, String), UploadRecord>,
     parts: Table<(String, String, u64), PartRecord>,
     refs: Table<(BlockHash, String), BlockRef>,
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The version id of an object in a bucket that never had versioning.

@@ -13,7 +13,7 @@
 pub mod state;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serv_storage::{KeyPrefix, Record, Staged, Table, TableDef, WriteSet};
@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::inspect::Rate;
 use crate::topic::{LogRecord, TopicConfig, TopicInfo, TopicMsg, TopicReply};
-use crate::{ActorKey, ActorKind, Directory, Entity, EntityContext, EntityError, KindMessage};
+use crate::{ActorKey, ActorKind, Directory, Entity, EntityContext, EntityError, KindMessage, now_ms};
 use state::{AckError, GroupState, Outstanding, Refused};
 
 /// A group's durable description.
@@ -182,10 +182,6 @@ pub struct Group {
     head: u64,
     /// Deliveries per second, for the summary.
     deliveries: Rate,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 type Outcome = Result<GroupReply, EntityError>;

@@ -13,7 +13,6 @@ mod model;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
 
@@ -21,7 +20,7 @@ pub use model::*;
 
 use crate::group::GroupMsg;
 use crate::inspect::Rate;
-use crate::{ActorKey, ActorKind, Entity, EntityContext, EntityError};
+use crate::{ActorKey, ActorKind, Entity, EntityContext, EntityError, now_ms};
 
 /// Most staged messages the actor keeps in its own view before fencing (durable ones leave it
 /// as their replies go out, so this is reached only when the disk falls behind).
@@ -47,10 +46,6 @@ pub struct Topic {
     durable_below: Arc<AtomicU64>,
     /// Appends per second, for the summary.
     appends: Rate,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 type Outcome = Result<TopicReply, EntityError>;

@@ -27,8 +27,8 @@ pub(super) async fn require_token(State(state): State<AdminState>, request: Requ
     }
 }
 
-/// Compares in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+/// Compares in time independent of where the inputs differ (tokens, passcodes).
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -1,7 +1,7 @@
 //! The admin API: `/healthz`, `/readyz`, `/metrics` for machines, and the versioned `/v1/...`
 //! JSON API (bearer token) that people, scripts and the console use.
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod keys;
 mod metrics;

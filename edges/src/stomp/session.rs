@@ -15,12 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serv_actors::group::{AckMode, GroupMsg, GroupRefusal, GroupReply, StartAt};
 use serv_actors::topic::{DEDUP_HEADER, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
-use serv_actors::{ActorKey, ActorKind, Directory, KindMessage};
+use serv_actors::{ActorKey, ActorKind, Directory, KindMessage, now_ms};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
@@ -227,7 +227,7 @@ async fn connect(
     let valid = shared
         .keys
         .secret(login)
-        .is_some_and(|secret| constant_time_eq(secret.as_bytes(), passcode.as_bytes()));
+        .is_some_and(|secret| crate::admin::auth::same(secret.as_bytes(), passcode.as_bytes()));
     if !valid {
         return Err(fault("access refused", "login and passcode must be an access key and its secret"));
     }
@@ -248,10 +248,6 @@ async fn connect(
         agreed
     };
     Ok((version, agreed))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Sends queued frames, and a heart-beat when the connection was quiet for the agreed interval.
@@ -290,10 +286,6 @@ struct Session {
     transactions: HashMap<String, Vec<Pending>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The topic name of a `/queue/NAME` or `/topic/NAME` destination.
 fn topic_of(destination_header: Option<&str>) -> Result<String, Fault> {
     let value = destination_header
@@ -313,7 +305,7 @@ impl Session {
 
     async fn handle(&mut self, frame: Frame) -> Result<Flow, Fault> {
         match frame.command {
-            Command::Send => self.send_or_buffer(frame).await?,
+            Command::Send => self.buffer_send(frame)?,
             Command::Subscribe => self.subscribe(&frame).await?,
             Command::Unsubscribe => {
                 let id = self.subscription_id(&frame)?;
@@ -379,12 +371,11 @@ impl Session {
             .ok_or_else(|| fault("unknown transaction", format!("no transaction {tx}")))
     }
 
-    async fn send_or_buffer(&mut self, frame: Frame) -> Result<(), Fault> {
-        topic_of(frame.header("destination"))?; // checked now, not at COMMIT
-        match frame.header("transaction").map(str::to_string) {
-            Some(tx) => self.buffer(&tx, Pending::Send(frame)),
-            None => self.publish(frame).await,
-        }
+    /// A SEND inside a transaction (others go through bursts): checked now, stored at COMMIT.
+    fn buffer_send(&mut self, frame: Frame) -> Result<(), Fault> {
+        topic_of(frame.header("destination"))?;
+        let tx = frame.header("transaction").unwrap_or_default().to_string();
+        self.buffer(&tx, Pending::Send(frame))
     }
 
     /// The log record (and dedup id) a SEND stores.
