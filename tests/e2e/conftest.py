@@ -3,6 +3,7 @@
 The binary is $SERVD_BIN, or target/debug/servd under $CARGO_TARGET_DIR (or ./target).
 """
 
+import itertools
 import os
 import signal
 import socket
@@ -28,16 +29,26 @@ def servd_bin() -> str:
     return str(target / "debug" / "servd")
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TEST_PORTS = range(20000, 32000)
+_NEXT_PORT = itertools.count((os.getpid() * 7919) % len(TEST_PORTS))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that is free for both TCP and UDP and not among the last 12,000 this test run handed out.
+
+    Ports come from below the kernel's ephemeral range (32768+), so a client connection can't take one
+    between the check and servd's bind, and two calls never return the same port (the kernel's own
+    `bind(0)` may hand a just-closed port out twice, which made nodes collide)."""
+    for _ in TEST_PORTS:
+        port = TEST_PORTS[next(_NEXT_PORT) % len(TEST_PORTS)]
+        try:
+            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free loopback port left in {TEST_PORTS}")
 
 
 class Servd:
@@ -58,7 +69,7 @@ class Servd:
         self.s3 = f"http://{host}:{self.s3_port}"
         self.stomp_port = free_port()
         self.stomp_ws_port = free_port()
-        self.mesh_port = free_udp_port()
+        self.mesh_port = free_port()
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
         if token is not None:
