@@ -1,6 +1,7 @@
 //! `servd`: runs one Serv node. Wiring only: configuration, storage, the supervision tree, the
 //! admin API, and an orderly drain on SIGTERM/SIGINT.
 
+mod cluster;
 mod config;
 mod secrets;
 mod telemetry;
@@ -13,8 +14,6 @@ use serv_actors::bucket::Bucket;
 use serv_actors::group::Group;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
-use serv_cluster::identity::ClusterIdentity;
-use serv_cluster::membership::{Membership, NodeIdentity, NodeMeta};
 use serv_edges::admin::{self, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
@@ -102,9 +101,14 @@ async fn run(config: Config) -> Result<(), String> {
             ("mesh".to_string(), mesh_addr.to_string()),
         ]),
     };
-    let membership = start_membership(&config, storage.node_id(), &node).await?;
-    let state =
-        AdminState::new(node, directory.clone(), storage.clone(), admin_token, Some(membership.watch()));
+    let cluster = cluster::join(&config, &node, &directory).await?;
+    let state = AdminState::new(
+        node,
+        directory.clone(),
+        storage.clone(),
+        admin_token,
+        Some(cluster.membership.watch()),
+    );
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),
@@ -148,7 +152,7 @@ async fn run(config: Config) -> Result<(), String> {
 
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
-    membership.leave().await; // the others hear it now rather than by probing
+    cluster.membership.leave().await; // the others hear it now rather than by probing
     state.set_draining();
     let _ = stop_tx.send(true);
     let drain = async {
@@ -157,6 +161,7 @@ async fn run(config: Config) -> Result<(), String> {
         let _ = stomp_server.await;
         collector.abort();
         directory.shutdown(config.drain_timeout).await;
+        cluster.remote.stop();
     };
     let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();
     storage.close().map_err(|e| format!("final flush failed: {e}"))?;
@@ -165,32 +170,6 @@ async fn run(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// Joins the cluster: the mesh endpoint with the cluster identity, and SWIM membership seeded
-/// with `--seeds` (resolved now; a seed that does not resolve is reported and skipped).
-async fn start_membership(config: &Config, node_id: &str, node: &NodeInfo) -> Result<Membership, String> {
-    let secret = secrets::cluster_secret(&config.data_dir)?;
-    let identity = ClusterIdentity::new(&secret, node_id).map_err(|e| format!("cluster identity: {e}"))?;
-    let endpoint = identity.endpoint(config.mesh_addr).map_err(|e| format!("mesh: {e}"))?;
-    let bound = endpoint.local_addr().map_err(|e| e.to_string())?;
-    let advertised = config.mesh_advertise.unwrap_or(bound);
-    let mut seeds = Vec::new();
-    for seed in &config.seeds {
-        match tokio::net::lookup_host(seed.as_str()).await {
-            Ok(addresses) => seeds.extend(addresses.filter(|a| *a != advertised).take(1)),
-            Err(error) => tracing::warn!(%seed, %error, "seed does not resolve; skipped"),
-        }
-    }
-    let boot = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let me = NodeIdentity { id: node_id.to_string(), addr: advertised, boot };
-    tracing::info!(mesh = %bound, advertised = %advertised, seeds = seeds.len(), "joining the cluster");
-    let mut addresses = node.addresses.clone();
-    addresses.insert("mesh".to_string(), advertised.to_string());
-    let meta = NodeMeta { version: node.version.clone(), addresses, ..NodeMeta::default() };
-    Ok(Membership::start(me, meta, endpoint, config.membership.clone(), seeds))
 }
 
 async fn wait_for_signal() -> Result<&'static str, String> {

@@ -16,14 +16,32 @@ use ractor::{Actor, ActorCell, ActorRef, MessagingErr};
 use serde::{Deserialize, Serialize};
 use serv_storage::Storage;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::entity::{EntityMsg, ReplyTo};
 use crate::inspect::{Gate, RecordKind, Registry};
+use crate::placement::{MeshReply, MeshRequest, Place, Placement};
 use crate::supervisor::{KindMsg, NodeMsg, NodeSupervisor, Spawn, Spawner};
 use crate::{ActorKey, ActorKind, ActorRecord, Entity, KindMessage, SupervisionConfig, trace};
 
 /// Attempts at delivery before giving up on an entity that keeps going away.
 const MAX_DELIVERY_ATTEMPTS: usize = 16;
+
+/// Extra time a forwarded message gets over the call timeout, so that the owner's own timeout
+/// (with its clearer error) fires first.
+const FORWARD_MARGIN: Duration = Duration::from_secs(1);
+
+/// Pause before asking again when two nodes disagree on an entity's owner.
+const OWNER_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a node may take to list its actors for a cluster-wide listing.
+const RECORDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a message goes.
+enum Route {
+    Local,
+    Remote(String, Arc<dyn Placement>),
+}
 
 /// Why a message could not be delivered or answered; the same error crosses the mesh.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -55,6 +73,10 @@ pub enum DirectoryError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node asked does not own the entity in its view of the cluster (views differ while
+    /// membership changes; the sender asks again).
+    #[error("{key} is owned by {owner}, not by the node asked")]
+    NotOwner { key: String, owner: String },
 }
 
 /// A live incarnation of an entity: its actor and its gate.
@@ -74,6 +96,7 @@ pub(crate) struct Hub {
     live: RwLock<HashMap<ActorKey, Incarnation>>,
     supervisors: RwLock<HashMap<ActorKind, ActorRef<KindMsg>>>,
     spawners: RwLock<HashMap<ActorKind, Arc<dyn Spawn>>>,
+    placement: RwLock<Option<Arc<dyn Placement>>>,
 }
 
 impl Hub {
@@ -159,6 +182,7 @@ impl Directory {
             live: RwLock::default(),
             supervisors: RwLock::default(),
             spawners: RwLock::default(),
+            placement: RwLock::default(),
         });
         let stats = hub.registry.new_stats("supervisor/node".into(), RecordKind::Node);
         hub.registry.insert(stats.clone());
@@ -204,9 +228,14 @@ impl Directory {
     /// [`call`]: Directory::call
     pub async fn send<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<(), DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
-        tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
-            .await
-            .map_err(|_| self.timed_out(key))?
+        match self.route::<M>(key).await? {
+            Route::Remote(owner, placement) => {
+                self.forward(&*placement, &owner, key, &msg, false, deadline).await.map(drop)
+            }
+            Route::Local => tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
+                .await
+                .map_err(|_| self.timed_out(key))?,
+        }
     }
 
     fn timed_out(&self, key: &ActorKey) -> DirectoryError {
@@ -216,8 +245,27 @@ impl Directory {
 
     /// Delivers `msg` to the entity `key` and waits for its answer (up to the call timeout).
     pub async fn call<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<M::Reply, DirectoryError> {
-        let (reply, answer) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
+        match self.route::<M>(key).await? {
+            Route::Remote(owner, placement) => {
+                let answer = self.forward(&*placement, &owner, key, &msg, true, deadline).await?;
+                serv_storage::codec::decode(&answer).map_err(|error| DirectoryError::Unavailable {
+                    key: key.to_string(),
+                    reason: format!("node {owner} answered with an undecodable reply: {error}"),
+                })
+            }
+            Route::Local => self.call_here(key, msg, deadline).await,
+        }
+    }
+
+    /// Delivers `msg` to the entity `key` on this node and waits for its answer.
+    async fn call_here<M: KindMessage>(
+        &self,
+        key: &ActorKey,
+        msg: M,
+        deadline: tokio::time::Instant,
+    ) -> Result<M::Reply, DirectoryError> {
+        let (reply, answer) = oneshot::channel();
         tokio::time::timeout_at(deadline, self.deliver(key, msg, Some(reply)))
             .await
             .map_err(|_| self.timed_out(key))??;
@@ -228,8 +276,177 @@ impl Directory {
         }
     }
 
-    /// Clears a failed entity's crash history and starts it again.
+    /// Uses `placement` to find where entities live and to reach other nodes' directories.
+    pub fn set_placement(&self, placement: Arc<dyn Placement>) {
+        *self.hub.placement.write().unwrap_or_else(|p| p.into_inner()) = Some(placement);
+    }
+
+    fn placement(&self) -> Option<Arc<dyn Placement>> {
+        self.hub.placement.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Where a message for `key` goes: this node, or the owner's directory. A key whose owner is
+    /// down is [`DirectoryError::Unavailable`] at once rather than a wait for the timeout.
+    async fn route<M: KindMessage>(&self, key: &ActorKey) -> Result<Route, DirectoryError> {
+        if key.kind != M::KIND {
+            return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
+        }
+        let Some(placement) = self.placement() else { return Ok(Route::Local) };
+        match placement.place(key) {
+            Place::Here => Ok(Route::Local),
+            Place::There(owner) => Ok(Route::Remote(owner, placement)),
+            Place::Nowhere(reason) => Err(DirectoryError::Unavailable { key: key.to_string(), reason }),
+        }
+    }
+
+    /// Forwards `msg` to the directory of `owner`, asking again while the owner's view of the
+    /// cluster disagrees with ours (until `deadline`). Answers the encoded reply.
+    async fn forward<M: KindMessage>(
+        &self,
+        placement: &dyn Placement,
+        owner: &str,
+        key: &ActorKey,
+        msg: &M,
+        wants_reply: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, DirectoryError> {
+        let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
+        let msg = serv_storage::codec::encode(msg).map_err(|e| unavailable(format!("cannot encode: {e}")))?;
+        let request = MeshRequest::Deliver {
+            key: key.clone(),
+            msg,
+            wants_reply,
+            traceparent: trace::current_traceparent(),
+        };
+        let request =
+            serv_storage::codec::encode(&request).map_err(|e| unavailable(format!("cannot encode: {e}")))?;
+        let mut owner = owner.to_string();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = placement
+                .forward(&owner, request.clone(), left + FORWARD_MARGIN)
+                .await
+                .map_err(unavailable)?;
+            let answer: MeshReply = serv_storage::codec::decode(&answer)
+                .map_err(|e| unavailable(format!("node {owner} answered undecodably: {e}")))?;
+            match answer {
+                Err(DirectoryError::NotOwner { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(OWNER_RETRY.min(left)).await;
+                    match placement.place(key) {
+                        Place::Here => {
+                            return Err(unavailable("its ownership is moving to this node".into()));
+                        }
+                        Place::There(next) => owner = next,
+                        Place::Nowhere(reason) => return Err(unavailable(reason)),
+                    }
+                }
+                Err(DirectoryError::NotOwner { owner: theirs, .. }) => {
+                    return Err(unavailable(format!(
+                        "the nodes disagree on its owner ({owner} or {theirs})"
+                    )));
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Answers a request another node's directory forwarded here (see [`crate::placement`]).
+    pub async fn serve_remote(&self, request: Vec<u8>) -> Vec<u8> {
+        let answer = match serv_storage::codec::decode::<MeshRequest>(&request) {
+            Err(error) => Err(DirectoryError::Unavailable {
+                key: String::new(),
+                reason: format!("an undecodable request: {error}"),
+            }),
+            Ok(MeshRequest::Records) => serv_storage::codec::encode(&self.records())
+                .map_err(|e| DirectoryError::Unavailable { key: String::new(), reason: e.to_string() }),
+            Ok(MeshRequest::Reset { key }) => self.reset(&key).await.map(|()| Vec::new()),
+            Ok(MeshRequest::Deliver { key, msg, wants_reply, traceparent }) => {
+                let span = tracing::info_span!("remote", key = %key);
+                trace::link_parent(&span, traceparent.as_deref());
+                self.deliver_remote(key, msg, wants_reply).instrument(span).await
+            }
+        };
+        serv_storage::codec::encode(&answer).unwrap_or_default()
+    }
+
+    async fn deliver_remote(&self, key: ActorKey, msg: Vec<u8>, wants_reply: bool) -> MeshReply {
+        if let Some(placement) = self.placement() {
+            match placement.place(&key) {
+                Place::Here => {}
+                Place::There(owner) => return Err(DirectoryError::NotOwner { key: key.to_string(), owner }),
+                Place::Nowhere(reason) => {
+                    return Err(DirectoryError::Unavailable { key: key.to_string(), reason });
+                }
+            }
+        }
+        let spawner =
+            self.hub.spawner(key.kind).ok_or(DirectoryError::NotServed { kind: key.kind.to_string() })?;
+        spawner.serve(self.clone(), key, msg, wants_reply).await
+    }
+
+    /// Delivers an encoded message of kind `M` here: the owner's half of a forwarded message.
+    pub(crate) async fn serve_encoded<M: KindMessage>(
+        &self,
+        key: ActorKey,
+        msg: Vec<u8>,
+        wants_reply: bool,
+    ) -> MeshReply {
+        let msg: M = serv_storage::codec::decode(&msg).map_err(|error| DirectoryError::Unavailable {
+            key: key.to_string(),
+            reason: format!("an undecodable message: {error}"),
+        })?;
+        let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
+        if !wants_reply {
+            return tokio::time::timeout_at(deadline, self.deliver(&key, msg, None))
+                .await
+                .map_err(|_| self.timed_out(&key))?
+                .map(|()| Vec::new());
+        }
+        let answer = self.call_here(&key, msg, deadline).await?;
+        serv_storage::codec::encode(&answer)
+            .map_err(|e| DirectoryError::Entity { key: key.to_string(), message: e.to_string() })
+    }
+
+    /// Inspection records of every actor on every node that answers, this node's first. A node
+    /// that does not answer is left out (its records are not invented).
+    pub async fn cluster_records(&self) -> Vec<ActorRecord> {
+        let mut records = self.records();
+        let Some(placement) = self.placement() else { return records };
+        let Ok(request) = serv_storage::codec::encode(&MeshRequest::Records) else { return records };
+        let asks = placement.peers().into_iter().map(|node| {
+            let answer = placement.forward(&node, request.clone(), RECORDS_TIMEOUT);
+            async move {
+                let answer = answer.await.ok()?;
+                let answer: MeshReply = serv_storage::codec::decode(&answer).ok()?;
+                serv_storage::codec::decode::<Vec<ActorRecord>>(&answer.ok()?).ok()
+            }
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for ask in asks {
+            tasks.spawn(ask);
+        }
+        while let Some(done) = tasks.join_next().await {
+            records.extend(done.ok().flatten().unwrap_or_default());
+        }
+        records
+    }
+
+    /// Clears a failed entity's crash history and starts it again, on whichever node owns it.
     pub async fn reset(&self, key: &ActorKey) -> Result<(), DirectoryError> {
+        if let Some(placement) = self.placement()
+            && let Place::There(owner) = placement.place(key)
+        {
+            let request = serv_storage::codec::encode(&MeshRequest::Reset { key: key.clone() })
+                .map_err(|e| DirectoryError::Unavailable { key: key.to_string(), reason: e.to_string() })?;
+            let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
+            let answer = placement
+                .forward(&owner, request, self.hub.config.call_timeout)
+                .await
+                .map_err(unavailable)?;
+            let answer: MeshReply =
+                serv_storage::codec::decode(&answer).map_err(|e| unavailable(e.to_string()))?;
+            return answer.map(drop);
+        }
         let supervisor = self.supervisor_of(key)?;
         let (reply, answer) = oneshot::channel();
         supervisor

@@ -10,21 +10,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ActorKind;
 
-/// What an actor record describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// What an actor record describes; written as its lower-case name in every format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum RecordKind {
     /// The node's root supervisor.
     Node,
     /// The supervisor of one entity kind.
     Supervisor,
     /// An entity of the given kind.
-    #[serde(untagged)]
     Entity(ActorKind),
+}
+
+impl From<RecordKind> for String {
+    fn from(kind: RecordKind) -> String {
+        kind.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for RecordKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "node" => Ok(RecordKind::Node),
+            "supervisor" => Ok(RecordKind::Supervisor),
+            other => {
+                ActorKind::parse(other).map(RecordKind::Entity).ok_or_else(|| format!("no kind {other}"))
+            }
+        }
+    }
 }
 
 impl RecordKind {
@@ -39,7 +58,7 @@ impl RecordKind {
 }
 
 /// Where an actor is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActorStatus {
     /// Loading its state.
@@ -53,7 +72,7 @@ pub enum ActorStatus {
 }
 
 /// The inspection record of one actor, as the admin API and console show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActorRecord {
     /// `kind/name` of an entity, or `supervisor/<kind>` and `supervisor/node`.
     pub key: String,

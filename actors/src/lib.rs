@@ -8,6 +8,7 @@
 //! - [`supervisor`]: `NodeSupervisor` → one supervisor per kind → entity actors, with restart
 //!   backoff, escalation and passivation of idle entities.
 //! - [`directory`]: `send(key, msg)` / `call(key, msg)`, activating the entity on first use.
+//! - [`placement`]: which node owns a key, and forwarding to an owner on another node.
 //! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
 //! - [`trace`]: the W3C `traceparent` carried inside every actor message.
 
@@ -17,6 +18,7 @@ pub mod entity;
 pub mod group;
 pub mod inspect;
 pub mod key;
+pub mod placement;
 pub mod supervisor;
 pub mod topic;
 pub mod trace;
@@ -25,6 +27,7 @@ pub use directory::{Directory, DirectoryError};
 pub use entity::{Entity, EntityContext, EntityError, KindMessage};
 pub use inspect::{ActorRecord, ActorStatus, RecordKind, Registry};
 pub use key::{ActorKey, ActorKind};
+pub use placement::{Place, Placement};
 pub use supervisor::SupervisionConfig;
 
 /// Wall-clock time in Unix milliseconds, as entities record it (publish times, last-modified).

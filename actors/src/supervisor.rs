@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 use crate::directory::{Hub, Incarnation, WeakDirectory};
 use crate::entity::{EntityActor, EntityArgs, EntityContext};
 use crate::inspect::{ActorStats, ActorStatus, Gate, RecordKind};
-use crate::{ActorKey, ActorKind, DirectoryError, Entity};
+use crate::placement::MeshReply;
+use crate::{ActorKey, ActorKind, Directory, DirectoryError, Entity};
 
 /// Limits of supervision and passivation, all configurable.
 #[derive(Clone, Debug)]
@@ -62,6 +63,15 @@ type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send
 /// Starts entity actors of one type; lets supervisors stay free of entity types.
 pub(crate) trait Spawn: Send + Sync {
     fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture;
+
+    /// Delivers a message of this kind that another node forwarded, still encoded.
+    fn serve(
+        &self,
+        directory: Directory,
+        key: ActorKey,
+        msg: Vec<u8>,
+        wants_reply: bool,
+    ) -> Pin<Box<dyn Future<Output = MeshReply> + Send>>;
 }
 
 pub(crate) struct Spawner<E>(PhantomData<fn() -> E>);
@@ -80,6 +90,16 @@ impl<E: Entity> Spawn for Spawner<E> {
                 .map(|(actor, _)| actor.get_cell())
                 .map_err(|error| error.to_string())
         })
+    }
+
+    fn serve(
+        &self,
+        directory: Directory,
+        key: ActorKey,
+        msg: Vec<u8>,
+        wants_reply: bool,
+    ) -> Pin<Box<dyn Future<Output = MeshReply> + Send>> {
+        Box::pin(async move { directory.serve_encoded::<E::Msg>(key, msg, wants_reply).await })
     }
 }
 

@@ -48,6 +48,20 @@ fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
     der
 }
 
+/// How often an idle mesh connection proves it is alive.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a mesh connection may hear nothing before it counts as dead, so that the sessions
+/// on it end (and are opened again) soon after a peer is killed.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a small timeout")));
+    Arc::new(transport)
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -100,7 +114,9 @@ impl ClusterIdentity {
             .with_single_cert(self.chain.clone(), PrivateKeyDer::Pkcs8(self.key.clone_key()))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicServerConfig::try_from(tls).map_err(|e| IdentityError::Quic(e.to_string()))?;
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        config.transport_config(transport());
+        Ok(config)
     }
 
     /// How this node connects to others: presenting its certificate, trusting only the cluster's.
@@ -111,7 +127,9 @@ impl ClusterIdentity {
             .with_client_auth_cert(self.chain.clone(), PrivateKeyDer::Pkcs8(self.key.clone_key()))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicClientConfig::try_from(tls).map_err(|e| IdentityError::Quic(e.to_string()))?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(transport());
+        Ok(config)
     }
 
     /// A QUIC endpoint on `addr` that serves and connects as this identity.

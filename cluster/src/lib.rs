@@ -1,10 +1,15 @@
-//! Serv cluster. Here now: [`ring`], the consistent-hash ring that places every entity on a
-//! node and lists its replicas; [`identity`], mutual TLS for the QUIC mesh from the shared
-//! cluster secret. To come with the [cluster] issue: the QUIC endpoint (quinn) that
-//! carries every byte between nodes on one UDP port, SWIM membership (foca) with node metadata
-//! broadcasts, remote actor sessions (ractor_cluster over QUIC bi-streams) that the directory
-//! forwards to, and the block/replication streams.
+//! Serv cluster: how nodes find each other and reach each other's actors.
+//!
+//! - [`identity`]: mutual TLS for the QUIC mesh from the shared cluster secret.
+//! - [`mesh`]: the node's one QUIC endpoint; datagrams for membership, tagged bi-streams for
+//!   remote actor sessions and bulk transfers.
+//! - [`membership`]: SWIM (foca) over the mesh's datagrams, with node metadata broadcasts.
+//! - [`ring`]: the consistent-hash ring that places every entity on a node and lists replicas.
+//! - [`remote`]: ractor_cluster node sessions over mesh streams, and request/reply between the
+//!   directories of two nodes.
 
 pub mod identity;
 pub mod membership;
+pub mod mesh;
+pub mod remote;
 pub mod ring;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serv_storage::codec::CodecError;
 use tokio::sync::{mpsc, watch};
 
-use crate::identity::SERVER_NAME;
+use crate::mesh::Mesh;
 
 /// A node as the membership knows it: its stable id, mesh address and boot (start time, ms),
 /// so that a restarted node is a newer identity of the same id.
@@ -200,22 +200,28 @@ pub struct Membership {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-type Connections = Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>;
-
 impl Membership {
-    /// Starts the membership of `me` on `endpoint`, announces it to `seeds` and spreads `meta`.
+    /// Starts the membership of `me` on `mesh` (reading its `datagrams`), announces it to
+    /// `seeds` and spreads `meta`.
     pub fn start(
         me: NodeIdentity,
         meta: NodeMeta,
-        endpoint: quinn::Endpoint,
+        mesh: Mesh,
+        mut datagrams: mpsc::Receiver<Bytes>,
         config: MembershipConfig,
         seeds: Vec<SocketAddr>,
     ) -> Self {
         let (events, inbox) = mpsc::channel(1024);
         let (publish, view) = watch::channel(Vec::new());
-        let connections: Connections = Arc::default();
-        tokio::spawn(accept(endpoint.clone(), events.clone(), connections.clone()));
-        let task = tokio::spawn(run(me, meta, endpoint, config, inbox, events.clone(), publish, connections));
+        let forward = events.clone();
+        tokio::spawn(async move {
+            while let Some(datagram) = datagrams.recv().await {
+                if forward.send(Event::Data(datagram)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let task = tokio::spawn(run(me, meta, mesh, config, inbox, events.clone(), publish));
         let membership = Self { view, events, task: Some(task) };
         for seed in seeds {
             let _ = membership.events.try_send(Event::Announce(seed));
@@ -255,63 +261,14 @@ impl Drop for Membership {
     }
 }
 
-/// Accepts mesh connections and reads their datagrams.
-async fn accept(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, connections: Connections) {
-    while let Some(incoming) = endpoint.accept().await {
-        let (events, connections) = (events.clone(), connections.clone());
-        tokio::spawn(async move {
-            let Ok(connection) = incoming.await else { return };
-            lock(&connections).insert(connection.remote_address(), connection.clone());
-            read_datagrams(connection, events).await;
-        });
-    }
-}
-
-async fn read_datagrams(connection: quinn::Connection, events: mpsc::Sender<Event>) {
-    while let Ok(datagram) = connection.read_datagram().await {
-        if events.send(Event::Data(datagram)).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn lock(connections: &Connections) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
-    connections.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Sends `data` to `to`, connecting first if needed; a failure is foca's to notice (no answer).
-fn send(
-    endpoint: &quinn::Endpoint,
-    connections: &Connections,
-    events: &mpsc::Sender<Event>,
-    to: SocketAddr,
-    data: Bytes,
-) {
-    let existing = lock(connections).get(&to).filter(|c| c.close_reason().is_none()).cloned();
-    if let Some(connection) = existing {
-        let _ = connection.send_datagram(data);
-        return;
-    }
-    let (endpoint, connections, events) = (endpoint.clone(), connections.clone(), events.clone());
-    tokio::spawn(async move {
-        let Ok(connecting) = endpoint.connect(to, SERVER_NAME) else { return };
-        let Ok(connection) = connecting.await else { return };
-        lock(&connections).insert(to, connection.clone());
-        let _ = connection.send_datagram(data);
-        read_datagrams(connection, events).await;
-    });
-}
-
-#[allow(clippy::too_many_arguments)]
 async fn run(
     me: NodeIdentity,
     mut meta: NodeMeta,
-    endpoint: quinn::Endpoint,
+    mesh: Mesh,
     config: MembershipConfig,
     mut inbox: mpsc::Receiver<Event>,
     events: mpsc::Sender<Event>,
     publish: watch::Sender<Vec<MemberView>>,
-    connections: Connections,
 ) {
     let mut foca_config =
         foca::Config::new_lan(NonZeroU32::new(config.expected_size.max(1)).expect("at least 1"));
@@ -358,7 +315,7 @@ async fn run(
             Event::Leave => {
                 let _ = foca.leave_cluster(&mut runtime);
                 while let Some((to, data)) = runtime.to_send() {
-                    send(&endpoint, &connections, &events, to.addr, data);
+                    mesh.send_datagram(to.addr, data);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await; // let the datagrams go out
                 return;
@@ -368,7 +325,7 @@ async fn run(
             tracing::debug!(%error, "membership input refused");
         }
         while let Some((to, data)) = runtime.to_send() {
-            send(&endpoint, &connections, &events, to.addr, data);
+            mesh.send_datagram(to.addr, data);
         }
         while let Some((after, timer)) = runtime.to_schedule() {
             let events = events.clone();
@@ -476,3 +433,10 @@ fn keep_newest(
 
 #[cfg(test)]
 mod tests;
+
+/// The ring that places entities, over one view: every member the view knows, whatever its
+/// state. An entity stays with its owner while that owner is down (and answers "unavailable")
+/// rather than moving to a node that does not hold its state.
+pub fn placement_ring(view: &[MemberView]) -> crate::ring::Ring {
+    crate::ring::Ring::with_default_vnodes(view.iter().map(|member| member.id.clone()))
+}

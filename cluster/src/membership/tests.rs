@@ -24,7 +24,8 @@ fn node(id: &str, secret: &str, seeds: Vec<SocketAddr>) -> (Membership, SocketAd
     let me = NodeIdentity { id: id.to_string(), addr, boot: 1 };
     let mut meta = NodeMeta { version: "test".into(), ..NodeMeta::default() };
     meta.addresses.insert("s3".into(), format!("s3-of-{id}"));
-    (Membership::start(me, meta, endpoint, quick(), seeds), addr)
+    let (mesh, datagrams) = Mesh::start(endpoint);
+    (Membership::start(me, meta, mesh, datagrams, quick(), seeds), addr)
 }
 
 async fn until(what: &str, mut check: impl FnMut() -> bool) {

@@ -19,7 +19,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 use serv_actors::{ActorKind, Directory, RecordKind};
-use serv_cluster::membership::{MemberState, MemberView};
+use serv_cluster::membership::MemberView;
 use serv_cluster::ring::Ring;
 use serv_storage::Storage;
 use tracing::Instrument;
@@ -176,11 +176,10 @@ async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Va
     Json(serde_json::json!({ "members": members }))
 }
 
-/// The ring over the members this node sees alive (or suspect: still serving).
+/// The ring that places entities, as this node sees the cluster (the directory uses the same).
 fn live_ring(state: &AdminState) -> Ring {
     let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
-    let live = view.into_iter().filter(|m| m.state != MemberState::Down).map(|m| m.id);
-    Ring::with_default_vnodes(live)
+    serv_cluster::membership::placement_ring(&view)
 }
 
 /// `{"nodes": [{"id", "tokens": [...]}]}`: every live member's tokens on the ring.
@@ -241,7 +240,8 @@ async fn actors(
     let actors: Vec<_> = state
         .inner
         .directory
-        .records()
+        .cluster_records()
+        .await
         .into_iter()
         .filter(|r| kind.is_none_or(|k| r.kind == k))
         .filter(|r| node.is_none_or(|n| r.node == n))

@@ -1,0 +1,58 @@
+//! Placement: which node owns an entity, and how the directory reaches an owner elsewhere.
+//!
+//! The directory asks its [`Placement`] where a key lives. On a single node (no placement set)
+//! everything lives here. In a cluster the placement is the ring over the members: the directory
+//! forwards a message for a remote owner as a [`MeshRequest`] in our codec, and the owner's
+//! directory delivers it locally (activating the entity on demand) and sends back the encoded
+//! reply. The owner checks that it still owns the key in its own view, so two nodes whose views
+//! differ for a moment never both run the entity: the sender is told [`DirectoryError::NotOwner`]
+//! and asks again once the views agree.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ActorKey, DirectoryError};
+
+/// Where an entity lives, as this node sees the cluster now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// On this node.
+    Here,
+    /// On the node with this id.
+    There(String),
+    /// On a node that is down or unreachable (the reason says which and why).
+    Nowhere(String),
+}
+
+/// A request's answer on its way back from another node, or why the node could not be reached.
+pub type Forwarded = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// The cluster as the directory needs it: where keys live, and a way to talk to other nodes.
+pub trait Placement: Send + Sync + 'static {
+    /// Where `key` lives now.
+    fn place(&self, key: &ActorKey) -> Place;
+
+    /// The ids of the other nodes that are up.
+    fn peers(&self) -> Vec<String>;
+
+    /// Sends an encoded [`MeshRequest`] to `node`'s directory and returns its encoded answer.
+    fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded;
+}
+
+/// What one directory asks another.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum MeshRequest {
+    /// Deliver `msg` (the kind's message, encoded) to the entity `key`; with `wants_reply` the
+    /// answer is the encoded reply, otherwise an empty acknowledgement of delivery.
+    Deliver { key: ActorKey, msg: Vec<u8>, wants_reply: bool, traceparent: Option<String> },
+    /// The inspection records of every actor on the node.
+    Records,
+    /// Clear a failed entity's crash history and start it again.
+    Reset { key: ActorKey },
+}
+
+/// A directory's answer to a [`MeshRequest`].
+pub(crate) type MeshReply = Result<Vec<u8>, DirectoryError>;

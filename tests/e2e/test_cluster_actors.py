@@ -1,0 +1,137 @@
+"""Any node serves any entity: a message for an entity owned by another node is forwarded over the
+mesh (ractor_cluster sessions on QUIC streams) to its owner, which activates it on demand.
+
+Each test starts a 3-node cluster through one seed and waits until every node's /v1/actors lists
+the supervisors of all three nodes, which needs the actor sessions between every pair."""
+
+import signal
+import time
+import uuid
+
+import pytest
+
+from conftest import wait_until
+from test_stomp import WAIT, Client
+
+FAST = ["--probe-period-ms", "200", "--suspect-timeout-ms", "1000"]
+
+
+def node_id(node):
+    return node.get("/v1/node").json()["id"]
+
+
+def actors(server, **params):
+    return server.get("/v1/actors", params=params).json()["actors"]
+
+
+def owner_of(node, key):
+    return node.get("/v1/cluster/ring/owner", params={"key": key}).json()["preference_list"][0]
+
+
+@pytest.fixture
+def trio(start_servd, tmp_path):
+    seed = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
+    seeds = ["--seeds", f"127.0.0.1:{seed.mesh_port}"]
+    nodes = [seed] + [start_servd(args=[*FAST, *seeds], data_dir=tmp_path / f"n{i}").wait_ready()
+                      for i in (2, 3)]
+    ids = sorted(node_id(n) for n in nodes)
+    for node in nodes:
+        wait_until(lambda node=node: sorted({a["node"] for a in actors(node, kind="node")}) == ids,
+                   timeout=20, message=f"{node_id(node)} lists the actors of every node")
+    return nodes
+
+
+def names_owned_by(nodes, destination, owner, count, prefix):
+    """`count` fresh names for STOMP destinations `/{destination}/NAME` (`queue` or `topic`) whose
+    topic actor (`topic/{destination}/NAME`) has `owner` as its ring owner."""
+    names = []
+    while len(names) < count:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        if owner_of(nodes[0], f"topic/{destination}/{name}") == owner:
+            names.append(name)
+    return names
+
+
+def test_a_queue_owned_elsewhere_serves_producers_and_consumers_on_every_node(trio):
+    n1, n2, n3 = trio
+    # The queue lives on node 3; the producer is on node 1, the group's members on nodes 2 and 3.
+    [queue] = names_owned_by(trio, "queue", node_id(n3), 1, "orders")
+    producer, members = Client(n1), [Client(n2), Client(n3)]
+    try:
+        for i, member in enumerate(members):
+            member.subscribe(f"/queue/{queue}", id=f"m{i}", ack="client-individual",
+                             headers={"prefetch-count": "4"})
+            member.listener.on_each = lambda frame, m=member: m.conn.ack(frame.headers["ack"])
+        sent = [f"order-{i}" for i in range(60)]
+        for body in sent:
+            producer.send(f"/queue/{queue}", body)  # waits for each RECEIPT: durable on the owner
+        wait_until(lambda: sum(len(m.bodies()) for m in members) >= len(sent), timeout=WAIT,
+                   message=f"members got {[len(m.bodies()) for m in members]}")
+        got = [m.bodies() for m in members]
+        assert sorted(got[0] + got[1]) == sorted(sent), "every message delivered exactly once"
+        assert not set(got[0]) & set(got[1])
+        assert got[0] and got[1], f"both members get a share: {[len(g) for g in got]}"
+        # Acks crossed the mesh: nothing stays in flight on the owner.
+        wait_until(lambda: "in_flight=0" in topic_group_state(n1, queue), timeout=WAIT,
+                   message=f"the queue's group still has messages in flight: {topic_group_state(n1, queue)}")
+    finally:
+        for client in (producer, *members):
+            client.close()
+
+
+def topic_group_state(node, queue):
+    records = [a for a in actors(node, kind="group") if a["key"] == f"group/queue/{queue}#queue"]
+    return " ".join(a["state"] for a in records)
+
+
+def test_a_topic_actor_runs_on_its_ring_owner_only_and_every_node_lists_it(trio):
+    n1, n2, n3 = trio
+    for owner in (n1, n2, n3):
+        [topic] = names_owned_by(trio, "topic", node_id(owner), 1, "events")
+        sender = Client(n1 if owner is not n1 else n2)
+        try:
+            sender.send(f"/topic/{topic}", "hello")
+        finally:
+            sender.close()
+        for node in trio:
+            records = [a for a in actors(node, kind="topic") if a["key"] == f"topic/topic/{topic}"]
+            assert [r["node"] for r in records] == [node_id(owner)], records
+        # The listing filters by node across the cluster.
+        assert [a["key"] for a in actors(n3, kind="topic", node=node_id(owner))
+                if a["key"] == f"topic/topic/{topic}"] == [f"topic/topic/{topic}"]
+
+
+def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it(trio, start_servd, tmp_path):
+    n1, n2, n3 = trio
+    victim = node_id(n3)
+    [queue] = names_owned_by(trio, "queue", victim, 1, "jobs")
+    producer = Client(n1)
+    producer.send(f"/queue/{queue}", "before")
+    producer.close()
+
+    n3.stop(signal.SIGKILL)
+    states = lambda: {m["id"]: m["state"] for m in n1.get("/v1/cluster/members").json()["members"]}
+    wait_until(lambda: states().get(victim) == "down", timeout=15, message="node 3 seen down")
+    client = Client(n1)
+    started = time.monotonic()
+    client.conn.send(f"/queue/{queue}", "while down", receipt="r-down")
+    client.listener.wait(lambda c: c.errors, what="an ERROR frame")
+    took = time.monotonic() - started
+    error = client.listener.errors[0]
+    assert "down" in error.headers.get("message", "") + error.body, error.headers
+    assert "r-down" not in client.listener.receipts, "nothing is acknowledged while the owner is down"
+    assert took < 3.0, f"the refusal is prompt, not a timeout: {took:.1f}s"
+    # S3 and the admin API of the other nodes keep working meanwhile.
+    assert n1.get("/readyz").status_code == 200
+
+    # The owner comes back (same data dir, same id) and its queue with it, message included.
+    back = start_servd(args=[*FAST, "--seeds", f"127.0.0.1:{n1.mesh_port}"], data_dir=tmp_path / "n3").wait_ready()
+    assert node_id(back) == victim
+    wait_until(lambda: victim in {a["node"] for a in actors(n2, kind="node")}, timeout=20,
+               message="node 3's actor session is back")
+    consumer = Client(n2)
+    try:
+        consumer.subscribe(f"/queue/{queue}", id="s")
+        consumer.listener.wait_body("before")
+    finally:
+        consumer.close()
