@@ -12,7 +12,9 @@ use serv_cluster::membership::{MemberState, MemberView, Membership, NodeIdentity
 use serv_cluster::mesh::Mesh;
 use serv_cluster::remote::Remote;
 use serv_cluster::ring::Ring;
+use serv_cluster::transfer::{self, BlockTransfer};
 use serv_edges::admin::NodeInfo;
+use serv_storage::blocks::BlockStore;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -22,13 +24,20 @@ use crate::secrets;
 pub struct Cluster {
     pub membership: Membership,
     pub remote: Remote,
+    /// Block sessions to other nodes (for buckets they own).
+    pub transfer: BlockTransfer,
 }
 
 /// Joins the cluster: the mesh endpoint with the cluster identity, SWIM membership seeded with
 /// `--seeds` (resolved now; a seed that does not resolve is reported and skipped), and remote
 /// actor sessions that serve other nodes' requests with `directory`, which from now on routes
-/// every message to its owner.
-pub async fn join(config: &Config, node: &NodeInfo, directory: &Directory) -> Result<Cluster, String> {
+/// every message to its owner; other nodes' block sessions are served from `blocks`.
+pub async fn join(
+    config: &Config,
+    node: &NodeInfo,
+    directory: &Directory,
+    blocks: BlockStore,
+) -> Result<Cluster, String> {
     let secret = secrets::cluster_secret(&config.data_dir)?;
     let identity = ClusterIdentity::new(&secret, &node.id).map_err(|e| format!("cluster identity: {e}"))?;
     let endpoint = identity.endpoint(config.mesh_addr).map_err(|e| format!("mesh: {e}"))?;
@@ -49,10 +58,12 @@ pub async fn join(config: &Config, node: &NodeInfo, directory: &Directory) -> Re
         let directory = serving.clone();
         Box::pin(async move { directory.serve_remote(request).await })
     });
+    transfer::serve(&mesh, blocks);
+    let transfer = BlockTransfer::new(mesh.clone(), membership.watch());
     let remote = Remote::start(&node.id, &secret, mesh, membership.watch(), handler).await?;
     let placement = RingPlacement::start(node.id.clone(), membership.watch(), remote.clone());
     directory.set_placement(placement);
-    Ok(Cluster { membership, remote })
+    Ok(Cluster { membership, remote, transfer })
 }
 
 async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {

@@ -73,11 +73,6 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on S3 address {}: {e}", config.s3_addr))?;
     let s3_addr = s3_listener.local_addr().map_err(|e| e.to_string())?;
-    let s3_settings = S3Settings {
-        limits: config.s3_limits.clone(),
-        region: config.s3_region.clone(),
-        domain: config.s3_domain.clone(),
-    };
     let mesh_addr = config.mesh_advertise.unwrap_or(config.mesh_addr);
     let keys = Keys::new(root_access, root_secret, storage.access_keys().clone());
     let stomp_listener = TcpListener::bind(config.stomp_addr)
@@ -88,7 +83,6 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on STOMP WebSocket address {}: {e}", config.stomp_ws_addr))?;
     let stomp_ws_addr = stomp_ws_listener.local_addr().map_err(|e| e.to_string())?;
-    let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
     let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
         id: storage.node_id().to_string(),
@@ -101,7 +95,14 @@ async fn run(config: Config) -> Result<(), String> {
             ("mesh".to_string(), mesh_addr.to_string()),
         ]),
     };
-    let cluster = cluster::join(&config, &node, &directory).await?;
+    let cluster = cluster::join(&config, &node, &directory, storage.blocks().clone()).await?;
+    let s3_settings = S3Settings {
+        limits: config.s3_limits.clone(),
+        region: config.s3_region.clone(),
+        domain: config.s3_domain.clone(),
+        transfer: Some(cluster.transfer.clone()),
+    };
+    let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
     let state = AdminState::new(
         node,
         directory.clone(),

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::entity::{EntityMsg, ReplyTo};
 use crate::inspect::{Gate, RecordKind, Registry};
-use crate::placement::{MeshReply, MeshRequest, Place, Placement};
+use crate::placement::{MeshReply, MeshRequest, Place, Placement, Query};
 use crate::supervisor::{KindMsg, NodeMsg, NodeSupervisor, Spawn, Spawner};
 use crate::{ActorKey, ActorKind, ActorRecord, Entity, KindMessage, SupervisionConfig, trace};
 
@@ -97,6 +97,7 @@ pub(crate) struct Hub {
     supervisors: RwLock<HashMap<ActorKind, ActorRef<KindMsg>>>,
     spawners: RwLock<HashMap<ActorKind, Arc<dyn Spawn>>>,
     placement: RwLock<Option<Arc<dyn Placement>>>,
+    queries: RwLock<HashMap<String, Query>>,
 }
 
 impl Hub {
@@ -183,6 +184,7 @@ impl Directory {
             supervisors: RwLock::default(),
             spawners: RwLock::default(),
             placement: RwLock::default(),
+            queries: RwLock::default(),
         });
         let stats = hub.registry.new_stats("supervisor/node".into(), RecordKind::Node);
         hub.registry.insert(stats.clone());
@@ -281,6 +283,11 @@ impl Directory {
         *self.hub.placement.write().unwrap_or_else(|p| p.into_inner()) = Some(placement);
     }
 
+    /// Where `key` lives as this node sees the cluster now (always here on a lone node).
+    pub fn place(&self, key: &ActorKey) -> Place {
+        self.placement().map_or(Place::Here, |placement| placement.place(key))
+    }
+
     fn placement(&self) -> Option<Arc<dyn Placement>> {
         self.hub.placement.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -360,6 +367,17 @@ impl Directory {
             Ok(MeshRequest::Records) => serv_storage::codec::encode(&self.records())
                 .map_err(|e| DirectoryError::Unavailable { key: String::new(), reason: e.to_string() }),
             Ok(MeshRequest::Reset { key }) => self.reset(&key).await.map(|()| Vec::new()),
+            Ok(MeshRequest::Query { name, args }) => {
+                let query = self.hub.queries.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
+                match query {
+                    Some(query) => {
+                        query(args).await.map_err(|reason| DirectoryError::Unavailable { key: name, reason })
+                    }
+                    None => {
+                        Err(DirectoryError::Unavailable { key: name, reason: "no such query here".into() })
+                    }
+                }
+            }
             Ok(MeshRequest::Deliver { key, msg, wants_reply, traceparent }) => {
                 let span = tracing::info_span!("remote", key = %key);
                 trace::link_parent(&span, traceparent.as_deref());
@@ -407,28 +425,58 @@ impl Directory {
             .map_err(|e| DirectoryError::Entity { key: key.to_string(), message: e.to_string() })
     }
 
+    /// Answers `name` queries from other nodes with `query` (see [`Query`]).
+    pub fn register_query(&self, name: &str, query: Query) {
+        self.hub.queries.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), query);
+    }
+
+    /// Asks every other node that is up the query `name`; answers each node's id with its
+    /// encoded answer or why there is none. A lone node has no peers to ask.
+    pub async fn query_peers(&self, name: &str, args: Vec<u8>) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let request = MeshRequest::Query { name: name.to_string(), args };
+        self.ask_peers(&request, self.hub.config.call_timeout).await
+    }
+
     /// Inspection records of every actor on every node that answers, this node's first. A node
     /// that does not answer is left out (its records are not invented).
     pub async fn cluster_records(&self) -> Vec<ActorRecord> {
         let mut records = self.records();
-        let Some(placement) = self.placement() else { return records };
-        let Ok(request) = serv_storage::codec::encode(&MeshRequest::Records) else { return records };
-        let asks = placement.peers().into_iter().map(|node| {
-            let answer = placement.forward(&node, request.clone(), RECORDS_TIMEOUT);
-            async move {
-                let answer = answer.await.ok()?;
-                let answer: MeshReply = serv_storage::codec::decode(&answer).ok()?;
-                serv_storage::codec::decode::<Vec<ActorRecord>>(&answer.ok()?).ok()
-            }
-        });
-        let mut tasks = tokio::task::JoinSet::new();
-        for ask in asks {
-            tasks.spawn(ask);
-        }
-        while let Some(done) = tasks.join_next().await {
-            records.extend(done.ok().flatten().unwrap_or_default());
+        for (_, answer) in self.ask_peers(&MeshRequest::Records, RECORDS_TIMEOUT).await {
+            let theirs = answer.ok().and_then(|a| serv_storage::codec::decode::<Vec<ActorRecord>>(&a).ok());
+            records.extend(theirs.unwrap_or_default());
         }
         records
+    }
+
+    /// Sends `request` to every other node that is up, all at once; answers each node's id with
+    /// the payload of its answer or why there is none.
+    async fn ask_peers(
+        &self,
+        request: &MeshRequest,
+        timeout: Duration,
+    ) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let Some(placement) = self.placement() else { return Vec::new() };
+        let request = match serv_storage::codec::encode(request) {
+            Ok(request) => request,
+            Err(error) => return vec![(self.node_id().to_string(), Err(error.to_string()))],
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for node in placement.peers() {
+            let answer = placement.forward(&node, request.clone(), timeout);
+            tasks.spawn(async move {
+                let answer = answer.await.and_then(|answer| {
+                    let answer: MeshReply =
+                        serv_storage::codec::decode(&answer).map_err(|e| e.to_string())?;
+                    answer.map_err(|e| e.to_string())
+                });
+                (node, answer)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            answers.extend(done.ok());
+        }
+        answers
     }
 
     /// Clears a failed entity's crash history and starts it again, on whichever node owns it.

@@ -27,7 +27,7 @@ pub use directory::{Directory, DirectoryError};
 pub use entity::{Entity, EntityContext, EntityError, KindMessage};
 pub use inspect::{ActorRecord, ActorStatus, RecordKind, Registry};
 pub use key::{ActorKey, ActorKind};
-pub use placement::{Place, Placement};
+pub use placement::{Place, Placement, Query};
 pub use supervisor::SupervisionConfig;
 
 /// Wall-clock time in Unix milliseconds, as entities record it (publish times, last-modified).

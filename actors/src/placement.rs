@@ -52,7 +52,15 @@ pub(crate) enum MeshRequest {
     Records,
     /// Clear a failed entity's crash history and start it again.
     Reset { key: ActorKey },
+    /// Run the node-local query registered under `name` (see [`Query`]).
+    Query { name: String, args: Vec<u8> },
 }
+
+/// A question every node answers about what it holds locally (the buckets it owns, say), so an
+/// edge can list across the cluster: encoded arguments in, encoded answer out.
+pub type Query = std::sync::Arc<
+    dyn Fn(Vec<u8>) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> + Send + Sync,
+>;
 
 /// A directory's answer to a [`MeshRequest`].
 pub(crate) type MeshReply = Result<Vec<u8>, DirectoryError>;

@@ -379,3 +379,110 @@ async fn random_crashes_and_passivations_lose_no_acknowledged_add() {
         supervisor.state
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two directories in one process, with a placement that forwards by calling the other node's
+// `serve_remote` directly: the directory's half of remote delivery (the mesh is proved end to end).
+
+type Owners = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, crate::Place>>>;
+type Nodes = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Directory>>>;
+
+struct InProcess {
+    /// Where this node thinks each probe name lives (here when not listed).
+    owners: Owners,
+    nodes: Nodes,
+    me: String,
+}
+
+impl crate::Placement for InProcess {
+    fn place(&self, key: &ActorKey) -> crate::Place {
+        self.owners.lock().unwrap().get(&key.name).cloned().unwrap_or(crate::Place::Here)
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.nodes.lock().unwrap().keys().filter(|id| **id != self.me).cloned().collect()
+    }
+
+    fn forward(&self, node: &str, request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
+        let target = self.nodes.lock().unwrap().get(node).cloned();
+        Box::pin(async move {
+            match target {
+                Some(directory) => Ok(directory.serve_remote(request).await),
+                None => Err("no such node".to_string()),
+            }
+        })
+    }
+}
+
+/// Two nodes, each with its own view of where probes live.
+async fn pair(config: SupervisionConfig) -> ((Node, Owners), (Node, Owners)) {
+    let nodes: Nodes = Default::default();
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let node = node(config.clone()).await;
+        let owners: Owners = Default::default();
+        let me = node.directory.node_id().to_string();
+        nodes.lock().unwrap().insert(me.clone(), node.directory.clone());
+        let placement = InProcess { owners: owners.clone(), nodes: nodes.clone(), me };
+        node.directory.set_placement(std::sync::Arc::new(placement));
+        made.push((node, owners));
+    }
+    let b = made.pop().unwrap();
+    let a = made.pop().unwrap();
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_message_for_an_entity_owned_elsewhere_is_handled_by_its_owner() {
+    let ((a, a_view), (b, _)) = pair(quick()).await;
+    let b_id = b.directory.node_id().to_string();
+    a_view.lock().unwrap().insert("x".into(), crate::Place::There(b_id.clone()));
+    let key = probe("x");
+    assert_eq!(call(&a.directory, &key, ProbeMsg::Add(2)).await, Ok(2));
+    a.directory.send(&key, ProbeMsg::Add(3)).await.unwrap();
+    wait_until("the sent add is handled", || record(&b.directory, "probe/x").is_some_and(|r| r.handled == 2))
+        .await;
+    assert_eq!(call(&b.directory, &key, ProbeMsg::Get).await, Ok(5), "the owner holds the state");
+    assert!(record(&a.directory, "probe/x").is_none(), "the forwarding node never ran the entity");
+    // Node A lists the entity, on node B.
+    let listed: Vec<_> =
+        a.directory.cluster_records().await.into_iter().filter(|r| r.key == "probe/x").collect();
+    assert_eq!(listed.iter().map(|r| r.node.as_str()).collect::<Vec<_>>(), [b_id.as_str()]);
+    // A crash on the owner crosses back as the same error it gives there.
+    assert_eq!(
+        call(&a.directory, &key, ProbeMsg::Panic).await,
+        Err(DirectoryError::Crashed { key: key.to_string() })
+    );
+}
+
+#[tokio::test]
+async fn an_owner_that_disagrees_is_never_made_to_run_the_entity() {
+    let config = SupervisionConfig { call_timeout: Duration::from_millis(600), ..quick() };
+    let ((a, a_view), (b, b_view)) = pair(config).await;
+    let (a_id, b_id) = (a.directory.node_id().to_string(), b.directory.node_id().to_string());
+    a_view.lock().unwrap().insert("y".into(), crate::Place::There(b_id.clone()));
+    b_view.lock().unwrap().insert("y".into(), crate::Place::There(a_id));
+    let outcome = call(&a.directory, &probe("y"), ProbeMsg::Add(1)).await;
+    assert!(
+        matches!(&outcome, Err(DirectoryError::Unavailable { reason, .. }) if reason.contains("disagree")),
+        "{outcome:?}"
+    );
+    assert!(record(&a.directory, "probe/y").is_none() && record(&b.directory, "probe/y").is_none());
+    // Once the views agree, the message goes through.
+    b_view.lock().unwrap().remove("y");
+    assert_eq!(call(&a.directory, &probe("y"), ProbeMsg::Add(1)).await, Ok(1));
+    assert!(record(&b.directory, "probe/y").is_some());
+}
+
+#[tokio::test]
+async fn an_entity_whose_owner_is_down_is_refused_at_once() {
+    let ((a, a_view), _b) = pair(quick()).await;
+    a_view.lock().unwrap().insert("z".into(), crate::Place::Nowhere("its owner, node q, is down".into()));
+    let started = std::time::Instant::now();
+    let outcome = call(&a.directory, &probe("z"), ProbeMsg::Get).await;
+    assert!(
+        matches!(&outcome, Err(DirectoryError::Unavailable { reason, .. }) if reason.contains("down")),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500), "no wait for the call timeout");
+}

@@ -7,9 +7,11 @@
 //! - [`ring`]: the consistent-hash ring that places every entity on a node and lists replicas.
 //! - [`remote`]: ractor_cluster node sessions over mesh streams, and request/reply between the
 //!   directories of two nodes.
+//! - [`transfer`]: block sessions that carry object bodies to and from a bucket's owner.
 
 pub mod identity;
 pub mod membership;
 pub mod mesh;
 pub mod remote;
 pub mod ring;
+pub mod transfer;

@@ -14,5 +14,6 @@
 pub mod admin;
 pub mod http1;
 pub mod listener;
+pub mod owned;
 pub mod s3;
 pub mod stomp;

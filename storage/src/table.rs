@@ -38,6 +38,13 @@ pub struct Table<K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
+impl<K, V> Table<K, V> {
+    /// The table's name (its keyspace).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
 impl<K, V> Clone for Table<K, V> {
     fn clone(&self) -> Self {
         Self { name: self.name, keyspace: self.keyspace.clone(), _types: PhantomData }

@@ -4,13 +4,17 @@ mesh (ractor_cluster sessions on QUIC streams) to its owner, which activates it 
 Each test starts a 3-node cluster through one seed and waits until every node's /v1/actors lists
 the supervisors of all three nodes, which needs the actor sessions between every pair."""
 
+import hashlib
+import os
 import signal
 import time
 import uuid
 
 import pytest
 
-from conftest import wait_until
+from botocore.exceptions import ClientError
+
+from conftest import s3_client, wait_until
 from test_stomp import WAIT, Client
 
 FAST = ["--probe-period-ms", "200", "--suspect-timeout-ms", "1000"]
@@ -96,6 +100,9 @@ def test_a_topic_actor_runs_on_its_ring_owner_only_and_every_node_lists_it(trio)
         for node in trio:
             records = [a for a in actors(node, kind="topic") if a["key"] == f"topic/topic/{topic}"]
             assert [r["node"] for r in records] == [node_id(owner)], records
+        # Every node's admin API lists the destination, wherever it lives.
+        for node in trio:
+            assert f"topic/{topic}" in [t["name"] for t in node.get("/v1/topics").json()["topics"]]
         # The listing filters by node across the cluster.
         assert [a["key"] for a in actors(n3, kind="topic", node=node_id(owner))
                 if a["key"] == f"topic/topic/{topic}"] == [f"topic/topic/{topic}"]
@@ -135,3 +142,81 @@ def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it
         consumer.listener.wait_body("before")
     finally:
         consumer.close()
+
+
+def buckets_owned_by(nodes, owner, count, prefix):
+    names = []
+    while len(names) < count:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        if owner_of(nodes[0], f"bucket/{name}") == owner:
+            names.append(name)
+    return names
+
+
+def test_a_bucket_made_on_one_node_takes_writes_on_another_and_reads_on_a_third(trio):
+    n1, n2, n3 = trio
+    # Owned by node 1 and by node 3 in turn: the writer (node 2) is never the owner.
+    for owner in (n1, n3):
+        [bucket] = buckets_owned_by(trio, node_id(owner), 1, "photos")
+        s3_client(n1).create_bucket(Bucket=bucket)
+        small, large = os.urandom(1000), os.urandom(3 * 1024 * 1024 + 17)  # large spans 4 blocks
+        s3_client(n2).put_object(Bucket=bucket, Key="small.bin", Body=small)
+        s3_client(n2).put_object(Bucket=bucket, Key="large.bin", Body=large)
+        for reader in trio:
+            got = s3_client(reader).get_object(Bucket=bucket, Key="large.bin")["Body"].read()
+            assert hashlib.sha256(got).hexdigest() == hashlib.sha256(large).hexdigest()
+        assert s3_client(n3).get_object(Bucket=bucket, Key="small.bin")["Body"].read() == small
+        ranged = s3_client(n3).get_object(Bucket=bucket, Key="large.bin", Range="bytes=1048570-1048589")
+        assert ranged["Body"].read() == large[1048570:1048590]
+        listed = s3_client(n2).list_objects_v2(Bucket=bucket)
+        assert sorted(o["Key"] for o in listed["Contents"]) == ["large.bin", "small.bin"]
+        # Every node lists every bucket, wherever it lives.
+        for node in trio:
+            assert bucket in [b["Name"] for b in s3_client(node).list_buckets()["Buckets"]]
+        # The bucket's actor runs on the ring owner only, and every node's listing says so.
+        for node in trio:
+            runs = [a["node"] for a in actors(node, kind="bucket") if a["key"] == f"bucket/{bucket}"]
+            assert runs == [node_id(owner)], runs
+
+
+def test_copies_and_multipart_uploads_across_nodes(trio):
+    n1, n2, n3 = trio
+    [source] = buckets_owned_by(trio, node_id(n1), 1, "src")
+    [target] = buckets_owned_by(trio, node_id(n3), 1, "dst")
+    client = s3_client(n2)
+    client.create_bucket(Bucket=source)
+    client.create_bucket(Bucket=target)
+    body = os.urandom(2 * 1024 * 1024 + 5)
+    client.put_object(Bucket=source, Key="a", Body=body)
+    # The buckets live on different nodes: the copy carries the blocks to the target's owner.
+    client.copy_object(Bucket=target, Key="b", CopySource={"Bucket": source, "Key": "a"})
+    client.delete_object(Bucket=source, Key="a")
+    assert s3_client(n1).get_object(Bucket=target, Key="b")["Body"].read() == body
+
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1234)]
+    upload = client.create_multipart_upload(Bucket=target, Key="mp")["UploadId"]
+    etags = [s3_client(node).upload_part(Bucket=target, Key="mp", UploadId=upload, PartNumber=i + 1,
+                                         Body=part)["ETag"]
+             for i, (node, part) in enumerate(zip((n1, n2), parts))]
+    s3_client(n1).complete_multipart_upload(
+        Bucket=target, Key="mp", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    assert s3_client(n2).get_object(Bucket=target, Key="mp")["Body"].read() == b"".join(parts)
+
+
+def test_a_bucket_whose_owner_is_down_answers_503_promptly(trio):
+    n1, n2, n3 = trio
+    victim = node_id(n3)
+    [bucket] = buckets_owned_by(trio, victim, 1, "gone")
+    s3_client(n1).create_bucket(Bucket=bucket)
+    s3_client(n1).put_object(Bucket=bucket, Key="k", Body=b"v")
+    n3.stop(signal.SIGKILL)
+    wait_until(lambda: {m["id"]: m["state"] for m in n1.get("/v1/cluster/members").json()["members"]}
+               .get(victim) == "down", timeout=15, message="node 3 seen down")
+    for call in (lambda c: c.get_object(Bucket=bucket, Key="k"),
+                 lambda c: c.put_object(Bucket=bucket, Key="k2", Body=b"x")):
+        started = time.monotonic()
+        with pytest.raises(ClientError) as refused:
+            call(s3_client(n2))
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert time.monotonic() - started < 3.0

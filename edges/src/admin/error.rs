@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Conflict,
     /// A configured limit would be exceeded.
     LimitExceeded,
+    /// What the request needs lives on a node that is down or cannot be reached now.
+    Unavailable,
     /// Something failed inside the node.
     Internal,
 }
@@ -38,7 +40,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
             ErrorCode::MissingToken | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
-            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NotReady | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

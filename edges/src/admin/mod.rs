@@ -63,6 +63,10 @@ impl AdminState {
         token: String,
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
     ) -> Self {
+        // Other nodes' topic listings include the destinations this node owns.
+        if let Ok(topics) = storage.table(serv_actors::topic::TOPICS) {
+            crate::owned::share(&directory, topics);
+        }
         let inner = Inner {
             node,
             directory,

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serv_actors::topic::{TOPICS, TopicConfig, TopicInfo, TopicMsg, TopicRefusal, TopicReply};
-use serv_actors::{ActorKey, ActorKind};
+use serv_actors::{ActorKey, ActorKind, DirectoryError};
 
 use super::{AdminState, ApiError, ErrorCode};
 
@@ -71,6 +71,9 @@ async fn ask(state: &AdminState, name: &str, msg: TopicMsg) -> Result<TopicReply
             Err(ApiError::new(ErrorCode::InvalidParameter, refusal.to_string()))
         }
         Ok(reply) => Ok(reply),
+        Err(error @ (DirectoryError::Unavailable { .. } | DirectoryError::Timeout { .. })) => {
+            Err(ApiError::new(ErrorCode::Unavailable, error.to_string()))
+        }
         Err(error) => Err(ApiError::new(ErrorCode::Internal, error.to_string())),
     }
 }
@@ -123,13 +126,15 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Every destination with its configuration, from the topics table.
+/// Every destination with its configuration, from the topics tables of every node.
 pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let table =
         state.inner.storage.table(TOPICS).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let rows = crate::owned::everywhere(&state.inner.directory, &table)
+        .await
+        .map_err(|reason| ApiError::new(ErrorCode::Unavailable, reason))?;
     let mut topics = Vec::new();
-    for entry in table.entries() {
-        let (name, meta) = entry.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    for (name, meta) in rows {
         topics.push(serde_json::json!({
             "name": name,
             "config": meta.config,

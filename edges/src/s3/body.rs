@@ -1,6 +1,11 @@
 //! Streaming bodies into content blocks and back out of them.
+//!
+//! A bucket's blocks live with the bucket's owner: this node's block store, or the owner's
+//! through a block session over the mesh ([`Blocks`]). Either way, what a request wrote or is
+//! reading stays pinned (a [`Hold`]) until the manifest is committed or the body has been sent.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -8,9 +13,129 @@ use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 use serv_actors::bucket::Chunk;
-use serv_storage::blocks::{BlockStore, Pins};
+use serv_cluster::transfer::BlockSession;
+use serv_storage::blocks::{BlockHash, BlockStore, Pins};
 
 use super::error;
+
+/// Where a bucket's blocks are stored.
+#[derive(Clone)]
+pub(super) enum Blocks {
+    /// On this node.
+    Local(BlockStore),
+    /// On the bucket's owner, reached through a session that pins what it touches.
+    Remote(Arc<BlockSession>),
+}
+
+/// Blocks held against collection until dropped.
+pub(super) enum Hold {
+    Local(Pins),
+    /// The session pins, on the owner, everything it stored or pinned until it ends.
+    Remote(#[allow(dead_code)] Arc<BlockSession>),
+}
+
+impl Blocks {
+    /// True when both are the same store, so blocks of one are already in the other.
+    pub fn same_as(&self, other: &Blocks) -> bool {
+        match (self, other) {
+            (Blocks::Local(_), Blocks::Local(_)) => true,
+            (Blocks::Remote(a), Blocks::Remote(b)) => a.node() == b.node(),
+            _ => false,
+        }
+    }
+
+    /// Nothing held yet.
+    pub fn hold_none(&self) -> Hold {
+        match self {
+            Blocks::Local(store) => Hold::Local(Pins::none(store)),
+            Blocks::Remote(session) => Hold::Remote(session.clone()),
+        }
+    }
+
+    /// Stores `block` durably, held by the returned hold.
+    pub async fn put(&self, block: Bytes) -> S3Result<(BlockHash, Hold)> {
+        match self {
+            Blocks::Local(store) => {
+                let (hash, pins) =
+                    store.put(block).await.map_err(|e| error::internal("storing a block failed", e))?;
+                Ok((hash, Hold::Local(pins)))
+            }
+            Blocks::Remote(session) => {
+                let hash = session.put(&block).await.map_err(|e| remote_failed(session, e))?;
+                Ok((hash, Hold::Remote(session.clone())))
+            }
+        }
+    }
+
+    /// Holds blocks that must exist; answers the first missing hash instead.
+    pub async fn pin(&self, hashes: &[BlockHash]) -> S3Result<Result<Hold, BlockHash>> {
+        match self {
+            Blocks::Local(store) => match store.pin_existing(hashes) {
+                Ok(pinned) => Ok(pinned.map(Hold::Local)),
+                Err(e) => Err(error::internal("pinning blocks failed", e)),
+            },
+            Blocks::Remote(session) => {
+                let pinned = session.pin(hashes).await.map_err(|e| remote_failed(session, e))?;
+                Ok(pinned.map(|()| Hold::Remote(session.clone())))
+            }
+        }
+    }
+
+    /// The bytes of a block, if stored.
+    async fn get(&self, hash: &BlockHash) -> Result<Option<Bytes>, String> {
+        match self {
+            Blocks::Local(store) => store.get(hash).map_err(|e| e.to_string()),
+            Blocks::Remote(session) => session.get(hash).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Hold {
+    /// Moves `other`'s blocks into this hold.
+    fn absorb(&mut self, other: Hold) {
+        match (self, other) {
+            (Hold::Local(mine), Hold::Local(theirs)) => mine.absorb(theirs),
+            // A session holds everything it touched for as long as it lives.
+            (Hold::Remote(_), Hold::Remote(_)) => {}
+            _ => unreachable!("one body is written to one store"),
+        }
+    }
+}
+
+fn remote_failed(session: &BlockSession, error: impl std::fmt::Display) -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::ServiceUnavailable,
+        format!("the bucket's owner, node {}, could not be reached for its blocks: {error}", session.node()),
+    )
+}
+
+/// Copies the blocks of `chunks` from one store to another (when a copy's source and
+/// destination buckets live on different nodes); the copies are held by the returned hold.
+pub(super) async fn copy_blocks(from: &Blocks, to: &Blocks, chunks: &[Chunk]) -> S3Result<Hold> {
+    let mut hold = to.hold_none();
+    let mut seen = std::collections::HashSet::new();
+    for chunk in chunks {
+        if !seen.insert(chunk.hash) {
+            continue;
+        }
+        let block = match from.get(&chunk.hash).await {
+            Ok(Some(block)) => block,
+            Ok(None) => {
+                return Err(error::internal("copying blocks", format!("block {} is missing", chunk.hash)));
+            }
+            Err(e) => return Err(error::internal("copying blocks", e)),
+        };
+        let (hash, held) = to.put(block).await?;
+        if hash != chunk.hash {
+            return Err(error::internal(
+                "copying blocks",
+                format!("block {} changed in transit", chunk.hash),
+            ));
+        }
+        hold.absorb(held);
+    }
+    Ok(hold)
+}
 
 /// A body written to the block store, pinned until its object or part is committed.
 pub(super) struct Written {
@@ -18,7 +143,7 @@ pub(super) struct Written {
     pub md5: [u8; 16],
     pub chunks: Vec<Chunk>,
     pub checksums: s3s::dto::Checksum,
-    pub pins: Pins,
+    pub pins: Hold,
 }
 
 impl Written {
@@ -34,7 +159,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 /// Cuts `body` into blocks of `block_size` and stores each, computing MD5 and the checksums
 /// `hasher` was set up for; refuses a body longer than `max_size` as soon as it is.
 pub(super) async fn write<S, E>(
-    blocks: &BlockStore,
+    blocks: &Blocks,
     mut body: S,
     block_size: usize,
     max_size: u64,
@@ -47,7 +172,7 @@ where
     let mut md5 = Md5::new();
     let mut pending = BytesMut::new();
     let mut chunks = Vec::new();
-    let mut pins = Pins::none(blocks);
+    let mut pins = blocks.hold_none();
     let mut size = 0u64;
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|e| {
@@ -77,9 +202,9 @@ where
     Ok(Written { size, md5: md5.finalize(), chunks, checksums: hasher.finalize(), pins })
 }
 
-async fn store(blocks: &BlockStore, block: Bytes, chunks: &mut Vec<Chunk>, pins: &mut Pins) -> S3Result<()> {
+async fn store(blocks: &Blocks, block: Bytes, chunks: &mut Vec<Chunk>, pins: &mut Hold) -> S3Result<()> {
     let len = block.len() as u32;
-    let (hash, pin) = blocks.put(block).await.map_err(|e| error::internal("storing a block failed", e))?;
+    let (hash, pin) = blocks.put(block).await?;
     pins.absorb(pin);
     chunks.push(Chunk { hash, len });
     Ok(())
@@ -87,10 +212,10 @@ async fn store(blocks: &BlockStore, block: Bytes, chunks: &mut Vec<Chunk>, pins:
 
 /// The bytes `range` of the object made of `chunks`, read block by block while `pins` holds them.
 pub(super) fn read(
-    blocks: BlockStore,
+    blocks: Blocks,
     chunks: Vec<Chunk>,
     range: Range<u64>,
-    pins: Pins,
+    pins: Hold,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
     let chunks: std::sync::Arc<[Chunk]> = chunks.into();
     // (chunk index, offset of that chunk in the object), advanced as blocks are sent.
@@ -111,7 +236,7 @@ pub(super) fn read(
                     }
                     continue;
                 }
-                let block = match blocks.get(&hash) {
+                let block = match blocks.get(&hash).await {
                     Ok(Some(block)) => block,
                     Ok(None) => {
                         return Some((
@@ -120,7 +245,7 @@ pub(super) fn read(
                         ));
                     }
                     Err(e) => {
-                        return Some((Err(std::io::Error::other(e.to_string())), (usize::MAX, 0, pins)));
+                        return Some((Err(std::io::Error::other(e)), (usize::MAX, 0, pins)));
                     }
                 };
                 let from = range.start.saturating_sub(chunk_start) as usize;

@@ -68,6 +68,8 @@ pub struct S3Settings {
     pub region: String,
     /// Base domain for virtual-host-style addressing (`bucket.DOMAIN`), if any.
     pub domain: Option<String>,
+    /// Block sessions to other nodes, for buckets another node owns.
+    pub transfer: Option<serv_cluster::transfer::BlockTransfer>,
 }
 
 /// Builds the S3 protocol service over the node's directory and storage.
@@ -77,7 +79,17 @@ pub fn service(
     keys: Keys,
     settings: S3Settings,
 ) -> Result<S3Service, String> {
-    let s3 = ops::ServS3::new(directory, storage, keys.clone(), settings.limits.clone(), settings.region);
+    if let Ok(table) = storage.table(serv_actors::bucket::BUCKETS) {
+        crate::owned::share(&directory, table);
+    }
+    let s3 = ops::ServS3::new(
+        directory,
+        storage,
+        keys.clone(),
+        settings.limits.clone(),
+        settings.region,
+        settings.transfer,
+    );
     let mut builder = S3ServiceBuilder::new(s3);
     let mut config = s3s::config::S3Config::default();
     config.xml_max_body_size = settings.limits.max_xml_body;

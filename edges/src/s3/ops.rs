@@ -14,13 +14,13 @@ use serv_actors::bucket::{
     BUCKETS, BucketInfo, BucketMeta, BucketMsg, BucketReply, CannedAcl, Checksums, ListVersionsRequest,
     Listing, ObjectBody, ObjectMeta, ObjectRecord, PartRecord, Versioning, WriteCondition,
 };
-use serv_actors::{ActorKey, ActorKind, Directory};
-use serv_storage::blocks::Pins;
+use serv_actors::{ActorKey, ActorKind, Directory, Place};
+use serv_cluster::transfer::BlockTransfer;
 use serv_storage::{Storage, Table};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Keys;
-use super::body::{self, Written, hex};
+use super::body::{self, Blocks, Hold, Written, hex};
 use super::policy::{Decision, Policy};
 use super::{S3Limits, error};
 
@@ -109,6 +109,8 @@ pub(super) struct ServS3 {
     limits: S3Limits,
     region: String,
     bodies: Arc<Semaphore>,
+    /// Block sessions to other nodes, for buckets owned elsewhere (none on a lone node).
+    transfer: Option<BlockTransfer>,
 }
 
 /// What a canned ACL must grant for an access.
@@ -170,10 +172,28 @@ impl ServS3 {
         keys: Keys,
         limits: S3Limits,
         region: String,
+        transfer: Option<BlockTransfer>,
     ) -> Self {
         let buckets = storage.table(BUCKETS).ok();
         let bodies = Arc::new(Semaphore::new(limits.max_inflight_bodies));
-        Self { directory, storage, buckets, keys, limits, region, bodies }
+        Self { directory, storage, buckets, keys, limits, region, bodies, transfer }
+    }
+
+    /// Where `bucket`'s blocks are stored: here, or on its owner through a new block session.
+    async fn blocks_of(&self, bucket: &str) -> S3Result<Blocks> {
+        let unavailable = |message: String| S3Error::with_message(S3ErrorCode::ServiceUnavailable, message);
+        match self.directory.place(&ActorKey::new(ActorKind::Bucket, bucket)) {
+            Place::Here => Ok(Blocks::Local(self.storage.blocks().clone())),
+            Place::Nowhere(reason) => Err(unavailable(format!("bucket {bucket} is unavailable: {reason}"))),
+            Place::There(node) => {
+                let transfer =
+                    self.transfer.as_ref().ok_or_else(|| unavailable("no mesh to reach the owner".into()))?;
+                let session = transfer.open(&node).await.map_err(|e| {
+                    unavailable(format!("bucket {bucket}'s owner, node {node}, cannot be reached: {e}"))
+                })?;
+                Ok(Blocks::Remote(Arc::new(session)))
+            }
+        }
     }
 
     async fn ask(&self, bucket: &str, msg: BucketMsg) -> S3Result<BucketReply> {
@@ -244,21 +264,25 @@ impl ServS3 {
     }
 
     /// The object's current record with its blocks pinned for reading (retried if the object is
-    /// replaced, and its blocks collected, between the two steps).
+    /// replaced, and its blocks collected, between the two steps), and where its blocks are.
     async fn pinned_object(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<String>,
-    ) -> S3Result<(ObjectRecord, Pins)> {
+    ) -> S3Result<(ObjectRecord, Blocks, Hold)> {
+        let mut blocks = None;
         for _ in 0..3 {
             let msg = BucketMsg::GetObject { key: key.to_string(), version_id: version_id.clone() };
             let BucketReply::Object(record) = self.ask(bucket, msg).await? else { return Err(unexpected()) };
             let hashes: Vec<_> = record.body.chunks.iter().map(|chunk| chunk.hash).collect();
-            match self.storage.blocks().pin_existing(&hashes) {
-                Ok(Ok(pins)) => return Ok((*record, pins)),
-                Ok(Err(_missing)) => continue,
-                Err(e) => return Err(error::internal("pinning blocks failed", e)),
+            let store = match blocks.take() {
+                Some(store) => store,
+                None => self.blocks_of(bucket).await?,
+            };
+            match store.pin(&hashes).await? {
+                Ok(hold) => return Ok((*record, store, hold)),
+                Err(_missing) => blocks = Some(store),
             }
         }
         Err(S3Error::with_message(S3ErrorCode::SlowDown, "The object is changing too fast to read; retry."))
@@ -267,18 +291,18 @@ impl ServS3 {
     /// Writes a request body to blocks and verifies Content-MD5 and the requested checksums.
     async fn write_body(
         &self,
+        bucket: &str,
         req: &BodyRequest<'_>,
         body: Option<StreamingBlob>,
         max_size: u64,
     ) -> S3Result<Written> {
         let hasher = hasher_for(req.claimed, req.algorithm);
+        let blocks = self.blocks_of(bucket).await?;
         let written = match body {
-            Some(body) => {
-                body::write(self.storage.blocks(), body, self.limits.block_size, max_size, hasher).await?
-            }
+            Some(body) => body::write(&blocks, body, self.limits.block_size, max_size, hasher).await?,
             None => {
                 body::write(
-                    self.storage.blocks(),
+                    &blocks,
                     futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
                     self.limits.block_size,
                     max_size,
@@ -802,9 +826,12 @@ impl S3 for ServS3 {
         let Some(credentials) = req.credentials.as_ref() else { return Err(s3_error!(AccessDenied)) };
         let Some(table) = &self.buckets else { return Err(error::internal("bucket table", "not open")) };
         let root = self.keys.is_root(&credentials.access_key);
+        // Each node's table lists the buckets it owns: ask every node that is up.
+        let all = crate::owned::everywhere(&self.directory, table)
+            .await
+            .map_err(|reason| S3Error::with_message(S3ErrorCode::ServiceUnavailable, reason))?;
         let mut buckets = Vec::new();
-        for entry in table.entries() {
-            let (name, meta) = entry.map_err(|e| error::internal("listing buckets failed", e))?;
+        for (name, meta) in all {
             if root || meta.owner == credentials.access_key {
                 buckets.push(Bucket {
                     name: Some(name),
@@ -837,7 +864,8 @@ impl S3 for ServS3 {
             algorithm: input.checksum_algorithm.as_ref(),
             trailers: trailing_headers.as_ref(),
         };
-        let written = self.write_body(&request, input.body, self.limits.max_object_size).await?;
+        let written =
+            self.write_body(&input.bucket, &request, input.body, self.limits.max_object_size).await?;
         let condition = match (&input.if_none_match, &input.if_match) {
             (Some(ETagCondition::Any), _) => Some(WriteCondition::Absent),
             (_, Some(ETagCondition::ETag(etag))) => Some(WriteCondition::ETag(etag.value().to_string())),
@@ -869,7 +897,8 @@ impl S3 for ServS3 {
         let input = req.input;
         self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:GetObject", &input.key))
             .await?;
-        let (record, pins) = self.pinned_object(&input.bucket, &input.key, input.version_id.clone()).await?;
+        let (record, blocks, pins) =
+            self.pinned_object(&input.bucket, &input.key, input.version_id.clone()).await?;
         preconditions(
             &record,
             input.if_match.as_ref(),
@@ -884,8 +913,7 @@ impl S3 for ServS3 {
         let whole = range.is_none();
         let content_range = range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1)));
         let slot = self.body_slot()?;
-        let stream =
-            body::read(self.storage.blocks().clone(), record.body.chunks.clone(), span.clone(), pins);
+        let stream = body::read(blocks, record.body.chunks.clone(), span.clone(), pins);
         // The slot is held until the body has been sent.
         let stream = futures_util::StreamExt::map(stream, move |piece| {
             let _ = &slot;
@@ -1011,7 +1039,7 @@ impl S3 for ServS3 {
         self.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key))
             .await?;
         self.check_key(&input.key)?;
-        let (source, pins) =
+        let (source, source_blocks, pins) =
             self.pinned_object(source_bucket, source_key, version_id.as_ref().map(|v| v.to_string())).await?;
         copy_preconditions(
             &source,
@@ -1030,6 +1058,13 @@ impl S3 for ServS3 {
         }
         let meta = if replace { meta_from!(input) } else { source.body.meta.clone() };
         let body = ObjectBody { meta, ..source.body.clone() };
+        // The copy references the same blocks; when the buckets live on different nodes, the
+        // blocks are copied to the destination's owner first (and held there until committed).
+        let destination = self.blocks_of(&input.bucket).await?;
+        let _copies = match destination.same_as(&source_blocks) {
+            true => None,
+            false => Some(body::copy_blocks(&source_blocks, &destination, &source.body.chunks).await?),
+        };
         let msg = BucketMsg::PutObject { key: input.key, body, condition: None };
         let BucketReply::Committed { etag, version_id: new_version } = self.ask(&input.bucket, msg).await?
         else {
@@ -1152,7 +1187,8 @@ impl S3 for ServS3 {
             algorithm: input.checksum_algorithm.as_ref(),
             trailers: trailing_headers.as_ref(),
         };
-        let written = self.write_body(&request, input.body, self.limits.max_object_size).await?;
+        let written =
+            self.write_body(&input.bucket, &request, input.body, self.limits.max_object_size).await?;
         let checksums = written.checksums.clone();
         let etag = self.commit_part(&input.bucket, input.upload_id, part_number, written).await?;
         let output = with_checksums!(UploadPartOutput { e_tag: Some(strong(&etag)) }, checksums);
@@ -1174,7 +1210,7 @@ impl S3 for ServS3 {
             .await?;
         let part_number = self.part_number(input.part_number)?;
         self.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
-        let (source, pins) =
+        let (source, source_blocks, pins) =
             self.pinned_object(source_bucket, source_key, version_id.as_ref().map(|v| v.to_string())).await?;
         copy_preconditions(
             &source,
@@ -1205,20 +1241,15 @@ impl S3 for ServS3 {
             }
         };
         let _slot = self.body_slot()?;
-        let stream =
-            Box::pin(body::read(self.storage.blocks().clone(), source.body.chunks.clone(), span, pins));
+        let stream = Box::pin(body::read(source_blocks, source.body.chunks.clone(), span, pins));
         let no_checksums = Checksum::default();
         let request =
             BodyRequest { content_md5: None, claimed: &no_checksums, algorithm: None, trailers: None };
         let hasher = hasher_for(request.claimed, None);
-        let written = body::write(
-            self.storage.blocks(),
-            stream,
-            self.limits.block_size,
-            self.limits.max_object_size,
-            hasher,
-        )
-        .await?;
+        let destination = self.blocks_of(&input.bucket).await?;
+        let written =
+            body::write(&destination, stream, self.limits.block_size, self.limits.max_object_size, hasher)
+                .await?;
         let etag = self.commit_part(&input.bucket, input.upload_id, part_number, written).await?;
         let output = UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {

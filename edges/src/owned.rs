@@ -1,0 +1,50 @@
+//! Listings across the cluster. An entity's table rows live on the node that owns it, so a list
+//! of every bucket or every topic is this node's rows plus every other node's, asked over the
+//! mesh with a directory query named after the table.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serv_actors::Directory;
+use serv_storage::{Record, Table, TableKey};
+
+/// Rows of the tables entities own, as listings see them.
+pub trait OwnedRow: TableKey + Serialize + DeserializeOwned + Ord {}
+
+impl OwnedRow for String {}
+
+/// Answers other nodes' listings of `table` with this node's rows.
+pub fn share<K: OwnedRow, V: Record>(directory: &Directory, table: Table<K, V>) {
+    let query = format!("rows/{}", table.name());
+    directory.register_query(
+        &query,
+        Arc::new(move |_| {
+            let rows =
+                local(&table).and_then(|rows| serv_storage::codec::encode(&rows).map_err(|e| e.to_string()));
+            Box::pin(std::future::ready(rows))
+        }),
+    );
+}
+
+/// Every row of `table` on every node that is up, sorted by key; or the first node that could
+/// not answer, and why (a partial listing would look complete).
+pub async fn everywhere<K: OwnedRow, V: Record>(
+    directory: &Directory,
+    table: &Table<K, V>,
+) -> Result<Vec<(K, V)>, String> {
+    let mut rows = local(table)?;
+    for (node, answer) in directory.query_peers(&format!("rows/{}", table.name()), Vec::new()).await {
+        let theirs =
+            answer.and_then(|a| serv_storage::codec::decode::<Vec<(K, V)>>(&a).map_err(|e| e.to_string()));
+        rows.extend(
+            theirs.map_err(|reason| format!("node {node} could not list its {}: {reason}", table.name()))?,
+        );
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows)
+}
+
+fn local<K: OwnedRow, V: Record>(table: &Table<K, V>) -> Result<Vec<(K, V)>, String> {
+    table.entries().map(|entry| entry.map_err(|e| e.to_string())).collect()
+}
