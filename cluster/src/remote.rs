@@ -37,6 +37,9 @@ const SESSION_CHECK: Duration = Duration::from_secs(1);
 /// How long an opened session may take to become usable before it is opened again.
 const SESSION_GRACE: Duration = Duration::from_secs(3);
 
+/// How long a request waits for a session with its node to be ready.
+const SESSION_WAIT: Duration = Duration::from_secs(3);
+
 /// Largest request or reply one call carries (ractor_cluster refuses bigger frames; object
 /// bodies never go this way, they travel on their own streams).
 pub const MAX_FRAME_BYTES: u64 = 16 * 1024 * 1024;
@@ -163,17 +166,29 @@ impl Remote {
         Ok(Self { server, node_id: node_id.to_string() })
     }
 
-    /// Sends `request` to `node`'s handler and waits (up to `timeout`) for its answer.
+    /// Sends `request` to `node`'s handler and waits (up to `timeout`) for its answer. A session
+    /// that is being opened (a node that just joined or came back) is waited for a moment.
     pub async fn request(
         &self,
         node: &str,
         request: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, RemoteError> {
-        let gateway = ractor::pg::get_members(&gateway_group(node))
-            .into_iter()
-            .find(|cell| !cell.get_id().is_local() || node == self.node_id)
-            .ok_or_else(|| RemoteError::NoSession(node.to_string()))?;
+        let group = gateway_group(node);
+        let find = || {
+            let members = ractor::pg::get_members(&group);
+            members.into_iter().find(|cell| !cell.get_id().is_local() || node == self.node_id)
+        };
+        let wait_until = tokio::time::Instant::now() + timeout.min(SESSION_WAIT);
+        let gateway = loop {
+            if let Some(gateway) = find() {
+                break gateway;
+            }
+            if tokio::time::Instant::now() >= wait_until {
+                return Err(RemoteError::NoSession(node.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let gateway = ActorRef::<GatewayMsg>::from(gateway);
         match gateway.call(|reply| GatewayMsg::Request(request, reply), Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),

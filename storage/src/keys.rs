@@ -6,6 +6,13 @@
 //! mode 0600, created on first open). A copy of the database alone (a backup, a replica's disk)
 //! then holds no usable secret. Secrets are returned once, on creation, and never listed or
 //! logged.
+//!
+//! In a cluster every node keeps every key, so any node authenticates any client. Nodes
+//! exchange [`KeySync`]s (keys with their secrets, over the mesh's mutual TLS) and [`merge`]
+//! them: the set of keys grows, and a revocation (kept as a tombstone) wins over the key it
+//! revokes whichever order they arrive in, so every node ends with the same keys.
+//!
+//! [`merge`]: AccessKeys::merge
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -42,6 +49,27 @@ impl Record for StoredKey {
 }
 
 const ACCESS_KEYS: TableDef<String, StoredKey> = TableDef::new("access_keys");
+
+/// When a key was revoked: kept so that a revocation spreads and wins over copies of the key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Revoked {
+    revoked_ms: u64,
+}
+
+impl Record for Revoked {
+    const FORMAT: u8 = 1;
+}
+
+const REVOKED_KEYS: TableDef<String, Revoked> = TableDef::new("access_keys_revoked");
+
+/// Keys and revocations as nodes exchange them. Carries secrets: send it only over the mesh.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeySync {
+    /// (access key, name, secret, created ms)
+    pub keys: Vec<(String, String, String, u64)>,
+    /// (access key, revoked ms)
+    pub revoked: Vec<(String, u64)>,
+}
 
 /// A newly created key: the only time its secret is shown.
 #[derive(Clone, Debug, Serialize)]
@@ -80,6 +108,7 @@ pub struct AccessKeys {
 
 struct Inner {
     table: Table<String, StoredKey>,
+    revoked: Table<String, Revoked>,
     committer: Arc<Committer>,
     cipher: XChaCha20Poly1305,
     /// access key -> (name, secret, created); the table's contents, decrypted once.
@@ -105,8 +134,15 @@ impl AccessKeys {
                 })?;
             cache.insert(access, (stored.name, secret, stored.created_ms));
         }
-        let inner =
-            Inner { table, committer, cipher, cache: RwLock::new(cache), changes: Default::default() };
+        let revoked = Table::open(db, REVOKED_KEYS)?;
+        let inner = Inner {
+            table,
+            revoked,
+            committer,
+            cipher,
+            cache: RwLock::new(cache),
+            changes: Default::default(),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -149,13 +185,8 @@ impl AccessKeys {
         }
         let access_key = format!("SV{}", random_hex(9).to_uppercase());
         let secret_key = random_hex(20);
-        let nonce: [u8; 24] = rand::random();
-        let sealed =
-            self.inner.cipher.encrypt(XNonce::from_slice(&nonce), secret_key.as_bytes()).map_err(|_| {
-                StorageError::Encode { table: "access_keys", detail: "sealing failed".into() }
-            })?;
-        let created_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let stored = StoredKey { name: name.to_string(), created_ms, nonce, sealed };
+        let created_ms = now_ms();
+        let stored = self.seal(name, &secret_key, created_ms)?;
         let mut changes = self.inner.committer.write_set();
         changes.put(&self.inner.table, &access_key, &stored)?;
         self.inner.committer.commit(changes).await?;
@@ -171,9 +202,69 @@ impl AccessKeys {
         }
         let mut changes = self.inner.committer.write_set();
         changes.delete(&self.inner.table, &access_key.to_string());
+        changes.put(&self.inner.revoked, &access_key.to_string(), &Revoked { revoked_ms: now_ms() })?;
         self.inner.committer.commit(changes).await?;
         self.write().remove(access_key);
         Ok(Ok(()))
+    }
+
+    /// Every live key (with its secret) and every revocation this node knows.
+    pub fn export(&self) -> Result<KeySync> {
+        let keys = self
+            .read()
+            .iter()
+            .map(|(access, (name, secret, created))| (access.clone(), name.clone(), secret.clone(), *created))
+            .collect();
+        let revoked: Result<Vec<(String, u64)>> =
+            self.inner.revoked.entries().map(|e| e.map(|(access, r)| (access, r.revoked_ms))).collect();
+        Ok(KeySync { keys, revoked: revoked? })
+    }
+
+    /// Takes in what another node knows: keys this node lacks (unless it knows them revoked)
+    /// and revocations. Answers how many changes it made; resolves once they are durable.
+    pub async fn merge(&self, sync: KeySync) -> Result<usize> {
+        let _serial = self.inner.changes.lock().await;
+        let mut changes = self.inner.committer.write_set();
+        let mut added: Vec<(String, String, String, u64)> = Vec::new();
+        let mut removed = Vec::new();
+        for (access, revoked_ms) in &sync.revoked {
+            if self.inner.revoked.get(access)?.is_none() {
+                changes.put(&self.inner.revoked, access, &Revoked { revoked_ms: *revoked_ms })?;
+                changes.delete(&self.inner.table, access);
+                removed.push(access.clone());
+            }
+        }
+        let revoked: std::collections::HashSet<&String> = sync.revoked.iter().map(|(a, _)| a).collect();
+        for (access, name, secret, created_ms) in sync.keys {
+            let known = self.read().contains_key(&access) || added.iter().any(|(a, ..)| *a == access);
+            if known || revoked.contains(&access) || self.inner.revoked.get(&access)?.is_some() {
+                continue;
+            }
+            changes.put(&self.inner.table, &access, &self.seal(&name, &secret, created_ms)?)?;
+            added.push((access, name, secret, created_ms));
+        }
+        let count = added.len() + removed.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        self.inner.committer.commit(changes).await?;
+        let mut cache = self.write();
+        for access in removed {
+            cache.remove(&access);
+        }
+        for (access, name, secret, created_ms) in added {
+            cache.insert(access, (name, secret, created_ms));
+        }
+        Ok(count)
+    }
+
+    fn seal(&self, name: &str, secret: &str, created_ms: u64) -> Result<StoredKey> {
+        let nonce: [u8; 24] = rand::random();
+        let sealed =
+            self.inner.cipher.encrypt(XNonce::from_slice(&nonce), secret.as_bytes()).map_err(|_| {
+                StorageError::Encode { table: "access_keys", detail: "sealing failed".into() }
+            })?;
+        Ok(StoredKey { name: name.to_string(), created_ms, nonce, sealed })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, (String, String, u64)>> {
@@ -183,6 +274,10 @@ impl AccessKeys {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (String, String, u64)>> {
         self.inner.cache.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `bytes` random bytes as lower-case hex (generated keys, tokens and secrets).

@@ -56,3 +56,33 @@ async fn keys_survive_a_restart_sealed_and_stay_revoked() {
         KeyRefusal::NotFound(revoked.access_key.clone())
     );
 }
+
+#[tokio::test]
+async fn nodes_that_merge_each_others_keys_agree_and_revocations_win() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(a_dir.path()), open(b_dir.path()));
+    let on_a = a.access_keys().create("made-on-a").await.unwrap().unwrap();
+    let on_b = b.access_keys().create("made-on-b").await.unwrap().unwrap();
+    // B revokes A's key before it ever heard of it; A still has it live.
+    b.access_keys().merge(a.access_keys().export().unwrap()).await.unwrap();
+    b.access_keys().revoke(&on_a.access_key).await.unwrap().unwrap();
+    assert_eq!(a.access_keys().merge(b.access_keys().export().unwrap()).await.unwrap(), 2);
+    // An old copy of the key arriving again does not bring it back.
+    let stale = {
+        let mut s = b.access_keys().export().unwrap();
+        s.keys.push((on_a.access_key.clone(), "made-on-a".into(), on_a.secret_key.clone(), 1));
+        s
+    };
+    assert_eq!(a.access_keys().merge(stale).await.unwrap(), 0);
+    for node in [&a, &b] {
+        let keys = node.access_keys();
+        assert!(keys.secret(&on_a.access_key).is_none(), "revoked everywhere");
+        assert_eq!(keys.secret(&on_b.access_key).as_deref(), Some(on_b.secret_key.as_str()));
+    }
+    // Merged keys are sealed under each node's own sealing key and survive a restart.
+    a.close().unwrap();
+    drop(a);
+    let a = open(a_dir.path());
+    assert_eq!(a.access_keys().secret(&on_b.access_key).as_deref(), Some(on_b.secret_key.as_str()));
+    assert!(a.access_keys().secret(&on_a.access_key).is_none());
+}

@@ -11,10 +11,12 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from botocore.exceptions import ClientError
 
 from conftest import s3_client, wait_until
+from test_s3_keys import create_key
 from test_stomp import WAIT, Client
 
 FAST = ["--probe-period-ms", "200", "--suspect-timeout-ms", "1000"]
@@ -220,3 +222,38 @@ def test_a_bucket_whose_owner_is_down_answers_503_promptly(trio):
             call(s3_client(n2))
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert time.monotonic() - started < 3.0
+
+
+def test_an_access_key_made_on_one_node_works_on_every_node_until_revoked_anywhere(trio, start_servd, tmp_path):
+    n1, n2, n3 = trio
+    key = create_key(n1, "team")
+    bucket = f"team-{uuid.uuid4().hex[:8]}"
+    as_team = lambda node: s3_client(node, access=key["access_key"], secret=key["secret_key"])
+    as_team(n2).create_bucket(Bucket=bucket)  # at once: the key was pushed before it was answered
+    Client(n3, login=key["access_key"], passcode=key["secret_key"]).close()
+    for node in trio:
+        listed = node.get("/v1/keys").json()["keys"]
+        assert [k["access_key"] for k in listed if k["name"] == "team"] == [key["access_key"]]
+        assert key["secret_key"] not in node.get("/v1/keys").text
+
+    # A node that was down when a key was made catches up when it is back.
+    n3.stop(signal.SIGTERM)
+    late = create_key(n2, "late")
+    back = start_servd(args=[*FAST, "--seeds", f"127.0.0.1:{n1.mesh_port}"], data_dir=tmp_path / "n3").wait_ready()
+    wait_until(lambda: "late" in [k["name"] for k in back.get("/v1/keys").json()["keys"]], timeout=20,
+               message="the restarted node pulls the key made while it was down")
+    s3_client(back, access=late["access_key"], secret=late["secret_key"]).list_buckets()
+
+    # Revoked on node 2: refused everywhere.
+    revoked = requests.delete(f"{n2.admin}/v1/keys/{key['access_key']}",
+                              headers={"Authorization": f"Bearer {n2.token}"}, timeout=10)
+    assert revoked.status_code == 204
+    def refused(node):
+        try:
+            as_team(node).list_buckets()
+            return False
+        except ClientError as error:
+            return error.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+    for node in (n1, n2, back):
+        wait_until(lambda node=node: refused(node), timeout=15, message="the revocation reached every node")

@@ -1,5 +1,9 @@
 //! `/v1/keys`: access keys for the S3 (and STOMP) edges. A key's secret is answered once, when
 //! the key is created; listings never carry secrets.
+//!
+//! Every node keeps every key ([`serv_storage::keys`] merges them): a change made here is pushed
+//! to the other nodes before it is answered, and every [`SYNC_INTERVAL`] each node pulls what the
+//! others know, so a node that was down catches up.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -7,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serv_storage::keys::KeyRefusal;
+use serv_actors::Directory;
+use serv_storage::keys::{AccessKeys, KeyRefusal, KeySync};
 
 use super::{AdminState, ApiError, ErrorCode};
 
@@ -15,6 +20,76 @@ use super::{AdminState, ApiError, ErrorCode};
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateKey {
     name: String,
+}
+
+/// How often a node pulls the keys the others know.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+const EXPORT_QUERY: &str = "keys/export";
+const MERGE_QUERY: &str = "keys/merge";
+
+/// Shares this node's keys with the others and keeps pulling theirs.
+pub fn replicate(directory: &Directory, keys: AccessKeys) {
+    let exporting = keys.clone();
+    directory.register_query(
+        EXPORT_QUERY,
+        std::sync::Arc::new(move |_| {
+            let sync = exporting.export().map_err(|e| e.to_string());
+            let sync = sync.and_then(|s| serv_storage::codec::encode(&s).map_err(|e| e.to_string()));
+            Box::pin(std::future::ready(sync))
+        }),
+    );
+    let merging = keys.clone();
+    directory.register_query(
+        MERGE_QUERY,
+        std::sync::Arc::new(move |args| {
+            let keys = merging.clone();
+            Box::pin(async move {
+                let sync: KeySync = serv_storage::codec::decode(&args).map_err(|e| e.to_string())?;
+                keys.merge(sync).await.map(|_| Vec::new()).map_err(|e| e.to_string())
+            })
+        }),
+    );
+    let directory = directory.clone();
+    tokio::spawn(async move {
+        // Every second until some other node has answered (a node that just started catches
+        // up at once), then every SYNC_INTERVAL.
+        let mut heard = false;
+        loop {
+            tokio::time::sleep(if heard { SYNC_INTERVAL } else { std::time::Duration::from_secs(1) }).await;
+            heard |= pull(&directory, &keys).await;
+        }
+    });
+}
+
+/// Merges what every other node knows into this node's keys; true if any node answered.
+async fn pull(directory: &Directory, keys: &AccessKeys) -> bool {
+    let mut heard = false;
+    for (node, answer) in directory.query_peers(EXPORT_QUERY, Vec::new()).await {
+        heard |= answer.is_ok();
+        let sync = answer.and_then(|a| serv_storage::codec::decode::<KeySync>(&a).map_err(|e| e.to_string()));
+        match sync {
+            Ok(sync) => match keys.merge(sync).await {
+                Ok(0) => {}
+                Ok(changes) => tracing::info!(%node, changes, "access keys merged from another node"),
+                Err(error) => tracing::warn!(%node, %error, "access keys from another node not merged"),
+            },
+            Err(error) => tracing::debug!(%node, %error, "no access keys from another node"),
+        }
+    }
+    heard
+}
+
+/// Pushes this node's keys to every other node that is up (best effort: the periodic pull
+/// repairs whatever this misses).
+async fn push(state: &AdminState) {
+    let Ok(sync) = state.inner.storage.access_keys().export() else { return };
+    let Ok(sync) = serv_storage::codec::encode(&sync) else { return };
+    for (node, answer) in state.inner.directory.query_peers(MERGE_QUERY, sync).await {
+        if let Err(error) = answer {
+            tracing::warn!(%node, %error, "access key change not pushed; the node will pull it");
+        }
+    }
 }
 
 fn refused(refusal: KeyRefusal) -> ApiError {
@@ -44,6 +119,7 @@ pub(super) async fn create(
     })?;
     let created = state.inner.storage.access_keys().create(&request.name).await.map_err(failed)?;
     let key = created.map_err(refused)?;
+    push(&state).await;
     tracing::info!(access_key = %key.access_key, name = %key.name, "access key created");
     Ok((StatusCode::CREATED, Json(key)).into_response())
 }
@@ -58,6 +134,7 @@ pub(super) async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     let revoked = state.inner.storage.access_keys().revoke(&access_key).await.map_err(failed)?;
     revoked.map_err(refused)?;
+    push(&state).await;
     tracing::info!(%access_key, "access key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -63,6 +63,7 @@ impl AdminState {
         token: String,
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
     ) -> Self {
+        keys::replicate(&directory, storage.access_keys().clone());
         // Other nodes' topic listings include the destinations this node owns.
         if let Ok(topics) = storage.table(serv_actors::topic::TOPICS) {
             crate::owned::share(&directory, topics);
