@@ -1,10 +1,15 @@
 //! The node's place in the cluster: the mesh endpoint, membership, remote actor sessions, and
-//! the placement the directory routes by (the ring over the membership view).
+//! the placement the directory routes by (the ring over every member the node has known).
+//!
+//! Members are remembered in storage: a node that restarts while another is down still places
+//! entities on the ring that includes it (and refuses them as down) instead of taking them over
+//! without their state.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serv_actors::placement::Forwarded;
 use serv_actors::{ActorKey, Directory, Place, Placement};
 use serv_cluster::identity::ClusterIdentity;
@@ -14,15 +19,31 @@ use serv_cluster::remote::Remote;
 use serv_cluster::ring::Ring;
 use serv_cluster::transfer::{self, BlockTransfer};
 use serv_edges::admin::NodeInfo;
-use serv_storage::blocks::BlockStore;
+use serv_storage::{Record, Storage, TableDef};
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::secrets;
 
+/// Every member this node has seen, by id, with the mesh address it last had.
+const KNOWN_MEMBERS: TableDef<String, KnownMember> = TableDef::new("cluster_members");
+
+#[derive(Serialize, Deserialize)]
+struct KnownMember {
+    addr: SocketAddr,
+    first_seen_ms: u64,
+}
+
+impl Record for KnownMember {
+    const FORMAT: u8 = 1;
+}
+
 /// The cluster side of a running node.
 pub struct Cluster {
     pub membership: Membership,
+    /// The membership view plus every remembered member it lacks (as down): what the ring,
+    /// the admin API and the console see.
+    pub members: watch::Receiver<Vec<MemberView>>,
     pub remote: Remote,
     /// Block sessions to other nodes (for buckets they own).
     pub transfer: BlockTransfer,
@@ -36,7 +57,7 @@ pub async fn join(
     config: &Config,
     node: &NodeInfo,
     directory: &Directory,
-    blocks: BlockStore,
+    storage: &Storage,
 ) -> Result<Cluster, String> {
     let secret = secrets::cluster_secret(&config.data_dir)?;
     let identity = ClusterIdentity::new(&secret, &node.id).map_err(|e| format!("cluster identity: {e}"))?;
@@ -58,12 +79,70 @@ pub async fn join(
         let directory = serving.clone();
         Box::pin(async move { directory.serve_remote(request).await })
     });
-    transfer::serve(&mesh, blocks);
+    transfer::serve(&mesh, storage.blocks().clone());
     let transfer = BlockTransfer::new(mesh.clone(), membership.watch());
     let remote = Remote::start(&node.id, &secret, mesh, membership.watch(), handler).await?;
-    let placement = RingPlacement::start(node.id.clone(), membership.watch(), remote.clone());
+    let members = remember_members(storage, membership.watch())?;
+    let placement = RingPlacement::start(node.id.clone(), members.clone(), remote.clone());
     directory.set_placement(placement);
-    Ok(Cluster { membership, remote, transfer })
+    Ok(Cluster { membership, members, remote, transfer })
+}
+
+/// The membership view with every member remembered in storage added (as down) when the view
+/// lacks it; members seen for the first time are remembered.
+fn remember_members(
+    storage: &Storage,
+    mut view: watch::Receiver<Vec<MemberView>>,
+) -> Result<watch::Receiver<Vec<MemberView>>, String> {
+    let table = storage.table(KNOWN_MEMBERS).map_err(|e| e.to_string())?;
+    let mut known = std::collections::BTreeMap::new();
+    for entry in table.entries() {
+        let (id, member) = entry.map_err(|e| format!("remembered members: {e}"))?;
+        known.insert(id, member.addr);
+    }
+    let merge = |view: &[MemberView], known: &std::collections::BTreeMap<String, SocketAddr>| {
+        let mut merged = view.to_vec();
+        for (id, addr) in known {
+            if !view.iter().any(|m| &m.id == id) {
+                merged.push(MemberView {
+                    id: id.clone(),
+                    addr: *addr,
+                    state: MemberState::Down,
+                    incarnation: 0,
+                    meta: None,
+                });
+            }
+        }
+        merged
+    };
+    let (publish, merged) = watch::channel(merge(&view.borrow_and_update(), &known));
+    let storage = storage.clone();
+    tokio::spawn(async move {
+        loop {
+            let current = view.borrow_and_update().clone();
+            let mut changes = storage.write_set();
+            let mut news = 0;
+            for member in &current {
+                if known.get(&member.id) != Some(&member.addr) {
+                    let record = KnownMember { addr: member.addr, first_seen_ms: serv_actors::now_ms() };
+                    if changes.put(&table, &member.id, &record).is_ok() {
+                        known.insert(member.id.clone(), member.addr);
+                        news += 1;
+                    }
+                }
+            }
+            if news > 0
+                && let Err(error) = storage.commit(changes).await
+            {
+                tracing::warn!(%error, "new members could not be remembered");
+            }
+            publish.send_replace(merge(&current, &known));
+            if view.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(merged)
 }
 
 async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {

@@ -95,7 +95,7 @@ async fn run(config: Config) -> Result<(), String> {
             ("mesh".to_string(), mesh_addr.to_string()),
         ]),
     };
-    let cluster = cluster::join(&config, &node, &directory, storage.blocks().clone()).await?;
+    let cluster = cluster::join(&config, &node, &directory, &storage).await?;
     let s3_settings = S3Settings {
         limits: config.s3_limits.clone(),
         region: config.s3_region.clone(),
@@ -103,13 +103,8 @@ async fn run(config: Config) -> Result<(), String> {
         transfer: Some(cluster.transfer.clone()),
     };
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
-    let state = AdminState::new(
-        node,
-        directory.clone(),
-        storage.clone(),
-        admin_token,
-        Some(cluster.membership.watch()),
-    );
+    let state =
+        AdminState::new(node, directory.clone(), storage.clone(), admin_token, Some(cluster.members.clone()));
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),

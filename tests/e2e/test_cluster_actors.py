@@ -257,3 +257,29 @@ def test_an_access_key_made_on_one_node_works_on_every_node_until_revoked_anywhe
 
     for node in (n1, n2, back):
         wait_until(lambda node=node: refused(node), timeout=15, message="the revocation reached every node")
+
+
+def test_a_node_restarted_while_another_is_down_still_places_that_nodes_entities_on_it(trio, start_servd, tmp_path):
+    n1, n2, n3 = trio
+    victim = node_id(n3)
+    [queue] = names_owned_by(trio, "queue", victim, 1, "kept")
+    producer = Client(n1)
+    producer.send(f"/queue/{queue}", "before")
+    producer.close()
+    n3.stop(signal.SIGKILL)
+    states = lambda node: {m["id"]: m["state"] for m in node.get("/v1/cluster/members").json()["members"]}
+    wait_until(lambda: states(n1).get(victim) == "down", timeout=15, message="node 3 seen down")
+
+    # Node 2 restarts and only ever hears of node 1: it remembers node 3 from its data dir.
+    n2.stop(signal.SIGTERM)
+    back = start_servd(args=[*FAST, "--seeds", f"127.0.0.1:{n1.mesh_port}"], data_dir=tmp_path / "n2").wait_ready()
+    assert states(back).get(victim) == "down"
+    assert sorted(n["id"] for n in back.get("/v1/cluster/ring").json()["nodes"]) == \
+        sorted(n["id"] for n in n1.get("/v1/cluster/ring").json()["nodes"])
+    assert owner_of(back, f"topic/queue/{queue}") == victim
+    client = Client(back)
+    client.conn.send(f"/queue/{queue}", "while down", receipt="r-down")
+    client.listener.wait(lambda c: c.errors, what="an ERROR frame")
+    error = client.listener.errors[0]
+    assert "down" in error.headers.get("message", "") + error.body, (error.headers, error.body)
+    assert "r-down" not in client.listener.receipts, "not taken over by a node without its state"
