@@ -47,6 +47,18 @@ def trio(start_servd, tmp_path):
     return nodes
 
 
+def states(node):
+    return {m["id"]: m["state"] for m in node.get("/v1/cluster/members").json()["members"]}
+
+
+def kill_and_wait_down(victim, observer):
+    """SIGKILLs `victim` and waits until `observer` sees it down."""
+    victim_id = node_id(victim)
+    victim.stop(signal.SIGKILL)
+    wait_until(lambda: states(observer).get(victim_id) == "down", timeout=15,
+               message=f"{victim_id} not seen down")
+
+
 def names_owned_by(nodes, destination, owner, count, prefix):
     """`count` fresh names for STOMP destinations `/{destination}/NAME` (`queue` or `topic`) whose
     topic actor (`topic/{destination}/NAME`) has `owner` as its ring owner."""
@@ -118,9 +130,7 @@ def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it
     producer.send(f"/queue/{queue}", "before")
     producer.close()
 
-    n3.stop(signal.SIGKILL)
-    states = lambda: {m["id"]: m["state"] for m in n1.get("/v1/cluster/members").json()["members"]}
-    wait_until(lambda: states().get(victim) == "down", timeout=15, message="node 3 seen down")
+    kill_and_wait_down(n3, n1)
     client = Client(n1)
     started = time.monotonic()
     client.conn.send(f"/queue/{queue}", "while down", receipt="r-down")
@@ -212,9 +222,7 @@ def test_a_bucket_whose_owner_is_down_answers_503_promptly(trio):
     [bucket] = buckets_owned_by(trio, victim, 1, "gone")
     s3_client(n1).create_bucket(Bucket=bucket)
     s3_client(n1).put_object(Bucket=bucket, Key="k", Body=b"v")
-    n3.stop(signal.SIGKILL)
-    wait_until(lambda: {m["id"]: m["state"] for m in n1.get("/v1/cluster/members").json()["members"]}
-               .get(victim) == "down", timeout=15, message="node 3 seen down")
+    kill_and_wait_down(n3, n1)
     for call in (lambda c: c.get_object(Bucket=bucket, Key="k"),
                  lambda c: c.put_object(Bucket=bucket, Key="k2", Body=b"x")):
         started = time.monotonic()
@@ -266,9 +274,7 @@ def test_a_node_restarted_while_another_is_down_still_places_that_nodes_entities
     producer = Client(n1)
     producer.send(f"/queue/{queue}", "before")
     producer.close()
-    n3.stop(signal.SIGKILL)
-    states = lambda node: {m["id"]: m["state"] for m in node.get("/v1/cluster/members").json()["members"]}
-    wait_until(lambda: states(n1).get(victim) == "down", timeout=15, message="node 3 seen down")
+    kill_and_wait_down(n3, n1)
 
     # Node 2 restarts and only ever hears of node 1: it remembers node 3 from its data dir.
     n2.stop(signal.SIGTERM)
