@@ -5,6 +5,7 @@
 //! entities on the ring that includes it (and refuses them as down) instead of taking them over
 //! without their state.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -83,8 +84,10 @@ pub async fn join(
     let transfer = BlockTransfer::new(mesh.clone(), membership.watch());
     let remote = Remote::start(&node.id, &secret, mesh, membership.watch(), handler).await?;
     let members = remember_members(storage, membership.watch())?;
-    let placement = RingPlacement::start(node.id.clone(), members.clone(), remote.clone());
-    directory.set_placement(placement);
+    let settled = crate::rebalance::load_settled(storage, &node.id, config.seeds.is_empty())?;
+    let placement = RingPlacement::start(node.id.clone(), settled, members.clone(), remote.clone());
+    directory.set_placement(placement.clone());
+    crate::rebalance::start(placement, directory.clone(), storage.clone(), transfer.clone());
     Ok(Cluster { membership, members, remote, transfer })
 }
 
@@ -156,53 +159,132 @@ async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {
     resolved
 }
 
-/// The ring over the membership view, rebuilt whenever the view changes.
-struct RingPlacement {
+/// The ring over the members this node knows, rebuilt whenever they change, and how far this
+/// node is through the hand-off that a new ring asks for (see [`crate::rebalance`]).
+pub struct RingPlacement {
     me: String,
-    current: RwLock<(Ring, Vec<MemberView>)>,
+    current: RwLock<Current>,
+    /// The ring this node last finished a rebalance for: it serves the keys it owned there.
+    settled: RwLock<(BTreeSet<String>, Ring)>,
+    /// The ring this node has handed off every entity it no longer owns for.
+    handed_off: RwLock<Option<BTreeSet<String>>>,
     remote: Remote,
 }
 
+struct Current {
+    ids: BTreeSet<String>,
+    ring: Ring,
+    members: Vec<MemberView>,
+}
+
+impl Current {
+    fn of(members: Vec<MemberView>) -> Self {
+        Self { ids: members.iter().map(|m| m.id.clone()).collect(), ring: placement_ring(&members), members }
+    }
+}
+
 impl RingPlacement {
-    fn start(me: String, mut view: watch::Receiver<Vec<MemberView>>, remote: Remote) -> Arc<Self> {
-        let members = view.borrow_and_update().clone();
-        let placement =
-            Arc::new(Self { me, current: RwLock::new((placement_ring(&members), members)), remote });
+    fn start(
+        me: String,
+        settled: BTreeSet<String>,
+        mut view: watch::Receiver<Vec<MemberView>>,
+        remote: Remote,
+    ) -> Arc<Self> {
+        let current = Current::of(view.borrow_and_update().clone());
+        let settled_ring = Ring::with_default_vnodes(settled.iter().cloned());
+        let placement = Arc::new(Self {
+            me,
+            current: RwLock::new(current),
+            settled: RwLock::new((settled, settled_ring)),
+            handed_off: RwLock::new(None),
+            remote,
+        });
         let weak = Arc::downgrade(&placement);
         tokio::spawn(async move {
             while view.changed().await.is_ok() {
                 let Some(placement) = weak.upgrade() else { return };
-                let members = view.borrow_and_update().clone();
-                let ring = placement_ring(&members);
-                *placement.current.write().unwrap_or_else(|p| p.into_inner()) = (ring, members);
+                let current = Current::of(view.borrow_and_update().clone());
+                *placement.current.write().unwrap_or_else(|p| p.into_inner()) = current;
             }
         });
         placement
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The members of the current ring.
+    pub fn ring_ids(&self) -> BTreeSet<String> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).ids.clone()
+    }
+
+    /// The owner of `key` on the current ring, and whether that member is up.
+    pub fn owner_of(&self, key: &ActorKey) -> Option<(String, bool)> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let owner = current.ring.owner(key.to_string().as_bytes())?.to_string();
+        let up = current.members.iter().any(|m| m.id == owner && m.state != MemberState::Down);
+        Some((owner, up))
+    }
+
+    pub fn settled_ids(&self) -> BTreeSet<String> {
+        self.settled.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    pub fn set_settled(&self, ids: BTreeSet<String>) {
+        let ring = Ring::with_default_vnodes(ids.iter().cloned());
+        *self.settled.write().unwrap_or_else(|p| p.into_inner()) = (ids, ring);
+    }
+
+    pub fn handed_off(&self) -> Option<BTreeSet<String>> {
+        self.handed_off.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_handed_off(&self, ids: BTreeSet<String>) {
+        *self.handed_off.write().unwrap_or_else(|p| p.into_inner()) = Some(ids);
+    }
+
+    /// The members of the current ring other than this node, and whether each is up.
+    pub fn others(&self) -> Vec<(String, bool)> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current
+            .members
+            .iter()
+            .filter(|m| m.id != self.me)
+            .map(|m| (m.id.clone(), m.state != MemberState::Down))
+            .collect()
     }
 }
 
 impl Placement for RingPlacement {
     fn place(&self, key: &ActorKey) -> Place {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let (ring, members) = &*current;
-        let Some(owner) = ring.owner(key.to_string().as_bytes()) else { return Place::Here };
+        let point = key.to_string();
+        let Some(owner) = current.ring.owner(point.as_bytes()) else { return Place::Here };
         if owner == self.me {
-            return Place::Here;
+            // A key this node gains with a new ring waits until every node has handed over
+            // what it held (see rebalance); the keys it owned before stay served.
+            let settled = self.settled.read().unwrap_or_else(|p| p.into_inner());
+            if settled.0 == current.ids || settled.1.owner(point.as_bytes()) == Some(self.me.as_str()) {
+                return Place::Here;
+            }
+            return Place::Nowhere(format!(
+                "its new owner, node {owner}, is taking it over from the previous one; retry shortly"
+            ));
         }
-        match members.iter().find(|m| m.id == owner).map(|m| m.state) {
+        match current.members.iter().find(|m| m.id == owner).map(|m| m.state) {
             Some(MemberState::Down) => Place::Nowhere(format!("its owner, node {owner}, is down")),
             _ => Place::There(owner.to_string()),
         }
     }
 
     fn peers(&self) -> Vec<String> {
+        self.others().into_iter().filter(|(_, up)| *up).map(|(id, _)| id).collect()
+    }
+
+    fn settled(&self) -> bool {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        current
-            .1
-            .iter()
-            .filter(|m| m.id != self.me && m.state != MemberState::Down)
-            .map(|m| m.id.clone())
-            .collect()
+        self.settled.read().unwrap_or_else(|p| p.into_inner()).0 == current.ids
     }
 
     fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded {

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod config;
+mod rebalance;
 mod secrets;
 mod telemetry;
 

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::entity::{EntityMsg, ReplyTo};
+use crate::handoff::HandOff;
 use crate::inspect::{Gate, RecordKind, Registry};
 use crate::placement::{MeshReply, MeshRequest, Place, Placement, Query};
 use crate::supervisor::{KindMsg, NodeMsg, NodeSupervisor, Spawn, Spawner};
@@ -125,6 +126,10 @@ impl Hub {
         }
     }
 
+    pub(crate) fn live_incarnation(&self, key: &ActorKey) -> Option<Incarnation> {
+        self.live(key)
+    }
+
     fn live(&self, key: &ActorKey) -> Option<Incarnation> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
@@ -195,7 +200,7 @@ impl Directory {
     }
 
     /// Serves entities of type `E`: from now on their kind's supervisor can activate them.
-    pub fn register<E: Entity>(&self) {
+    pub fn register<E: Entity + HandOff>(&self) {
         let kind = <E::Msg as KindMessage>::KIND;
         let spawner: Arc<dyn Spawn> = Arc::new(Spawner::<E>::new());
         self.hub.spawners.write().unwrap_or_else(|p| p.into_inner()).insert(kind, spawner);
@@ -283,12 +288,21 @@ impl Directory {
         *self.hub.placement.write().unwrap_or_else(|p| p.into_inner()) = Some(placement);
     }
 
+    /// False while this node is still taking entities over after a ring change.
+    pub fn is_settled(&self) -> bool {
+        self.placement().is_none_or(|placement| placement.settled())
+    }
+
     /// Where `key` lives as this node sees the cluster now (always here on a lone node).
     pub fn place(&self, key: &ActorKey) -> Place {
         self.placement().map_or(Place::Here, |placement| placement.place(key))
     }
 
-    fn placement(&self) -> Option<Arc<dyn Placement>> {
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub(crate) fn placement(&self) -> Option<Arc<dyn Placement>> {
         self.hub.placement.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -367,6 +381,7 @@ impl Directory {
             Ok(MeshRequest::Records) => serv_storage::codec::encode(&self.records())
                 .map_err(|e| DirectoryError::Unavailable { key: String::new(), reason: e.to_string() }),
             Ok(MeshRequest::Reset { key }) => self.reset(&key).await.map(|()| Vec::new()),
+            Ok(MeshRequest::Import { key, state }) => self.import_state(&key, state).await,
             Ok(MeshRequest::Query { name, args }) => {
                 let query = self.hub.queries.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
                 match query {

@@ -9,6 +9,7 @@
 //!   backoff, escalation and passivation of idle entities.
 //! - [`directory`]: `send(key, msg)` / `call(key, msg)`, activating the entity on first use.
 //! - [`placement`]: which node owns a key, and forwarding to an owner on another node.
+//! - [`handoff`]: moving an entity's durable state to its new owner.
 //! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
 //! - [`trace`]: the W3C `traceparent` carried inside every actor message.
 
@@ -16,6 +17,7 @@ pub mod bucket;
 pub mod directory;
 pub mod entity;
 pub mod group;
+pub mod handoff;
 pub mod inspect;
 pub mod key;
 pub mod placement;

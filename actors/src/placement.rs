@@ -38,6 +38,11 @@ pub trait Placement: Send + Sync + 'static {
     /// The ids of the other nodes that are up.
     fn peers(&self) -> Vec<String>;
 
+    /// True unless this node is still taking over entities after a ring change.
+    fn settled(&self) -> bool {
+        true
+    }
+
     /// Sends an encoded [`MeshRequest`] to `node`'s directory and returns its encoded answer.
     fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded;
 }
@@ -52,6 +57,8 @@ pub(crate) enum MeshRequest {
     Records,
     /// Clear a failed entity's crash history and start it again.
     Reset { key: ActorKey },
+    /// Take over `key`'s state from its previous owner (see [`crate::handoff`]).
+    Import { key: ActorKey, state: crate::handoff::EntityState },
     /// Run the node-local query registered under `name` (see [`Query`]).
     Query { name: String, args: Vec<u8> },
 }

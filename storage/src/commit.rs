@@ -70,6 +70,23 @@ impl WriteSet {
         self.batch.remove(table.keyspace(), key_bytes(key));
     }
 
+    /// Stores a row of `table` as it was stored elsewhere, once it decodes as one.
+    pub fn put_raw_row<K: TableKey, V: Record>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        table.decode_raw(key, value)?;
+        self.batch.insert(table.keyspace(), key, value);
+        Ok(())
+    }
+
+    /// Removes the row stored under the key bytes `key` from `table`.
+    pub fn delete_raw_row<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &[u8]) {
+        self.batch.remove(table.keyspace(), key);
+    }
+
     /// Stores raw bytes (a block body) in `keyspace`.
     pub(crate) fn put_raw(&mut self, keyspace: &fjall::Keyspace, key: Vec<u8>, value: bytes::Bytes) {
         self.batch.insert(keyspace, key, value.as_ref());

@@ -137,6 +137,11 @@ impl KeyPrefix {
         self
     }
 
+    /// The prefix's bytes, as keys that start with it begin.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }

@@ -40,11 +40,19 @@ def trio(start_servd, tmp_path):
     seeds = ["--seeds", f"127.0.0.1:{seed.mesh_port}"]
     nodes = [seed] + [start_servd(args=[*FAST, *seeds], data_dir=tmp_path / f"n{i}").wait_ready()
                       for i in (2, 3)]
+    wait_settled(nodes)
+    return nodes
+
+
+def wait_settled(nodes):
+    """Until every node lists the actors of every node (sessions up) and is settled on the ring
+    of all of them (every hand-off done)."""
     ids = sorted(node_id(n) for n in nodes)
     for node in nodes:
         wait_until(lambda node=node: sorted({a["node"] for a in actors(node, kind="node")}) == ids,
                    timeout=20, message=f"{node_id(node)} lists the actors of every node")
-    return nodes
+        wait_until(lambda node=node: (lambda r: r["settled"] and sorted(n["id"] for n in r["nodes"]) == ids)(
+            node.get("/v1/cluster/ring").json()), timeout=30, message=f"{node_id(node)} settles on the ring")
 
 
 def states(node):
@@ -289,3 +297,60 @@ def test_a_node_restarted_while_another_is_down_still_places_that_nodes_entities
     error = client.listener.errors[0]
     assert "down" in error.headers.get("message", "") + error.body, (error.headers, error.body)
     assert "r-down" not in client.listener.receipts, "not taken over by a node without its state"
+
+
+def test_a_node_that_joins_takes_over_its_entities_with_their_state(start_servd, tmp_path):
+    """Data made on two nodes; a third joins: the entities the ring gives it move to it with
+    their objects, messages and group positions, and every node serves them as before."""
+    n1 = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
+    seeds = ["--seeds", f"127.0.0.1:{n1.mesh_port}"]
+    n2 = start_servd(args=[*FAST, *seeds], data_dir=tmp_path / "n2").wait_ready()
+    wait_settled([n1, n2])
+
+    s3 = s3_client(n1)
+    bodies = {}
+    for i in range(20):
+        bucket = f"moving-{i}-{uuid.uuid4().hex[:6]}"
+        s3.create_bucket(Bucket=bucket)
+        body = os.urandom(2 * 1024 * 1024 + 3 if i % 5 == 0 else 100 + i)  # some span 3 blocks
+        s3.put_object(Bucket=bucket, Key="k", Body=body)
+        bodies[bucket] = body
+    queues = [f"work-{i}-{uuid.uuid4().hex[:6]}" for i in range(12)]
+    producer = Client(n2)
+    for queue in queues:
+        for m in range(4):
+            producer.send(f"/queue/{queue}", f"{queue}-m{m}")
+    producer.close()
+    # Each queue's first message is consumed and acknowledged before the join.
+    consumer = Client(n1)
+    for queue in queues:
+        consumer.subscribe(f"/queue/{queue}", id=queue, ack="client-individual",
+                           headers={"prefetch-count": "1"})
+        consumer.listener.wait_body(f"{queue}-m0")
+        frame = next(f for f in consumer.messages if f.body == f"{queue}-m0")
+        consumer.ack(frame)
+    consumer.close()
+
+    n3 = start_servd(args=[*FAST, *seeds], data_dir=tmp_path / "n3").wait_ready()
+    nodes = [n1, n2, n3]
+    wait_settled(nodes)
+    moved = [b for b in bodies if owner_of(n1, f"bucket/{b}") == node_id(n3)]
+    assert moved, "some buckets belong to the new node"
+    for bucket, body in bodies.items():
+        for node in nodes:
+            assert s3_client(node).get_object(Bucket=bucket, Key="k")["Body"].read() == body, bucket
+    for bucket in moved:
+        runs = [a["node"] for a in actors(n2, kind="bucket") if a["key"] == f"bucket/{bucket}"]
+        assert runs == [node_id(n3)], runs
+    listed = {b["Name"] for b in s3_client(n2).list_buckets()["Buckets"]}
+    assert set(bodies) <= listed, "each bucket listed once, wherever it lives now"
+
+    # Every queue resumes after its acknowledged message, through any node.
+    for i, queue in enumerate(queues):
+        reader = Client(nodes[i % 3])
+        try:
+            reader.subscribe(f"/queue/{queue}", id="r")
+            reader.listener.wait_count(3)
+            assert sorted(reader.bodies()) == [f"{queue}-m{m}" for m in (1, 2, 3)], reader.bodies()
+        finally:
+            reader.close()

@@ -195,7 +195,8 @@ async fn cluster_ring(State(state): State<AdminState>) -> Json<serde_json::Value
         .iter()
         .map(|member| serde_json::json!({ "id": member.id, "tokens": ring.tokens_of(&member.id) }))
         .collect();
-    Json(serde_json::json!({ "nodes": nodes }))
+    // settled: false while this node is still taking entities over after the ring changed.
+    Json(serde_json::json!({ "nodes": nodes, "settled": state.inner.directory.is_settled() }))
 }
 
 /// `{"key", "point", "preference_list": [...]}`: where `key` (an actor key such as
