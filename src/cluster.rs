@@ -87,7 +87,8 @@ pub async fn join(
     let settled = crate::rebalance::load_settled(storage, &node.id, config.seeds.is_empty())?;
     let placement = RingPlacement::start(node.id.clone(), settled, members.clone(), remote.clone());
     directory.set_placement(placement.clone());
-    crate::rebalance::start(placement, directory.clone(), storage.clone(), transfer.clone());
+    let founder = config.seeds.is_empty();
+    crate::rebalance::start(placement, directory.clone(), storage.clone(), transfer.clone(), founder);
     Ok(Cluster { membership, members, remote, transfer })
 }
 
@@ -168,6 +169,9 @@ pub struct RingPlacement {
     settled: RwLock<(BTreeSet<String>, Ring)>,
     /// The ring this node has handed off every entity it no longer owns for.
     handed_off: RwLock<Option<BTreeSet<String>>>,
+    /// Keys whose whole state was handed over to this node since it last settled: served at
+    /// once, before the rest of the rebalance is done.
+    arrived: RwLock<std::collections::HashSet<ActorKey>>,
     remote: Remote,
 }
 
@@ -197,6 +201,7 @@ impl RingPlacement {
             current: RwLock::new(current),
             settled: RwLock::new((settled, settled_ring)),
             handed_off: RwLock::new(None),
+            arrived: RwLock::default(),
             remote,
         });
         let weak = Arc::downgrade(&placement);
@@ -234,6 +239,7 @@ impl RingPlacement {
     pub fn set_settled(&self, ids: BTreeSet<String>) {
         let ring = Ring::with_default_vnodes(ids.iter().cloned());
         *self.settled.write().unwrap_or_else(|p| p.into_inner()) = (ids, ring);
+        self.arrived.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     pub fn handed_off(&self) -> Option<BTreeSet<String>> {
@@ -260,15 +266,20 @@ impl Placement for RingPlacement {
     fn place(&self, key: &ActorKey) -> Place {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         let point = key.to_string();
-        let Some(owner) = current.ring.owner(point.as_bytes()) else { return Place::Here };
+        let Some(owner) = current.ring.owner(point.as_bytes()) else {
+            return Place::Moving("this node has not joined its cluster yet".into());
+        };
         if owner == self.me {
             // A key this node gains with a new ring waits until every node has handed over
             // what it held (see rebalance); the keys it owned before stay served.
             let settled = self.settled.read().unwrap_or_else(|p| p.into_inner());
-            if settled.0 == current.ids || settled.1.owner(point.as_bytes()) == Some(self.me.as_str()) {
+            if settled.0 == current.ids
+                || settled.1.owner(point.as_bytes()) == Some(self.me.as_str())
+                || self.arrived.read().unwrap_or_else(|p| p.into_inner()).contains(key)
+            {
                 return Place::Here;
             }
-            return Place::Nowhere(format!(
+            return Place::Moving(format!(
                 "its new owner, node {owner}, is taking it over from the previous one; retry shortly"
             ));
         }
@@ -285,6 +296,10 @@ impl Placement for RingPlacement {
     fn settled(&self) -> bool {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         self.settled.read().unwrap_or_else(|p| p.into_inner()).0 == current.ids
+    }
+
+    fn arrived(&self, key: &ActorKey) {
+        self.arrived.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
     }
 
     fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded {

@@ -61,8 +61,16 @@ struct Status {
     handed_off: bool,
 }
 
-/// Answers the others' status questions and keeps this node's hand-off and settling going.
-pub fn start(placement: Arc<RingPlacement>, directory: Directory, storage: Storage, transfer: BlockTransfer) {
+/// Answers the others' status questions and keeps this node's hand-off and settling going. A
+/// node that joins (not the `founder`) never settles on a ring of itself alone: it would take
+/// every key before it has heard of the nodes that hold them.
+pub fn start(
+    placement: Arc<RingPlacement>,
+    directory: Directory,
+    storage: Storage,
+    transfer: BlockTransfer,
+    founder: bool,
+) {
     let asked = placement.clone();
     directory.register_query(
         STATUS_QUERY,
@@ -83,7 +91,9 @@ pub fn start(placement: Arc<RingPlacement>, directory: Directory, storage: Stora
                 tracing::info!(members = ring.len(), "handed off every entity this node no longer owns");
                 placement.set_handed_off(ring.clone());
             }
-            if placement.settled_ids() != ring
+            let alone = ring.len() == 1 && !founder;
+            if !alone
+                && placement.settled_ids() != ring
                 && placement.handed_off().as_ref() == Some(&ring)
                 && all_handed_off(&placement, &directory, &ring).await
             {
@@ -136,7 +146,12 @@ async fn hand_off_all(
     transfer: &BlockTransfer,
 ) -> bool {
     let keys = match directory.local_entities() {
-        Ok(keys) => keys,
+        // Topics first: a group's handler may wait on its topic, so a group is evicted only
+        // once the topics it may be waiting on have moved (no node's hand-off waits on another).
+        Ok(mut keys) => {
+            keys.sort_by_key(|key| key.kind != serv_actors::ActorKind::Topic);
+            keys
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot list the entities this node holds");
             return false;
@@ -172,6 +187,9 @@ async fn hand_off(
     transfer: &BlockTransfer,
 ) -> Result<(), String> {
     directory.evict(key).await.map_err(|e| e.to_string())?;
+    // The entity may have pipelined writes that are staged but not yet applied: a commit
+    // resolves only after everything staged before it, so the export below sees them all.
+    storage.commit(storage.write_set()).await.map_err(|e| e.to_string())?;
     let state = directory.export_state(key).map_err(|e| e.to_string())?;
     // The session keeps the blocks pinned on the owner until its import references them.
     let session = match state.refs.is_empty() {
@@ -185,8 +203,10 @@ async fn hand_off(
             session.put(&block).await.map_err(|e| e.to_string())?;
         }
     }
-    for batch in batches(&state) {
-        directory.send_state(owner, key, batch).await.map_err(|e| e.to_string())?;
+    let batches = batches(&state);
+    let count = batches.len();
+    for (index, batch) in batches.into_iter().enumerate() {
+        directory.send_state(owner, key, batch, index + 1 == count).await.map_err(|e| e.to_string())?;
     }
     directory.drop_state(key, &state).await.map_err(|e| e.to_string())?;
     drop(session);

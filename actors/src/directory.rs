@@ -74,6 +74,9 @@ pub enum DirectoryError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The entity is moving to a new owner (the ring changed); ask again shortly.
+    #[error("{key} is moving: {reason}")]
+    Moving { key: String, reason: String },
     /// The node asked does not own the entity in its view of the cluster (views differ while
     /// membership changes; the sender asks again).
     #[error("{key} is owned by {owner}, not by the node asked")]
@@ -235,13 +238,22 @@ impl Directory {
     /// [`call`]: Directory::call
     pub async fn send<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<(), DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
-        match self.route::<M>(key).await? {
-            Route::Remote(owner, placement) => {
-                self.forward(&*placement, &owner, key, &msg, false, deadline).await.map(drop)
+        loop {
+            match self.route::<M>(key, deadline).await? {
+                Route::Remote(owner, placement) => {
+                    match self.forward(&*placement, &owner, key, &msg, false, deadline).await {
+                        Err(DirectoryError::Moving { .. }) if tokio::time::Instant::now() < deadline => {
+                            continue;
+                        }
+                        outcome => return outcome.map(drop),
+                    }
+                }
+                Route::Local => {
+                    return tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
+                        .await
+                        .map_err(|_| self.timed_out(key))?;
+                }
             }
-            Route::Local => tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
-                .await
-                .map_err(|_| self.timed_out(key))?,
         }
     }
 
@@ -253,15 +265,24 @@ impl Directory {
     /// Delivers `msg` to the entity `key` and waits for its answer (up to the call timeout).
     pub async fn call<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<M::Reply, DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
-        match self.route::<M>(key).await? {
-            Route::Remote(owner, placement) => {
-                let answer = self.forward(&*placement, &owner, key, &msg, true, deadline).await?;
-                serv_storage::codec::decode(&answer).map_err(|error| DirectoryError::Unavailable {
-                    key: key.to_string(),
-                    reason: format!("node {owner} answered with an undecodable reply: {error}"),
-                })
+        loop {
+            match self.route::<M>(key, deadline).await? {
+                Route::Remote(owner, placement) => {
+                    let answer = match self.forward(&*placement, &owner, key, &msg, true, deadline).await {
+                        Err(DirectoryError::Moving { .. }) if tokio::time::Instant::now() < deadline => {
+                            continue;
+                        }
+                        answer => answer?,
+                    };
+                    return serv_storage::codec::decode(&answer).map_err(|error| {
+                        DirectoryError::Unavailable {
+                            key: key.to_string(),
+                            reason: format!("node {owner} answered with an undecodable reply: {error}"),
+                        }
+                    });
+                }
+                Route::Local => return self.call_here(key, msg, deadline).await,
             }
-            Route::Local => self.call_here(key, msg, deadline).await,
         }
     }
 
@@ -308,7 +329,12 @@ impl Directory {
 
     /// Where a message for `key` goes: this node, or the owner's directory. A key whose owner is
     /// down is [`DirectoryError::Unavailable`] at once rather than a wait for the timeout.
-    async fn route<M: KindMessage>(&self, key: &ActorKey) -> Result<Route, DirectoryError> {
+    /// An entity that is moving to a new owner is waited for (until `deadline`).
+    async fn route<M: KindMessage>(
+        &self,
+        key: &ActorKey,
+        deadline: tokio::time::Instant,
+    ) -> Result<Route, DirectoryError> {
         if key.kind != M::KIND {
             return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
         }
@@ -317,6 +343,14 @@ impl Directory {
             Place::Here => Ok(Route::Local),
             Place::There(owner) => Ok(Route::Remote(owner, placement)),
             Place::Nowhere(reason) => Err(DirectoryError::Unavailable { key: key.to_string(), reason }),
+            Place::Moving(reason) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(OWNER_RETRY).await;
+                Box::pin(self.route::<M>(key, deadline)).await.map_err(|e| match e {
+                    DirectoryError::Moving { .. } => DirectoryError::Moving { key: key.to_string(), reason },
+                    other => other,
+                })
+            }
+            Place::Moving(reason) => Err(DirectoryError::Moving { key: key.to_string(), reason }),
         }
     }
 
@@ -351,14 +385,23 @@ impl Directory {
             let answer: MeshReply = serv_storage::codec::decode(&answer)
                 .map_err(|e| unavailable(format!("node {owner} answered undecodably: {e}")))?;
             match answer {
-                Err(DirectoryError::NotOwner { .. }) if tokio::time::Instant::now() < deadline => {
+                // The owner's view differs from ours, or the entity is on its way to it: ask
+                // again once the views agree or the hand-off is done.
+                Err(DirectoryError::NotOwner { .. } | DirectoryError::Moving { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(OWNER_RETRY.min(left)).await;
                     match placement.place(key) {
                         Place::Here => {
-                            return Err(unavailable("its ownership is moving to this node".into()));
+                            // It is this node's now: the caller routes it again.
+                            let reason = "it moved to this node".to_string();
+                            return Err(DirectoryError::Moving { key: key.to_string(), reason });
                         }
                         Place::There(next) => owner = next,
                         Place::Nowhere(reason) => return Err(unavailable(reason)),
+                        Place::Moving(reason) => {
+                            return Err(DirectoryError::Moving { key: key.to_string(), reason });
+                        }
                     }
                 }
                 Err(DirectoryError::NotOwner { owner: theirs, .. }) => {
@@ -381,7 +424,16 @@ impl Directory {
             Ok(MeshRequest::Records) => serv_storage::codec::encode(&self.records())
                 .map_err(|e| DirectoryError::Unavailable { key: String::new(), reason: e.to_string() }),
             Ok(MeshRequest::Reset { key }) => self.reset(&key).await.map(|()| Vec::new()),
-            Ok(MeshRequest::Import { key, state }) => self.import_state(&key, state).await,
+            Ok(MeshRequest::Import { key, state, last }) => {
+                let imported = self.import_state(&key, state).await;
+                if imported.is_ok()
+                    && last
+                    && let Some(placement) = self.placement()
+                {
+                    placement.arrived(&key);
+                }
+                imported
+            }
             Ok(MeshRequest::Query { name, args }) => {
                 let query = self.hub.queries.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
                 match query {
@@ -403,14 +455,21 @@ impl Directory {
     }
 
     async fn deliver_remote(&self, key: ActorKey, msg: Vec<u8>, wants_reply: bool) -> MeshReply {
-        if let Some(placement) = self.placement() {
-            match placement.place(&key) {
-                Place::Here => {}
-                Place::There(owner) => return Err(DirectoryError::NotOwner { key: key.to_string(), owner }),
-                Place::Nowhere(reason) => {
-                    return Err(DirectoryError::Unavailable { key: key.to_string(), reason });
-                }
+        // Until this node knows where entities live, it serves no other node: it could take an
+        // entity it does not hold.
+        let Some(placement) = self.placement() else {
+            return Err(DirectoryError::Moving {
+                key: key.to_string(),
+                reason: "the node is still joining".into(),
+            });
+        };
+        match placement.place(&key) {
+            Place::Here => {}
+            Place::There(owner) => return Err(DirectoryError::NotOwner { key: key.to_string(), owner }),
+            Place::Nowhere(reason) => {
+                return Err(DirectoryError::Unavailable { key: key.to_string(), reason });
             }
+            Place::Moving(reason) => return Err(DirectoryError::Moving { key: key.to_string(), reason }),
         }
         let spawner =
             self.hub.spawner(key.kind).ok_or(DirectoryError::NotServed { kind: key.kind.to_string() })?;

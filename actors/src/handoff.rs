@@ -184,16 +184,18 @@ impl Directory {
         spawner.export(&self.hub().storage, &key.name).map_err(|e| storage_failed(&key.to_string(), e))
     }
 
-    /// Sends `state` of `key` to `node`'s directory, which makes it durable before answering.
+    /// Sends `state` of `key` to `node`'s directory, which makes it durable before answering;
+    /// `last` says this completes the entity's state there.
     pub async fn send_state(
         &self,
         node: &str,
         key: &ActorKey,
         state: EntityState,
+        last: bool,
     ) -> Result<(), DirectoryError> {
         let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
         let placement = self.placement().ok_or_else(|| unavailable("no cluster".into()))?;
-        let request = serv_storage::codec::encode(&MeshRequest::Import { key: key.clone(), state })
+        let request = serv_storage::codec::encode(&MeshRequest::Import { key: key.clone(), state, last })
             .map_err(|e| unavailable(e.to_string()))?;
         let answer =
             placement.forward(node, request, self.hub().config.call_timeout).await.map_err(unavailable)?;

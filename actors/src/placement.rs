@@ -25,6 +25,8 @@ pub enum Place {
     There(String),
     /// On a node that is down or unreachable (the reason says which and why).
     Nowhere(String),
+    /// Moving to a new owner, which takes it once the state is handed over: ask again shortly.
+    Moving(String),
 }
 
 /// A request's answer on its way back from another node, or why the node could not be reached.
@@ -43,6 +45,9 @@ pub trait Placement: Send + Sync + 'static {
         true
     }
 
+    /// The whole state of `key` was handed over to this node: it may serve it now.
+    fn arrived(&self, _key: &ActorKey) {}
+
     /// Sends an encoded [`MeshRequest`] to `node`'s directory and returns its encoded answer.
     fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded;
 }
@@ -58,7 +63,8 @@ pub(crate) enum MeshRequest {
     /// Clear a failed entity's crash history and start it again.
     Reset { key: ActorKey },
     /// Take over `key`'s state from its previous owner (see [`crate::handoff`]).
-    Import { key: ActorKey, state: crate::handoff::EntityState },
+    /// `last` marks the final batch: the entity's whole state is here now.
+    Import { key: ActorKey, state: crate::handoff::EntityState, last: bool },
     /// Run the node-local query registered under `name` (see [`Query`]).
     Query { name: String, args: Vec<u8> },
 }

@@ -512,7 +512,7 @@ async fn an_entity_handed_off_runs_on_its_new_owner_with_its_state_and_leaves_no
     assert!(record(&a.directory, "probe/moving").is_none(), "evicted");
     let state = a.directory.export_state(&key).unwrap();
     assert_eq!(state.rows.len(), 1);
-    a.directory.send_state(&b_id, &key, state.clone()).await.unwrap();
+    a.directory.send_state(&b_id, &key, state.clone(), true).await.unwrap();
     a.directory.drop_state(&key, &state).await.unwrap();
     assert!(a.directory.local_entities().unwrap().is_empty());
     assert_eq!(b.directory.local_entities().unwrap(), vec![key.clone()]);
@@ -521,5 +521,5 @@ async fn an_entity_handed_off_runs_on_its_new_owner_with_its_state_and_leaves_no
     // A row that is not the entity's is refused by the importer.
     let mut forged = b.directory.export_state(&key).unwrap();
     forged.rows[0].1 = b"another-entity".to_vec();
-    assert!(b.directory.send_state(&b_id, &probe("other"), forged).await.is_err());
+    assert!(b.directory.send_state(&b_id, &probe("other"), forged, true).await.is_err());
 }

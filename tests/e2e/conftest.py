@@ -270,14 +270,15 @@ def metric(node, name, **labels) -> float:
 
 
 def wait_until(check, timeout=10.0, interval=0.1, message="condition not met in time"):
-    """Polls check() until it returns a truthy value (returned), failing after `timeout`."""
+    """Polls check() until it returns a truthy value (returned), failing after `timeout` with
+    `message` (or what `message()` says then, when it is a function)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(message)
+            raise AssertionError(message() if callable(message) else message)
         time.sleep(interval)
 
 

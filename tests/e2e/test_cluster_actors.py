@@ -354,3 +354,48 @@ def test_a_node_that_joins_takes_over_its_entities_with_their_state(start_servd,
             assert sorted(reader.bodies()) == [f"{queue}-m{m}" for m in (1, 2, 3)], reader.bodies()
         finally:
             reader.close()
+
+
+def test_traffic_during_a_join_loses_no_receipted_message(start_servd, tmp_path):
+    """A producer keeps sending (each SEND receipted, retried when refused) and consumers keep
+    acknowledging while a third node joins and entities move: every receipted message arrives,
+    and any repeat carries the redelivery marker."""
+    n1 = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
+    seeds = ["--seeds", f"127.0.0.1:{n1.mesh_port}"]
+    n2 = start_servd(args=[*FAST, *seeds], data_dir=tmp_path / "n2").wait_ready()
+    wait_settled([n1, n2])
+    queues = [f"flow-{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
+    consumer = Client(n1)
+    for queue in queues:
+        consumer.subscribe(f"/queue/{queue}", id=queue, ack="client-individual")
+    consumer.listener.on_each = lambda frame: consumer.conn.ack(frame.headers["ack"])
+
+    receipted = []
+    producer = Client(n2)
+    joined = None
+    for i in range(240):
+        if i == 40:
+            joined = start_servd(args=[*FAST, *seeds], data_dir=tmp_path / "n3")
+        body = f"{queues[i % len(queues)]}-{i}"
+        for attempt in range(100):  # a SEND refused while its queue moves is sent again
+            try:
+                if not producer.conn.is_connected():
+                    producer = Client(n2)
+                producer.send(f"/queue/{queues[i % len(queues)]}", body)
+                receipted.append(body)
+                break
+            except AssertionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"{body} was never receipted")
+    producer.close()
+    wait_settled([n1, n2, joined.wait_ready()])
+    missing = lambda: sorted(set(receipted) - set(consumer.bodies()))
+    wait_until(lambda: not missing(), timeout=30,
+               message=lambda: f"missing {missing()[:10]}; consumer errors: {[(e.headers, e.body) for e in consumer.listener.errors]}; groups: {[(a['key'], a['node'], a['state']) for a in actors(n1, kind='group')]}; topics: {[(a['key'], a['node'], a['state']) for a in actors(n1, kind='topic')]}")
+    seen = set()
+    for frame in consumer.messages:
+        if frame.body in seen:
+            assert frame.headers.get("redelivered") == "true", frame.headers
+        seen.add(frame.body)
+    consumer.close()

@@ -71,9 +71,11 @@ async fn ask(state: &AdminState, name: &str, msg: TopicMsg) -> Result<TopicReply
             Err(ApiError::new(ErrorCode::InvalidParameter, refusal.to_string()))
         }
         Ok(reply) => Ok(reply),
-        Err(error @ (DirectoryError::Unavailable { .. } | DirectoryError::Timeout { .. })) => {
-            Err(ApiError::new(ErrorCode::Unavailable, error.to_string()))
-        }
+        Err(
+            error @ (DirectoryError::Unavailable { .. }
+            | DirectoryError::Moving { .. }
+            | DirectoryError::Timeout { .. }),
+        ) => Err(ApiError::new(ErrorCode::Unavailable, error.to_string())),
         Err(error) => Err(ApiError::new(ErrorCode::Internal, error.to_string())),
     }
 }

@@ -32,7 +32,10 @@ pub(super) fn directory(error: DirectoryError) -> S3Error {
         DirectoryError::Timeout { .. } => {
             S3Error::with_message(S3ErrorCode::SlowDown, "Please reduce your request rate.")
         }
-        DirectoryError::ShuttingDown | DirectoryError::Unavailable { .. } | DirectoryError::Failed { .. } => {
+        DirectoryError::ShuttingDown
+        | DirectoryError::Unavailable { .. }
+        | DirectoryError::Moving { .. }
+        | DirectoryError::Failed { .. } => {
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, "The bucket is unavailable; retry later.")
         }
         other => S3Error::with_message(S3ErrorCode::InternalError, other.to_string()),

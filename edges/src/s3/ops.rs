@@ -184,7 +184,9 @@ impl ServS3 {
         let unavailable = |message: String| S3Error::with_message(S3ErrorCode::ServiceUnavailable, message);
         match self.directory.place(&ActorKey::new(ActorKind::Bucket, bucket)) {
             Place::Here => Ok(Blocks::Local(self.storage.blocks().clone())),
-            Place::Nowhere(reason) => Err(unavailable(format!("bucket {bucket} is unavailable: {reason}"))),
+            Place::Nowhere(reason) | Place::Moving(reason) => {
+                Err(unavailable(format!("bucket {bucket} is unavailable: {reason}")))
+            }
             Place::There(node) => {
                 let transfer =
                     self.transfer.as_ref().ok_or_else(|| unavailable("no mesh to reach the owner".into()))?;

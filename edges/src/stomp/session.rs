@@ -96,6 +96,30 @@ struct Subscription {
     /// Ephemeral groups (a topic subscription without a `group` header) go when it ends.
     ephemeral: bool,
     task: tokio::task::JoinHandle<()>,
+    /// Offsets sent to the client and not yet acknowledged (client ack modes only).
+    delivered: Delivered,
+}
+
+/// The offsets a subscription sent and awaits acknowledgements for, with how many times each
+/// was sent (a message the group lost is sent again, and the client acknowledges each copy). An acknowledgement the
+/// group refuses for one of these is not the client's mistake: the group lost the delivery
+/// (it moved to another node or restarted) and will deliver the message again, marked as a
+/// redelivery; such an acknowledgement is let go instead of ending the session.
+type Delivered = Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>>;
+
+fn forget(delivered: &Delivered, offsets: impl IntoIterator<Item = u64>) -> bool {
+    let mut delivered = delivered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut all = true;
+    for offset in offsets {
+        match delivered.get_mut(&offset) {
+            Some(count) if *count > 1 => *count -= 1,
+            Some(_) => {
+                delivered.remove(&offset);
+            }
+            None => all = false,
+        }
+    }
+    all
 }
 
 /// A frame deferred until its transaction commits.
@@ -518,7 +542,9 @@ impl Session {
             GroupReply::Done => {}
             other => return Err(fault("subscription refused", format!("{other:?}"))),
         }
+        let delivered = Delivered::default();
         let delivery = Delivery {
+            delivered: (ack != AckMode::Auto).then(|| delivered.clone()),
             shared: self.shared.clone(),
             out: self.out.clone(),
             group: group.clone(),
@@ -530,7 +556,7 @@ impl Session {
             prefetch,
         };
         let task = tokio::spawn(delivery.run());
-        self.subscriptions.insert(id, Subscription { group, member, ack, ephemeral, task });
+        self.subscriptions.insert(id, Subscription { group, member, ack, ephemeral, task, delivered });
         Ok(())
     }
 
@@ -564,8 +590,23 @@ impl Session {
         }
         let member = sub.member.clone();
         let msg = if nack { GroupMsg::Nack { member, offset } } else { GroupMsg::Ack { member, offset } };
-        match self.group(&sub.group, msg).await? {
+        let reply = self.group(&sub.group, msg).await?;
+        let was_delivered = match (sub.ack, nack) {
+            // A cumulative ACK settles everything sent up to its offset.
+            (AckMode::Client, false) => {
+                let mut delivered = sub.delivered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let known = delivered.contains_key(&offset);
+                delivered.retain(|sent, _| *sent > offset);
+                known
+            }
+            _ => forget(&sub.delivered, [offset]),
+        };
+        match reply {
             GroupReply::Done => Ok(()),
+            GroupReply::Refused(GroupRefusal::Ack(_) | GroupRefusal::NotAMember) if was_delivered => {
+                tracing::debug!(group = %sub.group, offset, "acknowledgement of a delivery the group lost; it comes again");
+                Ok(())
+            }
             GroupReply::Refused(GroupRefusal::Ack(reason)) => Err(fault("unknown message", reason)),
             other => Err(fault("acknowledgement refused", format!("{other:?}"))),
         }
@@ -607,9 +648,13 @@ impl Session {
             let detail = format!("subscription {subscription} acknowledges automatically");
             return Err((fault("nothing to acknowledge", detail), first_receipt));
         }
-        let offsets = run.iter().map(|(offset, _)| *offset).collect();
+        let offsets: Vec<u64> = run.iter().map(|(offset, _)| *offset).collect();
+        let was_delivered = forget(&sub.delivered, offsets.iter().copied());
         match self.group(&sub.group, GroupMsg::AckMany { member: sub.member.clone(), offsets }).await {
             Ok(GroupReply::Done) => {}
+            Ok(GroupReply::Refused(GroupRefusal::Ack(_) | GroupRefusal::NotAMember)) if was_delivered => {
+                tracing::debug!(group = %sub.group, "acknowledgements of deliveries the group lost; they come again");
+            }
             Ok(GroupReply::Refused(GroupRefusal::Ack(reason))) => {
                 return Err((fault("unknown message", reason), None));
             }
@@ -696,6 +741,8 @@ const LONG_POLL_MS: u64 = 20_000;
 /// One subscription's deliveries: fetch what its group has ready (waiting in the group while
 /// nothing is), send it, repeat.
 struct Delivery {
+    /// Where sent offsets are noted, for subscriptions that acknowledge.
+    delivered: Option<Delivered>,
     shared: Arc<Shared>,
     out: mpsc::Sender<Item>,
     group: String,
@@ -731,6 +778,10 @@ impl Delivery {
                 }
             };
             for message in messages {
+                if let Some(delivered) = &self.delivered {
+                    let mut delivered = delivered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *delivered.entry(message.offset).or_default() += 1;
+                }
                 if self.out.send(Item::Frame(self.frame(message))).await.is_err() {
                     return;
                 }
