@@ -7,6 +7,10 @@
 //!
 //! Environment: `SERVD_BIN` (default `$CARGO_TARGET_DIR/release/servd`), `S3S_FS_BIN` (default:
 //! `s3s-fs` on PATH or in ~/.cargo/bin), `BENCH_SECONDS` per phase (default 4).
+//!
+//! `BENCH_CLUSTER=1` measures forwarding instead: two nodes, one bucket owned by the first,
+//! driven once through its owner and once through the other node (every request forwarded over
+//! the mesh, bodies on block sessions), with the ratio.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -33,6 +37,10 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 struct Target {
     name: &'static str,
     port: u16,
+    /// The bucket the phases use.
+    bucket: String,
+    /// The admin port (0 for a peer without one).
+    admin: u16,
     process: Child,
     _dir: tempfile::TempDir,
 }
@@ -49,6 +57,11 @@ fn free_port() -> u16 {
 }
 
 fn start_servd() -> Target {
+    start_node("servd", &[])
+}
+
+/// A servd node named `name`, started with `extra` flags (its mesh port is in `--mesh-addr`).
+fn start_node(name: &'static str, extra: &[String]) -> Target {
     let bin = std::env::var_os("SERVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
@@ -60,13 +73,17 @@ fn start_servd() -> Target {
         .args(["--data-dir", dir.path().to_str().unwrap()])
         .args(["--s3-addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
         .args(["--log-level", "warn"])
+        .args(["--stomp-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--stomp-ws-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
         .env("SERV_ACCESS_KEY", ACCESS)
         .env("SERV_SECRET_KEY", SECRET)
         .env("SERV_ADMIN_TOKEN", "bench")
+        .env("SERV_CLUSTER_SECRET", "bench-cluster-secret-0123456789")
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin.display()));
-    Target { name: "servd", port, process, _dir: dir }
+    Target { name, port, bucket: "bench".into(), process, _dir: dir, admin }
 }
 
 fn start_s3s_fs() -> Option<Target> {
@@ -84,7 +101,7 @@ fn start_s3s_fs() -> Option<Target> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    Some(Target { name: "s3s-fs", port, process, _dir: dir })
+    Some(Target { name: "s3s-fs", port, bucket: "bench".into(), admin: 0, process, _dir: dir })
 }
 
 /// `YYYYMMDDTHHMMSSZ` for now (UTC), from the civil-from-days algorithm.
@@ -196,14 +213,79 @@ async fn phase(
     (ops.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
 }
 
+/// GET on a node's admin API (bearer `bench`); the body as text.
+async fn admin_get(client: &HttpClient, admin: u16, path: &str) -> String {
+    let request = hyper::Request::builder()
+        .uri(format!("http://127.0.0.1:{admin}{path}"))
+        .header("authorization", "Bearer bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    match client.request(request).await {
+        Ok(response) => {
+            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            String::from_utf8_lossy(&body).into_owned()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The first quoted value after `"field":` in a JSON text.
+fn json_str<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    let start = text.find(&format!("\"{field}\":"))? + field.len() + 3;
+    let rest = text[start..].trim_start_matches(['[', ' ']);
+    rest.strip_prefix('"')?.split('"').next()
+}
+
+/// Two nodes: the bucket is owned by the first; targets are the owner and the other node.
+async fn start_cluster(client: &HttpClient) -> Vec<Target> {
+    let (mesh1, mesh2) = (free_port(), free_port());
+    let owner = start_node("owner", &["--mesh-addr".into(), format!("127.0.0.1:{mesh1}")]);
+    let seeds =
+        ["--seeds".into(), format!("127.0.0.1:{mesh1}"), "--mesh-addr".into(), format!("127.0.0.1:{mesh2}")];
+    let mut other = start_node("forwarded", &seeds);
+    let settled = |text: String| text.contains("\"settled\":true") && text.matches("\"id\"").count() == 2;
+    let mut tries = 0;
+    while !(settled(admin_get(client, owner.admin, "/v1/cluster/ring").await)
+        && settled(admin_get(client, other.admin, "/v1/cluster/ring").await))
+    {
+        tries += 1;
+        assert!(tries < 400, "the two nodes did not form a settled cluster within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let owner_id =
+        json_str(&admin_get(client, owner.admin, "/v1/node").await, "id").unwrap_or_default().to_string();
+    let mut bucket = String::new();
+    for n in 0..1000 {
+        let candidate = format!("bench-{n}");
+        let text =
+            admin_get(client, owner.admin, &format!("/v1/cluster/ring/owner?key=bucket/{candidate}")).await;
+        if json_str(&text, "preference_list") == Some(owner_id.as_str()) {
+            bucket = candidate;
+            break;
+        }
+    }
+    assert!(!bucket.is_empty(), "some bucket is owned by the first node");
+    let mut owner = owner;
+    owner.bucket = bucket.clone();
+    other.bucket = bucket;
+    vec![owner, other]
+}
+
 #[tokio::main]
 async fn main() {
     let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
-    let mut targets = vec![start_servd()];
-    match start_s3s_fs() {
-        Some(peer) => targets.push(peer),
-        None => println!("s3s-fs not found (scripts/bench-s3 installs it): measuring servd alone"),
+    let cluster = std::env::var_os("BENCH_CLUSTER").is_some_and(|v| v == "1");
+    let mut targets = Vec::new();
+    if cluster {
+        targets = start_cluster(&client).await;
+        println!("two nodes; bucket {} owned by the first, driven through each", targets[0].bucket);
+    } else {
+        targets.push(start_servd());
+        match start_s3s_fs() {
+            Some(peer) => targets.push(peer),
+            None => println!("s3s-fs not found (scripts/bench-s3 installs it): measuring servd alone"),
+        }
     }
     println!("{seconds} s per phase; ops/s and MiB/s of successful requests (errors in brackets)");
     println!("{:<8} {:>5} {:>4} {:>5} {:>10} {:>9}", "target", "size", "conc", "op", "ops/s", "MiB/s");
@@ -211,15 +293,18 @@ async fn main() {
     let mut results: Vec<Vec<f64>> = Vec::new();
     for target in &targets {
         wait_until_up(&client, target).await;
-        let status = send(&client, signed("PUT", target.port, "/bench", Bytes::new())).await;
-        assert_eq!(status, Ok(200), "creating the bench bucket on {}", target.name);
+        let bucket = target.bucket.clone();
+        let status = send(&client, signed("PUT", target.port, &format!("/{bucket}"), Bytes::new())).await;
+        assert!(matches!(status, Ok(200 | 409)), "creating the bench bucket on {}: {status:?}", target.name);
         let mut row = Vec::new();
         for (size, size_name) in SIZES {
             let body = Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
             for concurrency in CONCURRENCY {
                 let tag = format!("{size}-{concurrency}");
                 let put_body = body.clone();
-                let put_tag = tag.clone();
+                // Each target writes its own keys (in cluster mode both share one bucket).
+                let put_tag = format!("{bucket}/{}-{tag}", target.name);
+                let get_tag = put_tag.clone();
                 // Objects each worker attempted; a worker reads back only the ones below its count.
                 let attempted: Arc<Vec<AtomicU64>> =
                     Arc::new((0..concurrency).map(|_| AtomicU64::new(0)).collect());
@@ -229,13 +314,12 @@ async fn main() {
                     // Distinct content per object, so that block dedup does not flatter servd.
                     let mut object = put_body.to_vec();
                     object[..16].copy_from_slice(&((w as u128) << 64 | u128::from(n)).to_le_bytes());
-                    ("PUT", format!("/bench/{put_tag}/{w}/{n}"), Bytes::from(object))
+                    ("PUT", format!("/{put_tag}/{w}/{n}"), Bytes::from(object))
                 })
                 .await;
-                let get_tag = tag.clone();
                 let (gets, get_errors) = phase(&client, target.port, concurrency, seconds, move |w, n| {
                     let written = attempted[w].load(Ordering::Relaxed).max(1);
-                    ("GET", format!("/bench/{get_tag}/{w}/{}", n % written), Bytes::new())
+                    ("GET", format!("/{get_tag}/{w}/{}", n % written), Bytes::new())
                 })
                 .await;
                 for (op, count, errors) in [("PUT", puts, put_errors), ("GET", gets, get_errors)] {
@@ -253,7 +337,7 @@ async fn main() {
         results.push(row);
     }
     if results.len() == 2 {
-        println!("\nservd / s3s-fs (ops/s ratio)");
+        println!("\n{} / {} (ops/s ratio)", targets[0].name, targets[1].name);
         let mut i = 0;
         for (_, size_name) in SIZES {
             for concurrency in CONCURRENCY {
