@@ -293,6 +293,10 @@ impl Placement for RingPlacement {
         self.others().into_iter().filter(|(_, up)| *up).map(|(id, _)| id).collect()
     }
 
+    fn joined(&self) -> bool {
+        self.settled.read().unwrap_or_else(|p| p.into_inner()).0.contains(&self.me)
+    }
+
     fn settled(&self) -> bool {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         self.settled.read().unwrap_or_else(|p| p.into_inner()).0 == current.ids

@@ -309,6 +309,11 @@ impl Directory {
         *self.hub.placement.write().unwrap_or_else(|p| p.into_inner()) = Some(placement);
     }
 
+    /// False until this node has joined its cluster (settled on a ring with itself in it once).
+    pub fn is_joined(&self) -> bool {
+        self.placement().is_none_or(|placement| placement.joined())
+    }
+
     /// False while this node is still taking entities over after a ring change.
     pub fn is_settled(&self) -> bool {
         self.placement().is_none_or(|placement| placement.settled())

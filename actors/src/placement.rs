@@ -45,6 +45,12 @@ pub trait Placement: Send + Sync + 'static {
         true
     }
 
+    /// True once this node has settled on a ring it belongs to at least once (it may serve its
+    /// keys); false for a node that has not managed to join its cluster yet.
+    fn joined(&self) -> bool {
+        true
+    }
+
     /// The whole state of `key` was handed over to this node: it may serve it now.
     fn arrived(&self, _key: &ActorKey) {}
 

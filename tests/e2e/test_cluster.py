@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+import requests
 
 from conftest import wait_until
 
@@ -14,6 +15,13 @@ FAST = ["--probe-period-ms", "200", "--suspect-timeout-ms", "1000"]
 
 def members(node):
     return {m["id"]: m for m in node.get("/v1/cluster/members").json()["members"]}
+
+
+def answers(url):
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.ConnectionError:
+        return False
 
 
 def node_id(node):
@@ -31,7 +39,7 @@ def test_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_
     others = [start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / f"n{i}").wait_ready()
               for i in range(2, size + 1)]
     stranger = start_servd(args=[*FAST, "--seeds", seed_mesh], data_dir=tmp_path / "stranger",
-                           env={"SERV_CLUSTER_SECRET": "another-cluster-entirely-0123456789"}).wait_ready()
+                           env={"SERV_CLUSTER_SECRET": "another-cluster-entirely-0123456789"})
     nodes = [seed, *others]
     ids = sorted(node_id(n) for n in nodes)
     for node in nodes:
@@ -48,11 +56,15 @@ def test_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_
             assert seen["stomp_addr"] == f"127.0.0.1:{other.stomp_port}"
             assert seen["admin_addr"] == f"127.0.0.1:{other.admin_port}"
             assert seen["version"]
+    wait_until(lambda: answers(f"{stranger.admin}/healthz"), timeout=30, message="the stranger runs")
     stranger_id = node_id(stranger)
     time.sleep(1.0)
     for node in nodes:
         assert stranger_id not in members(node), "a node without the cluster secret is never listed"
     assert list(members(stranger)) == [stranger_id]
+    # It never joins, and its readiness says so (a load balancer keeps traffic away from it).
+    not_ready = requests.get(f"{stranger.admin}/readyz", timeout=5)
+    assert not_ready.status_code == 503 and "not joined" in not_ready.json()["error"], not_ready.text
 
     # Every node computes the same ring from the same view.
     ring = seed.get("/v1/cluster/ring").json()["nodes"]

@@ -137,6 +137,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     if !state.inner.directory.is_ready() {
         return ApiError::new(ErrorCode::NotReady, "supervisors are not up").into_response();
     }
+    if !state.inner.directory.is_joined() {
+        let message = "not joined: the node has not yet settled on its cluster's ring (check --seeds and SERV_CLUSTER_SECRET)";
+        return ApiError::new(ErrorCode::NotReady, message).into_response();
+    }
     Json(serde_json::json!({ "status": "ready" })).into_response()
 }
 
