@@ -145,6 +145,9 @@ async fn hand_off_all(
     storage: &Storage,
     transfer: &BlockTransfer,
 ) -> bool {
+    if placement.others().is_empty() {
+        return true; // a ring of this node alone gives nothing away: no need to list every entity
+    }
     let keys = match directory.local_entities() {
         // Topics first: a group's handler may wait on its topic, so a group is evicted only
         // once the topics it may be waiting on have moved (no node's hand-off waits on another).
@@ -228,4 +231,30 @@ fn batches(state: &serv_actors::handoff::EntityState) -> Vec<serv_actors::handof
         batches.last_mut().expect("one batch at least").rows.push(row.clone());
     }
     batches
+}
+
+#[cfg(test)]
+mod tests {
+    use serv_actors::handoff::EntityState;
+
+    use super::*;
+
+    #[test]
+    fn a_large_state_travels_in_batches_under_the_frame_limit_with_its_refs_first() {
+        let row = |n: usize| ("topic_log".to_string(), n.to_be_bytes().to_vec(), vec![7u8; 1024 * 1024]);
+        let refs = vec![(serv_storage::blocks::BlockHash([1; 32]), "owner".to_string())];
+        let state = EntityState { rows: (0..20).map(row).collect(), refs: refs.clone() };
+        let batches = batches(&state);
+        assert!(batches.len() >= 3, "20 MiB in batches of at most 8 MiB");
+        assert_eq!(batches[0].refs, refs);
+        assert!(batches[1..].iter().all(|b| b.refs.is_empty()));
+        for batch in &batches {
+            let bytes: usize = batch.rows.iter().map(|r| r.0.len() + r.1.len() + r.2.len()).sum();
+            assert!(bytes <= IMPORT_BATCH_BYTES, "{bytes}");
+        }
+        let rows: Vec<_> = batches.into_iter().flat_map(|b| b.rows).collect();
+        assert_eq!(rows, state.rows, "every row, once, in order");
+        // A small state is one batch.
+        assert_eq!(super::batches(&EntityState { rows: vec![row(0)], refs: Vec::new() }).len(), 1);
+    }
 }

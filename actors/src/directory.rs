@@ -344,19 +344,36 @@ impl Directory {
             return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
         }
         let Some(placement) = self.placement() else { return Ok(Route::Local) };
-        match placement.place(key) {
-            Place::Here => Ok(Route::Local),
-            Place::There(owner) => Ok(Route::Remote(owner, placement)),
-            Place::Nowhere(reason) => Err(DirectoryError::Unavailable { key: key.to_string(), reason }),
-            Place::Moving(reason) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(OWNER_RETRY).await;
-                Box::pin(self.route::<M>(key, deadline)).await.map_err(|e| match e {
-                    DirectoryError::Moving { .. } => DirectoryError::Moving { key: key.to_string(), reason },
-                    other => other,
-                })
-            }
-            Place::Moving(reason) => Err(DirectoryError::Moving { key: key.to_string(), reason }),
+        loop {
+            return match placement.place(key) {
+                Place::Here => Ok(Route::Local),
+                Place::There(owner) => Ok(Route::Remote(owner, placement)),
+                Place::Nowhere(reason) => Err(DirectoryError::Unavailable { key: key.to_string(), reason }),
+                Place::Moving(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(OWNER_RETRY).await;
+                    continue;
+                }
+                Place::Moving(reason) => Err(DirectoryError::Moving { key: key.to_string(), reason }),
+            };
         }
+    }
+
+    /// Sends `request` to `node`'s directory and answers the payload of its reply; every
+    /// failure on the way is an error about `key`.
+    pub(crate) async fn ask_node(
+        &self,
+        node: &str,
+        key: &ActorKey,
+        request: &MeshRequest,
+    ) -> Result<Vec<u8>, DirectoryError> {
+        let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
+        let placement = self.placement().ok_or_else(|| unavailable("this node is in no cluster".into()))?;
+        let request = serv_storage::codec::encode(request).map_err(|e| unavailable(e.to_string()))?;
+        let answer =
+            placement.forward(node, request, self.hub.config.call_timeout).await.map_err(unavailable)?;
+        let answer: MeshReply =
+            serv_storage::codec::decode(&answer).map_err(|e| unavailable(e.to_string()))?;
+        answer
     }
 
     /// Forwards `msg` to the directory of `owner`, asking again while the owner's view of the
@@ -560,19 +577,8 @@ impl Directory {
 
     /// Clears a failed entity's crash history and starts it again, on whichever node owns it.
     pub async fn reset(&self, key: &ActorKey) -> Result<(), DirectoryError> {
-        if let Some(placement) = self.placement()
-            && let Place::There(owner) = placement.place(key)
-        {
-            let request = serv_storage::codec::encode(&MeshRequest::Reset { key: key.clone() })
-                .map_err(|e| DirectoryError::Unavailable { key: key.to_string(), reason: e.to_string() })?;
-            let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
-            let answer = placement
-                .forward(&owner, request, self.hub.config.call_timeout)
-                .await
-                .map_err(unavailable)?;
-            let answer: MeshReply =
-                serv_storage::codec::decode(&answer).map_err(|e| unavailable(e.to_string()))?;
-            return answer.map(drop);
+        if let Place::There(owner) = self.place(key) {
+            return self.ask_node(&owner, key, &MeshRequest::Reset { key: key.clone() }).await.map(drop);
         }
         let supervisor = self.supervisor_of(key)?;
         let (reply, answer) = oneshot::channel();

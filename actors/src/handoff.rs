@@ -193,15 +193,7 @@ impl Directory {
         state: EntityState,
         last: bool,
     ) -> Result<(), DirectoryError> {
-        let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
-        let placement = self.placement().ok_or_else(|| unavailable("no cluster".into()))?;
-        let request = serv_storage::codec::encode(&MeshRequest::Import { key: key.clone(), state, last })
-            .map_err(|e| unavailable(e.to_string()))?;
-        let answer =
-            placement.forward(node, request, self.hub().config.call_timeout).await.map_err(unavailable)?;
-        let answer: MeshReply =
-            serv_storage::codec::decode(&answer).map_err(|e| unavailable(e.to_string()))?;
-        answer.map(drop)
+        self.ask_node(node, key, &MeshRequest::Import { key: key.clone(), state, last }).await.map(drop)
     }
 
     /// Writes state another node handed over (the new owner's half of a hand-off).

@@ -200,18 +200,6 @@ impl Remote {
         }
     }
 
-    /// The ids of the nodes this node has a ready session with.
-    pub fn connected(&self) -> Vec<String> {
-        ractor::pg::which_groups()
-            .into_iter()
-            .filter_map(|group| group.strip_prefix("serv-gateway/").map(str::to_string))
-            .filter(|node| *node != self.node_id)
-            .filter(|node| {
-                ractor::pg::get_members(&gateway_group(node)).iter().any(|c| !c.get_id().is_local())
-            })
-            .collect()
-    }
-
     /// Stops the node server, closing every session.
     pub fn stop(&self) {
         self.server.stop(None);

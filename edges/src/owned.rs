@@ -9,13 +9,11 @@ use serde::de::DeserializeOwned;
 use serv_actors::Directory;
 use serv_storage::{Record, Table, TableKey};
 
-/// Rows of the tables entities own, as listings see them.
-pub trait OwnedRow: TableKey + Serialize + DeserializeOwned + Ord {}
-
-impl OwnedRow for String {}
-
 /// Answers other nodes' listings of `table` with this node's rows.
-pub fn share<K: OwnedRow, V: Record>(directory: &Directory, table: Table<K, V>) {
+pub fn share<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
+    directory: &Directory,
+    table: Table<K, V>,
+) {
     let query = format!("rows/{}", table.name());
     directory.register_query(
         &query,
@@ -29,7 +27,7 @@ pub fn share<K: OwnedRow, V: Record>(directory: &Directory, table: Table<K, V>) 
 
 /// Every row of `table` on every node that is up, sorted by key; or the first node that could
 /// not answer, and why (a partial listing would look complete).
-pub async fn everywhere<K: OwnedRow, V: Record>(
+pub async fn everywhere<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
     directory: &Directory,
     table: &Table<K, V>,
 ) -> Result<Vec<(K, V)>, String> {
@@ -45,6 +43,8 @@ pub async fn everywhere<K: OwnedRow, V: Record>(
     Ok(rows)
 }
 
-fn local<K: OwnedRow, V: Record>(table: &Table<K, V>) -> Result<Vec<(K, V)>, String> {
+fn local<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
+    table: &Table<K, V>,
+) -> Result<Vec<(K, V)>, String> {
     table.entries().map(|entry| entry.map_err(|e| e.to_string())).collect()
 }

@@ -67,15 +67,20 @@ def kill_and_wait_down(victim, observer):
                message=f"{victim_id} not seen down")
 
 
-def names_owned_by(nodes, destination, owner, count, prefix):
-    """`count` fresh names for STOMP destinations `/{destination}/NAME` (`queue` or `topic`) whose
-    topic actor (`topic/{destination}/NAME`) has `owner` as its ring owner."""
+def owned_by(nodes, owner, count, prefix, key_of):
+    """`count` fresh names whose actor `key_of(name)` has `owner` as its ring owner."""
     names = []
     while len(names) < count:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        if owner_of(nodes[0], f"topic/{destination}/{name}") == owner:
+        if owner_of(nodes[0], key_of(name)) == owner:
             names.append(name)
     return names
+
+
+def names_owned_by(nodes, destination, owner, count, prefix):
+    """Names for STOMP destinations `/{destination}/NAME` (`queue` or `topic`) whose topic actor
+    (`topic/{destination}/NAME`) belongs to `owner`."""
+    return owned_by(nodes, owner, count, prefix, lambda name: f"topic/{destination}/{name}")
 
 
 def test_a_queue_owned_elsewhere_serves_producers_and_consumers_on_every_node(trio):
@@ -165,12 +170,7 @@ def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it
 
 
 def buckets_owned_by(nodes, owner, count, prefix):
-    names = []
-    while len(names) < count:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        if owner_of(nodes[0], f"bucket/{name}") == owner:
-            names.append(name)
-    return names
+    return owned_by(nodes, owner, count, prefix, lambda name: f"bucket/{name}")
 
 
 def test_a_bucket_made_on_one_node_takes_writes_on_another_and_reads_on_a_third(trio):
