@@ -2,7 +2,7 @@
 //! fresh `servd` (release build), and against `s3s-fs` when it is installed, with the ratio.
 //!
 //! Run with `scripts/bench-s3` (builds servd, installs s3s-fs if it can, then runs this).
-//! Figures are printed, never asserted. A Rust client (hyper, SigV4 with UNSIGNED-PAYLOAD) is
+//! Figures are printed, never asserted. The chaos harness's Rust client (hyper, SigV4 with UNSIGNED-PAYLOAD) is
 //! used so that the server, not a Python client, is measured.
 //!
 //! Environment: `SERVD_BIN` (default `$CARGO_TARGET_DIR/release/servd`), `S3S_FS_BIN` (default:
@@ -17,22 +17,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, KeyInit, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use sha2::{Digest, Sha256};
+use serv_chaos::http::Http;
 
 const ACCESS: &str = "BENCHACCESSKEY";
 const SECRET: &str = "bench-secret-key-0123456789";
 const SIZES: [(usize, &str); 2] = [(4 * 1024, "4 KiB"), (1024 * 1024, "1 MiB")];
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 struct Target {
     name: &'static str,
@@ -104,72 +97,9 @@ fn start_s3s_fs() -> Option<Target> {
     Some(Target { name: "s3s-fs", port, bucket: "bench".into(), admin: 0, process, _dir: dir })
 }
 
-/// `YYYYMMDDTHHMMSSZ` for now (UTC), from the civil-from-days algorithm.
-fn amz_date() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-fn hmac(key: &[u8], data: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(data.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A SigV4-signed request with an unsigned payload.
-fn signed(method: &str, port: u16, path: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
-    let (date, host) = (amz_date(), format!("127.0.0.1:{port}"));
-    let day = &date[..8];
-    let canonical = format!(
-        "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{date}\n\n\
-         host;x-amz-content-sha256;x-amz-date\nUNSIGNED-PAYLOAD"
-    );
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
-    let key = ["us-east-1", "s3", "aws4_request"]
-        .iter()
-        .fold(hmac(format!("AWS4{SECRET}").as_bytes(), day), |key, part| hmac(&key, part));
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, \
-         Signature={}",
-        hex(&hmac(&key, &to_sign))
-    );
-    hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{host}{path}"))
-        .header("host", host)
-        .header("x-amz-date", date)
-        .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-        .header("authorization", authorization)
-        .body(Full::new(body))
-        .unwrap()
-}
-
-async fn send(client: &HttpClient, request: hyper::Request<Full<Bytes>>) -> Result<u16, String> {
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    response.into_body().collect().await.map_err(|e| e.to_string())?;
-    Ok(status)
-}
-
-async fn wait_until_up(client: &HttpClient, target: &Target) {
+async fn wait_until_up(client: &Http, target: &Target) {
     for _ in 0..200 {
-        if let Ok(200) = send(client, signed("GET", target.port, "/", Bytes::new())).await {
+        if let Ok(200) = send(client, "GET", target.port, "/", Bytes::new()).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -179,7 +109,7 @@ async fn wait_until_up(client: &HttpClient, target: &Target) {
 
 /// Runs `concurrency` workers for `seconds`; returns (ops, errors).
 async fn phase(
-    client: &HttpClient,
+    client: &Http,
     port: u16,
     concurrency: usize,
     seconds: f64,
@@ -196,7 +126,7 @@ async fn phase(
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let (method, path, body) = make(worker, n);
-                    match send(&client, signed(method, port, &path, body)).await {
+                    match send(&client, method, port, &path, body).await {
                         Ok(200) => ops.fetch_add(1, Ordering::Relaxed),
                         _ => errors.fetch_add(1, Ordering::Relaxed),
                     };
@@ -214,19 +144,13 @@ async fn phase(
 }
 
 /// GET on a node's admin API (bearer `bench`); the body as text.
-async fn admin_get(client: &HttpClient, admin: u16, path: &str) -> String {
-    let request = hyper::Request::builder()
-        .uri(format!("http://127.0.0.1:{admin}{path}"))
-        .header("authorization", "Bearer bench")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    match client.request(request).await {
-        Ok(response) => {
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            String::from_utf8_lossy(&body).into_owned()
-        }
-        Err(_) => String::new(),
-    }
+async fn admin_get(client: &Http, admin: u16, path: &str) -> String {
+    client.admin("GET", admin, path).await.map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default()
+}
+
+/// An S3 request's status.
+async fn send(client: &Http, method: &str, port: u16, path: &str, body: Bytes) -> Result<u16, String> {
+    client.s3(method, port, path, "", body).await.map(|r| r.status).map_err(|f| f.error)
 }
 
 /// The first quoted value after `"field":` in a JSON text.
@@ -237,7 +161,7 @@ fn json_str<'a>(text: &'a str, field: &str) -> Option<&'a str> {
 }
 
 /// Two nodes: the bucket is owned by the first; targets are the owner and the other node.
-async fn start_cluster(client: &HttpClient) -> Vec<Target> {
+async fn start_cluster(client: &Http) -> Vec<Target> {
     let (mesh1, mesh2) = (free_port(), free_port());
     let owner = start_node("owner", &["--mesh-addr".into(), format!("127.0.0.1:{mesh1}")]);
     let seeds =
@@ -274,7 +198,7 @@ async fn start_cluster(client: &HttpClient) -> Vec<Target> {
 #[tokio::main]
 async fn main() {
     let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
+    let client = Http::new(ACCESS, SECRET, "bench");
     let cluster = std::env::var_os("BENCH_CLUSTER").is_some_and(|v| v == "1");
     let mut targets = Vec::new();
     if cluster {
@@ -294,7 +218,7 @@ async fn main() {
     for target in &targets {
         wait_until_up(&client, target).await;
         let bucket = target.bucket.clone();
-        let status = send(&client, signed("PUT", target.port, &format!("/{bucket}"), Bytes::new())).await;
+        let status = send(&client, "PUT", target.port, &format!("/{bucket}"), Bytes::new()).await;
         assert!(matches!(status, Ok(200 | 409)), "creating the bench bucket on {}: {status:?}", target.name);
         let mut row = Vec::new();
         for (size, size_name) in SIZES {

@@ -12,6 +12,7 @@
 //!   types from one place each.
 
 pub mod admin;
+pub mod fault_injection;
 pub mod http1;
 pub mod listener;
 pub mod owned;

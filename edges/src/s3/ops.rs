@@ -884,7 +884,12 @@ impl S3 for ServS3 {
             part_sizes: Vec::new(),
         };
         let msg = BucketMsg::PutObject { key: input.key, body, condition };
-        let BucketReply::Committed { etag, version_id } = self.ask(&input.bucket, msg).await? else {
+        let reply = if crate::fault_injection::lose(crate::fault_injection::Loss::S3Put) {
+            BucketReply::Committed { etag: written.md5_hex(), version_id: None }
+        } else {
+            self.ask(&input.bucket, msg).await?
+        };
+        let BucketReply::Committed { etag, version_id } = reply else {
             return Err(unexpected());
         };
         drop(written.pins);

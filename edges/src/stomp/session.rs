@@ -429,7 +429,15 @@ impl Session {
     }
 
     /// Appends messages to one destination in order, in one commit; resolves once durable.
-    async fn publish_many(&self, topic: &str, batch: Vec<(LogRecord, Option<String>)>) -> Result<(), Fault> {
+    async fn publish_many(
+        &self,
+        topic: &str,
+        mut batch: Vec<(LogRecord, Option<String>)>,
+    ) -> Result<(), Fault> {
+        batch.retain(|_| !crate::fault_injection::lose(crate::fault_injection::Loss::Message));
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut reply = self.topic(topic, TopicMsg::AppendMany(batch.clone())).await?;
         if matches!(reply, TopicReply::Refused(TopicRefusal::NoSuchTopic)) {
             self.topic(topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;

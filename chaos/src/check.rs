@@ -1,0 +1,336 @@
+//! The checkers: the invariants of ARCHITECTURE.md read against a run's history, the final reads
+//! made after every fault healed, and the actors the nodes report. Each violation names the
+//! operations that prove it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::history::{Op, OpKind, Outcome};
+use crate::messages::Subscription;
+use crate::s3::Read;
+
+/// A broken invariant, with the ops that show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    /// Which invariant (`s3-acknowledged-write-lost`, `stomp-message-lost`, ...).
+    pub invariant: &'static str,
+    pub message: String,
+    /// The ops involved (ids in the history).
+    pub ops: Vec<u64>,
+    /// When it shows, in ms since the run started (the op that proves it).
+    pub at_ms: u64,
+}
+
+/// What a node answered for a key in the final reads.
+pub type FinalReads = BTreeMap<String, Vec<(usize, Result<Read, String>)>>;
+
+/// The writes (PUT, DELETE) of one key that may have taken effect: everything but refusals.
+fn writes_of<'a>(ops: &'a [Op], target: &str) -> Vec<&'a Op> {
+    ops.iter()
+        .filter(|op| matches!(op.kind, OpKind::S3Put | OpKind::S3Delete) && op.target == target)
+        .filter(|op| op.outcome != Outcome::Fail)
+        .collect()
+}
+
+/// When a write is known to have taken effect by: its completion if acknowledged, never if not.
+fn done_by(op: &Op) -> u64 {
+    if op.outcome == Outcome::Ok { op.complete_ms } else { u64::MAX }
+}
+
+/// Invariant 1 after heal: the state of every key, read through every node, is what some write
+/// left that no acknowledged write invoked later can have replaced, with exact bytes.
+pub fn s3_final_state(ops: &[Op], reads: &FinalReads) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (target, answers) in reads {
+        let writes = writes_of(ops, target);
+        let acked: Vec<&Op> = writes.iter().copied().filter(|op| op.outcome == Outcome::Ok).collect();
+        let latest_acked_invoke = acked.iter().map(|op| op.invoke_ms).max();
+        // A write is a possible final state unless an acknowledged write began after it ended.
+        let possible: Vec<&Op> = writes
+            .iter()
+            .copied()
+            .filter(|op| latest_acked_invoke.is_none_or(|latest| latest <= done_by(op)))
+            .collect();
+        let initial_possible = acked.is_empty();
+        let last_acked: Vec<u64> =
+            acked.iter().filter(|op| possible.iter().any(|p| p.id == op.id)).map(|op| op.id).collect();
+        for (node, answer) in answers {
+            let at_ms = acked.iter().map(|op| op.complete_ms).max().unwrap_or(0);
+            let fine = match answer {
+                Ok(Read::Absent) => initial_possible || possible.iter().any(|op| op.kind == OpKind::S3Delete),
+                Ok(Read::Value(id)) => {
+                    possible.iter().any(|op| op.kind == OpKind::S3Put && op.value == Some(*id))
+                }
+                Ok(Read::Corrupt(why)) => {
+                    violations.push(Violation {
+                        invariant: "s3-corrupt-read",
+                        message: format!("{target} read through n{} is corrupt: {why}", node + 1),
+                        ops: last_acked.clone(),
+                        at_ms,
+                    });
+                    continue;
+                }
+                Err(error) => {
+                    violations.push(Violation {
+                        invariant: "s3-unreadable-after-heal",
+                        message: format!(
+                            "{target} could not be read through n{} after heal: {error}",
+                            node + 1
+                        ),
+                        ops: last_acked.clone(),
+                        at_ms,
+                    });
+                    continue;
+                }
+            };
+            if !fine {
+                let read = answer.as_ref().map(Read::describe).unwrap_or_default();
+                let expected: Vec<String> = acked
+                    .iter()
+                    .filter(|op| last_acked.contains(&op.id))
+                    .map(|op| {
+                        let what = if op.kind == OpKind::S3Put { "PUT" } else { "DELETE" };
+                        format!(
+                            "{what} op {} (n{}, acknowledged at {} ms)",
+                            op.id,
+                            op.node + 1,
+                            op.complete_ms
+                        )
+                    })
+                    .collect();
+                violations.push(Violation {
+                    invariant: "s3-acknowledged-write-lost",
+                    message: format!(
+                        "{target} through n{} reads {read}, but the last acknowledged write was {}",
+                        node + 1,
+                        expected.join(" or ")
+                    ),
+                    ops: last_acked.clone(),
+                    at_ms,
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// Reads during the run: a GET returns a value some PUT of that key had begun writing, with its
+/// exact bytes; a listing names only keys some PUT had begun writing.
+pub fn s3_reads(ops: &[Op]) -> Vec<Violation> {
+    let puts: HashMap<u64, &Op> = ops
+        .iter()
+        .filter(|op| op.kind == OpKind::S3Put && op.outcome != Outcome::Fail)
+        .map(|op| (op.id, op))
+        .collect();
+    let mut violations = Vec::new();
+    for op in ops.iter().filter(|op| op.outcome == Outcome::Ok) {
+        match op.kind {
+            OpKind::S3Get if op.detail.starts_with("corrupt") => violations.push(Violation {
+                invariant: "s3-corrupt-read",
+                message: format!("GET op {} of {} through n{}: {}", op.id, op.target, op.node + 1, op.detail),
+                ops: vec![op.id],
+                at_ms: op.complete_ms,
+            }),
+            OpKind::S3Get => {
+                let Some(value) = op.value else { continue };
+                let written =
+                    puts.get(&value).filter(|put| put.target == op.target && put.invoke_ms <= op.complete_ms);
+                if written.is_none() {
+                    violations.push(Violation {
+                        invariant: "s3-invented-value",
+                        message: format!(
+                            "GET op {} of {} through n{} read the value of op {value}, which never wrote that key before",
+                            op.id,
+                            op.target,
+                            op.node + 1
+                        ),
+                        ops: vec![op.id, value],
+                        at_ms: op.complete_ms,
+                    });
+                }
+            }
+            OpKind::S3List => {
+                for key in op.detail.split_whitespace() {
+                    let target = format!("{}/{key}", op.target);
+                    let written =
+                        puts.values().any(|put| put.target == target && put.invoke_ms <= op.complete_ms);
+                    if !written {
+                        violations.push(Violation {
+                            invariant: "s3-invented-key",
+                            message: format!(
+                                "list op {} through n{} named {target}, never written",
+                                op.id,
+                                op.node + 1
+                            ),
+                            ops: vec![op.id],
+                            at_ms: op.complete_ms,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// The acknowledged messages no subscription of their destination has received yet (the
+/// harness waits for this to empty before checking).
+pub fn undelivered(ops: &[Op], subscriptions: &[Subscription]) -> usize {
+    let delivered = delivered_sets(ops);
+    let mut missing = 0;
+    for op in ops.iter().filter(|op| is_send(op) && op.outcome == Outcome::Ok) {
+        for subscription in subscriptions.iter().filter(|s| s.destination == op.target) {
+            let seen = delivered
+                .get(&subscription.name())
+                .is_some_and(|set| op.value.is_some_and(|v| set.contains(&v)));
+            missing += usize::from(!seen);
+        }
+    }
+    missing
+}
+
+fn is_send(op: &Op) -> bool {
+    matches!(op.kind, OpKind::Send | OpKind::TxSend)
+}
+
+fn delivered_sets(ops: &[Op]) -> HashMap<String, HashSet<u64>> {
+    let mut sets: HashMap<String, HashSet<u64>> = HashMap::new();
+    for op in ops.iter().filter(|op| op.kind == OpKind::Deliver) {
+        if let Some(value) = op.value {
+            sets.entry(op.target.clone()).or_default().insert(value);
+        }
+    }
+    sets
+}
+
+/// Invariant 2: every receipted message reached every subscription of its destination at least
+/// once; every delivery is of a message sent there; a repeat carries `redelivered:true`.
+pub fn stomp(ops: &[Op], subscriptions: &[Subscription]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let sends: HashMap<u64, &Op> =
+        ops.iter().filter(|op| is_send(op) && op.outcome != Outcome::Fail).map(|op| (op.id, op)).collect();
+    let delivered = delivered_sets(ops);
+    for op in ops.iter().filter(|op| is_send(op) && op.outcome == Outcome::Ok) {
+        for subscription in subscriptions.iter().filter(|s| s.destination == op.target) {
+            let name = subscription.name();
+            if !delivered.get(&name).is_some_and(|set| op.value.is_some_and(|v| set.contains(&v))) {
+                violations.push(Violation {
+                    invariant: "stomp-acknowledged-message-lost",
+                    message: format!(
+                        "message {} sent to {} through n{} and receipted at {} ms never reached {name}",
+                        op.id,
+                        op.target,
+                        op.node + 1,
+                        op.complete_ms
+                    ),
+                    ops: vec![op.id],
+                    at_ms: op.complete_ms,
+                });
+            }
+        }
+    }
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    let mut deliveries: Vec<&Op> = ops.iter().filter(|op| op.kind == OpKind::Deliver).collect();
+    deliveries.sort_by_key(|op| (op.complete_ms, op.id));
+    for delivery in deliveries {
+        let destination =
+            subscriptions.iter().find(|s| s.name() == delivery.target).map(|s| s.destination.as_str());
+        let sent = delivery.value.and_then(|id| sends.get(&id)).filter(|send| {
+            Some(send.target.as_str()) == destination && send.invoke_ms <= delivery.complete_ms
+        });
+        let Some(sent) = sent else {
+            violations.push(Violation {
+                invariant: "stomp-invented-message",
+                message: format!(
+                    "{} received a message (chaos-id {:?}) through n{} that was never sent there",
+                    delivery.target,
+                    delivery.value,
+                    delivery.node + 1
+                ),
+                ops: vec![delivery.id],
+                at_ms: delivery.complete_ms,
+            });
+            continue;
+        };
+        let first = seen.insert((delivery.target.clone(), sent.id));
+        if !first && !delivery.redelivered {
+            violations.push(Violation {
+                invariant: "stomp-repeat-without-redelivered",
+                message: format!(
+                    "{} received message {} again through n{} without redelivered:true",
+                    delivery.target,
+                    sent.id,
+                    delivery.node + 1
+                ),
+                ops: vec![sent.id, delivery.id],
+                at_ms: delivery.complete_ms,
+            });
+        }
+    }
+    violations
+}
+
+/// One actor as a node reports it.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub key: String,
+    pub node: String,
+}
+
+/// Invariant 4: each entity runs on exactly one node, the one its ring names.
+pub fn single_owner(actors: &[Placed], ring_owner: &HashMap<String, String>, at_ms: u64) -> Vec<Violation> {
+    let mut nodes_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for actor in actors.iter().filter(|a| !a.key.starts_with("supervisor/")) {
+        nodes_of.entry(actor.key.as_str()).or_default().push(actor.node.as_str());
+    }
+    let mut violations = Vec::new();
+    for (key, nodes) in nodes_of {
+        let owner = ring_owner.get(key);
+        let wrong = nodes.len() > 1 || owner.is_some_and(|owner| owner != nodes[0]);
+        if wrong {
+            violations.push(Violation {
+                invariant: "single-owner",
+                message: format!(
+                    "{key} runs on {} but its ring owner is {}",
+                    nodes.join(", "),
+                    owner.map_or("?", |o| o)
+                ),
+                ops: Vec::new(),
+                at_ms,
+            });
+        }
+    }
+    violations
+}
+
+/// With `--expect-availability` (for when replication lands): during a fault, a GET sent to a
+/// node the fault did not touch succeeds. `faulted` holds (node, start ms, end ms) of each fault.
+pub fn available_during_faults(ops: &[Op], faulted: &[(usize, u64, u64)]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for op in ops.iter().filter(|op| op.kind == OpKind::S3Get && op.outcome != Outcome::Ok) {
+        let during = faulted
+            .iter()
+            .find(|(node, start, end)| *node != op.node && op.invoke_ms >= *start && op.invoke_ms <= *end);
+        if let Some((node, ..)) = during {
+            violations.push(Violation {
+                invariant: "available-during-fault",
+                message: format!(
+                    "GET op {} of {} through n{} failed ({}) while only n{} was faulted",
+                    op.id,
+                    op.target,
+                    op.node + 1,
+                    op.detail,
+                    node + 1
+                ),
+                ops: vec![op.id],
+                at_ms: op.complete_ms,
+            });
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,420 @@
+//! One chaos run: start the nodes, run the workloads while the schedule's faults hit them, heal
+//! everything, let consumers drain, read every key back through every node, check the history and
+//! write the report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::check::{self, FinalReads, Placed, Violation};
+use crate::history::{History, Op, OpKind, Outcome};
+use crate::http::Http;
+use crate::messages::{self, MessageConfig};
+use crate::nodes::{ACCESS_KEY, ADMIN_TOKEN, Nodes, PortPicker, Ports, SECRET_KEY};
+use crate::rng::Rng;
+use crate::s3::{self, S3Config};
+use crate::schedule::{self, Fault, FaultKind, Shape};
+use crate::worker::Worker;
+
+/// Which protocols the workload drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    S3,
+    Stomp,
+    Mixed,
+}
+
+/// Everything a run is made of.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub servd: PathBuf,
+    pub nodes: usize,
+    pub duration: Duration,
+    pub seed: u64,
+    pub faults: Vec<FaultKind>,
+    pub report: PathBuf,
+    pub workload: Workload,
+    /// S3 workers, and as many STOMP producers.
+    pub concurrency: usize,
+    /// A pause after each op of a worker (0: as fast as the nodes answer).
+    pub pace: Duration,
+    pub fault_interval: Duration,
+    pub max_hold: Duration,
+    pub heal_timeout: Duration,
+    pub keys: usize,
+    pub expect_availability: bool,
+    pub base_port: Option<u16>,
+    /// Extra environment for every servd (e.g. a fault-injection switch of a test build).
+    pub servd_env: Vec<(String, String)>,
+    /// The command line that replays this run.
+    pub replay: String,
+}
+
+/// A fault as it happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultEvent {
+    pub kind: String,
+    pub node: usize,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub detail: String,
+}
+
+/// What a run found (the report is written from it).
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    pub seed: u64,
+    pub replay: String,
+    pub nodes: Vec<Ports>,
+    pub schedule: Vec<Fault>,
+    pub faults: Vec<FaultEvent>,
+    pub violations: Vec<Violation>,
+    pub stats: Stats,
+    pub notes: Vec<String>,
+    pub history: Vec<Op>,
+}
+
+/// Counts by op kind and outcome.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub duration_ms: u64,
+    pub ops: usize,
+    pub by_kind: HashMap<String, HashMap<String, usize>>,
+    pub final_reads: usize,
+    pub acknowledged_writes: usize,
+    pub acknowledged_messages: usize,
+    pub deliveries: usize,
+}
+
+const BUCKETS: usize = 4;
+const QUEUES: usize = 2;
+const GROUPS: usize = 2;
+
+/// Runs the whole thing; the result carries every violation found.
+pub async fn run(config: RunConfig) -> Result<RunResult> {
+    std::fs::create_dir_all(&config.report)
+        .with_context(|| format!("cannot create {}", config.report.display()))?;
+    let node_dir = config.report.join("nodes");
+    if node_dir.exists() {
+        std::fs::remove_dir_all(&node_dir).context("cannot clear the old nodes dir")?;
+    }
+    std::fs::create_dir_all(&node_dir)?;
+    let mut ports = PortPicker::new(config.base_port);
+    let mut nodes = Nodes::new(&config.servd, &node_dir, config.nodes, &mut ports, config.servd_env.clone())?;
+    let http = Http::new(ACCESS_KEY, SECRET_KEY, ADMIN_TOKEN);
+    let mut notes = Vec::new();
+
+    for index in 0..nodes.len() {
+        nodes.start(index)?;
+        if index == 0 {
+            wait_cluster(&http, &nodes, &[0], Duration::from_secs(30))
+                .await
+                .context("the first node did not start")?;
+        }
+    }
+    let all: Vec<usize> = (0..nodes.len()).collect();
+    wait_cluster(&http, &nodes, &all, Duration::from_secs(60)).await.context("the cluster did not form")?;
+
+    let s3_ports: Vec<u16> = nodes.nodes.iter().map(|n| n.ports.s3).collect();
+    let stomp_ports: Vec<u16> = nodes.nodes.iter().map(|n| n.ports.stomp).collect();
+    let s3_config = Arc::new(S3Config {
+        seed: config.seed,
+        buckets: (0..BUCKETS).map(|n| format!("chaos-b{n}")).collect(),
+        keys_per_bucket: config.keys,
+        max_body_bytes: 2 * 1024 * 1024 + 17,
+    });
+    let use_s3 = config.workload != Workload::Stomp;
+    let use_stomp = config.workload != Workload::S3;
+    if use_s3 {
+        s3::setup(&http, &s3_ports, &s3_config).await.map_err(anyhow::Error::msg)?;
+    }
+    let message_config =
+        Arc::new(if use_stomp { MessageConfig::new(QUEUES, GROUPS) } else { MessageConfig::new(0, 0) });
+
+    let history = Arc::new(History::new());
+    let stop_writers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    let mut consumers = Vec::new();
+    let worker = |name: String, stream: u64, stop: &Arc<AtomicBool>| Worker {
+        name,
+        rng: Rng::new(config.seed, stream),
+        history: history.clone(),
+        stop: stop.clone(),
+        pace: config.pace,
+    };
+    for (n, subscription) in message_config.subscriptions.iter().enumerate() {
+        for c in 0..message_config.consumers_per_subscription {
+            let consumer = worker(format!("consumer-{n}-{c}"), 1_000 + (n * 10 + c) as u64, &stop_consumers);
+            consumers.push(tokio::spawn(messages::consumer(
+                consumer,
+                stomp_ports.clone(),
+                subscription.clone(),
+            )));
+        }
+    }
+    for w in 0..config.concurrency {
+        if use_s3 {
+            let s3_worker = worker(format!("s3-{w}"), w as u64, &stop_writers);
+            writers.push(tokio::spawn(s3::worker(
+                s3_worker,
+                http.clone(),
+                s3_ports.clone(),
+                s3_config.clone(),
+            )));
+        }
+        if use_stomp {
+            let producer = worker(format!("producer-{w}"), 100 + w as u64, &stop_writers);
+            writers.push(tokio::spawn(messages::producer(
+                producer,
+                stomp_ports.clone(),
+                message_config.clone(),
+            )));
+        }
+    }
+
+    let shape = Shape {
+        nodes: config.nodes,
+        duration_ms: config.duration.as_millis() as u64,
+        interval_ms: config.fault_interval.as_millis() as u64,
+        max_hold_ms: config.max_hold.as_millis() as u64,
+        kinds: config.faults.clone(),
+    };
+    let planned = schedule::draw(config.seed, &shape);
+    let faults = inject(&mut nodes, &planned, &history, shape.duration_ms).await;
+
+    stop_writers.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let workload_ms = history.now_ms();
+    tokio::task::block_in_place(|| nodes.heal())?;
+    if let Err(error) = wait_cluster(&http, &nodes, &all, config.heal_timeout).await {
+        notes.push(format!("after heal: {error:#}"));
+    }
+
+    // Consumers keep going until every acknowledged message reached every subscription.
+    let drained = Instant::now();
+    while check::undelivered(&history.snapshot(), &message_config.subscriptions) > 0
+        && drained.elapsed() < config.heal_timeout
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A moment more, so that a repeat delivery still in flight is seen and checked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_consumers.store(true, Ordering::Relaxed);
+    for consumer in consumers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), consumer).await;
+    }
+
+    let ops = history.snapshot();
+    let mut violations = Vec::new();
+    let mut final_reads = FinalReads::new();
+    if use_s3 {
+        let mut targets: Vec<&str> = ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::S3Put | OpKind::S3Delete))
+            .map(|op| op.target.as_str())
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for target in targets {
+            let Some((bucket, key)) = target.split_once('/') else { continue };
+            let mut answers = Vec::new();
+            for (node, port) in s3_ports.iter().enumerate() {
+                answers.push((
+                    node,
+                    s3::final_read(&http, *port, config.seed, bucket, key, Duration::from_secs(10)).await,
+                ));
+            }
+            final_reads.insert(target.to_string(), answers);
+        }
+        violations.extend(check::s3_final_state(&ops, &final_reads));
+        violations.extend(check::s3_reads(&ops));
+    }
+    if use_stomp {
+        violations.extend(check::stomp(&ops, &message_config.subscriptions));
+    }
+    match placements(&http, &nodes).await {
+        Ok((placed, owners)) => violations.extend(check::single_owner(&placed, &owners, history.now_ms())),
+        Err(error) => notes.push(format!("could not list actors after heal: {error}")),
+    }
+    if config.expect_availability {
+        let windows: Vec<_> = faults.iter().map(|f| (f.node, f.start_ms, f.end_ms)).collect();
+        violations.extend(check::available_during_faults(&ops, &windows));
+    }
+    for (index, node) in nodes.nodes.iter().enumerate() {
+        if nodes.running(index) && node.starts > 1 {
+            notes.push(format!("{} was started {} times", node.name(), node.starts));
+        }
+    }
+    violations.sort_by_key(|v| v.at_ms);
+
+    let stats = stats(&ops, workload_ms, final_reads.values().map(Vec::len).sum());
+    let result = RunResult {
+        seed: config.seed,
+        replay: config.replay.clone(),
+        nodes: nodes.nodes.iter().map(|n| n.ports.clone()).collect(),
+        schedule: planned,
+        faults,
+        violations,
+        stats,
+        notes,
+        history: ops,
+    };
+    drop(nodes);
+    Ok(result)
+}
+
+/// Applies the schedule; restarts a node that exits on its own (and records that as a crash).
+async fn inject(
+    nodes: &mut Nodes,
+    planned: &[Fault],
+    history: &History,
+    duration_ms: u64,
+) -> Vec<FaultEvent> {
+    let mut events = Vec::new();
+    let mut next = planned.iter().peekable();
+    loop {
+        let now = history.now_ms();
+        if now >= duration_ms {
+            break;
+        }
+        for index in 0..nodes.len() {
+            if let Some(status) = nodes.exited(index) {
+                events.push(FaultEvent {
+                    kind: "crash".into(),
+                    node: index,
+                    start_ms: now,
+                    end_ms: now,
+                    detail: format!("exited on its own: {status}; log tail:\n{}", nodes.log_tail(index, 20)),
+                });
+                let _ = nodes.start(index);
+            }
+        }
+        match next.peek() {
+            Some(fault) if fault.at_ms <= now => {
+                let fault = next.next().expect("peeked");
+                events.push(apply(nodes, fault, history).await);
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    events
+}
+
+/// One fault: inject, hold, heal.
+async fn apply(nodes: &mut Nodes, fault: &Fault, history: &History) -> FaultEvent {
+    let index = fault.node;
+    let start_ms = history.now_ms();
+    let injected = tokio::task::block_in_place(|| match fault.kind {
+        FaultKind::Kill => nodes.kill(index).map(|()| "SIGKILL".to_string()),
+        FaultKind::Pause => nodes.pause(index).map(|()| "SIGSTOP".to_string()),
+        FaultKind::Restart => nodes.terminate(index).map(|status| format!("SIGTERM: {status}")),
+        FaultKind::Wipe => nodes.wipe(index).map(|()| "SIGKILL and data dir deleted".to_string()),
+    });
+    tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
+    let healed = tokio::task::block_in_place(|| match fault.kind {
+        FaultKind::Pause => nodes.resume(index),
+        _ => nodes.start(index),
+    });
+    let detail = match (injected, healed) {
+        (Ok(what), Ok(())) => what,
+        (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
+    };
+    FaultEvent { kind: fault.kind.name().into(), node: index, start_ms, end_ms: history.now_ms(), detail }
+}
+
+/// Waits until each of `which` answers /readyz and reports a settled ring of every node.
+async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Duration) -> Result<()> {
+    let started = Instant::now();
+    let want = if which.len() == 1 { 1 } else { nodes.len() };
+    let mut last = String::new();
+    while started.elapsed() < patience {
+        let mut ready = true;
+        for &index in which {
+            let admin = nodes.nodes[index].ports.admin;
+            let up = matches!(http.admin("GET", admin, "/readyz").await, Ok(r) if r.status == 200);
+            let ring = http.admin_json(admin, "/v1/cluster/ring").await;
+            let settled = match &ring {
+                Ok(ring) => {
+                    ring["settled"] == true
+                        && ring["nodes"].as_array().is_some_and(|nodes| nodes.len() >= want)
+                }
+                Err(_) => false,
+            };
+            if !(up && settled) {
+                last = format!(
+                    "{} not ready or not settled: {}",
+                    nodes.nodes[index].name(),
+                    ring.err().unwrap_or_default()
+                );
+                ready = false;
+                break;
+            }
+        }
+        if ready {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("not ready within {patience:?}: {last}")
+}
+
+/// Every entity actor the cluster reports, and the ring owner of each.
+async fn placements(http: &Http, nodes: &Nodes) -> Result<(Vec<Placed>, HashMap<String, String>), String> {
+    let admin = nodes.nodes[0].ports.admin;
+    let listing = http.admin_json(admin, "/v1/actors").await?;
+    let mut placed = Vec::new();
+    for actor in listing["actors"].as_array().into_iter().flatten() {
+        let (Some(key), Some(node)) = (actor["key"].as_str(), actor["node"].as_str()) else { continue };
+        placed.push(Placed { key: key.into(), node: node.into() });
+    }
+    let mut owners = HashMap::new();
+    for actor in placed.iter().filter(|a| !a.key.starts_with("supervisor/")) {
+        let path = format!("/v1/cluster/ring/owner?key={}", encode_query(&actor.key));
+        let answer = http.admin_json(admin, &path).await?;
+        if let Some(owner) = answer["preference_list"][0].as_str() {
+            owners.insert(actor.key.clone(), owner.to_string());
+        }
+    }
+    Ok((placed, owners))
+}
+
+fn encode_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn stats(ops: &[Op], duration_ms: u64, final_reads: usize) -> Stats {
+    let mut stats = Stats { duration_ms, ops: ops.len(), final_reads, ..Stats::default() };
+    for op in ops {
+        let kind = serde_json::to_value(op.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let outcome = serde_json::to_value(op.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        *stats.by_kind.entry(kind).or_default().entry(outcome).or_default() += 1;
+        let acked = op.outcome == Outcome::Ok;
+        stats.acknowledged_writes +=
+            usize::from(acked && matches!(op.kind, OpKind::S3Put | OpKind::S3Delete));
+        stats.acknowledged_messages += usize::from(acked && matches!(op.kind, OpKind::Send | OpKind::TxSend));
+        stats.deliveries += usize::from(op.kind == OpKind::Deliver);
+    }
+    stats
+}

@@ -1,0 +1,95 @@
+"""The chaos harness (`serv-chaos`, chaos/) run end to end: real servd nodes under a seeded fault
+schedule, its history checked, its report written, and, against a servd built to lose every
+tenth write (`--features fault-injection`, copied to `servd-lossy` by scripts/test), proof that
+the checker catches a lost write and a lost message and names them."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import servd_bin
+
+BIN_DIR = Path(servd_bin()).parent
+CHAOS = BIN_DIR / "serv-chaos"
+LOSSY = BIN_DIR / "servd-lossy"
+
+
+def chaos(report, *args, servd=None, timeout=240):
+    command = [str(CHAOS), "run", "--report", str(report), "--servd", str(servd or servd_bin()), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result = json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else None
+    return done, result
+
+
+def test_a_seeded_run_with_kills_pauses_and_restarts_keeps_every_acknowledged_write(tmp_path):
+    report = tmp_path / "report"
+    done, result = chaos(report, "--nodes", "3", "--duration", "20s", "--seed", "7",
+                         "--faults", "kill,pause,restart", "--fault-interval", "3s", "--max-hold", "3s",
+                         "--concurrency", "3", "--heal-timeout", "45s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no violation" in done.stdout
+    assert result["violations"] == []
+    # The faults the schedule named were injected, in order, on the nodes it named.
+    applied = [(f["kind"], f["node"]) for f in result["faults"] if f["kind"] != "crash"]
+    assert applied == [(f["kind"], f["node"]) for f in result["schedule"]]
+    assert len(applied) >= 3, result["faults"]
+    assert not [f for f in result["faults"] if f["kind"] == "crash"], "no node exited on its own"
+    stats = result["stats"]
+    assert stats["acknowledged_writes"] > 100 and stats["acknowledged_messages"] > 100, stats
+    assert stats["final_reads"] >= 3 * 24, "every written key was read back through all three nodes"
+    assert stats["deliveries"] >= stats["acknowledged_messages"], stats
+    # The report says how to replay this exact schedule, and a person can read it.
+    assert "--seed 7" in result["replay"] and "--faults kill,pause,restart" in result["replay"]
+    assert result["replay"] in done.stdout
+    page = (report / "report.html").read_text()
+    assert "Chaos run, seed 7" in page and "no violation" in page and "<svg" in page
+    for fault in result["faults"]:
+        assert f"<td>{fault['kind']}</td><td>n{fault['node'] + 1}</td>" in page
+    for n in (1, 2, 3):
+        assert (report / "nodes" / f"n{n}.log").stat().st_size > 0
+
+
+@pytest.mark.skipif(not LOSSY.exists(), reason="servd-lossy is built by scripts/test")
+def test_the_checker_catches_and_names_a_lost_write_and_a_lost_message(tmp_path):
+    report = tmp_path / "report"
+    done, result = chaos(report, "--nodes", "2", "--duration", "6s", "--seed", "11", "--faults", "none",
+                         "--concurrency", "2", "--heal-timeout", "5s", "--servd-env", "SERV_FAULT_LOSE_EVERY=10",
+                         servd=LOSSY)
+    assert done.returncode == 1, done.stdout + done.stderr
+    history = {op["id"]: op for op in result["history"]}
+    by_invariant = {}
+    for violation in result["violations"]:
+        by_invariant.setdefault(violation["invariant"], []).append(violation)
+    assert set(by_invariant) == {"s3-acknowledged-write-lost", "stomp-acknowledged-message-lost"}, by_invariant.keys()
+
+    lost_write = by_invariant["s3-acknowledged-write-lost"][0]
+    put = history[lost_write["ops"][0]]
+    assert put["kind"] == "s3_put" and put["outcome"] == "ok", put
+    assert f"PUT op {put['id']}" in lost_write["message"] and put["target"] in lost_write["message"]
+
+    lost_message = by_invariant["stomp-acknowledged-message-lost"][0]
+    send = history[lost_message["ops"][0]]
+    assert send["kind"] in ("send", "tx_send") and send["outcome"] == "ok", send
+    assert f"message {send['id']}" in lost_message["message"]
+    delivered = {op["value"] for op in result["history"] if op["kind"] == "deliver"}
+    assert send["id"] not in delivered
+
+    # Roughly one in ten, not everything: the checker does not cry wolf on the other nine.
+    acked_sends = sum(1 for op in result["history"] if op["kind"] in ("send", "tx_send") and op["outcome"] == "ok")
+    lost_ids = {v["ops"][0] for v in by_invariant["stomp-acknowledged-message-lost"]}
+    assert 0.05 * acked_sends < len(lost_ids) < 0.2 * acked_sends, (len(lost_ids), acked_sends)
+    assert "s3-acknowledged-write-lost" in done.stdout and "stomp-acknowledged-message-lost" in done.stdout
+    page = (report / "report.html").read_text()
+    assert "violation(s)" in page and f"PUT op {put['id']}" in page
+
+
+def test_bad_arguments_are_refused_with_a_clear_message(tmp_path):
+    done = subprocess.run([str(CHAOS), "run", "--faults", "flood"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown fault \"flood\"" in done.stderr and "kill, pause" in done.stderr
+    done = subprocess.run([str(CHAOS), "run", "--servd", str(tmp_path / "nope"), "--report", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no servd at" in done.stderr
+    done = subprocess.run([str(CHAOS), "run", "--duration", "ten"], capture_output=True, text=True)
+    assert done.returncode == 2 and "expected a number and a unit" in done.stderr
