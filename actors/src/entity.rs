@@ -118,12 +118,30 @@ impl EntityContext {
 
 /// Why an entity could not load or handle a message.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EntityError(pub String);
+#[error("{message}")]
+pub struct EntityError {
+    pub message: String,
+    /// Another entity it needed could not be reached (its owner down, moving, slow). That is not
+    /// this entity's fault: its caller is told `Unavailable`, and the restart does not count
+    /// towards escalation, so an outage elsewhere never leaves this entity failed for good.
+    pub dependency: bool,
+}
+
+impl EntityError {
+    /// The entity's own failure (bad state, storage).
+    pub fn new(message: impl Into<String>) -> Self {
+        EntityError { message: message.into(), dependency: false }
+    }
+
+    /// Another entity this one needed could not be reached.
+    pub fn dependency(message: impl Into<String>) -> Self {
+        EntityError { message: message.into(), dependency: true }
+    }
+}
 
 impl From<StorageError> for EntityError {
     fn from(error: StorageError) -> Self {
-        EntityError(error.to_string())
+        EntityError::new(error.to_string())
     }
 }
 
@@ -251,9 +269,11 @@ impl<E: Entity> Actor for EntityActor<E> {
                     }
                     Err(error) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(Err(DirectoryError::Entity {
-                                key: state.args.ctx.key.to_string(),
-                                message: error.0.clone(),
+                            let (key, message) = (state.args.ctx.key.to_string(), error.message.clone());
+                            let _ = reply.send(Err(if error.dependency {
+                                DirectoryError::Unavailable { key, reason: message }
+                            } else {
+                                DirectoryError::Entity { key, message }
                             }));
                         }
                         Err(error.into())

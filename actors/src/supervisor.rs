@@ -19,7 +19,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatu
 use tokio::sync::oneshot;
 
 use crate::directory::{Hub, Incarnation, WeakDirectory};
-use crate::entity::{EntityActor, EntityArgs, EntityContext};
+use crate::entity::{EntityActor, EntityArgs, EntityContext, EntityError};
 use crate::handoff::{self, EntityState, HandOff};
 use crate::inspect::{ActorStats, ActorStatus, Gate, RecordKind};
 use crate::placement::MeshReply;
@@ -293,7 +293,7 @@ impl KindState {
                     let _ = waiter.send(Ok(incarnation.clone()));
                 }
             }
-            Err(error) if current => self.crashed(name, format!("activation failed: {error}")),
+            Err(error) if current => self.crashed(name, format!("activation failed: {error}"), true),
             Err(_) => {}
         }
     }
@@ -319,19 +319,23 @@ impl KindState {
         }
     }
 
-    fn failed_cell(&mut self, cell: &ActorCell, error: String) {
+    /// An entity failed; `dependency`: because another entity it needed was unreachable.
+    fn failed_cell(&mut self, cell: &ActorCell, error: String, dependency: bool) {
         let Some(name) = self.by_cell.remove(&cell.get_id()) else { return };
         self.hub.clear_live(&self.key(&name), cell);
-        self.crashed(name, error);
+        self.crashed(name, error, !dependency);
     }
 
-    /// Counts a crash of `name` and schedules its restart, or escalates.
-    fn crashed(&mut self, name: String, error: String) {
+    /// Schedules a restart of `name` after a crash, or escalates; a crash that is not `counted`
+    /// (another entity was unreachable) restarts it without counting towards escalation.
+    fn crashed(&mut self, name: String, error: String, counted: bool) {
         let key = self.key(&name).to_string();
         let config = &self.hub.config;
         let Some(child) = self.children.get_mut(&name) else { return };
         let now = Instant::now();
-        child.crashes.push_back(now);
+        if counted {
+            child.crashes.push_back(now);
+        }
         while child.crashes.front().is_some_and(|t| now.duration_since(*t) > config.restart_window) {
             child.crashes.pop_front();
         }
@@ -449,7 +453,10 @@ impl Actor for KindSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => state.terminated(&cell, reason),
-            SupervisionEvent::ActorFailed(cell, error) => state.failed_cell(&cell, error.to_string()),
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let dependency = error.downcast_ref::<EntityError>().is_some_and(|e| e.dependency);
+                state.failed_cell(&cell, error.to_string(), dependency)
+            }
             _ => {}
         }
         state.stats.handled_one();

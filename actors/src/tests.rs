@@ -28,6 +28,8 @@ enum ProbeMsg {
     AddSlowly(u64),
     Get,
     Panic,
+    /// Fails as an entity does when another entity it needs is unreachable.
+    Depend,
     /// Takes this many milliseconds to answer.
     Stall(u64),
 }
@@ -66,6 +68,7 @@ impl Entity for Probe {
             }
             ProbeMsg::Get => {}
             ProbeMsg::Panic => panic!("probe asked to panic"),
+            ProbeMsg::Depend => return Err(EntityError::dependency("probe's dependency is down")),
             ProbeMsg::Stall(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
         }
         Ok((self.value, crate::trace::current_traceparent()))
@@ -194,6 +197,29 @@ async fn entity_crashing_too_often_is_escalated_until_reset() {
     .await;
     node.directory.reset(&key).await.unwrap();
     assert_eq!(call(&node.directory, &key, ProbeMsg::Get).await, Ok(1));
+}
+
+#[tokio::test]
+async fn an_entity_failing_only_because_another_is_unreachable_restarts_but_never_escalates() {
+    let node = node(SupervisionConfig { max_restarts: 2, ..quick() }).await;
+    let key = probe("dependent");
+    call(&node.directory, &key, ProbeMsg::Add(3)).await.unwrap();
+    for _ in 0..6 {
+        let refused = call(&node.directory, &key, ProbeMsg::Depend).await;
+        assert!(
+            matches!(&refused, Err(DirectoryError::Unavailable { reason, .. }) if reason.contains("dependency is down")),
+            "the caller is told the entity is unavailable, not that it failed: {refused:?}"
+        );
+    }
+    assert_eq!(call(&node.directory, &key, ProbeMsg::Get).await, Ok(3), "state reloaded, not escalated");
+    let restarted = record(&node.directory, "probe/dependent").unwrap();
+    assert_eq!(restarted.status, ActorStatus::Running);
+    assert_eq!(restarted.restarts, 6, "each failure restarted it from durable state");
+    // Its own crashes still count.
+    for _ in 0..3 {
+        let _ = call(&node.directory, &key, ProbeMsg::Panic).await;
+    }
+    assert_eq!(record(&node.directory, "probe/dependent").unwrap().status, ActorStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

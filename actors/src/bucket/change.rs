@@ -401,7 +401,7 @@ impl<'a> Op<'a> {
         let mut md5s = Vec::with_capacity(chosen.len() * 16);
         for part in &chosen {
             md5s.extend(
-                decode_hex(&part.etag).ok_or_else(|| EntityError("stored part etag is not hex".into()))?,
+                decode_hex(&part.etag).ok_or_else(|| EntityError::new("stored part etag is not hex"))?,
             );
         }
         let body = ObjectBody {

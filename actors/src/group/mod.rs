@@ -232,7 +232,7 @@ impl Entity for Group {
             return refused(GroupRefusal::BadName);
         }
         let Some(directory) = ctx.directory() else {
-            return Err(EntityError("the node is shutting down".into()));
+            return Err(EntityError::dependency("the node is shutting down"));
         };
         if let GroupMsg::Join { member, prefetch, ack, ack_timeout_ms, start } = msg {
             if self.meta.is_none() {
@@ -366,7 +366,7 @@ async fn ask_topic(directory: &Directory, topic: &str, msg: TopicMsg) -> Result<
     directory
         .call(&ActorKey::new(ActorKind::Topic, topic), msg)
         .await
-        .map_err(|e| EntityError(format!("topic {topic}: {e}")))
+        .map_err(|e| EntityError::dependency(format!("topic {topic}: {e}")))
 }
 
 impl Group {
@@ -476,7 +476,7 @@ impl Group {
                 self.dead_lettered += 1;
                 Ok(())
             }
-            other => Err(EntityError(format!("dead-letter topic {dlq} refused a message: {other:?}"))),
+            other => Err(EntityError::new(format!("dead-letter topic {dlq} refused a message: {other:?}"))),
         }
     }
 
