@@ -276,6 +276,14 @@ async fn run(
     foca_config.probe_rtt = config.probe_rtt;
     foca_config.suspect_to_down_after = config.suspect_to_down_after;
     foca_config.max_packet_size = NonZeroUsize::new(1100).expect("non-zero");
+    // After a partition each side holds the other down and stops probing it; only an announce
+    // to down members brings them back. foca's LAN default waits 65 s for that; a partition
+    // found by the chaos harness kept nodes apart for the whole of a 30 s heal. Every 5 probe
+    // periods costs a datagram or two and heals in seconds.
+    foca_config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: config.probe_period * 5,
+        num_members: NonZeroUsize::new(2).expect("non-zero"),
+    });
     let table: MetaTable = Arc::default();
     let mut foca = Foca::with_custom_broadcast(
         me.clone(),
