@@ -12,7 +12,7 @@
 //! driven once through its owner and once through the other node (every request forwarded over
 //! the mesh, bodies on block sessions), with the ratio.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -145,12 +145,20 @@ async fn phase(
 
 /// GET on a node's admin API (bearer `bench`); the body as text.
 async fn admin_get(client: &Http, admin: u16, path: &str) -> String {
-    client.admin("GET", admin, path).await.map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default()
+    client
+        .admin("GET", SocketAddr::from(([127, 0, 0, 1], admin)), path)
+        .await
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .unwrap_or_default()
 }
 
 /// An S3 request's status.
 async fn send(client: &Http, method: &str, port: u16, path: &str, body: Bytes) -> Result<u16, String> {
-    client.s3(method, port, path, "", body).await.map(|r| r.status).map_err(|f| f.error)
+    client
+        .s3(method, SocketAddr::from(([127, 0, 0, 1], port)), path, "", body)
+        .await
+        .map(|r| r.status)
+        .map_err(|f| f.error)
 }
 
 /// The first quoted value after `"field":` in a JSON text.

@@ -2,6 +2,7 @@
 //! path style) and bearer-token calls to the admin API. Every call has a deadline, and its error
 //! says whether the request may have reached the node (see `Outcome`).
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -61,12 +62,12 @@ impl Http {
     pub async fn s3(
         &self,
         method: &str,
-        port: u16,
+        addr: SocketAddr,
         path: &str,
         query: &str,
         body: Bytes,
     ) -> Result<Response, Failure> {
-        let (date, host) = (amz_date(), format!("127.0.0.1:{port}"));
+        let (date, host) = (amz_date(), addr.to_string());
         let day = &date[..8];
         let canonical = format!(
             "{method}\n{path}\n{query}\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{date}\n\n\
@@ -102,10 +103,10 @@ impl Http {
     }
 
     /// An admin API call with the bearer token.
-    pub async fn admin(&self, method: &str, port: u16, path: &str) -> Result<Response, Failure> {
+    pub async fn admin(&self, method: &str, addr: SocketAddr, path: &str) -> Result<Response, Failure> {
         let request = hyper::Request::builder()
             .method(method)
-            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .uri(format!("http://{addr}{path}"))
             .header("authorization", format!("Bearer {}", self.admin_token))
             .body(Full::new(Bytes::new()))
             .map_err(|e| Failure { outcome: Outcome::Fail, error: e.to_string() })?;
@@ -113,8 +114,8 @@ impl Http {
     }
 
     /// An admin GET whose body is JSON.
-    pub async fn admin_json(&self, port: u16, path: &str) -> Result<serde_json::Value, String> {
-        let response = self.admin("GET", port, path).await.map_err(|f| f.error)?;
+    pub async fn admin_json(&self, addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+        let response = self.admin("GET", addr, path).await.map_err(|f| f.error)?;
         if response.status != 200 {
             return Err(format!(
                 "{path}: HTTP {} {}",

@@ -7,6 +7,7 @@ pub mod check;
 pub mod history;
 pub mod http;
 pub mod messages;
+pub mod netns;
 pub mod nodes;
 pub mod report;
 pub mod rng;

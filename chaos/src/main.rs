@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serv_chaos::report;
-use serv_chaos::run::{RunConfig, Workload, run};
+use serv_chaos::run::{HostMode, RunConfig, Workload, run};
 use serv_chaos::schedule::FaultKind;
 
 #[derive(Parser)]
@@ -38,7 +38,7 @@ struct RunArgs {
     /// Seed of the fault schedule and of the workload's choices
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Faults to draw from: kill, pause, restart, wipe (or none)
+    /// Faults to draw from: kill, pause, restart, wipe, partition, netem (or none)
     #[arg(long, default_value = "kill,pause,restart", value_parser = parse_faults)]
     faults: Faults,
     /// Where the report (report.json, report.html) and node data and logs go
@@ -74,6 +74,10 @@ struct RunArgs {
     /// Start of the walk for free loopback ports [default: from the pid]
     #[arg(long)]
     base_port: Option<u16>,
+    /// Where nodes run: each in its own network namespace (netns), all on 127.0.0.1 (loopback),
+    /// or namespaces where the machine allows (auto)
+    #[arg(long, value_enum, default_value_t = HostMode::Auto)]
+    hosts: HostMode,
     /// KEY=VALUE set in every servd's environment (repeatable)
     #[arg(long, value_parser = parse_env)]
     servd_env: Vec<(String, String)>,
@@ -142,6 +146,9 @@ fn config(args: RunArgs) -> Result<RunConfig, String> {
     if args.expect_availability {
         replay.push_str(" --expect-availability");
     }
+    if args.hosts != HostMode::Auto {
+        replay.push_str(&format!(" --hosts {:?}", args.hosts).to_lowercase());
+    }
     replay.push_str(&format!(" --report {}", args.report.display()));
     Ok(RunConfig {
         servd,
@@ -159,6 +166,7 @@ fn config(args: RunArgs) -> Result<RunConfig, String> {
         keys: args.keys.max(1),
         expect_availability: args.expect_availability,
         base_port: args.base_port,
+        hosts: args.hosts,
         servd_env: args.servd_env,
         replay,
     })

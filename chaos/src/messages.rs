@@ -2,6 +2,7 @@
 //! topic, and acking consumers: each queue's subscribers and each consumer group on the topic is
 //! one *subscription* that must see every acknowledged message at least once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,14 +63,14 @@ impl MessageConfig {
 }
 
 /// One producer: receipted SENDs (some in transactions) through random nodes until stopped.
-pub async fn producer(mut worker: Worker, ports: Vec<u16>, config: Arc<MessageConfig>) {
+pub async fn producer(mut worker: Worker, nodes: Vec<SocketAddr>, config: Arc<MessageConfig>) {
     let mut session: Option<(usize, Connection)> = None;
     while worker.running() {
         let (node, mut connection) = match session.take() {
             Some(open) => open,
             None => {
-                let node = worker.pick(ports.len());
-                match Connection::open(ports[node], ACCESS_KEY, SECRET_KEY).await {
+                let node = worker.pick(nodes.len());
+                match Connection::open(nodes[node], ACCESS_KEY, SECRET_KEY).await {
                     Ok(connection) => (node, connection),
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -188,11 +189,11 @@ async fn await_receipt(connection: &mut Connection, receipt: &str) -> Result<(),
 
 /// One consumer of a subscription: receives, records and ACKs every message; moves to another
 /// node when its connection breaks or goes silent; runs until stopped.
-pub async fn consumer(mut worker: Worker, ports: Vec<u16>, subscription: Subscription) {
+pub async fn consumer(mut worker: Worker, nodes: Vec<SocketAddr>, subscription: Subscription) {
     let target = subscription.name();
     while worker.running() {
-        let node = worker.pick(ports.len());
-        let Ok(mut connection) = Connection::open(ports[node], ACCESS_KEY, SECRET_KEY).await else {
+        let node = worker.pick(nodes.len());
+        let Ok(mut connection) = Connection::open(nodes[node], ACCESS_KEY, SECRET_KEY).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };

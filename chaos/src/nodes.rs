@@ -1,9 +1,9 @@
-//! The servd processes of a run: each node has its own data dir, fixed loopback ports (kept across
-//! restarts, so seeds stay valid) and a log file; faults are signals sent to its process. Every
+//! The servd processes of a run: each node has its own data dir, fixed ports on its own address
+//! (kept across restarts, so seeds stay valid) and a log file; faults are signals sent to its process. Every
 //! process started here is stopped when the `Nodes` is dropped, whatever happened.
 
 use std::fs::{self, OpenOptions};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ pub struct Ports {
 /// One node: its ports, data dir and, while it runs, its process.
 pub struct Node {
     pub index: usize,
+    /// The address every listener binds (127.0.0.1, or the node's own host in a namespace).
+    pub ip: Ipv4Addr,
+    /// The network namespace it runs in, if any.
+    pub namespace: Option<String>,
     pub ports: Ports,
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -47,6 +51,11 @@ impl Node {
     /// `n1`, `n2`, ...: how the report names it.
     pub fn name(&self) -> String {
         format!("n{}", self.index + 1)
+    }
+
+    /// The node's address for one of its ports.
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip, port))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -98,16 +107,17 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Lays out `count` nodes under `dir` (data dirs and logs); starts none.
+    /// Lays out one node per host (its address and namespace) under `dir` (data dirs and logs);
+    /// starts none.
     pub fn new(
         servd: &Path,
         dir: &Path,
-        count: usize,
+        hosts: Vec<(Ipv4Addr, Option<String>)>,
         ports: &mut PortPicker,
         extra_env: Vec<(String, String)>,
     ) -> Result<Self> {
         let mut nodes = Vec::new();
-        for index in 0..count {
+        for (index, (ip, namespace)) in hosts.into_iter().enumerate() {
             let ports = Ports {
                 s3: ports.pick()?,
                 stomp: ports.pick()?,
@@ -118,7 +128,17 @@ impl Nodes {
             };
             let data_dir = dir.join(format!("n{}", index + 1));
             let log = dir.join(format!("n{}.log", index + 1));
-            nodes.push(Node { index, ports, data_dir, log, child: None, paused: false, starts: 0 });
+            nodes.push(Node {
+                index,
+                ip,
+                namespace,
+                ports,
+                data_dir,
+                log,
+                child: None,
+                paused: false,
+                starts: 0,
+            });
         }
         Ok(Nodes { servd: servd.to_path_buf(), nodes, extra_env })
     }
@@ -130,15 +150,23 @@ impl Nodes {
             .nodes
             .iter()
             .filter(|other| other.index != index && (index != 0 || self.nodes[0].starts > 0))
-            .map(|other| format!("127.0.0.1:{}", other.ports.mesh))
+            .map(|other| other.addr(other.ports.mesh).to_string())
             .collect();
         let node = &mut self.nodes[index];
         if node.child.is_some() {
             return Ok(());
         }
         let log = OpenOptions::new().create(true).append(true).open(&node.log).context("node log")?;
-        let addr = |port: u16| format!("127.0.0.1:{port}");
-        let mut command = Command::new(&self.servd);
+        let addr = |port: u16| node.addr(port).to_string();
+        let mut command = match &node.namespace {
+            Some(namespace) => {
+                // `ip netns exec` execs servd in place: the pid signalled is servd's.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&self.servd);
+                command
+            }
+            None => Command::new(&self.servd),
+        };
         command
             .arg("--data-dir")
             .arg(&node.data_dir)

@@ -3,6 +3,7 @@
 //! write the report.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use crate::check::{self, FinalReads, Placed, Violation};
 use crate::history::{History, Op, OpKind, Outcome};
 use crate::http::Http;
 use crate::messages::{self, MessageConfig};
+use crate::netns::{NETEM, Network};
 use crate::nodes::{ACCESS_KEY, ADMIN_TOKEN, Nodes, PortPicker, Ports, SECRET_KEY};
 use crate::rng::Rng;
 use crate::s3::{self, S3Config};
@@ -28,6 +30,17 @@ pub enum Workload {
     S3,
     Stomp,
     Mixed,
+}
+
+/// Where the nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostMode {
+    /// Namespaces where the machine allows them (root and iproute2), else loopback.
+    Auto,
+    /// Every node on 127.0.0.1 (no network faults).
+    Loopback,
+    /// Each node in its own network namespace on a bridge.
+    Netns,
 }
 
 /// Everything a run is made of.
@@ -50,6 +63,7 @@ pub struct RunConfig {
     pub keys: usize,
     pub expect_availability: bool,
     pub base_port: Option<u16>,
+    pub hosts: HostMode,
     /// Extra environment for every servd (e.g. a fault-injection switch of a test build).
     pub servd_env: Vec<(String, String)>,
     /// The command line that replays this run.
@@ -105,10 +119,15 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
         std::fs::remove_dir_all(&node_dir).context("cannot clear the old nodes dir")?;
     }
     std::fs::create_dir_all(&node_dir)?;
-    let mut ports = PortPicker::new(config.base_port);
-    let mut nodes = Nodes::new(&config.servd, &node_dir, config.nodes, &mut ports, config.servd_env.clone())?;
-    let http = Http::new(ACCESS_KEY, SECRET_KEY, ADMIN_TOKEN);
     let mut notes = Vec::new();
+    let network = network(&config, &mut notes)?;
+    let hosts = match &network {
+        Some(network) => network.hosts.iter().map(|h| (h.ip, Some(h.namespace.clone()))).collect(),
+        None => vec![(Ipv4Addr::LOCALHOST, None); config.nodes],
+    };
+    let mut ports = PortPicker::new(config.base_port);
+    let mut nodes = Nodes::new(&config.servd, &node_dir, hosts, &mut ports, config.servd_env.clone())?;
+    let http = Http::new(ACCESS_KEY, SECRET_KEY, ADMIN_TOKEN);
 
     for index in 0..nodes.len() {
         nodes.start(index)?;
@@ -121,8 +140,8 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     let all: Vec<usize> = (0..nodes.len()).collect();
     wait_cluster(&http, &nodes, &all, Duration::from_secs(60)).await.context("the cluster did not form")?;
 
-    let s3_ports: Vec<u16> = nodes.nodes.iter().map(|n| n.ports.s3).collect();
-    let stomp_ports: Vec<u16> = nodes.nodes.iter().map(|n| n.ports.stomp).collect();
+    let s3_ports: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.s3)).collect();
+    let stomp_ports: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.stomp)).collect();
     let s3_config = Arc::new(S3Config {
         seed: config.seed,
         buckets: (0..BUCKETS).map(|n| format!("chaos-b{n}")).collect(),
@@ -187,7 +206,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
         kinds: config.faults.clone(),
     };
     let planned = schedule::draw(config.seed, &shape);
-    let faults = inject(&mut nodes, &planned, &history, shape.duration_ms).await;
+    let faults = inject(&mut nodes, network.as_ref(), &planned, &history, shape.duration_ms).await;
 
     stop_writers.store(true, Ordering::Relaxed);
     for writer in writers {
@@ -195,6 +214,13 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     }
     let workload_ms = history.now_ms();
     tokio::task::block_in_place(|| nodes.heal())?;
+    if let Some(network) = &network {
+        for index in 0..nodes.len() {
+            // Whatever a fault left behind (a failed heal) goes too; errors mean nothing was left.
+            let _ = network.heal_partition(index);
+            let _ = network.restore(index);
+        }
+    }
     if let Err(error) = wait_cluster(&http, &nodes, &all, config.heal_timeout).await {
         notes.push(format!("after heal: {error:#}"));
     }
@@ -275,6 +301,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
 /// Applies the schedule; restarts a node that exits on its own (and records that as a crash).
 async fn inject(
     nodes: &mut Nodes,
+    network: Option<&Network>,
     planned: &[Fault],
     history: &History,
     duration_ms: u64,
@@ -301,7 +328,7 @@ async fn inject(
         match next.peek() {
             Some(fault) if fault.at_ms <= now => {
                 let fault = next.next().expect("peeked");
-                events.push(apply(nodes, fault, history).await);
+                events.push(apply(nodes, network, fault, history).await);
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -310,7 +337,7 @@ async fn inject(
 }
 
 /// One fault: inject, hold, heal.
-async fn apply(nodes: &mut Nodes, fault: &Fault, history: &History) -> FaultEvent {
+async fn apply(nodes: &mut Nodes, network: Option<&Network>, fault: &Fault, history: &History) -> FaultEvent {
     let index = fault.node;
     let start_ms = history.now_ms();
     let injected = tokio::task::block_in_place(|| match fault.kind {
@@ -318,17 +345,62 @@ async fn apply(nodes: &mut Nodes, fault: &Fault, history: &History) -> FaultEven
         FaultKind::Pause => nodes.pause(index).map(|()| "SIGSTOP".to_string()),
         FaultKind::Restart => nodes.terminate(index).map(|status| format!("SIGTERM: {status}")),
         FaultKind::Wipe => nodes.wipe(index).map(|()| "SIGKILL and data dir deleted".to_string()),
+        FaultKind::Partition => {
+            on_network(network, |n| n.partition(index)).map(|()| "cut off from the other nodes".into())
+        }
+        FaultKind::Netem => {
+            on_network(network, |n| n.degrade(index)).map(|()| format!("netem {}", NETEM.join(" ")))
+        }
     });
     tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
     let healed = tokio::task::block_in_place(|| match fault.kind {
         FaultKind::Pause => nodes.resume(index),
-        _ => nodes.start(index),
+        FaultKind::Partition => on_network(network, |n| n.heal_partition(index)),
+        FaultKind::Netem => on_network(network, |n| n.restore(index)),
+        FaultKind::Kill | FaultKind::Restart | FaultKind::Wipe => nodes.start(index),
     });
     let detail = match (injected, healed) {
         (Ok(what), Ok(())) => what,
         (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
     };
     FaultEvent { kind: fault.kind.name().into(), node: index, start_ms, end_ms: history.now_ms(), detail }
+}
+
+fn on_network(network: Option<&Network>, act: impl FnOnce(&Network) -> Result<()>) -> Result<()> {
+    act(network.context("a network fault needs the nodes in namespaces (--hosts netns)")?)
+}
+
+/// The namespaces the nodes run in, or none (loopback), as `--hosts` asks and the machine allows.
+fn network(config: &RunConfig, notes: &mut Vec<String>) -> Result<Option<Network>> {
+    let needs_network = config.faults.iter().any(|kind| kind.needs_network());
+    let why_not = Network::unavailable();
+    match (config.hosts, why_not) {
+        (HostMode::Loopback, _) if needs_network => {
+            anyhow::bail!("partition and netem faults need --hosts netns (or auto)")
+        }
+        (HostMode::Loopback, _) => Ok(None),
+        (HostMode::Netns, Some(why)) => anyhow::bail!("--hosts netns: {why}"),
+        (HostMode::Auto, Some(why)) if needs_network => {
+            anyhow::bail!("partition and netem faults need namespaces: {why}")
+        }
+        (HostMode::Auto, Some(why)) => {
+            notes.push(format!("nodes ran on loopback: {why}"));
+            Ok(None)
+        }
+        (HostMode::Auto | HostMode::Netns, None) => {
+            let network = Network::create(config.nodes).context("cannot make the nodes' namespaces")?;
+            notes.push(format!(
+                "each node ran in its own network namespace: {}",
+                network
+                    .hosts
+                    .iter()
+                    .map(|h| format!("{} {}", h.namespace, h.ip))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            Ok(Some(network))
+        }
+    }
 }
 
 /// Waits until each of `which` answers /readyz and reports a settled ring of every node.
@@ -339,7 +411,8 @@ async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Dur
     while started.elapsed() < patience {
         let mut ready = true;
         for &index in which {
-            let admin = nodes.nodes[index].ports.admin;
+            let node = &nodes.nodes[index];
+            let admin = node.addr(node.ports.admin);
             let up = matches!(http.admin("GET", admin, "/readyz").await, Ok(r) if r.status == 200);
             let ring = http.admin_json(admin, "/v1/cluster/ring").await;
             let settled = match &ring {
@@ -349,11 +422,15 @@ async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Dur
                 }
                 Err(_) => false,
             };
-            if !(up && settled) {
+            let members = http.admin_json(admin, "/v1/cluster/members").await;
+            let alive = members.as_ref().map_or(0, |m| {
+                m["members"].as_array().map_or(0, |all| all.iter().filter(|m| m["state"] == "alive").count())
+            });
+            if !(up && settled && alive >= want) {
+                let why = ring.err().or(members.err()).unwrap_or_default();
                 last = format!(
-                    "{} not ready or not settled: {}",
-                    nodes.nodes[index].name(),
-                    ring.err().unwrap_or_default()
+                    "{}: ready {up}, settled {settled}, {alive} of {want} members alive {why}",
+                    node.name()
                 );
                 ready = false;
                 break;
@@ -369,7 +446,7 @@ async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Dur
 
 /// Every entity actor the cluster reports, and the ring owner of each.
 async fn placements(http: &Http, nodes: &Nodes) -> Result<(Vec<Placed>, HashMap<String, String>), String> {
-    let admin = nodes.nodes[0].ports.admin;
+    let admin = nodes.nodes[0].addr(nodes.nodes[0].ports.admin);
     let listing = http.admin_json(admin, "/v1/actors").await?;
     let mut placed = Vec::new();
     for actor in listing["actors"].as_array().into_iter().flatten() {

@@ -3,6 +3,7 @@
 //! id and the rest is derived from the seed and the id, so a read names the write it saw and is
 //! checked byte for byte.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,13 +80,13 @@ pub fn key_name(n: usize) -> String {
 }
 
 /// Creates the buckets through the first node that takes them (retrying while nodes start).
-pub async fn setup(http: &Http, ports: &[u16], config: &S3Config) -> Result<(), String> {
+pub async fn setup(http: &Http, nodes: &[SocketAddr], config: &S3Config) -> Result<(), String> {
     for bucket in &config.buckets {
         let mut last = String::new();
         let created = 'tries: {
             for attempt in 0..100 {
-                let port = ports[attempt % ports.len()];
-                match http.s3("PUT", port, &format!("/{bucket}"), "", Bytes::new()).await {
+                let addr = nodes[attempt % nodes.len()];
+                match http.s3("PUT", addr, &format!("/{bucket}"), "", Bytes::new()).await {
                     Ok(Response { status: 200, .. }) => break 'tries true,
                     Ok(r) if String::from_utf8_lossy(&r.body).contains("BucketAlreadyOwnedByYou") => {
                         break 'tries true;
@@ -105,10 +106,10 @@ pub async fn setup(http: &Http, ports: &[u16], config: &S3Config) -> Result<(), 
 }
 
 /// One worker: random ops on random keys through random nodes until the run stops it.
-pub async fn worker(mut worker: Worker, http: Http, ports: Vec<u16>, config: Arc<S3Config>) {
+pub async fn worker(mut worker: Worker, http: Http, nodes: Vec<SocketAddr>, config: Arc<S3Config>) {
     while worker.running() {
-        let node = worker.pick(ports.len());
-        let port = ports[node];
+        let node = worker.pick(nodes.len());
+        let addr = nodes[node];
         let bucket = &config.buckets[worker.pick(config.buckets.len())];
         let key = key_name(worker.pick(config.keys_per_bucket));
         let target = format!("{bucket}/{key}");
@@ -124,12 +125,12 @@ pub async fn worker(mut worker: Worker, http: Http, ports: Vec<u16>, config: Arc
             let mut op = history.invoke(OpKind::S3Put, name, node, target);
             let id = op.id();
             op.set_value(id);
-            let result = http.s3("PUT", port, &path, "", Bytes::from(body(config.seed, id, size))).await;
+            let result = http.s3("PUT", addr, &path, "", Bytes::from(body(config.seed, id, size))).await;
             let (outcome, detail) = classify(&result, &[200]);
             op.finish(outcome, detail);
         } else if roll < 80 {
             let mut op = history.invoke(OpKind::S3Get, name, node, target);
-            match http.s3("GET", port, &path, "", Bytes::new()).await {
+            match http.s3("GET", addr, &path, "", Bytes::new()).await {
                 Ok(Response { status: 200, body }) => match identify(config.seed, &body) {
                     Read::Value(id) => {
                         op.set_value(id);
@@ -149,12 +150,12 @@ pub async fn worker(mut worker: Worker, http: Http, ports: Vec<u16>, config: Arc
             }
         } else if roll < 90 {
             let op = history.invoke(OpKind::S3Delete, name, node, target);
-            let result = http.s3("DELETE", port, &path, "", Bytes::new()).await;
+            let result = http.s3("DELETE", addr, &path, "", Bytes::new()).await;
             let (outcome, detail) = classify(&result, &[204, 200]);
             op.finish(outcome, detail);
         } else {
             let op = history.invoke(OpKind::S3List, name, node, bucket.clone());
-            match http.s3("GET", port, &format!("/{bucket}"), "list-type=2", Bytes::new()).await {
+            match http.s3("GET", addr, &format!("/{bucket}"), "list-type=2", Bytes::new()).await {
                 Ok(Response { status: 200, body }) => {
                     let keys = listed_keys(&String::from_utf8_lossy(&body));
                     op.finish(Outcome::Ok, keys.join(" "));
@@ -192,11 +193,11 @@ fn classify(result: &Result<Response, Failure>, ok: &[u16]) -> (Outcome, String)
     }
 }
 
-/// Reads `bucket/key` through the node on `port` until it answers (a 503 while the cluster
+/// Reads `bucket/key` through the node at `addr` until it answers (a 503 while the cluster
 /// settles is retried until `deadline`).
 pub async fn final_read(
     http: &Http,
-    port: u16,
+    addr: SocketAddr,
     seed: u64,
     bucket: &str,
     key: &str,
@@ -204,7 +205,7 @@ pub async fn final_read(
 ) -> Result<Read, String> {
     let started = std::time::Instant::now();
     loop {
-        let last = match http.s3("GET", port, &object_path(bucket, key), "", Bytes::new()).await {
+        let last = match http.s3("GET", addr, &object_path(bucket, key), "", Bytes::new()).await {
             Ok(Response { status: 200, body }) => return Ok(identify(seed, &body)),
             Ok(Response { status: 404, body }) if String::from_utf8_lossy(&body).contains("NoSuchKey") => {
                 return Ok(Read::Absent);

@@ -21,10 +21,26 @@ pub enum FaultKind {
     /// SIGKILL, delete the data dir, start again after the hold: a replaced disk. Without
     /// replication this loses every acknowledged write the node held, and the checker says so.
     Wipe,
+    /// Cut the node off from every other node (clients still reach it); needs namespaces.
+    Partition,
+    /// Delay and drop the node's outgoing packets (`tc netem`); needs namespaces.
+    Netem,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Restart, FaultKind::Wipe];
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Restart,
+        FaultKind::Wipe,
+        FaultKind::Partition,
+        FaultKind::Netem,
+    ];
+
+    /// Whether it acts on the network, so needs each node on its own host (namespace).
+    pub fn needs_network(self) -> bool {
+        matches!(self, FaultKind::Partition | FaultKind::Netem)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +48,8 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Restart => "restart",
             FaultKind::Wipe => "wipe",
+            FaultKind::Partition => "partition",
+            FaultKind::Netem => "netem",
         }
     }
 }
@@ -134,6 +152,6 @@ mod tests {
     fn fault_names_parse_and_a_wrong_one_says_what_is_known() {
         assert_eq!("pause".parse::<FaultKind>(), Ok(FaultKind::Pause));
         let error = "flood".parse::<FaultKind>().unwrap_err();
-        assert!(error.contains("kill, pause, restart, wipe"), "{error}");
+        assert!(error.contains("kill, pause, restart, wipe, partition, netem"), "{error}");
     }
 }

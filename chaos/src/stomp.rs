@@ -1,6 +1,7 @@
 //! A small STOMP 1.2 client (frames over TCP, heart-beats, receipts) for the workload. It speaks
 //! only what the harness needs: CONNECT, SEND, BEGIN/COMMIT, SUBSCRIBE, ACK, DISCONNECT.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -56,8 +57,8 @@ impl Drop for Connection {
 
 impl Connection {
     /// Connects and logs in; fails unless CONNECTED arrives in time.
-    pub async fn open(port: u16, login: &str, passcode: &str) -> Result<Connection> {
-        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port)))
+    pub async fn open(addr: SocketAddr, login: &str, passcode: &str) -> Result<Connection> {
+        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
             .await
             .context("connect timed out")??;
         stream.set_nodelay(true)?;

@@ -4,6 +4,8 @@ tenth write (`--features fault-injection`, copied to `servd-lossy` by scripts/te
 the checker catches a lost write and a lost message and names them."""
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,7 +27,7 @@ def chaos(report, *args, servd=None, timeout=240):
 
 def test_a_seeded_run_with_kills_pauses_and_restarts_keeps_every_acknowledged_write(tmp_path):
     report = tmp_path / "report"
-    done, result = chaos(report, "--nodes", "3", "--duration", "20s", "--seed", "7",
+    done, result = chaos(report, "--nodes", "3", "--duration", "20s", "--seed", "7", "--hosts", "loopback",
                          "--faults", "kill,pause,restart", "--fault-interval", "3s", "--max-hold", "3s",
                          "--concurrency", "3", "--heal-timeout", "45s")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -42,6 +44,7 @@ def test_a_seeded_run_with_kills_pauses_and_restarts_keeps_every_acknowledged_wr
     assert stats["deliveries"] >= stats["acknowledged_messages"], stats
     # The report says how to replay this exact schedule, and a person can read it.
     assert "--seed 7" in result["replay"] and "--faults kill,pause,restart" in result["replay"]
+    assert "--hosts loopback" in result["replay"]
     assert result["replay"] in done.stdout
     page = (report / "report.html").read_text()
     assert "Chaos run, seed 7" in page and "no violation" in page and "<svg" in page
@@ -49,6 +52,26 @@ def test_a_seeded_run_with_kills_pauses_and_restarts_keeps_every_acknowledged_wr
         assert f"<td>{fault['kind']}</td><td>n{fault['node'] + 1}</td>" in page
     for n in (1, 2, 3):
         assert (report / "nodes" / f"n{n}.log").stat().st_size > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None,
+                    reason="network namespaces need root and iproute2 (ip, tc)")
+def test_partitions_and_lossy_links_between_namespaced_nodes_heal_without_a_violation(tmp_path):
+    report = tmp_path / "report"
+    done, result = chaos(report, "--nodes", "3", "--duration", "15s", "--seed", "3", "--hosts", "netns",
+                         "--faults", "partition,netem", "--fault-interval", "2s", "--max-hold", "3s",
+                         "--concurrency", "2", "--heal-timeout", "45s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert result["violations"] == []
+    kinds = {f["kind"] for f in result["faults"]}
+    assert kinds <= {"partition", "netem"} and len(result["faults"]) >= 3, result["faults"]
+    assert any("own network namespace" in note for note in result["notes"]), result["notes"]
+    assert result["stats"]["acknowledged_writes"] > 50 and result["stats"]["acknowledged_messages"] > 50
+    # Nothing the run made is left behind: its namespaces and bridge are gone.
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    made = [note.split(": ", 1)[1] for note in result["notes"] if "own network namespace" in note][0]
+    for entry in made.split(", "):
+        assert entry.split()[0] not in namespaces
 
 
 @pytest.mark.skipif(not LOSSY.exists(), reason="servd-lossy is built by scripts/test")
@@ -93,3 +116,6 @@ def test_bad_arguments_are_refused_with_a_clear_message(tmp_path):
     assert done.returncode == 2 and "no servd at" in done.stderr
     done = subprocess.run([str(CHAOS), "run", "--duration", "ten"], capture_output=True, text=True)
     assert done.returncode == 2 and "expected a number and a unit" in done.stderr
+    done = subprocess.run([str(CHAOS), "run", "--hosts", "loopback", "--faults", "partition", "--servd", servd_bin(),
+                           "--report", str(tmp_path / "r")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "partition and netem faults need --hosts netns" in done.stderr
