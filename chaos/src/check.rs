@@ -332,5 +332,36 @@ pub fn available_during_faults(ops: &[Op], faulted: &[(usize, u64, u64)]) -> Vec
     violations
 }
 
+/// With `--expect-availability`, invariant 3: a node cut off from the others (a minority of
+/// one) acknowledges no write while the partition holds. `partitions` holds (node, start ms, end
+/// ms) of each partition.
+pub fn minority_acknowledged_nothing(ops: &[Op], partitions: &[(usize, u64, u64)]) -> Vec<Violation> {
+    let writes = ops.iter().filter(|op| {
+        op.outcome == Outcome::Ok
+            && matches!(op.kind, OpKind::S3Put | OpKind::S3Delete | OpKind::Send | OpKind::TxSend)
+    });
+    let mut violations = Vec::new();
+    for op in writes {
+        let cut = partitions
+            .iter()
+            .find(|(node, start, end)| *node == op.node && op.invoke_ms >= *start && op.invoke_ms <= *end);
+        if cut.is_some() {
+            violations.push(Violation {
+                invariant: "minority-acknowledged-write",
+                message: format!(
+                    "{:?} op {} of {} was acknowledged by n{} while it was cut off from the other nodes",
+                    op.kind,
+                    op.id,
+                    op.target,
+                    op.node + 1
+                ),
+                ops: vec![op.id],
+                at_ms: op.complete_ms,
+            });
+        }
+    }
+    violations
+}
+
 #[cfg(test)]
 mod tests;

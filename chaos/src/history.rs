@@ -49,6 +49,9 @@ pub struct Op {
     /// The value written or read: the id of the op that wrote it (S3), the message id (STOMP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<u64>,
+    /// A written value's size and content hash (the first 8 bytes of its SHA-256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     pub invoke_ms: u64,
     pub complete_ms: u64,
     pub outcome: Outcome,
@@ -116,6 +119,7 @@ impl History {
             node,
             target,
             value: None,
+            hash: None,
             invoke_ms: self.now_ms(),
             complete_ms: 0,
             outcome: Outcome::Unknown,
@@ -133,6 +137,10 @@ impl Pending<'_> {
 
     pub fn set_value(&mut self, value: u64) {
         self.op.value = Some(value);
+    }
+
+    pub fn set_hash(&mut self, hash: String) {
+        self.op.hash = Some(hash);
     }
 
     /// Records the op with its outcome and detail; returns it.

@@ -231,6 +231,7 @@ pub async fn consumer(mut worker: Worker, nodes: Vec<SocketAddr>, subscription: 
                 node,
                 target: target.clone(),
                 value: frame.header("chaos-id").and_then(|id| id.parse().ok()),
+                hash: None,
                 invoke_ms: now,
                 complete_ms: now,
                 outcome: Outcome::Ok,

@@ -238,7 +238,10 @@ fn op_rows(page: &mut String, ops: &[&Op]) {
             escape(&op.worker),
             op.node + 1,
             escape(&op.target),
-            op.value.map(|v| v.to_string()).unwrap_or_default(),
+            match (&op.value, &op.hash) {
+                (Some(value), Some(hash)) => format!("{value} ({hash})"),
+                (value, _) => value.map(|v| v.to_string()).unwrap_or_default(),
+            },
             op.invoke_ms,
             op.complete_ms,
             op.outcome,

@@ -274,6 +274,9 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     if config.expect_availability {
         let windows: Vec<_> = faults.iter().map(|f| (f.node, f.start_ms, f.end_ms)).collect();
         violations.extend(check::available_during_faults(&ops, &windows));
+        let partitions: Vec<_> =
+            faults.iter().filter(|f| f.kind == "partition").map(|f| (f.node, f.start_ms, f.end_ms)).collect();
+        violations.extend(check::minority_acknowledged_nothing(&ops, &partitions));
     }
     for (index, node) in nodes.nodes.iter().enumerate() {
         if nodes.running(index) && node.starts > 1 {

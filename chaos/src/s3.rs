@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::history::{OpKind, Outcome};
-use crate::http::{Failure, Http, Response};
+use crate::http::{Failure, Http, Response, short_hash};
 use crate::rng::Rng;
 use crate::worker::Worker;
 
@@ -125,7 +125,9 @@ pub async fn worker(mut worker: Worker, http: Http, nodes: Vec<SocketAddr>, conf
             let mut op = history.invoke(OpKind::S3Put, name, node, target);
             let id = op.id();
             op.set_value(id);
-            let result = http.s3("PUT", addr, &path, "", Bytes::from(body(config.seed, id, size))).await;
+            let value = Bytes::from(body(config.seed, id, size));
+            op.set_hash(format!("{} bytes sha256 {}", value.len(), short_hash(&value)));
+            let result = http.s3("PUT", addr, &path, "", value).await;
             let (outcome, detail) = classify(&result, &[200]);
             op.finish(outcome, detail);
         } else if roll < 80 {

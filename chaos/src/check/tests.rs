@@ -8,6 +8,7 @@ fn op(id: u64, kind: OpKind, target: &str, span: (u64, u64), outcome: Outcome) -
         node: 0,
         target: target.into(),
         value: matches!(kind, OpKind::S3Put | OpKind::Send | OpKind::TxSend).then_some(id),
+        hash: None,
         invoke_ms: span.0,
         complete_ms: span.1,
         outcome,
@@ -108,4 +109,22 @@ fn an_entity_on_two_nodes_or_off_its_ring_owner_is_reported() {
     let twice = [placed("bucket/a", "x"), placed("bucket/a", "y"), placed("bucket/b", "x")];
     let found = single_owner(&twice, &owners, 0);
     assert_eq!(found.len(), 2, "{found:?}");
+}
+
+#[test]
+fn with_availability_expected_the_majority_reads_and_the_minority_acknowledges_nothing() {
+    let mut get = op(1, OpKind::S3Get, "b/k", (150, 160), Outcome::Unknown);
+    get.node = 1;
+    let faults = [(0, 100, 200)];
+    assert_eq!(available_during_faults(&[get.clone()], &faults)[0].invariant, "available-during-fault");
+    get.node = 0;
+    assert!(available_during_faults(&[get], &faults).is_empty(), "the faulted node itself may fail");
+
+    let mut put = op(2, OpKind::S3Put, "b/k", (120, 130), Outcome::Ok);
+    assert_eq!(minority_acknowledged_nothing(&[put.clone()], &faults)[0].ops, vec![2]);
+    put.node = 2;
+    assert!(minority_acknowledged_nothing(&[put.clone()], &faults).is_empty(), "the majority acknowledges");
+    put.node = 0;
+    put.invoke_ms = 250;
+    assert!(minority_acknowledged_nothing(&[put], &faults).is_empty(), "after the partition healed");
 }
