@@ -196,7 +196,26 @@ fn main() -> ExitCode {
         "serv-chaos: seed {}, {} node(s), {:?}; replay with:\n  {}",
         config.seed, config.nodes, config.duration, config.replay
     );
-    let result = match runtime.block_on(run(config)) {
+    // Ctrl-C or SIGTERM ends the run early: dropping it stops every node and removes the
+    // namespaces it made (their Drop impls), so nothing is left behind.
+    let interrupted = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(term) => { term.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = run(config) => Some(result),
+            () = interrupted => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        eprintln!("serv-chaos: interrupted; every node it started was stopped");
+        return ExitCode::from(130);
+    };
+    let result = match outcome {
         Ok(result) => result,
         Err(error) => {
             eprintln!("serv-chaos: the run failed: {error:#}");

@@ -250,14 +250,15 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
             .collect();
         targets.sort_unstable();
         targets.dedup();
+        // Reads retry a 503 while the cluster settles, all within one heal timeout: a key that
+        // stays unreadable (its owner gone for good) must not hold the run for long.
+        let reads_until = Instant::now() + config.heal_timeout;
         for target in targets {
             let Some((bucket, key)) = target.split_once('/') else { continue };
             let mut answers = Vec::new();
             for (node, port) in s3_ports.iter().enumerate() {
-                answers.push((
-                    node,
-                    s3::final_read(&http, *port, config.seed, bucket, key, Duration::from_secs(10)).await,
-                ));
+                answers
+                    .push((node, s3::final_read(&http, *port, config.seed, bucket, key, reads_until).await));
             }
             final_reads.insert(target.to_string(), answers);
         }

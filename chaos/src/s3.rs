@@ -196,16 +196,15 @@ fn classify(result: &Result<Response, Failure>, ok: &[u16]) -> (Outcome, String)
 }
 
 /// Reads `bucket/key` through the node at `addr` until it answers (a 503 while the cluster
-/// settles is retried until `deadline`).
+/// settles is retried until `until`; at least one try is made).
 pub async fn final_read(
     http: &Http,
     addr: SocketAddr,
     seed: u64,
     bucket: &str,
     key: &str,
-    patience: Duration,
+    until: std::time::Instant,
 ) -> Result<Read, String> {
-    let started = std::time::Instant::now();
     loop {
         let last = match http.s3("GET", addr, &object_path(bucket, key), "", Bytes::new()).await {
             Ok(Response { status: 200, body }) => return Ok(identify(seed, &body)),
@@ -215,7 +214,7 @@ pub async fn final_read(
             Ok(response) => format!("HTTP {} {}", response.status, String::from_utf8_lossy(&response.body)),
             Err(failure) => failure.error,
         };
-        if started.elapsed() > patience {
+        if std::time::Instant::now() >= until {
             return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -6,12 +6,13 @@ the checker catches a lost write and a lost message and names them."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import servd_bin
+from conftest import servd_bin, wait_until
 
 BIN_DIR = Path(servd_bin()).parent
 CHAOS = BIN_DIR / "serv-chaos"
@@ -106,6 +107,37 @@ def test_the_checker_catches_and_names_a_lost_write_and_a_lost_message(tmp_path)
     assert "s3-acknowledged-write-lost" in done.stdout and "stomp-acknowledged-message-lost" in done.stdout
     page = (report / "report.html").read_text()
     assert "violation(s)" in page and f"PUT op {put['id']}" in page
+
+
+def test_an_interrupted_run_stops_every_node_it_started_and_removes_its_namespaces(tmp_path):
+    command = [str(CHAOS), "run", "--duration", "60s", "--seed", "2", "--faults", "none", "--servd", servd_bin(),
+               "--report", str(tmp_path / "report")]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tag = f"sc{run.pid % 10000}n"
+    wait_until(lambda: len(children(run.pid)) == 3, timeout=30, message="the run starts three nodes")
+    nodes = children(run.pid)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130 and "interrupted" in err, err
+    for pid in nodes:
+        assert not Path(f"/proc/{pid}").exists(), f"node process {pid} outlived the harness"
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert tag not in namespaces, namespaces
+
+
+def children(pid):
+    """The pids of the servd processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and "servd" in stat.split("(", 1)[1].split(")")[0]:
+                found.append(int(entry.name))
+    return found
 
 
 def test_bad_arguments_are_refused_with_a_clear_message(tmp_path):
