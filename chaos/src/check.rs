@@ -45,13 +45,9 @@ pub fn s3_final_state(ops: &[Op], reads: &FinalReads) -> Vec<Violation> {
     for (target, answers) in reads {
         let writes = writes_of(ops, target);
         let acked: Vec<&Op> = writes.iter().copied().filter(|op| op.outcome == Outcome::Ok).collect();
-        let latest_acked_invoke = acked.iter().map(|op| op.invoke_ms).max();
         // A write is a possible final state unless an acknowledged write began after it ended.
-        let possible: Vec<&Op> = writes
-            .iter()
-            .copied()
-            .filter(|op| latest_acked_invoke.is_none_or(|latest| latest <= done_by(op)))
-            .collect();
+        let possible: Vec<&Op> =
+            writes.iter().copied().filter(|op| superseded_by(done_by(op), &acked).is_none()).collect();
         let initial_possible = acked.is_empty();
         let last_acked: Vec<u64> =
             acked.iter().filter(|op| possible.iter().any(|p| p.id == op.id)).map(|op| op.id).collect();
@@ -110,6 +106,72 @@ pub fn s3_final_state(ops: &[Op], reads: &FinalReads) -> Vec<Violation> {
                     at_ms,
                 });
             }
+        }
+    }
+    violations
+}
+
+/// The first acknowledged write in `acked` that began after a write known done by `done_by`
+/// (see `done_by`): proof that the earlier write can no longer be the key's state.
+fn superseded_by<'a>(done_by: u64, acked: &[&'a Op]) -> Option<&'a Op> {
+    acked.iter().copied().find(|w| w.invoke_ms > done_by)
+}
+
+/// Reads during the run see every write acknowledged before they began: a GET must not return
+/// a value (or absence) that an acknowledged write, done before the GET began, had replaced.
+/// Each entity has one owner, so S3 reads are expected to be linearizable.
+pub fn s3_stale_reads(ops: &[Op]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let gets = ops.iter().filter(|op| {
+        op.kind == OpKind::S3Get && op.outcome == Outcome::Ok && !op.detail.starts_with("corrupt")
+    });
+    let mut writes_by_key: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for op in ops
+        .iter()
+        .filter(|op| matches!(op.kind, OpKind::S3Put | OpKind::S3Delete) && op.outcome != Outcome::Fail)
+    {
+        writes_by_key.entry(op.target.as_str()).or_default().push(op);
+    }
+    for get in gets {
+        let writes = writes_by_key.get(get.target.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let before: Vec<&Op> = writes
+            .iter()
+            .copied()
+            .filter(|w| w.outcome == Outcome::Ok && w.complete_ms < get.invoke_ms)
+            .collect();
+        if before.is_empty() {
+            continue;
+        }
+        // The writes that could have left what the GET saw, and whether one of them still could.
+        let sources: Vec<Option<&Op>> = match get.value {
+            Some(value) => writes.iter().copied().filter(|w| w.value == Some(value)).map(Some).collect(),
+            None => writes
+                .iter()
+                .copied()
+                .filter(|w| w.kind == OpKind::S3Delete)
+                .map(Some)
+                .chain([None])
+                .collect(),
+        };
+        let stale = sources.iter().all(|source| superseded_by(source.map_or(0, done_by), &before).is_some());
+        if stale {
+            let newer = before.iter().max_by_key(|w| w.invoke_ms).expect("not empty");
+            let what = if newer.kind == OpKind::S3Put { "PUT" } else { "DELETE" };
+            let saw = get.value.map_or("absent".to_string(), |v| format!("the value of op {v}"));
+            violations.push(Violation {
+                invariant: "s3-stale-read",
+                message: format!(
+                    "GET op {} of {} through n{} at {} ms saw {saw}, but {what} op {} was acknowledged at {} ms",
+                    get.id,
+                    get.target,
+                    get.node + 1,
+                    get.invoke_ms,
+                    newer.id,
+                    newer.complete_ms
+                ),
+                ops: vec![get.id, newer.id],
+                at_ms: get.complete_ms,
+            });
         }
     }
     violations

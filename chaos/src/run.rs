@@ -264,6 +264,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
         }
         violations.extend(check::s3_final_state(&ops, &final_reads));
         violations.extend(check::s3_reads(&ops));
+        violations.extend(check::s3_stale_reads(&ops));
     }
     if use_stomp {
         violations.extend(check::stomp(&ops, &message_config.subscriptions));

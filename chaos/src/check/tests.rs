@@ -23,7 +23,7 @@ fn reads(target: &str, read: Read) -> FinalReads {
 
 #[test]
 fn the_last_acknowledged_put_must_be_read_back_from_every_node() {
-    let ops = vec![
+    let ops = [
         op(1, OpKind::S3Put, "b/k", (0, 10), Outcome::Ok),
         op(2, OpKind::S3Put, "b/k", (20, 30), Outcome::Ok),
     ];
@@ -127,4 +127,41 @@ fn with_availability_expected_the_majority_reads_and_the_minority_acknowledges_n
     put.node = 0;
     put.invoke_ms = 250;
     assert!(minority_acknowledged_nothing(&[put], &faults).is_empty(), "after the partition healed");
+}
+
+fn get(id: u64, target: &str, span: (u64, u64), saw: Option<u64>) -> Op {
+    let mut op = op(id, OpKind::S3Get, target, span, Outcome::Ok);
+    op.value = saw;
+    op
+}
+
+#[test]
+fn a_read_must_not_miss_a_write_acknowledged_before_it_began() {
+    let ops = [
+        op(1, OpKind::S3Put, "b/k", (0, 10), Outcome::Ok),
+        op(2, OpKind::S3Put, "b/k", (20, 30), Outcome::Ok),
+        op(3, OpKind::S3Put, "b/k", (25, 60), Outcome::Unknown),
+        op(4, OpKind::S3Delete, "b/j", (0, 10), Outcome::Ok),
+    ];
+    let with = |read: Op| ops.iter().cloned().chain([read]).collect::<Vec<_>>();
+    let stale = s3_stale_reads(&with(get(9, "b/k", (40, 45), Some(1))));
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!(stale[0].invariant, "s3-stale-read");
+    assert_eq!(stale[0].ops, vec![9, 2]);
+    assert!(s3_stale_reads(&with(get(9, "b/k", (40, 45), Some(2)))).is_empty());
+    assert!(
+        s3_stale_reads(&with(get(9, "b/k", (40, 45), Some(3)))).is_empty(),
+        "a concurrent write may be seen"
+    );
+    assert!(
+        s3_stale_reads(&with(get(9, "b/k", (25, 45), Some(1)))).is_empty(),
+        "op 2 was not done when it began"
+    );
+    assert_eq!(
+        s3_stale_reads(&with(get(9, "b/k", (40, 45), None))).len(),
+        1,
+        "absent after acknowledged PUTs"
+    );
+    assert!(s3_stale_reads(&with(get(9, "b/j", (40, 45), None))).is_empty(), "absent after a DELETE");
+    assert!(s3_stale_reads(&with(get(9, "b/z", (40, 45), None))).is_empty(), "a key never written");
 }
