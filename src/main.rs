@@ -118,11 +118,14 @@ async fn run(config: Config) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_stop = stop_rx.clone();
     let admin_server = tokio::spawn(
-        axum::serve(LimitedListener::new(admin_listener, config.admin_limits), admin::router(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
+        axum::serve(
+            LimitedListener::new(admin_listener, config.admin_limits),
+            admin::router(state.clone()).merge(serv_console_ui::router()),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = admin_stop.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
     );
 
     let mut s3_stop = stop_rx.clone();

@@ -36,6 +36,32 @@ def test_fresh_node_is_ready_and_lists_its_supervisors(servd):
     assert servd.get("/v1/actors", params={"node": "someone-else"}).json()["actors"] == []
 
 
+def test_the_events_feed_streams_actors_and_members_for_live_views(servd):
+    """GET /v1/events (Server-Sent Events, what the console follows): `actors` and `members`
+    events every interval_ms, each the body of the matching endpoint."""
+    assert servd.get("/v1/events", token=None).status_code == 401
+    bad = servd.get("/v1/events", params={"interval_ms": "5"})
+    assert bad.status_code == 400 and bad.json()["code"] == "InvalidParameter" and "250" in bad.json()["error"]
+    node_id = servd.get("/v1/node").json()["id"]
+    started = time.monotonic()
+    with servd.get("/v1/events", params={"interval_ms": "250"}, stream=True) as feed:
+        assert feed.headers["content-type"].startswith("text/event-stream")
+        events, kind = [], None
+        for line in feed.iter_lines(decode_unicode=True):
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((kind, json.loads(line.split(":", 1)[1])))
+            if len(events) == 6:
+                break
+    elapsed = time.monotonic() - started
+    assert [k for k, _ in events] == ["actors", "members"] * 3
+    actors = events[0][1]["actors"]
+    assert {"supervisor/node"} <= {a["key"] for a in actors} and all(a["node"] == node_id for a in actors)
+    assert events[1][1]["members"][0]["id"] == node_id
+    assert elapsed >= 0.4, "three rounds at 250 ms take at least two intervals"
+
+
 def test_metrics_are_prometheus_text(servd):
     response = requests.get(f"{servd.admin}/metrics", timeout=10)
     assert response.status_code == 200

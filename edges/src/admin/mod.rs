@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 mod error;
+mod events;
 mod keys;
 mod metrics;
 pub mod topics;
@@ -95,6 +96,7 @@ pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/node", get(node))
         .route("/v1/actors", get(actors))
+        .route("/v1/events", get(events::feed))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))
@@ -163,6 +165,11 @@ async fn node(State(state): State<AdminState>) -> Json<NodeView> {
 /// `{"members": [...]}`: this node first, then every member it knows, with its state, version
 /// and edge addresses (as each node broadcast them; null until its broadcast arrived).
 async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(members_body(&state))
+}
+
+/// The body of `/v1/cluster/members`.
+fn members_body(state: &AdminState) -> serde_json::Value {
     let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
     let members: Vec<_> = view
         .into_iter()
@@ -182,7 +189,7 @@ async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Va
             })
         })
         .collect();
-    Json(serde_json::json!({ "members": members }))
+    serde_json::json!({ "members": members })
 }
 
 /// The ring that places entities, as this node sees the cluster (the directory uses the same).
@@ -247,6 +254,11 @@ async fn actors(
             }
         }
     }
+    Ok(Json(actors_body(&state, kind, node).await))
+}
+
+/// The body of `/v1/actors`: every node's records, filtered by kind and node.
+async fn actors_body(state: &AdminState, kind: Option<RecordKind>, node: Option<&str>) -> serde_json::Value {
     let actors: Vec<_> = state
         .inner
         .directory
@@ -256,7 +268,7 @@ async fn actors(
         .filter(|r| kind.is_none_or(|k| r.kind == k))
         .filter(|r| node.is_none_or(|n| r.node == n))
         .collect();
-    Ok(Json(serde_json::json!({ "actors": actors })))
+    serde_json::json!({ "actors": actors })
 }
 
 fn parse_record_kind(value: &str) -> Result<RecordKind, ApiError> {

@@ -1,0 +1,304 @@
+// Serv console: a page over the admin API. Every read and action is a /v1 call with the bearer
+// token the user logged in with; the live views follow /v1/events (Server-Sent Events).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "serv-admin-token";
+const PAGES = ["overview", "actors"];
+const COLUMNS = [
+  ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
+  ["mailbox_depth", "Mailbox", "num"], ["handled", "Handled", "num"], ["restarts", "Restarts", "num"],
+  ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
+];
+const view = { actors: [], members: [], sort: "key", descending: false, feed: null };
+
+class Refused extends Error {}
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+async function api(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: { Authorization: `Bearer ${token()}` } });
+  } catch (error) {
+    throw new Error(`cannot reach the admin API (${error.message}); the node may be down`);
+  }
+  if (response.status === 401) throw new Refused("the admin token was refused");
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${path}: ${body.error || response.statusText} (${body.code || response.status})`);
+  return body;
+}
+
+function banner(message) {
+  $("banner").textContent = message || "";
+  $("banner").hidden = !message;
+}
+
+function failed(error) {
+  if (error instanceof Refused) return logout(`The admin token was refused. Log in again.`);
+  banner(`${error.message}. Retrying.`);
+}
+
+function logout(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopFeed();
+  $("login-error").textContent = message || "";
+  show();
+}
+
+function show() {
+  const loggedIn = Boolean(token());
+  $("nav").hidden = !loggedIn;
+  $("login").hidden = loggedIn;
+  const page = PAGES.find((p) => location.hash === `#/${p}`) || "overview";
+  for (const p of PAGES) {
+    $(p).hidden = !loggedIn || p !== page;
+    const link = $(`nav-${p}`);
+    if (p === page) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
+  }
+  if (!loggedIn) { $("token").focus(); return; }
+  document.title = `Serv console: ${page === "overview" ? "cluster" : "actors"}`;
+  if (page === "overview") loadOverview().catch(failed);
+  startFeed();
+}
+
+// ----- cluster overview -----
+
+const PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#d1242f", "#57606a"];
+const colorOf = (id, ids) => PALETTE[ids.indexOf(id) % PALETTE.length];
+const short = (id) => (id || "").slice(0, 8);
+
+function renderMembers() {
+  const body = $("members").tBodies[0];
+  body.replaceChildren(...view.members.map((m) => row([
+    [short(m.id), { title: m.id }], [m.state, { className: `state-${m.state}` }], [m.version || "?"],
+    [m.mesh_addr], [m.s3_addr || "?"], [m.stomp_addr || "?"], [m.admin_addr || "?"],
+  ], { "data-node": m.id, "data-state": m.state })));
+}
+
+async function loadOverview() {
+  const [members, ring] = await Promise.all([api("/v1/cluster/members"), api("/v1/cluster/ring")]);
+  banner("");
+  view.members = members.members;
+  renderMembers();
+  $("ring-state").textContent = `${ring.nodes.length} node(s) on the ring; ${ring.settled ? "settled" : "still moving entities"}.`;
+  drawRing(ring.nodes);
+}
+
+const RING_SPAN = 2 ** 64;
+
+function drawRing(nodes, mark) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "-110 -110 220 220");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `hash ring of ${nodes.length} nodes`);
+  const ids = nodes.map((n) => n.id);
+  const points = nodes.flatMap((n) => n.tokens.map((t) => ({ at: Number(t) / RING_SPAN, id: n.id }))).sort((a, b) => a.at - b.at);
+  const xy = (f, r) => [r * Math.sin(2 * Math.PI * f), -r * Math.cos(2 * Math.PI * f)];
+  points.forEach((p, i) => {
+    // A key belongs to the first token at or after it: the arc before each token is its node's.
+    const from = i === 0 ? points[points.length - 1].at - 1 : points[i - 1].at;
+    const [x0, y0] = xy(from, 90), [x1, y1] = xy(p.at, 90);
+    const arc = document.createElementNS(ns, "path");
+    arc.setAttribute("d", `M ${x0} ${y0} A 90 90 0 ${p.at - from > 0.5 ? 1 : 0} 1 ${x1} ${y1}`);
+    arc.setAttribute("stroke", colorOf(p.id, ids));
+    arc.setAttribute("stroke-width", "14");
+    arc.setAttribute("fill", "none");
+    svg.append(arc);
+  });
+  if (mark) {
+    const [x, y] = xy(mark.at, 90);
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", x); dot.setAttribute("cy", y); dot.setAttribute("r", "6");
+    dot.setAttribute("fill", "#000"); dot.setAttribute("id", "ring-mark");
+    svg.append(dot);
+  }
+  const legend = document.createElement("ul");
+  legend.className = "legend";
+  for (const id of ids) {
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colorOf(id, ids);
+    item.append(swatch, `${short(id)} (${nodes.find((n) => n.id === id).tokens.length} tokens)`);
+    legend.append(item);
+  }
+  $("ring").replaceChildren(svg, legend);
+  view.ringNodes = nodes;
+}
+
+async function findOwner(event) {
+  event.preventDefault();
+  const key = $("owner-key").value.trim();
+  try {
+    const answer = await api(`/v1/cluster/ring/owner?key=${encodeURIComponent(key)}`);
+    const owner = answer.preference_list[0];
+    $("owner-result").textContent = `${answer.key} lands on ${short(owner)}`;
+    $("owner-result").dataset.owner = owner;
+    if (view.ringNodes) drawRing(view.ringNodes, { at: Number(answer.point) / RING_SPAN });
+  } catch (error) {
+    if (error instanceof Refused) return failed(error);
+    $("owner-result").textContent = error.message;
+  }
+}
+
+// ----- actors -----
+
+function uptime(ms) {
+  if (ms == null) return "";
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? `${s} s` : s < 3600 ? `${Math.floor(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
+}
+
+function renderActorHead() {
+  const head = $("actor-table").tHead.rows[0];
+  head.replaceChildren(...COLUMNS.map(([field, label, cls]) => {
+    const th = document.createElement("th");
+    th.scope = "col";
+    if (cls === "wide") th.className = "wide";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label + (view.sort === field ? (view.descending ? " ▼" : " ▲") : "");
+    button.addEventListener("click", () => {
+      view.descending = view.sort === field ? !view.descending : false;
+      view.sort = field;
+      renderActorHead();
+      renderActors();
+    });
+    th.setAttribute("aria-sort", view.sort === field ? (view.descending ? "descending" : "ascending") : "none");
+    th.append(button);
+    return th;
+  }));
+}
+
+function fillSelect(select, values) {
+  const current = select.value;
+  select.replaceChildren(new Option("all", ""), ...values.map((v) => new Option(v.length > 16 ? short(v) : v, v)));
+  select.value = values.includes(current) ? current : "";
+}
+
+function renderActors() {
+  const kinds = [...new Set(view.actors.map((a) => a.kind))].sort();
+  const nodes = [...new Set(view.actors.map((a) => a.node))].sort();
+  fillSelect($("filter-kind"), kinds);
+  fillSelect($("filter-node"), nodes);
+  const kind = $("filter-kind").value, node = $("filter-node").value, text = $("filter-text").value.toLowerCase();
+  const shown = view.actors
+    .filter((a) => (!kind || a.kind === kind) && (!node || a.node === node))
+    .filter((a) => !text || [a.key, a.state, a.last_error].some((v) => (v || "").toLowerCase().includes(text)))
+    .sort((a, b) => {
+      const [x, y] = [a[view.sort], b[view.sort]];
+      const order = typeof x === "number" && typeof y === "number" ? x - y : String(x ?? "").localeCompare(String(y ?? ""));
+      return view.descending ? -order : order;
+    });
+  $("actor-table").tBodies[0].replaceChildren(...shown.map((a) => row(COLUMNS.map(([field, , cls]) => {
+    const value = field === "uptime_ms" ? uptime(a[field]) : field === "node" ? short(a.node) : a[field] ?? "";
+    const cell = { className: [cls || "", field === "status" ? `status-${a.status}` : ""].join(" ").trim() };
+    if (field === "node") cell.title = a.node;
+    if (field !== "key" && field !== "node") cell.dataset = field;
+    return [String(value), cell];
+  }), { "data-key": a.key, "data-node": a.node })));
+  $("actor-count").textContent = `${shown.length} of ${view.actors.length} actors`;
+  $("actors-empty").hidden = shown.length > 0;
+}
+
+function row(cells, attributes) {
+  const tr = document.createElement("tr");
+  for (const [name, value] of Object.entries(attributes || {})) tr.setAttribute(name, value);
+  for (const [text, options] of cells) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (options?.className) td.className = options.className;
+    if (options?.title) td.title = options.title;
+    if (options?.dataset) td.dataset.field = options.dataset;
+    tr.append(td);
+  }
+  return tr;
+}
+
+// ----- live feed -----
+
+function stopFeed() {
+  if (view.feed) view.feed.abort();
+  view.feed = null;
+  $("live").textContent = "";
+}
+
+function startFeed() {
+  if (view.feed) return;
+  const feed = new AbortController();
+  view.feed = feed;
+  follow(feed.signal).catch(() => {});
+}
+
+// Reads /v1/events (fetch, so the token goes in a header) and reconnects with a backoff.
+async function follow(signal) {
+  let backoff = 500;
+  while (!signal.aborted) {
+    try {
+      const response = await fetch("/v1/events", { headers: { Authorization: `Bearer ${token()}` }, signal });
+      if (response.status === 401) return failed(new Refused());
+      if (!response.ok) throw new Error(`the live feed answered ${response.status}`);
+      $("live").textContent = "live";
+      banner("");
+      backoff = 500;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("the live feed ended");
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          dispatch(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      $("live").textContent = "reconnecting…";
+      banner(`Live updates stopped: ${error.message}. The node may be down; reconnecting.`);
+      await new Promise((resolve) => setTimeout(resolve, backoff));
+      backoff = Math.min(backoff * 2, 5000);
+    }
+  }
+}
+
+function dispatch(block) {
+  let event = "message", data = "";
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data += line.slice(5).trim();
+  }
+  if (!data) return;
+  const body = JSON.parse(data);
+  if (event === "actors") { view.actors = body.actors; if (!$("actors").hidden) renderActors(); }
+  if (event === "members") { view.members = body.members; if (!$("overview").hidden) renderMembers(); }
+}
+
+// ----- start -----
+
+async function login(event) {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  try {
+    await api("/v1/node");
+    $("login-error").textContent = "";
+    if (!location.hash) location.hash = "#/overview";
+    show();
+  } catch (error) {
+    logout(error instanceof Refused ? "That token was refused: check it and try again." : error.message);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", login);
+  $("owner-form").addEventListener("submit", findOwner);
+  $("logout").addEventListener("click", () => logout(""));
+  for (const id of ["filter-kind", "filter-node", "filter-text"]) $(id).addEventListener("input", renderActors);
+  window.addEventListener("hashchange", show);
+  renderActorHead();
+  show();
+});
