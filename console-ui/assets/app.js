@@ -4,13 +4,14 @@
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "serv-admin-token";
-const PAGES = ["overview", "actors"];
+const PAGES = ["overview", "actors", "actor", "topics"];
 const COLUMNS = [
   ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
   ["mailbox_depth", "Mailbox", "num"], ["handled", "Handled", "num"], ["restarts", "Restarts", "num"],
   ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
 ];
-const view = { actors: [], members: [], sort: "key", descending: false, feed: null };
+const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
+const TITLES = { overview: "cluster", actors: "actors", actor: "actor", topics: "topics" };
 
 class Refused extends Error {}
 
@@ -50,15 +51,18 @@ function show() {
   const loggedIn = Boolean(token());
   $("nav").hidden = !loggedIn;
   $("login").hidden = loggedIn;
-  const page = PAGES.find((p) => location.hash === `#/${p}`) || "overview";
+  const page = PAGES.find((p) => location.hash === `#/${p}` || location.hash.startsWith(`#/${p}/`)) || "overview";
   for (const p of PAGES) {
     $(p).hidden = !loggedIn || p !== page;
     const link = $(`nav-${p}`);
+    if (!link) continue;
     if (p === page) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
   }
   if (!loggedIn) { $("token").focus(); return; }
-  document.title = `Serv console: ${page === "overview" ? "cluster" : "actors"}`;
+  document.title = `Serv console: ${TITLES[page]}`;
   if (page === "overview") loadOverview().catch(failed);
+  if (page === "actor") renderActor();
+  if (page === "topics") loadTopics().catch(failed);
   startFeed();
 }
 
@@ -192,15 +196,101 @@ function renderActors() {
       const order = typeof x === "number" && typeof y === "number" ? x - y : String(x ?? "").localeCompare(String(y ?? ""));
       return view.descending ? -order : order;
     });
-  $("actor-table").tBodies[0].replaceChildren(...shown.map((a) => row(COLUMNS.map(([field, , cls]) => {
+  $("actor-table").tBodies[0].replaceChildren(...shown.map((a) => linkKey(a, row(COLUMNS.map(([field, , cls]) => {
     const value = field === "uptime_ms" ? uptime(a[field]) : field === "node" ? short(a.node) : a[field] ?? "";
     const cell = { className: [cls || "", field === "status" ? `status-${a.status}` : ""].join(" ").trim() };
     if (field === "node") cell.title = a.node;
     if (field !== "key" && field !== "node") cell.dataset = field;
     return [String(value), cell];
-  }), { "data-key": a.key, "data-node": a.node })));
+  }), { "data-key": a.key, "data-node": a.node }))));
   $("actor-count").textContent = `${shown.length} of ${view.actors.length} actors`;
   $("actors-empty").hidden = shown.length > 0;
+}
+
+// The key cell of an actor row becomes a link to its page.
+function linkKey(actor, tr) {
+  const cell = tr.cells[0];
+  const link = document.createElement("a");
+  link.href = `#/actor/${encodeURIComponent(actor.node)}/${encodeURIComponent(actor.key)}`;
+  link.textContent = cell.textContent;
+  cell.replaceChildren(link);
+  return tr;
+}
+
+function renderActor() {
+  // #/actor/NODE/KEY, each part URI-encoded (a key's slashes too).
+  const [, , node, key] = location.hash.split("/").map(decodeURIComponent);
+  const actor = view.actors.find((a) => a.node === node && a.key === key);
+  $("actor-title").textContent = `${key} on ${short(node)}`;
+  $("actor-gone").hidden = Boolean(actor) || !view.loaded;
+  const fields = $("actor-fields");
+  if (!actor) { fields.replaceChildren(); return; }
+  fields.replaceChildren(...COLUMNS.flatMap(([field, label]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.dataset.field = field;
+    dd.textContent = field === "uptime_ms" ? uptime(actor[field]) : String(actor[field] ?? "none");
+    return [dt, dd];
+  }));
+}
+
+// ----- topics and groups -----
+
+// "lag=3 cursor=5 ..." into { lag: "3", cursor: "5", ... }.
+function summary(state) {
+  return Object.fromEntries((state || "").split(" ").map((pair) => pair.split("=")).filter((kv) => kv.length === 2));
+}
+
+async function loadTopics() {
+  const { topics } = await api("/v1/topics");
+  banner("");
+  const now = Date.now();
+  for (const t of topics) {
+    const history = view.rates.get(t.name) || [];
+    const last = history[history.length - 1];
+    const rate = last ? Math.max(0, (t.messages - last.messages) / ((now - last.at) / 1000)) : 0;
+    history.push({ at: now, messages: t.messages, rate });
+    view.rates.set(t.name, history.slice(-60));
+  }
+  $("topic-table").tBodies[0].replaceChildren(...topics.map((t) => {
+    const history = view.rates.get(t.name);
+    const tr = row([[t.name], [String(t.messages), { className: "num", dataset: "messages" }],
+      [String(t.bytes), { className: "num" }], [history[history.length - 1].rate.toFixed(1), { className: "num", dataset: "rate" }], [""]],
+      { "data-topic": t.name });
+    tr.cells[4].append(sparkline(history.map((h) => h.rate)));
+    return tr;
+  }));
+  $("topics-empty").hidden = topics.length > 0;
+  renderGroups();
+}
+
+function renderGroups() {
+  const groups = view.actors.filter((a) => a.kind === "group");
+  $("group-table").tBodies[0].replaceChildren(...groups.map((g) => {
+    const s = summary(g.state);
+    return row([[g.key.replace(/^group\//, "")], [short(g.node), { title: g.node }], [s.lag ?? "?", { className: "num", dataset: "lag" }],
+      [s.members ?? "?", { className: "num" }], [s.in_flight ?? "?", { className: "num" }],
+      [s.dead_lettered ?? "?", { className: "num" }], [(s.out_rate || "").replace("/s", ""), { className: "num" }]],
+    { "data-group": g.key });
+  }));
+}
+
+function sparkline(values) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 120 24");
+  svg.setAttribute("width", "120");
+  svg.setAttribute("height", "24");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `messages per second, last ${values.length} samples`);
+  const peak = Math.max(1, ...values);
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", values.map((v, i) => `${i * 2},${(22 - (20 * v) / peak).toFixed(1)}`).join(" "));
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", "#0969da");
+  svg.append(line);
+  return svg;
 }
 
 function row(cells, attributes) {
@@ -273,7 +363,13 @@ function dispatch(block) {
   }
   if (!data) return;
   const body = JSON.parse(data);
-  if (event === "actors") { view.actors = body.actors; if (!$("actors").hidden) renderActors(); }
+  if (event === "actors") {
+    view.actors = body.actors;
+    view.loaded = true;
+    if (!$("actors").hidden) renderActors();
+    if (!$("actor").hidden) renderActor();
+    if (!$("topics").hidden) loadTopics().catch(failed);
+  }
   if (event === "members") { view.members = body.members; if (!$("overview").hidden) renderMembers(); }
 }
 

@@ -5,14 +5,15 @@ installs both)."""
 
 import json
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import s3_client, unique_bucket
-from test_cluster_actors import owner_of, trio, wait_settled  # noqa: F401 (fixture)
+from conftest import s3_client
+from test_cluster_actors import names_owned_by, node_id, owned_by, trio  # noqa: F401 (trio is a fixture)
 from test_stomp import Client
 
 JS = Path(__file__).parent / "js"
@@ -24,16 +25,21 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_path):
-    n1 = trio[0]
-    bucket = unique_bucket("console")
+    n1, n2, n3 = trio
+    ids = sorted(node_id(n) for n in trio)
+    owner = node_id(n3)
+    # The bucket lives on node 3, which the test kills at the end; the topic on node 1.
+    [bucket] = owned_by(trio, owner, 1, "console", lambda name: f"bucket/{name}")
+    [topic] = names_owned_by(trio, "topic", node_id(n1), 1, "console")
     s3 = s3_client(n1)
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="k", Body=b"seen in the console")
-    topic = "console-t"
+    watcher = Client(n2)
+    watcher.subscribe(f"/topic/{topic}", id="w", headers={"group": "watchers"})
     stop = threading.Event()
 
     def produce():
-        client = Client(trio[1])
+        client = Client(n2)
         while not stop.is_set():
             client.send(f"/topic/{topic}", "tick")
             stop.wait(0.05)
@@ -43,20 +49,26 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     shots = tmp_path / "shots"
     shots.mkdir()
     try:
-        done = subprocess.run(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
-                               f"topic/topic/{topic}"], capture_output=True, text=True, timeout=120)
+        script = subprocess.Popen(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
+                                   owner, f"topic/topic/{topic}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        lines = []
+        for line in script.stdout:
+            lines.append(line)
+            if '"kill"' in line:
+                n3.stop(signal.SIGKILL)  # while the bucket's page is open
+        err = script.stderr.read()
+        script.wait(timeout=120)
     finally:
         stop.set()
         producer.join(timeout=10)
-    assert done.returncode == 0, done.stdout + done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert script.returncode == 0, "".join(lines) + err
+    seen = json.loads(lines[-1])
     phases = seen["phases"]
 
     assert "refused" in phases["wrongToken"]["error"] and phases["wrongToken"]["navHidden"]
-    ids = sorted(n.get("/v1/node").json()["id"] for n in trio)
     assert sorted(m["id"] for m in phases["members"]) == ids
     assert {m["state"] for m in phases["members"]} == {"alive"}
-    owner = owner_of(n1, f"bucket/{bucket}")
     assert phases["owner"]["owner"] == owner and phases["owner"]["marked"]
     assert phases["bucket"]["nodes"] == [owner], "the bucket actor runs on its ring owner only"
     assert phases["live"]["later"] > phases["live"]["first"], "the handled counter grew without a reload"
@@ -64,8 +76,15 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert phases["sorted"] == sorted(phases["sorted"], reverse=True) and phases["sortLabel"] == "descending"
     assert phases["keyboard"]["page"] == "#/actors", "the pages are reachable from the keyboard"
     assert phases["phone"]["overflow"] <= 0, "nothing sticks out sideways at a phone's width"
+    assert phases["detail"]["kind"] == "bucket" and bucket in phases["detail"]["title"] and not phases["detail"]["gone"]
+    topics = phases["topics"]
+    assert topics["after"] > topics["before"] and topics["rate"] > 0 and topics["sparkline"], topics
+    assert "watchers" in topics["group"]
+    # Its node killed while the bucket's page was open: the page says so and the member shows down.
+    assert "not running" in phases["nodeDown"]["goneText"]
+    assert phases["nodeDown"]["state"] in ("suspect", "down") and phases["nodeDown"]["bodyText"] > 100
     # The only console error is the refused login's 401, in that step.
     unexpected = [e for e in seen["consoleErrors"] if not (e["phase"] == "wrong-token" and "401" in e["text"])]
     assert unexpected == []
-    for name in ("login-refused", "cluster", "actors", "actors-phone"):
+    for name in ("login-refused", "cluster", "actors", "actor", "topics", "actors-phone", "node-down"):
         assert (shots / f"{name}.png").stat().st_size > 5_000

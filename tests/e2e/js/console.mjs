@@ -1,9 +1,10 @@
 // Drives the web console in headless Chromium (playwright-core, Debian's /usr/bin/chromium) and
 // prints one JSON line of what a person would see; tests/e2e/test_console.py asserts on it.
-// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY TOPIC_KEY
+// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY
+// Near the end it prints {"kill": true} and waits for the test to kill BUCKET_OWNER's node.
 import { chromium } from "playwright-core";
 
-const [admin, token, shots, bucketKey, topicKey] = process.argv.slice(2);
+const [admin, token, shots, bucketKey, bucketOwner, topicKey] = process.argv.slice(2);
 const seen = { consoleErrors: [], phases: {} };
 let phase = "start";
 const step = (name) => { phase = name; };
@@ -65,6 +66,27 @@ try {
   seen.phases.sorted = await page.$$eval("#actor-table tbody tr td[data-field=handled]", (tds) => tds.map((td) => Number(td.textContent)));
   seen.phases.sortLabel = await page.getAttribute("#actor-table thead th:nth-child(7)", "aria-sort");
 
+  step("detail");
+  await page.goto(`${admin}/console/#/actor/${encodeURIComponent(bucketOwner)}/${encodeURIComponent(bucketKey)}`);
+  await page.waitForSelector("#actor-fields dd[data-field=kind]");
+  seen.phases.detail = { title: await page.textContent("#actor-title"), kind: await page.textContent("#actor-fields dd[data-field=kind]"),
+    gone: await page.isVisible("#actor-gone") };
+  await shot("actor");
+
+  step("topics");
+  await page.click("#nav-topics");
+  const topicName = topicKey.replace(/^topic\//, "");
+  const topicRow = `#topic-table tr[data-topic="${topicName}"]`;
+  await page.waitForSelector(topicRow);
+  const messages = () => page.$eval(`${topicRow} td[data-field=messages]`, (td) => Number(td.textContent));
+  const before = await messages();
+  await page.waitForFunction(([sel, n]) => Number(document.querySelector(`${sel} td[data-field=messages]`).textContent) > n, [topicRow, before]);
+  await page.waitForFunction((sel) => Number(document.querySelector(`${sel} td[data-field=rate]`).textContent) > 0, topicRow);
+  await page.waitForSelector("#group-table tr[data-group*=watchers]");
+  seen.phases.topics = { before, after: await messages(), rate: Number(await page.textContent(`${topicRow} td[data-field=rate]`)),
+    sparkline: await page.isVisible(`${topicRow} svg polyline`), group: await page.getAttribute("#group-table tr[data-group*=watchers]", "data-group") };
+  await shot("topics");
+
   step("keyboard");
   await page.goto(`${admin}/console/#/overview`);
   await page.waitForSelector("#members tbody tr[data-node]");
@@ -78,6 +100,22 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   seen.phases.phone = { overflow: await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth) };
   await shot("actors-phone");
+
+  step("node-down");
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(`${admin}/console/#/actor/${encodeURIComponent(bucketOwner)}/${encodeURIComponent(bucketKey)}`);
+  await page.waitForSelector("#actor-fields dd[data-field=kind]");
+  console.log(JSON.stringify({ kill: true }));
+  await page.waitForSelector("#actor-gone", { state: "visible", timeout: 30000 });
+  const goneText = await page.textContent("#actor-gone");
+  await page.click("#nav-overview");
+  await page.waitForFunction((id) => {
+    const tr = document.querySelector(`#members tbody tr[data-node="${id}"]`);
+    return tr && tr.dataset.state !== "alive";
+  }, bucketOwner, { timeout: 30000 });
+  seen.phases.nodeDown = { goneText, state: await page.getAttribute(`#members tbody tr[data-node="${bucketOwner}"]`, "data-state"),
+    bodyText: (await page.textContent("main")).length };
+  await shot("node-down");
 } finally {
   await browser.close();
 }
