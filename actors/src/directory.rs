@@ -575,12 +575,26 @@ impl Directory {
         answers
     }
 
-    /// Clears a failed entity's crash history and starts it again, on whichever node owns it.
+    /// Restarts an entity from its durable state, on whichever node owns it, counting one
+    /// restart: a failed one (its crash history cleared) at once, a running one after it has
+    /// handled what it was already sent. `NotActive` if it is not running there.
     pub async fn reset(&self, key: &ActorKey) -> Result<(), DirectoryError> {
         if let Place::There(owner) = self.place(key) {
             return self.ask_node(&owner, key, &MeshRequest::Reset { key: key.clone() }).await.map(drop);
         }
         let supervisor = self.supervisor_of(key)?;
+        // A running entity first finishes what it was sent: close its gate (new messages wait
+        // for the next incarnation), as passivation does.
+        if let Some(live) = self.hub().live_incarnation(key) {
+            let deadline = tokio::time::Instant::now() + self.hub().config.call_timeout;
+            while !live.gate.try_close() {
+                if tokio::time::Instant::now() >= deadline {
+                    let timeout_ms = self.hub().config.call_timeout.as_millis() as u64;
+                    return Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         supervisor
             .cast(KindMsg::Reset { name: key.name.clone(), reply })

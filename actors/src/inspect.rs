@@ -244,6 +244,12 @@ impl ActorStats {
         mutable.last_error = Some(error);
     }
 
+    /// Counts a restart that was asked for (not a crash): the last error stays as it was.
+    pub fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.totals.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Sets the last error without changing the status (e.g. an escalation seen by a parent).
     pub fn note_error(&self, error: String) {
         self.lock().last_error = Some(error);

@@ -159,7 +159,7 @@ pub(crate) enum KindMsg {
     Started { name: String, generation: u64, gate: Arc<Gate>, result: Result<ActorCell, String> },
     /// A backoff ran out: start the entity again.
     Respawn { name: String, generation: u64 },
-    /// Clear a failed entity's crash history and start it again.
+    /// Start the entity again from its durable state (see `KindState::reset`).
     Reset { name: String, reply: oneshot::Sender<Result<(), DirectoryError>> },
 }
 
@@ -179,6 +179,8 @@ struct Child {
     phase: Phase,
     crashes: VecDeque<Instant>,
     generation: u64,
+    /// Asked to restart: when the running incarnation stops, start the next one at once.
+    restart: bool,
 }
 
 pub(crate) struct KindSupervisor;
@@ -223,8 +225,13 @@ impl KindState {
             }
             let stats = self.hub.registry.new_stats(key.to_string(), RecordKind::Entity(self.kind));
             self.hub.registry.insert(stats.clone());
-            let child =
-                Child { stats, phase: Phase::Starting(vec![reply]), crashes: VecDeque::new(), generation: 0 };
+            let child = Child {
+                stats,
+                phase: Phase::Starting(vec![reply]),
+                crashes: VecDeque::new(),
+                generation: 0,
+                restart: false,
+            };
             self.children.insert(name.clone(), child);
             self.start(&name);
             return;
@@ -306,6 +313,13 @@ impl KindState {
             Phase::Stopping(waiters) | Phase::Starting(waiters) => waiters,
             _ => Vec::new(),
         };
+        let restart = std::mem::take(&mut child.restart);
+        if restart && !self.hub.is_stopping() {
+            child.stats.restarted();
+            child.phase = Phase::Starting(waiters);
+            self.start(&name);
+            return;
+        }
         if !waiters.is_empty() && !self.hub.is_stopping() {
             child.phase = Phase::Starting(waiters);
             self.start(&name);
@@ -375,17 +389,31 @@ impl KindState {
         }
     }
 
+    /// Starts `name` again from its durable state, counting one restart: a failed entity at
+    /// once (its crash history cleared), a running one once it stops (the directory has closed
+    /// its gate, so it stops after what it was sent). One already (re)starting is left to it.
     fn reset(&mut self, name: String) -> Result<(), DirectoryError> {
         let key = self.key(&name).to_string();
         let child = self.children.get_mut(&name).ok_or(DirectoryError::NotActive { key })?;
-        if matches!(child.phase, Phase::Failed(_)) {
-            child.crashes.clear();
-            child.phase = Phase::Starting(Vec::new());
-            self.start(&name);
+        match &child.phase {
+            Phase::Failed(_) => {
+                child.crashes.clear();
+                child.stats.restarted();
+                child.phase = Phase::Starting(Vec::new());
+                self.start(&name);
+            }
+            Phase::Running(incarnation) => {
+                child.restart = true;
+                incarnation.cell.stop(Some(RESTARTED.to_string()));
+            }
+            Phase::Starting(_) | Phase::Stopping(_) | Phase::Backoff(_) => {}
         }
         Ok(())
     }
 }
+
+/// The stop reason of an incarnation stopped to be restarted.
+const RESTARTED: &str = "restarted";
 
 /// True while the actor has not begun to stop.
 fn alive(cell: &ActorCell) -> bool {

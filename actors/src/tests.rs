@@ -200,6 +200,34 @@ async fn entity_crashing_too_often_is_escalated_until_reset() {
 }
 
 #[tokio::test]
+async fn a_running_entity_restarted_on_request_keeps_its_state_and_counts_one_restart() {
+    let node = node(quick()).await;
+    let key = probe("restartable");
+    call(&node.directory, &key, ProbeMsg::Add(4)).await.unwrap();
+    // Messages sent just before the restart are handled by the old incarnation, not lost.
+    let (directory, queued) = (node.directory.clone(), key.clone());
+    let slow = tokio::spawn(async move { call(&directory, &queued, ProbeMsg::AddSlowly(1)).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    node.directory.reset(&key).await.unwrap();
+    assert_eq!(slow.await.unwrap(), Ok(5));
+    wait_until("the entity runs again", || {
+        record(&node.directory, "probe/restartable")
+            .is_some_and(|r| r.status == ActorStatus::Running && r.restarts == 1)
+    })
+    .await;
+    assert_eq!(call(&node.directory, &key, ProbeMsg::Get).await, Ok(5));
+    assert_eq!(
+        record(&node.directory, "probe/restartable").unwrap().last_error,
+        None,
+        "a restart is not an error"
+    );
+    assert!(matches!(
+        node.directory.reset(&probe("never-started")).await,
+        Err(DirectoryError::NotActive { .. })
+    ));
+}
+
+#[tokio::test]
 async fn an_entity_failing_only_because_another_is_unreachable_restarts_but_never_escalates() {
     let node = node(SupervisionConfig { max_restarts: 2, ..quick() }).await;
     let key = probe("dependent");

@@ -4,23 +4,25 @@
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "serv-admin-token";
-const PAGES = ["overview", "actors", "actor", "topics"];
+const PAGES = ["overview", "actors", "actor", "topics", "audit"];
 const COLUMNS = [
   ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
   ["mailbox_depth", "Mailbox", "num"], ["handled", "Handled", "num"], ["restarts", "Restarts", "num"],
   ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
 ];
 const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
-const TITLES = { overview: "cluster", actors: "actors", actor: "actor", topics: "topics" };
+const TITLES = { overview: "cluster", actors: "actors", actor: "actor", topics: "topics", audit: "audit log" };
 
 class Refused extends Error {}
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-async function api(path) {
+async function api(path, post) {
   let response;
+  const headers = { Authorization: `Bearer ${token()}` };
+  const init = post === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(post) };
   try {
-    response = await fetch(path, { headers: { Authorization: `Bearer ${token()}` } });
+    response = await fetch(path, init);
   } catch (error) {
     throw new Error(`cannot reach the admin API (${error.message}); the node may be down`);
   }
@@ -63,6 +65,7 @@ function show() {
   if (page === "overview") loadOverview().catch(failed);
   if (page === "actor") renderActor();
   if (page === "topics") loadTopics().catch(failed);
+  if (page === "audit") loadAudit().catch(failed);
   startFeed();
 }
 
@@ -223,6 +226,8 @@ function renderActor() {
   const actor = view.actors.find((a) => a.node === node && a.key === key);
   $("actor-title").textContent = `${key} on ${short(node)}`;
   $("actor-gone").hidden = Boolean(actor) || !view.loaded;
+  $("restart").hidden = !actor || !["bucket", "topic", "group", "route"].includes(actor.kind);
+  $("restart").dataset.key = key;
   const fields = $("actor-fields");
   if (!actor) { fields.replaceChildren(); return; }
   fields.replaceChildren(...COLUMNS.flatMap(([field, label]) => {
@@ -233,6 +238,28 @@ function renderActor() {
     dd.textContent = field === "uptime_ms" ? uptime(actor[field]) : String(actor[field] ?? "none");
     return [dt, dd];
   }));
+}
+
+async function restartActor() {
+  const key = $("restart").dataset.key;
+  if (!confirm(`Restart ${key}? It finishes what it was sent, then starts again from its stored state.`)) return;
+  $("action-result").textContent = "Restarting…";
+  try {
+    await api("/v1/actors/restart", { key });
+    $("action-result").textContent = `Restarted ${key}; the audit log has the entry.`;
+  } catch (error) {
+    if (error instanceof Refused) return failed(error);
+    $("action-result").textContent = `Not restarted: ${error.message}`;
+  }
+}
+
+async function loadAudit() {
+  const { entries } = await api("/v1/audit");
+  banner("");
+  $("audit-table").tBodies[0].replaceChildren(...entries.map((e) => row([
+    [new Date(e.at_ms).toLocaleString()], [e.action], [e.target], [e.outcome, { dataset: "outcome" }], [e.trace_id],
+  ], { "data-target": e.target, "data-action": e.action })));
+  $("audit-empty").hidden = entries.length > 0;
 }
 
 // ----- topics and groups -----
@@ -392,6 +419,7 @@ async function login(event) {
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("owner-form").addEventListener("submit", findOwner);
+  $("restart").addEventListener("click", restartActor);
   $("logout").addEventListener("click", () => logout(""));
   for (const id of ["filter-kind", "filter-node", "filter-text"]) $(id).addEventListener("input", renderActors);
   window.addEventListener("hashchange", show);

@@ -77,6 +77,11 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert phases["keyboard"]["page"] == "#/actors", "the pages are reachable from the keyboard"
     assert phases["phone"]["overflow"] <= 0, "nothing sticks out sideways at a phone's width"
     assert phases["detail"]["kind"] == "bucket" and bucket in phases["detail"]["title"] and not phases["detail"]["gone"]
+    restart = phases["restart"]
+    assert bucket in restart["dialog"] and restart["outcome"] == "ok", restart
+    assert restart["after"] == restart["before"] + 1, "the restart count went up by one on screen"
+    audit = n1.get("/v1/audit").json()["entries"]
+    assert audit[0]["action"] == "restart" and audit[0]["target"] == f"bucket/{bucket}" and audit[0]["outcome"] == "ok"
     topics = phases["topics"]
     assert topics["after"] > topics["before"] and topics["rate"] > 0 and topics["sparkline"], topics
     assert "watchers" in topics["group"]
@@ -86,5 +91,5 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     # The only console error is the refused login's 401, in that step.
     unexpected = [e for e in seen["consoleErrors"] if not (e["phase"] == "wrong-token" and "401" in e["text"])]
     assert unexpected == []
-    for name in ("login-refused", "cluster", "actors", "actor", "topics", "actors-phone", "node-down"):
+    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "actors-phone", "node-down"):
         assert (shots / f"{name}.png").stat().st_size > 5_000

@@ -62,6 +62,34 @@ def test_the_events_feed_streams_actors_and_members_for_live_views(servd):
     assert elapsed >= 0.4, "three rounds at 250 ms take at least two intervals"
 
 
+def test_restarting_an_actor_counts_one_restart_and_is_audited_durably(start_servd, tmp_path):
+    node = start_servd(data_dir=tmp_path / "n").wait_ready()
+    assert requests.put(f"{node.admin}/v1/topics/topic/audited", headers={"Authorization": f"Bearer {node.token}"},
+                        timeout=10).status_code == 200
+    restart = lambda body: requests.post(f"{node.admin}/v1/actors/restart", data=body,  # noqa: E731
+                                         headers={"Authorization": f"Bearer {node.token}"}, timeout=10)
+    assert restart('{"key": "nonsense"}').json()["code"] == "InvalidParameter"
+    assert restart("not json").status_code == 400
+    missing = restart('{"key": "bucket/never-used"}')
+    assert missing.status_code == 404 and "not running" in missing.json()["error"]
+    done = restart('{"key": "topic/topic/audited"}')
+    assert done.status_code == 200 and done.json() == {"key": "topic/topic/audited", "restarted": True}
+    actor = [a for a in node.get("/v1/actors").json()["actors"] if a["key"] == "topic/topic/audited"][0]
+    assert actor["restarts"] == 1 and actor["last_error"] is None
+    info = node.get("/v1/topics/topic/audited").json()
+    assert info["name"] == "topic/audited", "the restarted topic still answers from its stored state"
+
+    entries = node.get("/v1/audit").json()["entries"]
+    assert [(e["action"], e["target"], e["outcome"] == "ok") for e in entries] == [
+        ("restart", "topic/topic/audited", True), ("restart", "bucket/never-used", False)]
+    assert all(e["trace_id"] and e["at_ms"] > 0 for e in entries)
+    assert node.get("/v1/audit", params={"limit": "1"}).json()["entries"] == entries[:1]
+    assert node.get("/v1/audit", params={"limit": "0"}).status_code == 400
+    node.stop()
+    again = start_servd(data_dir=tmp_path / "n").wait_ready()
+    assert again.get("/v1/audit").json()["entries"] == entries, "the audit log survives a restart"
+
+
 def test_metrics_are_prometheus_text(servd):
     response = requests.get(f"{servd.admin}/metrics", timeout=10)
     assert response.status_code == 200

@@ -79,7 +79,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The trace id of the current span, or a fresh random one when tracing is not recording.
-fn current_trace_id() -> String {
+pub(super) fn current_trace_id() -> String {
     let context = tracing::Span::current().context();
     let span = context.span();
     let span_context = span.span_context();

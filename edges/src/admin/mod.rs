@@ -1,6 +1,7 @@
 //! The admin API: `/healthz`, `/readyz`, `/metrics` for machines, and the versioned `/v1/...`
 //! JSON API (bearer token) that people, scripts and the console use.
 
+mod audit;
 pub(crate) mod auth;
 mod error;
 mod events;
@@ -97,6 +98,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/node", get(node))
         .route("/v1/actors", get(actors))
         .route("/v1/events", get(events::feed))
+        .route("/v1/actors/restart", axum::routing::post(audit::restart))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))

@@ -73,6 +73,22 @@ try {
     gone: await page.isVisible("#actor-gone") };
   await shot("actor");
 
+  step("restart");
+  const restarts = () => page.$eval("#actor-fields dd[data-field=restarts]", (dd) => Number(dd.textContent));
+  const restartsBefore = await restarts();
+  let dialog = "";
+  page.once("dialog", (d) => { dialog = d.message(); d.accept(); });
+  await page.click("#restart");
+  await page.waitForFunction(() => document.querySelector("#action-result").textContent.startsWith("Restarted"));
+  await page.waitForFunction((n) => Number(document.querySelector("#actor-fields dd[data-field=restarts]")?.textContent) > n, restartsBefore);
+  const restartsAfter = await restarts();
+  await page.click("#nav-audit");
+  const auditRow = `#audit-table tr[data-target="${bucketKey}"][data-action=restart]`;
+  await page.waitForSelector(auditRow);
+  seen.phases.restart = { dialog, before: restartsBefore, after: restartsAfter,
+    outcome: await page.textContent(`${auditRow} td[data-field=outcome]`) };
+  await shot("audit");
+
   step("topics");
   await page.click("#nav-topics");
   const topicName = topicKey.replace(/^topic\//, "");
