@@ -446,6 +446,7 @@ impl Directory {
             Ok(MeshRequest::Records) => serv_storage::codec::encode(&self.records())
                 .map_err(|e| DirectoryError::Unavailable { key: String::new(), reason: e.to_string() }),
             Ok(MeshRequest::Reset { key }) => self.reset(&key).await.map(|()| Vec::new()),
+            Ok(MeshRequest::Passivate { key }) => self.passivate(&key).await.map(|()| Vec::new()),
             Ok(MeshRequest::Import { key, state, last }) => {
                 let imported = self.import_state(&key, state).await;
                 if imported.is_ok()
@@ -573,6 +574,19 @@ impl Directory {
             answers.extend(done.ok());
         }
         answers
+    }
+
+    /// Passivates an entity on whichever node owns it: it stops once it has handled what it
+    /// was sent, and starts again from durable state on its next message. `NotActive` if it is
+    /// not running there.
+    pub async fn passivate(&self, key: &ActorKey) -> Result<(), DirectoryError> {
+        if let Place::There(owner) = self.place(key) {
+            return self.ask_node(&owner, key, &MeshRequest::Passivate { key: key.clone() }).await.map(drop);
+        }
+        if self.hub().live_incarnation(key).is_none() {
+            return Err(DirectoryError::NotActive { key: key.to_string() });
+        }
+        self.evict(key).await
     }
 
     /// Restarts an entity from its durable state, on whichever node owns it, counting one

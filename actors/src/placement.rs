@@ -66,13 +66,15 @@ pub(crate) enum MeshRequest {
     Deliver { key: ActorKey, msg: Vec<u8>, wants_reply: bool, traceparent: Option<String> },
     /// The inspection records of every actor on the node.
     Records,
-    /// Clear a failed entity's crash history and start it again.
+    /// Restart the entity `key` (see [`crate::Directory::reset`]).
     Reset { key: ActorKey },
     /// Take over `key`'s state from its previous owner (see [`crate::handoff`]).
     /// `last` marks the final batch: the entity's whole state is here now.
     Import { key: ActorKey, state: crate::handoff::EntityState, last: bool },
     /// Run the node-local query registered under `name` (see [`Query`]).
     Query { name: String, args: Vec<u8> },
+    /// Passivate the entity `key` (see [`crate::Directory::passivate`]).
+    Passivate { key: ActorKey },
 }
 
 /// A question every node answers about what it holds locally (the buckets it owns, say), so an

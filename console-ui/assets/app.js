@@ -226,8 +226,11 @@ function renderActor() {
   const actor = view.actors.find((a) => a.node === node && a.key === key);
   $("actor-title").textContent = `${key} on ${short(node)}`;
   $("actor-gone").hidden = Boolean(actor) || !view.loaded;
-  $("restart").hidden = !actor || !["bucket", "topic", "group", "route"].includes(actor.kind);
-  $("restart").dataset.key = key;
+  const entity = Boolean(actor) && ["bucket", "topic", "group", "route"].includes(actor.kind);
+  for (const button of [$("restart"), $("passivate")]) {
+    button.hidden = !entity;
+    button.dataset.key = key;
+  }
   const fields = $("actor-fields");
   if (!actor) { fields.replaceChildren(); return; }
   fields.replaceChildren(...COLUMNS.flatMap(([field, label]) => {
@@ -240,16 +243,22 @@ function renderActor() {
   }));
 }
 
-async function restartActor() {
-  const key = $("restart").dataset.key;
-  if (!confirm(`Restart ${key}? It finishes what it was sent, then starts again from its stored state.`)) return;
-  $("action-result").textContent = "Restarting…";
+const ACTIONS = {
+  restart: { done: "Restarted", ask: "It finishes what it was sent, then starts again from its stored state." },
+  passivate: { done: "Passivated", ask: "It finishes what it was sent and stops; its next message starts it again." },
+};
+
+// Restart or passivate the actor whose page is open, after a confirmation.
+async function act(action) {
+  const key = $(action).dataset.key;
+  if (!confirm(`${action[0].toUpperCase()}${action.slice(1)} ${key}? ${ACTIONS[action].ask}`)) return;
+  $("action-result").textContent = "Working…";
   try {
-    await api("/v1/actors/restart", { key });
-    $("action-result").textContent = `Restarted ${key}; the audit log has the entry.`;
+    await api(`/v1/actors/${action}`, { key });
+    $("action-result").textContent = `${ACTIONS[action].done} ${key}; the audit log has the entry.`;
   } catch (error) {
     if (error instanceof Refused) return failed(error);
-    $("action-result").textContent = `Not restarted: ${error.message}`;
+    $("action-result").textContent = `Not done: ${error.message}`;
   }
 }
 
@@ -419,7 +428,8 @@ async function login(event) {
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("owner-form").addEventListener("submit", findOwner);
-  $("restart").addEventListener("click", restartActor);
+  $("restart").addEventListener("click", () => act("restart"));
+  $("passivate").addEventListener("click", () => act("passivate"));
   $("logout").addEventListener("click", () => logout(""));
   for (const id of ["filter-kind", "filter-node", "filter-text"]) $(id).addEventListener("input", renderActors);
   window.addEventListener("hashchange", show);

@@ -31,9 +31,12 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     # The bucket lives on node 3, which the test kills at the end; the topic on node 1.
     [bucket] = owned_by(trio, owner, 1, "console", lambda name: f"bucket/{name}")
     [topic] = names_owned_by(trio, "topic", node_id(n1), 1, "console")
+    # A bucket on node 2 that only the console touches after its first write: it gets passivated.
+    [idle] = owned_by(trio, node_id(n2), 1, "idle", lambda name: f"bucket/{name}")
     s3 = s3_client(n1)
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="k", Body=b"seen in the console")
+    s3.create_bucket(Bucket=idle)
     watcher = Client(n2)
     watcher.subscribe(f"/topic/{topic}", id="w", headers={"group": "watchers"})
     stop = threading.Event()
@@ -50,7 +53,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     shots.mkdir()
     try:
         script = subprocess.Popen(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
-                                   owner, f"topic/topic/{topic}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         lines = []
         for line in script.stdout:
@@ -81,7 +84,10 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert bucket in restart["dialog"] and restart["outcome"] == "ok", restart
     assert restart["after"] == restart["before"] + 1, "the restart count went up by one on screen"
     audit = n1.get("/v1/audit").json()["entries"]
-    assert audit[0]["action"] == "restart" and audit[0]["target"] == f"bucket/{bucket}" and audit[0]["outcome"] == "ok"
+    assert [(a["action"], a["target"], a["outcome"]) for a in audit[:2]] == [
+        ("passivate", f"bucket/{idle}", "ok"), ("restart", f"bucket/{bucket}", "ok")]
+    assert phases["passivate"]["outcome"] == "ok"
+    assert f"bucket/{idle}" not in {a["key"] for a in n1.get("/v1/actors").json()["actors"]}, "it stopped"
     topics = phases["topics"]
     assert topics["after"] > topics["before"] and topics["rate"] > 0 and topics["sparkline"], topics
     assert "watchers" in topics["group"]

@@ -73,15 +73,23 @@ def test_restarting_an_actor_counts_one_restart_and_is_audited_durably(start_ser
     missing = restart('{"key": "bucket/never-used"}')
     assert missing.status_code == 404 and "not running" in missing.json()["error"]
     done = restart('{"key": "topic/topic/audited"}')
-    assert done.status_code == 200 and done.json() == {"key": "topic/topic/audited", "restarted": True}
+    assert done.status_code == 200 and done.json() == {"key": "topic/topic/audited", "action": "restart", "done": True}
     actor = [a for a in node.get("/v1/actors").json()["actors"] if a["key"] == "topic/topic/audited"][0]
     assert actor["restarts"] == 1 and actor["last_error"] is None
     info = node.get("/v1/topics/topic/audited").json()
     assert info["name"] == "topic/audited", "the restarted topic still answers from its stored state"
 
+    passivated = requests.post(f"{node.admin}/v1/actors/passivate", data='{"key": "topic/topic/audited"}',
+                               headers={"Authorization": f"Bearer {node.token}"}, timeout=10)
+    assert passivated.status_code == 200 and passivated.json()["action"] == "passivate"
+    assert "topic/topic/audited" not in {a["key"] for a in node.get("/v1/actors").json()["actors"]}
+    assert node.get("/v1/topics/topic/audited").status_code == 200, "its next message starts it again"
+    assert "topic/topic/audited" in {a["key"] for a in node.get("/v1/actors").json()["actors"]}
+
     entries = node.get("/v1/audit").json()["entries"]
     assert [(e["action"], e["target"], e["outcome"] == "ok") for e in entries] == [
-        ("restart", "topic/topic/audited", True), ("restart", "bucket/never-used", False)]
+        ("passivate", "topic/topic/audited", True), ("restart", "topic/topic/audited", True),
+        ("restart", "bucket/never-used", False)]
     assert all(e["trace_id"] and e["at_ms"] > 0 for e in entries)
     assert node.get("/v1/audit", params={"limit": "1"}).json()["entries"] == entries[:1]
     assert node.get("/v1/audit", params={"limit": "0"}).status_code == 400

@@ -1,5 +1,5 @@
-//! The audit log and the actions it records. Every action taken through the admin API (today:
-//! restarting an actor) is written, once it has ended, to the `audit` table of the node that took
+//! The audit log and the actions it records. Every action taken through the admin API (restart
+//! or passivate an actor) is written, once it has ended, to the `audit` table of the node that took
 //! the request, made durable before the answer: when, what, on what, how it ended, and the
 //! request's trace id. `GET /v1/audit` lists the newest first.
 
@@ -106,11 +106,27 @@ pub(super) async fn list(
     Ok(Json(serde_json::json!({ "entries": entries })))
 }
 
-/// The body of `POST /v1/actors/restart`.
+/// The body of `POST /v1/actors/{restart,passivate}`.
 #[derive(Deserialize)]
-struct RestartRequest {
+struct ActorRequest {
     /// `kind/name`, as `/v1/actors` lists it.
     key: String,
+}
+
+/// What can be done to an actor through the admin API.
+#[derive(Clone, Copy)]
+enum Action {
+    Restart,
+    Passivate,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Restart => "restart",
+            Action::Passivate => "passivate",
+        }
+    }
 }
 
 /// `POST /v1/actors/restart` `{"key"}`: restarts the entity from its durable state on the node
@@ -119,7 +135,24 @@ pub(super) async fn restart(
     State(state): State<AdminState>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let request: RestartRequest = serde_json::from_slice(&body).map_err(|e| {
+    act(state, body, Action::Restart).await
+}
+
+/// `POST /v1/actors/passivate` `{"key"}`: stops the entity on its owner once it has handled
+/// what it was sent (it starts again on its next message) and writes an audit entry.
+pub(super) async fn passivate(
+    State(state): State<AdminState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(state, body, Action::Passivate).await
+}
+
+async fn act(
+    state: AdminState,
+    body: axum::body::Bytes,
+    action: Action,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: ActorRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidParameter,
             format!("the body must be {{\"key\": \"kind/name\"}}: {e}"),
@@ -136,24 +169,29 @@ pub(super) async fn restart(
                 format!("{:?} is not an entity key (kind/name)", request.key),
             )
         })?;
-    let result = state.inner.directory.reset(&key).await;
+    let directory = &state.inner.directory;
+    let result = match action {
+        Action::Restart => directory.reset(&key).await,
+        Action::Passivate => directory.passivate(&key).await,
+    };
     let outcome = match &result {
         Ok(()) => "ok".to_string(),
         Err(error) => error.to_string(),
     };
     let entry = AuditEntry {
         at_ms: now_ms(),
-        action: "restart".into(),
+        action: action.name().into(),
         target: request.key,
         outcome,
         trace_id: current_trace_id(),
     };
     record(&state, &entry).await?;
     match result {
-        Ok(()) => Ok(Json(serde_json::json!({ "key": entry.target, "restarted": true }))),
-        Err(DirectoryError::NotActive { key }) => {
-            Err(ApiError::new(ErrorCode::NotFound, format!("{key} is not running: nothing to restart")))
-        }
+        Ok(()) => Ok(Json(serde_json::json!({ "key": entry.target, "action": action.name(), "done": true }))),
+        Err(DirectoryError::NotActive { key }) => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("{key} is not running: nothing to {}", action.name()),
+        )),
         Err(error) => Err(ApiError::new(ErrorCode::Unavailable, error.to_string())),
     }
 }

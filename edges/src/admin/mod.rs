@@ -99,6 +99,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/actors", get(actors))
         .route("/v1/events", get(events::feed))
         .route("/v1/actors/restart", axum::routing::post(audit::restart))
+        .route("/v1/actors/passivate", axum::routing::post(audit::passivate))
         .route("/v1/audit", get(audit::list))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))

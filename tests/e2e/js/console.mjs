@@ -1,10 +1,10 @@
 // Drives the web console in headless Chromium (playwright-core, Debian's /usr/bin/chromium) and
 // prints one JSON line of what a person would see; tests/e2e/test_console.py asserts on it.
-// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY
+// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER
 // Near the end it prints {"kill": true} and waits for the test to kill BUCKET_OWNER's node.
 import { chromium } from "playwright-core";
 
-const [admin, token, shots, bucketKey, bucketOwner, topicKey] = process.argv.slice(2);
+const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner] = process.argv.slice(2);
 const seen = { consoleErrors: [], phases: {} };
 let phase = "start";
 const step = (name) => { phase = name; };
@@ -88,6 +88,16 @@ try {
   seen.phases.restart = { dialog, before: restartsBefore, after: restartsAfter,
     outcome: await page.textContent(`${auditRow} td[data-field=outcome]`) };
   await shot("audit");
+
+  step("passivate");
+  await page.goto(`${admin}/console/#/actor/${encodeURIComponent(idleOwner)}/${encodeURIComponent(idleKey)}`);
+  await page.waitForSelector("#actor-fields dd[data-field=kind]");
+  page.once("dialog", (d) => d.accept());
+  await page.click("#passivate");
+  await page.waitForSelector("#actor-gone", { state: "visible" });
+  await page.click("#nav-audit");
+  await page.waitForSelector(`#audit-table tr[data-target="${idleKey}"][data-action=passivate]`);
+  seen.phases.passivate = { outcome: await page.textContent(`#audit-table tr[data-target="${idleKey}"][data-action=passivate] td[data-field=outcome]`) };
 
   step("topics");
   await page.click("#nav-topics");
