@@ -292,13 +292,35 @@ async function loadTopics() {
   $("topic-table").tBodies[0].replaceChildren(...topics.map((t) => {
     const history = view.rates.get(t.name);
     const tr = row([[t.name], [String(t.messages), { className: "num", dataset: "messages" }],
-      [String(t.bytes), { className: "num" }], [history[history.length - 1].rate.toFixed(1), { className: "num", dataset: "rate" }], [""]],
+      [String(t.bytes), { className: "num" }], [history[history.length - 1].rate.toFixed(1), { className: "num", dataset: "rate" }], [""], [""]],
       { "data-topic": t.name });
     tr.cells[4].append(sparkline(history.map((h) => h.rate)));
+    if (t.name.endsWith(".dlq") && t.messages > 0) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "requeue";
+      button.textContent = `Requeue ${t.messages}`;
+      button.addEventListener("click", () => requeue(t.name, t.messages));
+      tr.cells[5].append(button);
+    }
     return tr;
   }));
   $("topics-empty").hidden = topics.length > 0;
   renderGroups();
+}
+
+// Moves a dead-letter topic's messages back to where they came from, after a confirmation.
+async function requeue(dlq, count) {
+  if (!confirm(`Requeue the ${count} message(s) of ${dlq} to the destination each came from?`)) return;
+  $("topics-result").textContent = "Requeueing…";
+  try {
+    const answer = await api("/v1/dlq/requeue", { dlq });
+    $("topics-result").textContent = `Requeued ${answer.requeued} message(s) from ${dlq}; the audit log has the entry.`;
+    loadTopics().catch(failed);
+  } catch (error) {
+    if (error instanceof Refused) return failed(error);
+    $("topics-result").textContent = `Not requeued: ${error.message}`;
+  }
 }
 
 function renderGroups() {

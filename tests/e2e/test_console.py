@@ -8,12 +8,15 @@ import shutil
 import signal
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import s3_client
-from test_cluster_actors import names_owned_by, node_id, owned_by, trio  # noqa: F401 (trio is a fixture)
+import requests
+
+from conftest import s3_client, wait_until
+from test_cluster_actors import names_owned_by, node_id, owned_by, owner_of, trio  # noqa: F401 (trio is a fixture)
 from test_stomp import Client
 
 JS = Path(__file__).parent / "js"
@@ -37,6 +40,20 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="k", Body=b"seen in the console")
     s3.create_bucket(Bucket=idle)
+    # A dead-lettered message: a worker NACKs it once, past the queue's max_deliveries of 1.
+    # Its queue and the queue's group live off node 3, which dies at the end.
+    queue = next(name for name in (f"retry-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+                 if owner not in (owner_of(n1, f"topic/queue/{name}"), owner_of(n1, f"group/queue/{name}#queue")))
+    assert requests.put(f"{n1.admin}/v1/topics/queue/{queue}", json={"max_deliveries": 1}, timeout=10,
+                        headers={"Authorization": f"Bearer {n1.token}"}).status_code == 200
+    worker = Client(n2)
+    worker.subscribe(f"/queue/{queue}", id="r", ack="client-individual")
+    worker.send(f"/queue/{queue}", "poison")
+    worker.listener.wait_body("poison")
+    worker.nack(worker.messages[0])
+    wait_until(lambda: any(t["name"] == f"queue/{queue}.dlq" and t["messages"] == 1
+                           for t in n1.get("/v1/topics").json()["topics"]), timeout=10, message="dead-lettered")
+    worker.conn.disconnect()
     watcher = Client(n2)
     watcher.subscribe(f"/topic/{topic}", id="w", headers={"group": "watchers"})
     stop = threading.Event()
@@ -53,7 +70,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     shots.mkdir()
     try:
         script = subprocess.Popen(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
-                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2), f"queue/{queue}.dlq"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         lines = []
         for line in script.stdout:
@@ -84,9 +101,14 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert bucket in restart["dialog"] and restart["outcome"] == "ok", restart
     assert restart["after"] == restart["before"] + 1, "the restart count went up by one on screen"
     audit = n1.get("/v1/audit").json()["entries"]
-    assert [(a["action"], a["target"], a["outcome"]) for a in audit[:2]] == [
-        ("passivate", f"bucket/{idle}", "ok"), ("restart", f"bucket/{bucket}", "ok")]
+    assert [(a["action"], a["target"], a["outcome"]) for a in audit[:3]] == [
+        ("requeue", f"queue/{queue}.dlq", "ok: 1 message(s)"), ("passivate", f"bucket/{idle}", "ok"),
+        ("restart", f"bucket/{bucket}", "ok")]
     assert phases["passivate"]["outcome"] == "ok"
+    assert f"queue/{queue}.dlq" in phases["requeue"]["dialog"] and "Requeued 1" in phases["requeue"]["result"]
+    back = Client(n1)
+    back.subscribe(f"/queue/{queue}", id="b")
+    back.listener.wait_body("poison")  # the requeued message reaches a subscriber
     assert f"bucket/{idle}" not in {a["key"] for a in n1.get("/v1/actors").json()["actors"]}, "it stopped"
     topics = phases["topics"]
     assert topics["after"] > topics["before"] and topics["rate"] > 0 and topics["sparkline"], topics

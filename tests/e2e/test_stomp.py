@@ -605,6 +605,40 @@ def test_a_message_nacked_max_deliveries_times_goes_to_the_dead_letter_queue(ser
     assert client.bodies() == ["poison", "poison", "marker"]
 
 
+def test_requeued_dead_letters_go_back_to_their_queue_and_leave_the_dead_letter_queue(servd, clients):
+    assert admin_put(servd, "/v1/topics/queue/retry", {"max_deliveries": 1})["config"]["max_deliveries"] == 1
+    worker = clients(servd)
+    worker.subscribe("/queue/retry", id="w", ack="client-individual")
+    for body in ("first", "second"):
+        worker.send("/queue/retry", body, headers={"x-job": body})
+        worker.listener.wait_body(body)
+        worker.nack([m for m in worker.messages if m.body == body][0])
+    def held(name):
+        info = servd.get(f"/v1/topics/{name}").json()
+        return info.get("next_offset", 0) - info.get("first_offset", 0)
+
+    wait_until(lambda: held("queue/retry.dlq") == 2, timeout=10, message="both messages are dead-lettered")
+    worker.conn.disconnect()
+
+    post = lambda body: requests.post(f"{servd.admin}/v1/dlq/requeue", data=body, timeout=10,  # noqa: E731
+                                      headers={"Authorization": f"Bearer {servd.token}"})
+    assert post('{"dlq": "queue/retry"}').json()["code"] == "InvalidParameter", "only a .dlq topic"
+    assert post('{"dlq": "queue/nothing.dlq"}').status_code == 404
+    done = post('{"dlq": "queue/retry.dlq"}')
+    assert done.status_code == 200 and done.json() == {"dlq": "queue/retry.dlq", "requeued": 2}
+    assert held("queue/retry.dlq") == 0, "they left the dead-letter queue"
+
+    again = clients(servd)
+    again.subscribe("/queue/retry", id="a", ack="client-individual")
+    again.listener.wait_count(2)
+    assert again.bodies() == ["first", "second"], "back in their queue, in order"
+    assert [m.headers.get("x-job") for m in again.messages] == ["first", "second"]
+    assert not any("dlq-original-destination" in m.headers for m in again.messages)
+    entries = servd.get("/v1/audit").json()["entries"]
+    assert (entries[0]["action"], entries[0]["target"], entries[0]["outcome"]) == (
+        "requeue", "queue/retry.dlq", "ok: 2 message(s)")
+
+
 def test_an_unacknowledged_message_goes_to_another_subscriber_when_its_holder_disconnects(servd, clients):
     producer = clients(servd)
     holder = clients(servd)

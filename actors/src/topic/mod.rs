@@ -127,6 +127,26 @@ impl Entity for Topic {
                 self.meta = Some(meta);
                 Ok(TopicReply::Info(self.info()))
             }
+            TopicMsg::DropBefore { offset } => {
+                self.fence(storage).await?;
+                let mut meta = self.meta.clone().expect("checked above");
+                let mut changes = storage.write_set();
+                while meta.first_offset < offset.min(meta.next_offset) {
+                    if let Some(oldest) = self.record(meta.first_offset)? {
+                        if let Some((_, id)) = oldest.headers.iter().find(|(name, _)| name == DEDUP_HEADER) {
+                            changes.delete(&self.dedup, &(self.name.clone(), id.clone()));
+                        }
+                        meta.bytes = meta.bytes.saturating_sub(oldest.size());
+                    }
+                    changes.delete(&self.log, &(self.name.clone(), meta.first_offset));
+                    self.pending.remove(&meta.first_offset);
+                    meta.first_offset += 1;
+                }
+                changes.put(&self.topics, &self.name, &meta)?;
+                storage.commit(changes).await?;
+                self.meta = Some(meta);
+                Ok(TopicReply::Info(self.info()))
+            }
             TopicMsg::Delete => {
                 self.fence(storage).await?;
                 let mut changes = storage.write_set();

@@ -125,6 +125,11 @@ pub enum TopicMsg {
     },
     /// Deletes the topic and its log.
     Delete,
+    /// Drops every message below `offset` (those requeued from a dead-letter topic); answered
+    /// with the topic's info once durable.
+    DropBefore {
+        offset: u64,
+    },
 }
 
 impl KindMessage for TopicMsg {

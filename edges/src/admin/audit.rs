@@ -43,7 +43,7 @@ impl Record for AuditEntry {
     const FORMAT: u8 = 1;
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -56,7 +56,7 @@ fn next_key() -> u64 {
 }
 
 /// Writes `entry` durably, dropping the oldest entries past `MAX_AUDIT_ENTRIES`.
-async fn record(state: &AdminState, entry: &AuditEntry) -> Result<(), ApiError> {
+pub(super) async fn record(state: &AdminState, entry: &AuditEntry) -> Result<(), ApiError> {
     let storage = &state.inner.storage;
     let internal =
         |e: serv_storage::StorageError| ApiError::new(ErrorCode::Internal, format!("audit log: {e}"));

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod keys;
 mod metrics;
+mod requeue;
 pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -101,6 +102,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/actors/restart", axum::routing::post(audit::restart))
         .route("/v1/actors/passivate", axum::routing::post(audit::passivate))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/dlq/requeue", axum::routing::post(requeue::requeue))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))

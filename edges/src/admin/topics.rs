@@ -60,7 +60,7 @@ impl ConfigChange {
     }
 }
 
-async fn ask(state: &AdminState, name: &str, msg: TopicMsg) -> Result<TopicReply, ApiError> {
+pub(super) async fn ask(state: &AdminState, name: &str, msg: TopicMsg) -> Result<TopicReply, ApiError> {
     let name = destination(name).map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
     let key = ActorKey::new(ActorKind::Topic, name);
     match state.inner.directory.call(&key, msg).await {

@@ -1,10 +1,10 @@
 // Drives the web console in headless Chromium (playwright-core, Debian's /usr/bin/chromium) and
 // prints one JSON line of what a person would see; tests/e2e/test_console.py asserts on it.
-// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER
+// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER DLQ
 // Near the end it prints {"kill": true} and waits for the test to kill BUCKET_OWNER's node.
 import { chromium } from "playwright-core";
 
-const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner] = process.argv.slice(2);
+const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner, dlq] = process.argv.slice(2);
 const seen = { consoleErrors: [], phases: {} };
 let phase = "start";
 const step = (name) => { phase = name; };
@@ -112,6 +112,15 @@ try {
   seen.phases.topics = { before, after: await messages(), rate: Number(await page.textContent(`${topicRow} td[data-field=rate]`)),
     sparkline: await page.isVisible(`${topicRow} svg polyline`), group: await page.getAttribute("#group-table tr[data-group*=watchers]", "data-group") };
   await shot("topics");
+
+  step("requeue");
+  const dlqButton = `#topic-table tr[data-topic="${dlq}"] button.requeue`;
+  await page.waitForSelector(dlqButton);
+  let requeueDialog = "";
+  page.once("dialog", (d) => { requeueDialog = d.message(); d.accept(); });
+  await page.click(dlqButton);
+  await page.waitForFunction(() => document.querySelector("#topics-result").textContent.startsWith("Requeued"));
+  seen.phases.requeue = { dialog: requeueDialog, result: await page.textContent("#topics-result") };
 
   step("keyboard");
   await page.goto(`${admin}/console/#/overview`);
