@@ -4,14 +4,14 @@
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "serv-admin-token";
-const PAGES = ["overview", "actors", "actor", "topics", "audit"];
+const PAGES = ["overview", "actors", "actor", "buckets", "topics", "audit"];
 const COLUMNS = [
   ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
   ["mailbox_depth", "Mailbox", "num"], ["handled", "Handled", "num"], ["restarts", "Restarts", "num"],
   ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
 ];
 const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
-const TITLES = { overview: "cluster", actors: "actors", actor: "actor", topics: "topics", audit: "audit log" };
+const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", audit: "audit log" };
 
 class Refused extends Error {}
 
@@ -66,6 +66,7 @@ function show() {
   if (page === "actor") renderActor();
   if (page === "topics") loadTopics().catch(failed);
   if (page === "audit") loadAudit().catch(failed);
+  if (page === "buckets") loadBuckets().catch(failed);
   startFeed();
 }
 
@@ -262,6 +263,16 @@ async function act(action) {
   }
 }
 
+async function loadBuckets() {
+  const { buckets } = await api("/v1/buckets");
+  banner("");
+  $("bucket-table").tBodies[0].replaceChildren(...buckets.map((b) => row([
+    [b.name], [String(b.objects), { className: "num", dataset: "objects" }], [String(b.bytes), { className: "num", dataset: "bytes" }],
+    [b.versioning], [new Date(b.created_ms).toLocaleString()], [b.owner],
+  ], { "data-bucket": b.name })));
+  $("buckets-empty").hidden = buckets.length > 0;
+}
+
 async function loadAudit() {
   const { entries } = await api("/v1/audit");
   banner("");
@@ -427,6 +438,7 @@ function dispatch(block) {
     if (!$("actors").hidden) renderActors();
     if (!$("actor").hidden) renderActor();
     if (!$("topics").hidden) loadTopics().catch(failed);
+    if (!$("buckets").hidden) loadBuckets().catch(failed);
   }
   if (event === "members") { view.members = body.members; if (!$("overview").hidden) renderMembers(); }
 }

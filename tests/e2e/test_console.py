@@ -104,6 +104,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert [(a["action"], a["target"], a["outcome"]) for a in audit[:3]] == [
         ("requeue", f"queue/{queue}.dlq", "ok: 1 message(s)"), ("passivate", f"bucket/{idle}", "ok"),
         ("restart", f"bucket/{bucket}", "ok")]
+    assert phases["buckets"] == {"objects": 1, "bytes": len(b"seen in the console"), "versioning": "unversioned"}
     assert phases["passivate"]["outcome"] == "ok"
     assert f"queue/{queue}.dlq" in phases["requeue"]["dialog"] and "Requeued 1" in phases["requeue"]["result"]
     back = Client(n1)
@@ -119,5 +120,6 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     # The only console error is the refused login's 401, in that step.
     unexpected = [e for e in seen["consoleErrors"] if not (e["phase"] == "wrong-token" and "401" in e["text"])]
     assert unexpected == []
-    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "actors-phone", "node-down"):
+    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "buckets", "actors-phone",
+                 "node-down"):
         assert (shots / f"{name}.png").stat().st_size > 5_000

@@ -356,3 +356,19 @@ def test_concurrent_puts_of_one_key_are_never_mixed(servd, bucket):
     assert hashlib.sha256(final["Body"].read()).hexdigest() in digests
     assert final["ContentLength"] == 2 * 1024 * 1024
     assert keys_of(setup, bucket) == ["contended"]
+
+
+def test_the_admin_api_lists_buckets_with_their_objects_bytes_and_versioning(servd):
+    s3 = s3_client(servd)
+    plain, versioned = unique_bucket("listed"), unique_bucket("listedv")
+    s3.create_bucket(Bucket=plain)
+    s3.create_bucket(Bucket=versioned)
+    s3.put_bucket_versioning(Bucket=versioned, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=plain, Key="a", Body=b"12345")
+    s3.put_object(Bucket=plain, Key="b", Body=b"123")
+    s3.put_object(Bucket=plain, Key="a", Body=b"1234567")  # replaces a: still two objects
+    listed = {b["name"]: b for b in servd.get("/v1/buckets").json()["buckets"]}
+    assert (listed[plain]["objects"], listed[plain]["bytes"], listed[plain]["versioning"]) == (2, 10, "unversioned")
+    assert (listed[versioned]["objects"], listed[versioned]["versioning"]) == (0, "enabled")
+    assert listed[plain]["created_ms"] > 0 and listed[plain]["owner"]
+    assert servd.get("/v1/buckets", token=None).status_code == 401

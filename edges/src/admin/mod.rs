@@ -3,6 +3,7 @@
 
 mod audit;
 pub(crate) mod auth;
+mod buckets;
 mod error;
 mod events;
 mod keys;
@@ -102,6 +103,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/actors/restart", axum::routing::post(audit::restart))
         .route("/v1/actors/passivate", axum::routing::post(audit::passivate))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/buckets", get(buckets::list))
         .route("/v1/dlq/requeue", axum::routing::post(requeue::requeue))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))

@@ -113,6 +113,18 @@ try {
     sparkline: await page.isVisible(`${topicRow} svg polyline`), group: await page.getAttribute("#group-table tr[data-group*=watchers]", "data-group") };
   await shot("topics");
 
+  step("buckets");
+  await page.click("#nav-buckets");
+  const bucketName = bucketKey.replace(/^bucket\//, "");
+  await page.waitForSelector(`#bucket-table tr[data-bucket="${bucketName}"]`);
+  seen.phases.buckets = await page.$eval(`#bucket-table tr[data-bucket="${bucketName}"]`, (tr) => ({
+    objects: Number(tr.querySelector("[data-field=objects]").textContent),
+    bytes: Number(tr.querySelector("[data-field=bytes]").textContent),
+    versioning: tr.children[3].textContent,
+  }));
+  await shot("buckets");
+  await page.click("#nav-topics");
+
   step("requeue");
   const dlqButton = `#topic-table tr[data-topic="${dlq}"] button.requeue`;
   await page.waitForSelector(dlqButton);
