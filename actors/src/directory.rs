@@ -597,23 +597,31 @@ impl Directory {
             return self.ask_node(&owner, key, &MeshRequest::Reset { key: key.clone() }).await.map(drop);
         }
         let supervisor = self.supervisor_of(key)?;
-        // A running entity first finishes what it was sent: close its gate (new messages wait
-        // for the next incarnation), as passivation does.
-        if let Some(live) = self.hub().live_incarnation(key) {
-            let deadline = tokio::time::Instant::now() + self.hub().config.call_timeout;
-            while !live.gate.try_close() {
-                if tokio::time::Instant::now() >= deadline {
-                    let timeout_ms = self.hub().config.call_timeout.as_millis() as u64;
-                    return Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms });
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
+        // A running entity first finishes what it was sent, as for passivation.
+        self.close_gate(key).await?;
         let (reply, answer) = oneshot::channel();
         supervisor
             .cast(KindMsg::Reset { name: key.name.clone(), reply })
             .map_err(|_| DirectoryError::ShuttingDown)?;
         answer.await.map_err(|_| DirectoryError::ShuttingDown)?
+    }
+
+    /// Closes the gate of `key`'s live incarnation once it holds no message (new messages then
+    /// wait for the next incarnation) and returns that incarnation; `None` if none is live.
+    /// Gives up with `Timeout` after the call timeout.
+    pub(crate) async fn close_gate(&self, key: &ActorKey) -> Result<Option<Incarnation>, DirectoryError> {
+        let deadline = tokio::time::Instant::now() + self.hub().config.call_timeout;
+        loop {
+            let Some(live) = self.hub().live_incarnation(key) else { return Ok(None) };
+            if live.gate.try_close() {
+                return Ok(Some(live));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let timeout_ms = self.hub().config.call_timeout.as_millis() as u64;
+                return Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     async fn deliver<M: KindMessage>(

@@ -224,27 +224,15 @@ impl Directory {
     /// started again here while the placement sends its messages elsewhere).
     pub async fn evict(&self, key: &ActorKey) -> Result<(), DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub().config.call_timeout;
-        loop {
-            let Some(live) = self.hub().live_incarnation(key) else { return Ok(()) };
-            if live.gate.try_close() {
-                live.cell.stop(Some(crate::entity::PASSIVATED.to_string()));
-                while self.hub().live_incarnation(key).is_some_and(|l| l.cell.get_id() == live.cell.get_id())
-                {
-                    if tokio::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                return Ok(());
-            }
+        let Some(live) = self.close_gate(key).await? else { return Ok(()) };
+        live.cell.stop(Some(crate::entity::PASSIVATED.to_string()));
+        while self.hub().live_incarnation(key).is_some_and(|l| l.cell.get_id() == live.cell.get_id()) {
             if tokio::time::Instant::now() >= deadline {
-                return Err(DirectoryError::Timeout {
-                    key: key.to_string(),
-                    timeout_ms: self.hub().config.call_timeout.as_millis() as u64,
-                });
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 }
 

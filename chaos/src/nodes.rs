@@ -236,8 +236,11 @@ impl Nodes {
     pub fn terminate(&mut self, index: usize) -> Result<String> {
         self.resume(index)?;
         let node = &mut self.nodes[index];
-        let Some(mut child) = node.child.take() else { return Ok("not running".into()) };
-        node.signal_child(&child, Signal::TERM)?;
+        if node.child.is_none() {
+            return Ok("not running".into());
+        }
+        node.signal(Signal::TERM)?;
+        let mut child = node.child.take().expect("checked above");
         let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
@@ -294,13 +297,6 @@ impl Nodes {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
-    }
-}
-
-impl Node {
-    fn signal_child(&self, child: &Child, signal: Signal) -> Result<()> {
-        let pid = Pid::from_raw(child.id() as i32).context("bad pid")?;
-        kill_process(pid, signal).with_context(|| format!("cannot signal {}", self.name()))
     }
 }
 

@@ -140,8 +140,8 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     let all: Vec<usize> = (0..nodes.len()).collect();
     wait_cluster(&http, &nodes, &all, Duration::from_secs(60)).await.context("the cluster did not form")?;
 
-    let s3_ports: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.s3)).collect();
-    let stomp_ports: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.stomp)).collect();
+    let s3_addrs: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.s3)).collect();
+    let stomp_addrs: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.stomp)).collect();
     let s3_config = Arc::new(S3Config {
         seed: config.seed,
         buckets: (0..BUCKETS).map(|n| format!("chaos-b{n}")).collect(),
@@ -151,7 +151,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     let use_s3 = config.workload != Workload::Stomp;
     let use_stomp = config.workload != Workload::S3;
     if use_s3 {
-        s3::setup(&http, &s3_ports, &s3_config).await.map_err(anyhow::Error::msg)?;
+        s3::setup(&http, &s3_addrs, &s3_config).await.map_err(anyhow::Error::msg)?;
     }
     let message_config =
         Arc::new(if use_stomp { MessageConfig::new(QUEUES, GROUPS) } else { MessageConfig::new(0, 0) });
@@ -173,7 +173,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
             let consumer = worker(format!("consumer-{n}-{c}"), 1_000 + (n * 10 + c) as u64, &stop_consumers);
             consumers.push(tokio::spawn(messages::consumer(
                 consumer,
-                stomp_ports.clone(),
+                stomp_addrs.clone(),
                 subscription.clone(),
             )));
         }
@@ -184,7 +184,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
             writers.push(tokio::spawn(s3::worker(
                 s3_worker,
                 http.clone(),
-                s3_ports.clone(),
+                s3_addrs.clone(),
                 s3_config.clone(),
             )));
         }
@@ -192,7 +192,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
             let producer = worker(format!("producer-{w}"), 100 + w as u64, &stop_writers);
             writers.push(tokio::spawn(messages::producer(
                 producer,
-                stomp_ports.clone(),
+                stomp_addrs.clone(),
                 message_config.clone(),
             )));
         }
@@ -256,9 +256,9 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
         for target in targets {
             let Some((bucket, key)) = target.split_once('/') else { continue };
             let mut answers = Vec::new();
-            for (node, port) in s3_ports.iter().enumerate() {
+            for (node, addr) in s3_addrs.iter().enumerate() {
                 answers
-                    .push((node, s3::final_read(&http, *port, config.seed, bucket, key, reads_until).await));
+                    .push((node, s3::final_read(&http, *addr, config.seed, bucket, key, reads_until).await));
             }
             final_reads.insert(target.to_string(), answers);
         }

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
-use serv_actors::{ActorKey, ActorKind, DirectoryError};
+use serv_actors::{ActorKey, ActorKind, DirectoryError, now_ms};
 use serv_storage::{Record, TableDef};
 
 use super::error::current_trace_id;
@@ -41,10 +41,6 @@ pub struct AuditEntry {
 
 impl Record for AuditEntry {
     const FORMAT: u8 = 1;
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A key after every earlier one: microseconds now, or one past the last key handed out.

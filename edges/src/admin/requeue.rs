@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serv_actors::group::{DLQ_ORIGIN_HEADER, DLQ_REASON_HEADER};
 use serv_actors::topic::{LogRecord, TopicConfig, TopicMsg, TopicReply};
 
-use super::audit::{self, AuditEntry, now_ms};
+use serv_actors::now_ms;
+
+use super::audit::{self, AuditEntry};
 use super::error::current_trace_id;
 use super::topics::ask;
 use super::{AdminState, ApiError, ErrorCode};
