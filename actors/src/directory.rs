@@ -597,8 +597,8 @@ impl Directory {
             return self.ask_node(&owner, key, &MeshRequest::Reset { key: key.clone() }).await.map(drop);
         }
         let supervisor = self.supervisor_of(key)?;
-        // A running entity first finishes what it was sent, as for passivation.
-        self.close_gate(key).await?;
+        // A running entity takes no new message from now on and finishes what it was sent.
+        self.close_gate(key);
         let (reply, answer) = oneshot::channel();
         supervisor
             .cast(KindMsg::Reset { name: key.name.clone(), reply })
@@ -606,22 +606,14 @@ impl Directory {
         answer.await.map_err(|_| DirectoryError::ShuttingDown)?
     }
 
-    /// Closes the gate of `key`'s live incarnation once it holds no message (new messages then
-    /// wait for the next incarnation) and returns that incarnation; `None` if none is live.
-    /// Gives up with `Timeout` after the call timeout.
-    pub(crate) async fn close_gate(&self, key: &ActorKey) -> Result<Option<Incarnation>, DirectoryError> {
-        let deadline = tokio::time::Instant::now() + self.hub().config.call_timeout;
-        loop {
-            let Some(live) = self.hub().live_incarnation(key) else { return Ok(None) };
-            if live.gate.try_close() {
-                return Ok(Some(live));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let timeout_ms = self.hub().config.call_timeout.as_millis() as u64;
-                return Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    /// Closes the gate of `key`'s live incarnation at once, whatever it holds (new messages then
+    /// wait for the next incarnation), and returns that incarnation; `None` if none is live.
+    /// The caller drains it, so what it was already sent is still handled: waiting for an empty
+    /// mailbox instead would never end for an entity under steady traffic.
+    pub(crate) fn close_gate(&self, key: &ActorKey) -> Option<Incarnation> {
+        let live = self.hub().live_incarnation(key)?;
+        live.gate.close();
+        Some(live)
     }
 
     async fn deliver<M: KindMessage>(
@@ -648,7 +640,7 @@ impl Directory {
                 Err(MessagingErr::SendErr(returned)) => {
                     // Its mailbox is gone though its status may not say so yet: make sure the
                     // supervisor does not hand out this incarnation again.
-                    incarnation.gate.close_dead();
+                    incarnation.gate.close();
                     incarnation.gate.leave();
                     envelope = returned;
                     tokio::task::yield_now().await;

@@ -128,8 +128,9 @@ impl Gate {
         self.0.compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
-    /// Closes the gate whatever is pending: the incarnation was found dead (its mailbox is gone).
-    pub fn close_dead(&self) {
+    /// Closes the gate whatever is pending: the incarnation was found dead (its mailbox is
+    /// gone), or is to handle what it holds and stop (a restart or passivation on request).
+    pub fn close(&self) {
         self.0.fetch_or(CLOSING, Ordering::AcqRel);
     }
 

@@ -325,7 +325,8 @@ impl KindState {
             self.start(&name);
             return;
         }
-        if reason.as_deref() == Some(crate::entity::PASSIVATED) {
+        // An entity drained on request (no reason) was passivated, as one idle that stopped itself.
+        if reason.is_none() || reason.as_deref() == Some(crate::entity::PASSIVATED) {
             self.passivated += 1;
         }
         if let Some(child) = self.children.remove(&name) {
@@ -390,8 +391,8 @@ impl KindState {
     }
 
     /// Starts `name` again from its durable state, counting one restart: a failed entity at
-    /// once (its crash history cleared), a running one once it stops (the directory has closed
-    /// its gate, so it stops after what it was sent). One already (re)starting is left to it.
+    /// once (its crash history cleared), a running one once it has drained: it takes no new
+    /// message and stops after handling what it was sent. One already (re)starting is left to it.
     fn reset(&mut self, name: String) -> Result<(), DirectoryError> {
         let key = self.key(&name).to_string();
         let child = self.children.get_mut(&name).ok_or(DirectoryError::NotActive { key })?;
@@ -404,16 +405,14 @@ impl KindState {
             }
             Phase::Running(incarnation) => {
                 child.restart = true;
-                incarnation.cell.stop(Some(RESTARTED.to_string()));
+                incarnation.gate.close();
+                let _ = incarnation.cell.drain();
             }
             Phase::Starting(_) | Phase::Stopping(_) | Phase::Backoff(_) => {}
         }
         Ok(())
     }
 }
-
-/// The stop reason of an incarnation stopped to be restarted.
-const RESTARTED: &str = "restarted";
 
 /// True while the actor has not begun to stop.
 fn alive(cell: &ActorCell) -> bool {

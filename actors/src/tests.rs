@@ -227,6 +227,49 @@ async fn a_running_entity_restarted_on_request_keeps_its_state_and_counts_one_re
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_under_steady_traffic_restarts_and_passivates_on_request_without_losing_a_message() {
+    // Short call timeout: waiting for an idle mailbox under this traffic would run into it.
+    let node = node(SupervisionConfig { call_timeout: Duration::from_secs(2), ..quick() }).await;
+    let key = probe("busy");
+    call(&node.directory, &key, ProbeMsg::Add(1)).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (directory, key, stop) = (node.directory.clone(), key.clone(), stop.clone());
+        senders.spawn(async move {
+            let mut acknowledged = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                call(&directory, &key, ProbeMsg::AddSlowly(1)).await.expect("no message refused");
+                acknowledged += 1;
+            }
+            acknowledged
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for round in 1..=3 {
+        node.directory.reset(&key).await.expect("a busy entity restarts");
+        wait_until("the restarted entity runs", || {
+            record(&node.directory, "probe/busy")
+                .is_some_and(|r| r.status == ActorStatus::Running && r.restarts == round)
+        })
+        .await;
+    }
+    node.directory.passivate(&key).await.expect("a busy entity passivates");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = 0;
+    while let Some(sent) = senders.join_next().await {
+        acknowledged += sent.unwrap();
+    }
+    assert!(acknowledged > 0);
+    assert_eq!(
+        call(&node.directory, &key, ProbeMsg::Get).await,
+        Ok(1 + acknowledged),
+        "every acknowledged add was applied exactly once across the restarts"
+    );
+}
+
 #[tokio::test]
 async fn an_entity_failing_only_because_another_is_unreachable_restarts_but_never_escalates() {
     let node = node(SupervisionConfig { max_restarts: 2, ..quick() }).await;
