@@ -80,6 +80,9 @@ function renderMembers() {
   const body = $("members").tBodies[0];
   body.replaceChildren(...view.members.map((m) => row([
     [short(m.id), { title: m.id }], [m.state, { className: `state-${m.state}` }], [m.version || "?"],
+    [m.uptime_ms == null ? (m.state === "down" ? "down" : "?") : uptime(m.uptime_ms), {
+      className: "num", title: m.started_ms ? `started ${new Date(m.started_ms).toISOString()}` : "",
+    }],
     [m.mesh_addr], [m.s3_addr || "?"], [m.stomp_addr || "?"], [m.admin_addr || "?"],
   ], { "data-node": m.id, "data-state": m.state })));
 }

@@ -56,6 +56,14 @@ def test_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_
             assert seen["stomp_addr"] == f"127.0.0.1:{other.stomp_port}"
             assert seen["admin_addr"] == f"127.0.0.1:{other.admin_port}"
             assert seen["version"]
+    # Every node gives the same start time for a member (its own broadcast), and its uptime.
+    started = {node_id(n): members(n)[node_id(n)]["started_ms"] for n in nodes}
+    now_ms = time.time() * 1000
+    for node in nodes:
+        for member_id, member in members(node).items():
+            assert member["started_ms"] == started[member_id]
+            assert 0 <= member["uptime_ms"] <= now_ms - member["started_ms"] + 5000, member
+    assert started[node_id(seed)] < min(started[node_id(n)] for n in others), "the seed started first"
     wait_until(lambda: answers(f"{stranger.admin}/healthz"), timeout=30, message="the stranger runs")
     stranger_id = node_id(stranger)
     time.sleep(1.0)
@@ -88,11 +96,13 @@ def test_a_killed_node_is_seen_down_and_rejoins_with_its_old_id(start_servd, tmp
     for node in (seed, second):
         wait_until(lambda node=node: victim_id in alive(node), timeout=15, message="the victim joins")
 
+    first_start = members(seed)[victim_id]["started_ms"]
     victim.stop(signal.SIGKILL)
     killed_at = time.monotonic()
     for node in (seed, second):
         wait_until(lambda node=node: members(node).get(victim_id, {}).get("state") == "down", timeout=15,
                    message=f"{victim_id} not seen down: {members(node)}")
+    assert members(seed)[victim_id]["uptime_ms"] is None, "a down member has no uptime"
     detection = time.monotonic() - killed_at
     assert detection < 10, f"detected down after {detection:.1f}s (probe 200 ms, suspicion 1 s)"
 
@@ -101,3 +111,5 @@ def test_a_killed_node_is_seen_down_and_rejoins_with_its_old_id(start_servd, tmp
     for node in (seed, second):
         wait_until(lambda node=node: victim_id in alive(node), timeout=15,
                    message=f"{victim_id} did not rejoin: {members(node)}")
+        wait_until(lambda node=node: members(node)[victim_id]["started_ms"] > first_start, timeout=10,
+                   message="the rejoined node's uptime counts from its restart")

@@ -170,8 +170,9 @@ async fn node(State(state): State<AdminState>) -> Json<NodeView> {
     })
 }
 
-/// `{"members": [...]}`: this node first, then every member it knows, with its state, version
-/// and edge addresses (as each node broadcast them; null until its broadcast arrived).
+/// `{"members": [...]}`: this node first, then every member it knows, with its state, version,
+/// edge addresses and start time (as each node broadcast them; null until its broadcast
+/// arrived), and its uptime while it is not down.
 async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Value> {
     Json(members_body(&state))
 }
@@ -179,11 +180,16 @@ async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Va
 /// The body of `/v1/cluster/members`.
 fn members_body(state: &AdminState) -> serde_json::Value {
     let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
+    let now = serv_actors::now_ms();
     let members: Vec<_> = view
         .into_iter()
         .map(|member| {
             let meta = member.meta.as_ref();
             let address = |edge: &str| meta.and_then(|meta| meta.addresses.get(edge).cloned());
+            // A node's boot is its start time (Unix ms), the stamp of its identity.
+            let started_ms = meta.map(|meta| meta.boot);
+            let up = member.state != serv_cluster::membership::MemberState::Down;
+            let uptime_ms = started_ms.filter(|_| up).map(|started| now.saturating_sub(started));
             serde_json::json!({
                 "id": member.id,
                 "mesh_addr": member.addr.to_string(),
@@ -194,6 +200,8 @@ fn members_body(state: &AdminState) -> serde_json::Value {
                 "stomp_addr": address("stomp"),
                 "http_addr": address("http"),
                 "admin_addr": address("admin"),
+                "started_ms": started_ms,
+                "uptime_ms": uptime_ms,
             })
         })
         .collect();
