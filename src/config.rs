@@ -120,6 +120,9 @@ pub struct Cli {
     /// An admin API connection that moves no byte for this long is closed [default: 60000]
     #[arg(long, env = "SERV_ADMIN_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub admin_idle_timeout_ms: Option<u64>,
+    /// Longest a console session lasts, from signing in with the admin token [default: 43200000]
+    #[arg(long, env = "SERV_ADMIN_SESSION_TTL_MS", value_name = "MS")]
+    pub admin_session_ttl_ms: Option<u64>,
     /// Longest time SIGTERM/SIGINT waits for in-flight work before exiting [default: 10000]
     #[arg(long, env = "SERV_DRAIN_TIMEOUT_MS", value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
@@ -213,6 +216,7 @@ struct FileConfig {
     log_level: Option<String>,
     admin_max_connections: Option<usize>,
     admin_idle_timeout_ms: Option<u64>,
+    admin_session_ttl_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
     passivate_after_ms: Option<u64>,
     max_restarts: Option<u32>,
@@ -256,6 +260,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub admin_limits: ConnectionLimits,
+    pub admin_session_ttl: Duration,
     pub drain_timeout: Duration,
     pub passivate_after: Duration,
     pub max_restarts: u32,
@@ -311,6 +316,9 @@ impl Config {
                     cli.admin_idle_timeout_ms.or(file.admin_idle_timeout_ms).unwrap_or(60_000),
                 ),
             },
+            admin_session_ttl: Duration::from_millis(
+                cli.admin_session_ttl_ms.or(file.admin_session_ttl_ms).unwrap_or(12 * 3_600_000),
+            ),
             drain_timeout: Duration::from_millis(
                 cli.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(10_000),
             ),
@@ -417,6 +425,9 @@ impl Config {
             .map_err(|e| format!("log_level {:?} is not a valid filter: {e}", self.log_level))?;
         if self.admin_limits.max_connections == 0 || self.admin_limits.idle_timeout.is_zero() {
             return Err("admin_max_connections and admin_idle_timeout_ms must be greater than 0".into());
+        }
+        if self.admin_session_ttl < Duration::from_secs(1) {
+            return Err("admin_session_ttl_ms must be at least 1000".into());
         }
         if self.drain_timeout.is_zero() {
             return Err("drain_timeout_ms must be greater than 0".into());

@@ -15,7 +15,7 @@ use serv_actors::bucket::Bucket;
 use serv_actors::group::Group;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
-use serv_edges::admin::{self, AdminState, NodeInfo};
+use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
 use serv_edges::stomp;
@@ -104,8 +104,9 @@ async fn run(config: Config) -> Result<(), String> {
         transfer: Some(cluster.transfer.clone()),
     };
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
+    let auth = AdminAuth { token: admin_token, session_ttl: config.admin_session_ttl };
     let state =
-        AdminState::new(node, directory.clone(), storage.clone(), admin_token, Some(cluster.members.clone()));
+        AdminState::new(node, directory.clone(), storage.clone(), auth, Some(cluster.members.clone()));
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),

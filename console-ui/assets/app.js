@@ -1,9 +1,11 @@
-// Serv console: a page over the admin API. Every read and action is a /v1 call with the bearer
-// token the user logged in with; the live views follow /v1/events (Server-Sent Events).
+// Serv console: a page over the admin API. Signing in trades the admin token for a session token
+// that expires (POST /v1/sessions); every read and action is a /v1 call with it, and the live views
+// follow /v1/events (Server-Sent Events). The admin token itself is never stored.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const TOKEN_KEY = "serv-admin-token";
+const TOKEN_KEY = "serv-session-token";
+const EXPIRES_KEY = "serv-session-expires";
 const PAGES = ["overview", "actors", "actor", "buckets", "topics", "audit"];
 const COLUMNS = [
   ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
@@ -13,9 +15,17 @@ const COLUMNS = [
 const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
 const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", audit: "audit log" };
 
-class Refused extends Error {}
+/** A 401: `code` says whether the session expired (TokenExpired) or the token is wrong. */
+class Refused extends Error {
+  constructor(code) { super(code === "TokenExpired" ? "the session expired" : "the token was refused"); this.code = code; }
+}
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+async function refusal(response) {
+  const body = await response.json().catch(() => ({}));
+  return new Refused(body.code);
+}
 
 async function api(path, post) {
   let response;
@@ -26,7 +36,7 @@ async function api(path, post) {
   } catch (error) {
     throw new Error(`cannot reach the admin API (${error.message}); the node may be down`);
   }
-  if (response.status === 401) throw new Refused("the admin token was refused");
+  if (response.status === 401) throw await refusal(response);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(`${path}: ${body.error || response.statusText} (${body.code || response.status})`);
   return body;
@@ -38,13 +48,18 @@ function banner(message) {
 }
 
 function failed(error) {
-  if (error instanceof Refused) return logout(`The admin token was refused. Log in again.`);
+  if (error instanceof Refused && error.code === "TokenExpired") {
+    return logout("Your session expired. Sign in again with the admin token.");
+  }
+  if (error instanceof Refused) return logout("The session was refused (was the admin token changed?). Sign in again.");
   banner(`${error.message}. Retrying.`);
 }
 
 function logout(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(EXPIRES_KEY);
   stopFeed();
+  banner("");
   $("login-error").textContent = message || "";
   show();
 }
@@ -61,6 +76,8 @@ function show() {
     if (p === page) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
   }
   if (!loggedIn) { $("token").focus(); return; }
+  const expires = Number(sessionStorage.getItem(EXPIRES_KEY));
+  $("session").textContent = expires ? `session ends ${new Date(expires).toLocaleTimeString()}` : "";
   document.title = `Serv console: ${TITLES[page]}`;
   if (page === "overview") loadOverview().catch(failed);
   if (page === "actor") renderActor();
@@ -400,7 +417,7 @@ async function follow(signal) {
   while (!signal.aborted) {
     try {
       const response = await fetch("/v1/events", { headers: { Authorization: `Bearer ${token()}` }, signal });
-      if (response.status === 401) return failed(new Refused());
+      if (response.status === 401) return failed(await refusal(response));
       if (!response.ok) throw new Error(`the live feed answered ${response.status}`);
       $("live").textContent = "live";
       banner("");
@@ -450,16 +467,26 @@ function dispatch(block) {
 
 async function login(event) {
   event.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  const adminToken = $("token").value.trim();
   $("token").value = "";
+  let response;
   try {
-    await api("/v1/node");
-    $("login-error").textContent = "";
-    if (!location.hash) location.hash = "#/overview";
-    show();
+    response = await fetch("/v1/sessions", { method: "POST", headers: { Authorization: `Bearer ${adminToken}` } });
   } catch (error) {
-    logout(error instanceof Refused ? "That token was refused: check it and try again." : error.message);
+    return logout(`Cannot reach the admin API (${error.message}); the node may be down.`);
   }
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401 && body.code === "TokenExpired") {
+    return logout("That is an expired session token: sign in with the admin token.");
+  }
+  if (response.status === 401) return logout("That token was refused: check it and try again.");
+  if (response.status === 403) return logout("That is a session token: sign in with the admin token.");
+  if (!response.ok) return logout(`Signing in failed: ${body.error || response.statusText}`);
+  sessionStorage.setItem(TOKEN_KEY, body.token);
+  sessionStorage.setItem(EXPIRES_KEY, String(body.expires_at_ms));
+  $("login-error").textContent = "";
+  if (!location.hash) location.hash = "#/overview";
+  show();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -89,6 +89,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert "refused" in phases["wrongToken"]["error"] and phases["wrongToken"]["navHidden"]
     assert sorted(m["id"] for m in phases["members"]) == ids
     assert {m["state"] for m in phases["members"]} == {"alive"}
+    assert all(m["uptime"].endswith((" s", " min", " h")) for m in phases["members"]), phases["members"]
     assert phases["owner"]["owner"] == owner and phases["owner"]["marked"]
     assert phases["bucket"]["nodes"] == [owner], "the bucket actor runs on its ring owner only"
     assert phases["live"]["later"] > phases["live"]["first"], "the handled counter grew without a reload"
@@ -123,3 +124,29 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "buckets", "actors-phone",
                  "node-down"):
         assert (shots / f"{name}.png").stat().st_size > 5_000
+
+
+def test_a_session_that_expires_sends_the_person_back_to_sign_in(start_servd, tmp_path):
+    """Signing in opens a session of --admin-session-ttl-ms; when it ends, the open page says so
+    and asks for the admin token again, which the browser never kept."""
+    node = start_servd(args=["--admin-session-ttl-ms", "4000"]).wait_ready()
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    script = subprocess.run(["node", str(JS / "session.mjs"), node.admin, node.token, str(shots)],
+                            capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stdout + script.stderr
+    seen = json.loads(script.stdout.splitlines()[-1])
+    phases = seen["phases"]
+    assert phases["login"]["session"].startswith("session ends") and not phases["login"]["adminTokenKept"]
+    assert phases["login"]["sessionToken"].startswith("serv-session.v1.")
+    expired = phases["expired"]
+    assert "session expired" in expired["error"] and expired["navHidden"] and expired["loginShown"], expired
+    assert not expired["bannerShown"], "no stale 'reconnecting' banner over the sign-in form"
+    assert expired["afterMs"] >= 2000 and expired["stored"] == 0, "signed out when the session ended, not before"
+    assert "expired session token" in phases["sessionToken"]["error"] and phases["sessionToken"]["navHidden"]
+    assert phases["again"] == {"navShown": True, "error": ""}
+    # The refusals the page handled are the only console errors: the feed's and the login's 401s.
+    unexpected = [e for e in seen["consoleErrors"]
+                  if not (e["phase"] in ("expiry", "session-token") and "401" in e["text"])]
+    assert unexpected == []
+    assert (shots / "session-expired.png").stat().st_size > 5_000

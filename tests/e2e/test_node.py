@@ -116,6 +116,51 @@ def test_metrics_are_prometheus_text(servd):
     assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in histogram.samples)
 
 
+def test_a_console_session_works_until_it_expires_and_cannot_be_stretched(start_servd, tmp_path):
+    """POST /v1/sessions trades the admin token for a session token that expires: it works like
+    the admin token until then, is refused with TokenExpired after, and cannot open another."""
+    node = start_servd(args=["--admin-session-ttl-ms", "60000"], data_dir=tmp_path / "n1").wait_ready()
+
+    def open_session(body=None, token=node.token):
+        return requests.post(f"{node.admin}/v1/sessions", headers={"Authorization": f"Bearer {token}"},
+                             data=json.dumps(body) if body is not None else None, timeout=10)
+
+    def code(response):
+        return response.status_code, response.json()["code"]
+
+    before = time.time() * 1000
+    longest = open_session()
+    assert longest.status_code == 201, longest.text
+    session, expires = longest.json()["token"], longest.json()["expires_at_ms"]
+    assert before + 60000 <= expires <= time.time() * 1000 + 60000, "the configured longest session"
+    assert node.token not in session
+    assert node.get("/v1/node", token=session).status_code == 200
+    assert node.get("/v1/actors", token=session).json()["actors"]
+    assert code(open_session(token=session)) == (403, "Forbidden"), "a session cannot extend itself"
+    assert code(open_session({"ttl_ms": 60001})) == (400, "InvalidParameter")
+    assert code(open_session({"ttl_ms": 0})) == (400, "InvalidParameter")
+    assert code(open_session({"ttl": 5})) == (400, "InvalidParameter")
+    assert code(open_session(token="wrong")) == (401, "InvalidToken")
+    # Its end is signed: moving it makes the token worthless.
+    assert session.startswith("serv-session.v1.")
+    expiry = session.split(".")[2]
+    moved = session.replace(f".{expiry}.", f".{int(expiry) + 3600000}.", 1)
+    assert code(node.get("/v1/node", token=moved)) == (401, "InvalidToken")
+    # Another node with another admin token does not take it.
+    other = start_servd(args=["--admin-session-ttl-ms", "60000"], data_dir=tmp_path / "n2", token="another-token")
+    assert code(other.wait_ready().get("/v1/node", token=session)) == (401, "InvalidToken")
+
+    short = open_session({"ttl_ms": 1500}).json()
+    assert node.get("/v1/node", token=short["token"]).status_code == 200
+    # A live feed opened with it ends when it does.
+    with node.get("/v1/events", token=short["token"], params={"interval_ms": "250"}, stream=True) as feed:
+        lines = sum(1 for line in feed.iter_lines() if line.startswith(b"event:"))
+    assert time.time() * 1000 >= short["expires_at_ms"] and lines >= 2
+    expired = node.get("/v1/node", token=short["token"])
+    assert code(expired) == (401, "TokenExpired") and "sign in again" in expired.json()["error"]
+    assert node.get("/v1/node", token=session).status_code == 200, "the longer session still works"
+
+
 def test_errors_are_json_with_code_and_trace_id(servd):
     def check(response, status, code):
         assert response.status_code == status, response.text
@@ -207,6 +252,9 @@ def test_bad_command_lines_and_config_files_exit_2(tmp_path):
 
     bad_level = run_servd(["--log-level", "info,=nonsense=="])
     assert bad_level.returncode == 2 and "log_level" in bad_level.stderr, bad_level.stderr
+
+    short_session = run_servd(["--admin-session-ttl-ms", "10"])
+    assert short_session.returncode == 2 and "admin_session_ttl_ms" in short_session.stderr
 
 
 def test_flag_beats_env_beats_file(start_servd, tmp_path):

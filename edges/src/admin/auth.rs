@@ -1,4 +1,5 @@
-//! Bearer-token auth of the `/v1` admin endpoints.
+//! Bearer-token auth of the `/v1` admin endpoints: the admin token itself, or a console session
+//! token signed with it (`session.rs`).
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -7,24 +8,59 @@ use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
 use super::error::{ApiError, ErrorCode};
+use super::session::{self, Check};
 
-/// Lets the request through only with `Authorization: Bearer <admin token>`.
-pub(super) async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+/// Which kind of token let a request in (handlers read it as an extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Credential {
+    AdminToken,
+    /// A console session, good until `expires_ms` (Unix ms).
+    Session {
+        expires_ms: u64,
+    },
+}
+
+/// Lets the request through only with `Authorization: Bearer <admin token or session token>`.
+pub(super) async fn require_token(
+    State(state): State<AdminState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let admin_token = state.inner.token.as_bytes();
+    let credential = match given {
         None => {
-            ApiError::new(ErrorCode::MissingToken, "this endpoint needs Authorization: Bearer <admin token>")
-                .into_response()
+            return ApiError::new(
+                ErrorCode::MissingToken,
+                "this endpoint needs Authorization: Bearer <admin token>",
+            )
+            .into_response();
         }
-        Some(token) if !same(token.trim().as_bytes(), state.inner.token.as_bytes()) => {
-            ApiError::new(ErrorCode::InvalidToken, "the admin token is not valid").into_response()
+        Some(token) if token.starts_with(session::PREFIX) => {
+            match session::check(admin_token, token, serv_actors::now_ms()) {
+                Check::Valid { expires_ms } => Credential::Session { expires_ms },
+                Check::Expired { at_ms } => {
+                    let message = format!("the session expired at {at_ms} (Unix ms); sign in again");
+                    return ApiError::new(ErrorCode::TokenExpired, message).into_response();
+                }
+                Check::Forged => {
+                    let message = "the session token is not valid (was the admin token changed?)";
+                    return ApiError::new(ErrorCode::InvalidToken, message).into_response();
+                }
+            }
         }
-        Some(_) => next.run(request).await,
-    }
+        Some(token) if same(token.as_bytes(), admin_token) => Credential::AdminToken,
+        Some(_) => {
+            return ApiError::new(ErrorCode::InvalidToken, "the admin token is not valid").into_response();
+        }
+    };
+    request.extensions_mut().insert(credential);
+    next.run(request).await
 }
 
 /// Compares in time independent of where the inputs differ (tokens, passcodes).

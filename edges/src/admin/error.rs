@@ -20,6 +20,10 @@ pub enum ErrorCode {
     MissingToken,
     /// The bearer token is wrong.
     InvalidToken,
+    /// The console session token was good but has expired: sign in again.
+    TokenExpired,
+    /// The token is good but may not do this (a session token opening a session).
+    Forbidden,
     /// The node is not (or no longer) ready.
     NotReady,
     /// The request conflicts with what exists (a name in use).
@@ -39,7 +43,10 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
-            ErrorCode::MissingToken | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::MissingToken | ErrorCode::InvalidToken | ErrorCode::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotReady | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,15 +1,17 @@
 //! `GET /v1/events`: a Server-Sent Events feed for live views (the console). Every
 //! `interval_ms` it sends an `actors` event (the body of `/v1/actors`, cluster-wide) and a
-//! `members` event (the body of `/v1/cluster/members`); a client reconnects on its own.
+//! `members` event (the body of `/v1/cluster/members`); a client reconnects on its own. A feed
+//! opened with a console session ends when the session does: reconnecting then answers 401.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 
+use super::auth::Credential;
 use super::{AdminState, ApiError, ErrorCode, actors_body, members_body};
 
 /// The default and the bounds of `interval_ms`.
@@ -19,6 +21,7 @@ const MAX_INTERVAL_MS: u64 = 60_000;
 
 pub(super) async fn feed(
     State(state): State<AdminState>,
+    Extension(credential): Extension<Credential>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut interval_ms = DEFAULT_INTERVAL_MS;
@@ -44,9 +47,16 @@ pub(super) async fn feed(
             }
         }
     }
+    let ends_ms = match credential {
+        Credential::AdminToken => u64::MAX,
+        Credential::Session { expires_ms } => expires_ms,
+    };
     let ticks = tokio::time::interval(Duration::from_millis(interval_ms));
-    let stream = futures_util::stream::unfold((state, ticks), |(state, mut ticks)| async move {
+    let stream = futures_util::stream::unfold((state, ticks), move |(state, mut ticks)| async move {
         ticks.tick().await;
+        if serv_actors::now_ms() >= ends_ms {
+            return None;
+        }
         let actors = Event::default().event("actors").json_data(actors_body(&state, None, None).await);
         let members = Event::default().event("members").json_data(members_body(&state));
         let events = [actors, members].into_iter().filter_map(Result::ok).map(Ok::<_, Infallible>);

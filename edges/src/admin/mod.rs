@@ -9,12 +9,13 @@ mod events;
 mod keys;
 mod metrics;
 mod requeue;
+mod session;
 pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
 use axum::middleware::{self, Next};
@@ -41,6 +42,15 @@ pub struct NodeInfo {
     pub addresses: BTreeMap<String, String>,
 }
 
+/// Who may use the `/v1` API: the admin token, and console sessions signed with it.
+#[derive(Clone, Debug)]
+pub struct AdminAuth {
+    /// The bearer token of the admin API.
+    pub token: String,
+    /// The longest a console session lasts (`POST /v1/sessions`).
+    pub session_ttl: Duration,
+}
+
 /// Everything the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
@@ -52,6 +62,7 @@ struct Inner {
     directory: Directory,
     storage: Storage,
     token: String,
+    session_ttl: Duration,
     started: Instant,
     draining: AtomicBool,
     /// The cluster membership view, when the node runs the mesh.
@@ -59,12 +70,12 @@ struct Inner {
 }
 
 impl AdminState {
-    /// State for a node whose admin endpoints require `token`; `members` is the cluster view.
+    /// State for a node whose admin endpoints require `auth`; `members` is the cluster view.
     pub fn new(
         node: NodeInfo,
         directory: Directory,
         storage: Storage,
-        token: String,
+        auth: AdminAuth,
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
     ) -> Self {
         keys::replicate(&directory, storage.access_keys().clone());
@@ -76,7 +87,8 @@ impl AdminState {
             node,
             directory,
             storage,
-            token,
+            token: auth.token,
+            session_ttl: auth.session_ttl,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             members,
@@ -98,6 +110,7 @@ impl AdminState {
 pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/node", get(node))
+        .route("/v1/sessions", axum::routing::post(session::open))
         .route("/v1/actors", get(actors))
         .route("/v1/events", get(events::feed))
         .route("/v1/actors/restart", axum::routing::post(audit::restart))

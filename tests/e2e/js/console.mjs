@@ -2,38 +2,24 @@
 // prints one JSON line of what a person would see; tests/e2e/test_console.py asserts on it.
 // Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER DLQ
 // Near the end it prints {"kill": true} and waits for the test to kill BUCKET_OWNER's node.
-import { chromium } from "playwright-core";
+import { openConsole, signIn } from "./browser.mjs";
 
 const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner, dlq] = process.argv.slice(2);
-const seen = { consoleErrors: [], phases: {} };
-let phase = "start";
-const step = (name) => { phase = name; };
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const { browser, page, seen, step, shot } = await openConsole(shots);
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("console", (msg) => { if (msg.type() === "error") seen.consoleErrors.push({ phase, text: msg.text() }); });
-  page.on("pageerror", (error) => seen.consoleErrors.push({ phase, text: `page error: ${error.message}` }));
-  const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
-
   step("wrong-token");
   await page.goto(`${admin}/console`);
-  await page.fill("#token", "not-the-token");
-  await page.click("#login-form button");
+  await signIn(page, "not-the-token");
   await page.waitForFunction(() => document.querySelector("#login-error").textContent.includes("refused"));
   seen.phases.wrongToken = { error: await page.textContent("#login-error"), navHidden: await page.isHidden("#nav") };
   await shot("login-refused");
 
   step("login");
-  await page.fill("#token", token);
-  await page.click("#login-form button");
+  await signIn(page, token);
   await page.waitForSelector("#members tbody tr[data-node]");
   await page.waitForFunction(() => document.querySelectorAll("#members tbody tr[data-state=alive]").length === 3);
-  seen.phases.members = await page.$$eval("#members tbody tr", (rows) => rows.map((r) => ({ id: r.dataset.node, state: r.dataset.state })));
+  seen.phases.members = await page.$$eval("#members tbody tr", (rows) => rows.map((r) => ({
+    id: r.dataset.node, state: r.dataset.state, uptime: r.cells[3].textContent })));
 
   step("owner");
   await page.fill("#owner-key", bucketKey);
