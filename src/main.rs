@@ -106,7 +106,8 @@ async fn run(config: Config) -> Result<(), String> {
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
     let auth = AdminAuth { token: admin_token, session_ttl: config.admin_session_ttl };
     let state =
-        AdminState::new(node, directory.clone(), storage.clone(), auth, Some(cluster.members.clone()));
+        AdminState::new(node, directory.clone(), storage.clone(), auth, Some(cluster.members.clone()))
+            .map_err(|e| format!("cannot open the audit log: {e}"))?;
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),

@@ -294,12 +294,16 @@ async function loadBuckets() {
 }
 
 async function loadAudit() {
-  const { entries } = await api("/v1/audit");
+  const { entries, unreachable } = await api("/v1/audit");
   banner("");
   $("audit-table").tBodies[0].replaceChildren(...entries.map((e) => row([
-    [new Date(e.at_ms).toLocaleString()], [e.action], [e.target], [e.outcome, { dataset: "outcome" }], [e.trace_id],
-  ], { "data-target": e.target, "data-action": e.action })));
+    [new Date(e.at_ms).toLocaleString()], [short(e.node), { title: e.node }], [e.action], [e.target],
+    [e.outcome, { dataset: "outcome" }], [e.trace_id, { className: "wide" }],
+  ], { "data-target": e.target, "data-action": e.action, "data-node": e.node })));
   $("audit-empty").hidden = entries.length > 0;
+  $("audit-missing").textContent = unreachable.length
+    ? `Node(s) ${unreachable.map(short).join(", ")} could not be asked: their entries are missing until they are back.`
+    : "";
 }
 
 // ----- topics and groups -----

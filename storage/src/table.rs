@@ -73,6 +73,12 @@ impl<K: TableKey, V: Record> Table<K, V> {
         self.keyspace.iter().map(move |guard| self.decode_entry(guard))
     }
 
+    /// Every record of the table in reverse key order (the newest first, for time-ordered keys),
+    /// read lazily.
+    pub fn entries_rev(&self) -> impl Iterator<Item = Result<(K, V)>> + '_ {
+        self.keyspace.iter().rev().map(move |guard| self.decode_entry(guard))
+    }
+
     /// The records whose keys start with `prefix`, in key order, from just after `after` when
     /// given (a listing's continuation point); read lazily.
     pub fn scan<'a>(

@@ -5,6 +5,7 @@ Each test starts a 3-node cluster through one seed and waits until every node's 
 the supervisors of all three nodes, which needs the actor sessions between every pair."""
 
 import hashlib
+import json
 import os
 import signal
 import time
@@ -117,6 +118,7 @@ def topic_group_state(node, queue):
 
 def test_a_topic_actor_runs_on_its_ring_owner_only_and_every_node_lists_it(trio):
     n1, n2, n3 = trio
+    audited = []
     for owner in (n1, n2, n3):
         [topic] = names_owned_by(trio, "topic", node_id(owner), 1, "events")
         sender = Client(n1 if owner is not n1 else n2)
@@ -133,6 +135,16 @@ def test_a_topic_actor_runs_on_its_ring_owner_only_and_every_node_lists_it(trio)
         # The listing filters by node across the cluster.
         assert [a["key"] for a in actors(n3, kind="topic", node=node_id(owner))
                 if a["key"] == f"topic/topic/{topic}"] == [f"topic/topic/{topic}"]
+        # Restarted through the API of the node after its owner: audited there, listed everywhere.
+        via = trio[(trio.index(owner) + 1) % 3]
+        restarted = requests.post(f"{via.admin}/v1/actors/restart", data=json.dumps({"key": f"topic/topic/{topic}"}),
+                                  headers={"Authorization": f"Bearer {via.token}"}, timeout=10)
+        assert restarted.status_code == 200, restarted.text
+        audited.append((node_id(via), f"topic/topic/{topic}"))
+    for node in trio:
+        audit = node.get("/v1/audit").json()
+        assert [(e["node"], e["target"]) for e in audit["entries"]] == audited[::-1], "every node's, newest first"
+        assert audit["unreachable"] == []
 
 
 def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it(trio, start_servd, tmp_path):
@@ -155,6 +167,8 @@ def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it
     assert took < 3.0, f"the refusal is prompt, not a timeout: {took:.1f}s"
     # S3 and the admin API of the other nodes keep working meanwhile.
     assert n1.get("/readyz").status_code == 200
+    audit = n1.get("/v1/audit").json()
+    assert audit["unreachable"] == [victim], "the audit listing says whose entries it lacks"
 
     # The owner comes back (same data dir, same id) and its queue with it, message included.
     back = start_servd(args=[*FAST, "--seeds", f"127.0.0.1:{n1.mesh_port}"], data_dir=tmp_path / "n3").wait_ready()

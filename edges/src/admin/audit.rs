@@ -1,28 +1,32 @@
 //! The audit log and the actions it records. Every action taken through the admin API (restart
-//! or passivate an actor) is written, once it has ended, to the `audit` table of the node that took
-//! the request, made durable before the answer: when, what, on what, how it ended, and the
-//! request's trace id. `GET /v1/audit` lists the newest first.
+//! or passivate an actor, requeue a dead-letter topic) is written, once it has ended, to the
+//! `audit` table of the node that took the request, made durable before the answer: when, what,
+//! on what, how it ended, and the request's trace id. `GET /v1/audit` lists every node's entries,
+//! newest first, each naming its node.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
-use serv_actors::{ActorKey, ActorKind, DirectoryError, now_ms};
-use serv_storage::{Record, TableDef};
+use serv_actors::{ActorKey, ActorKind, Directory, DirectoryError, now_ms};
+use serv_storage::{Record, Storage, StorageError, Table, TableDef};
 
 use super::error::current_trace_id;
 use super::{AdminState, ApiError, ErrorCode};
 
 /// The audit log: entries by a time-ordered sequence number.
 const AUDIT: TableDef<u64, AuditEntry> = TableDef::new("audit");
-/// Entries kept; the oldest go past this.
+/// Entries kept on each node; the oldest go past this.
 pub const MAX_AUDIT_ENTRIES: usize = 10_000;
 /// The default and largest `limit` of `GET /v1/audit`.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1_000;
+/// The mesh query that asks a node for its newest entries (the argument: how many, as u64).
+const AUDIT_QUERY: &str = "audit/newest";
 
 /// One action taken through the admin API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,22 +55,81 @@ fn next_key() -> u64 {
     previous.map_or(now, |last| now.max(last + 1))
 }
 
-/// Writes `entry` durably, dropping the oldest entries past `MAX_AUDIT_ENTRIES`.
-pub(super) async fn record(state: &AdminState, entry: &AuditEntry) -> Result<(), ApiError> {
-    let storage = &state.inner.storage;
-    let internal =
-        |e: serv_storage::StorageError| ApiError::new(ErrorCode::Internal, format!("audit log: {e}"));
-    let table = storage.table(AUDIT).map_err(internal)?;
-    let mut changes = storage.write_set();
-    changes.put(&table, &next_key(), entry).map_err(internal)?;
-    let keys: Vec<u64> = table.entries().filter_map(|row| row.ok().map(|(key, _)| key)).collect();
-    for key in keys.iter().take((keys.len() + 1).saturating_sub(MAX_AUDIT_ENTRIES)) {
-        changes.delete(&table, key);
-    }
-    storage.commit(changes).await.map_err(internal)
+/// One node's audit table, bounded to `max` entries.
+pub(super) struct AuditLog {
+    storage: Storage,
+    table: Table<u64, AuditEntry>,
+    max: usize,
+    /// Entries in the table, counted once on the first append; the lock also keeps appends in
+    /// order with their trimming.
+    len: tokio::sync::Mutex<Option<usize>>,
 }
 
-/// `GET /v1/audit[?limit=N]`: `{"entries": [...]}`, newest first.
+impl AuditLog {
+    /// Opens the log in `storage`, and answers other nodes' listings from it.
+    pub(super) fn open(
+        storage: Storage,
+        directory: &Directory,
+        max: usize,
+    ) -> Result<Arc<Self>, StorageError> {
+        let table = storage.table(AUDIT)?;
+        let log = Arc::new(Self { storage, table, max, len: tokio::sync::Mutex::new(None) });
+        let shared = log.clone();
+        directory.register_query(
+            AUDIT_QUERY,
+            Arc::new(move |args| {
+                let limit = serv_storage::codec::decode::<u64>(&args).map_or(DEFAULT_LIMIT, |n| n as usize);
+                let answer = shared
+                    .newest(limit.min(MAX_LIMIT))
+                    .and_then(|entries| serv_storage::codec::encode(&entries).map_err(|e| e.to_string()));
+                Box::pin(std::future::ready(answer))
+            }),
+        );
+        Ok(log)
+    }
+
+    /// Writes `entry` durably, dropping the oldest entries past `max`.
+    pub(super) async fn append(&self, entry: &AuditEntry) -> Result<(), StorageError> {
+        let mut len = self.len.lock().await;
+        let before = match *len {
+            Some(n) => n,
+            None => self.table.entries().count(),
+        };
+        let mut changes = self.storage.write_set();
+        changes.put(&self.table, &next_key(), entry)?;
+        let excess = (before + 1).saturating_sub(self.max);
+        // The oldest keys come first: reading them costs the excess, not the whole table.
+        for row in self.table.entries().take(excess) {
+            changes.delete(&self.table, &row?.0);
+        }
+        self.storage.commit(changes).await?;
+        *len = Some(before + 1 - excess);
+        Ok(())
+    }
+
+    /// This node's newest `limit` entries, newest first.
+    fn newest(&self, limit: usize) -> Result<Vec<AuditEntry>, String> {
+        self.table
+            .entries_rev()
+            .take(limit)
+            .map(|row| row.map(|(_, e)| e).map_err(|e| e.to_string()))
+            .collect()
+    }
+}
+
+/// Writes `entry` to this node's audit log, durably.
+pub(super) async fn record(state: &AdminState, entry: &AuditEntry) -> Result<(), ApiError> {
+    state
+        .inner
+        .audit
+        .append(entry)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("audit log: {e}")))
+}
+
+/// `GET /v1/audit[?limit=N]`: `{"entries": [...], "unreachable": [...]}`: the newest `limit`
+/// entries of every node, newest first, each with its `node`; `unreachable` names the nodes that
+/// could not answer (their entries are missing, not invented).
 pub(super) async fn list(
     State(state): State<AdminState>,
     Query(params): Query<HashMap<String, String>>,
@@ -90,16 +153,41 @@ pub(super) async fn list(
             }
         }
     }
-    let table = state
+    let mine = state.inner.audit.newest(limit).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    let mut entries: Vec<(String, AuditEntry)> =
+        mine.into_iter().map(|entry| (state.inner.node.id.clone(), entry)).collect();
+    // Down members are not asked; their entries are missing too.
+    let mut unreachable: Vec<String> = state
         .inner
-        .storage
-        .table(AUDIT)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("audit log: {e}")))?;
-    let mut entries: Vec<AuditEntry> =
-        table.entries().filter_map(|row| row.ok().map(|(_, entry)| entry)).collect();
-    entries.reverse();
+        .members
+        .as_ref()
+        .map(|members| members.borrow().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|member| member.state == serv_cluster::membership::MemberState::Down)
+        .map(|member| member.id)
+        .collect();
+    let args = serv_storage::codec::encode(&(limit as u64))
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    for (node, answer) in state.inner.directory.query_peers(AUDIT_QUERY, args).await {
+        match answer
+            .and_then(|a| serv_storage::codec::decode::<Vec<AuditEntry>>(&a).map_err(|e| e.to_string()))
+        {
+            Ok(theirs) => entries.extend(theirs.into_iter().map(|entry| (node.clone(), entry))),
+            Err(_) => unreachable.push(node),
+        }
+    }
+    entries.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.at_ms));
     entries.truncate(limit);
-    Ok(Json(serde_json::json!({ "entries": entries })))
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|(node, entry)| {
+            let mut row = serde_json::to_value(entry).unwrap_or_default();
+            row["node"] = serde_json::Value::String(node);
+            row
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "entries": entries, "unreachable": unreachable })))
 }
 
 /// The body of `POST /v1/actors/{restart,passivate}`.
@@ -189,5 +277,44 @@ async fn act(
             format!("{key} is not running: nothing to {}", action.name()),
         )),
         Err(error) => Err(ApiError::new(ErrorCode::Unavailable, error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serv_actors::{Directory, SupervisionConfig};
+    use serv_storage::{Storage, StorageOptions};
+
+    use super::{AuditEntry, AuditLog};
+
+    fn entry(n: usize) -> AuditEntry {
+        AuditEntry {
+            at_ms: n as u64,
+            action: "restart".into(),
+            target: format!("bucket/b{n}"),
+            outcome: "ok".into(),
+            trace_id: String::new(),
+        }
+    }
+
+    fn targets(log: &AuditLog) -> Vec<String> {
+        log.newest(100).unwrap().into_iter().map(|e| e.target).collect()
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_keeps_the_newest_entries_up_to_its_bound_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let directory = Directory::start(storage.clone(), SupervisionConfig::default()).await.unwrap();
+        let log = AuditLog::open(storage.clone(), &directory, 5).unwrap();
+        for n in 0..12 {
+            log.append(&entry(n)).await.unwrap();
+        }
+        assert_eq!(targets(&log), ["bucket/b11", "bucket/b10", "bucket/b9", "bucket/b8", "bucket/b7"]);
+        // Opened again (a restarted node), it counts what is there and still keeps five.
+        let reopened = AuditLog::open(storage, &directory, 5).unwrap();
+        reopened.append(&entry(12)).await.unwrap();
+        assert_eq!(targets(&reopened), ["bucket/b12", "bucket/b11", "bucket/b10", "bucket/b9", "bucket/b8"]);
+        assert_eq!(reopened.newest(2).unwrap().len(), 2);
     }
 }

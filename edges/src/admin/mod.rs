@@ -63,6 +63,7 @@ struct Inner {
     storage: Storage,
     token: String,
     session_ttl: Duration,
+    audit: Arc<audit::AuditLog>,
     started: Instant,
     draining: AtomicBool,
     /// The cluster membership view, when the node runs the mesh.
@@ -77,23 +78,25 @@ impl AdminState {
         storage: Storage,
         auth: AdminAuth,
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
-    ) -> Self {
+    ) -> Result<Self, serv_storage::StorageError> {
         keys::replicate(&directory, storage.access_keys().clone());
         // Other nodes' topic listings include the destinations this node owns.
         if let Ok(topics) = storage.table(serv_actors::topic::TOPICS) {
             crate::owned::share(&directory, topics);
         }
+        let audit = audit::AuditLog::open(storage.clone(), &directory, audit::MAX_AUDIT_ENTRIES)?;
         let inner = Inner {
             node,
             directory,
             storage,
             token: auth.token,
             session_ttl: auth.session_ttl,
+            audit,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             members,
         };
-        Self { inner: Arc::new(inner) }
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Marks the node as draining: `/readyz` answers 503 from now on.
