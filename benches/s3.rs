@@ -68,6 +68,7 @@ fn start_node(name: &'static str, extra: &[String]) -> Target {
         .args(["--log-level", "warn"])
         .args(["--stomp-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--stomp-ws-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
         .args(extra)
         .env("SERV_ACCESS_KEY", ACCESS)
         .env("SERV_SECRET_KEY", SECRET)

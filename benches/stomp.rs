@@ -62,6 +62,7 @@ fn start_servd() -> Broker {
         .args(["--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"])
         .args(["--stomp-addr", &format!("127.0.0.1:{port}")])
         .args(["--stomp-ws-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
         .args([
             "--s3-addr",
             &format!("127.0.0.1:{}", free_port()),

@@ -93,7 +93,7 @@ pub struct Cli {
     /// STOMP-over-WebSocket listen address, path /ws [default: 127.0.0.1:61614]
     #[arg(long, env = "SERV_STOMP_WS_ADDR", value_name = "ADDR")]
     pub stomp_ws_addr: Option<SocketAddr>,
-    /// HTTP gateway listen address (reserved: served once the gateway lands) [default: 127.0.0.1:8080]
+    /// HTTP gateway listen address [default: 127.0.0.1:8080]
     #[arg(long, env = "SERV_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
     /// Admin API listen address [default: 127.0.0.1:9090]
@@ -165,6 +165,15 @@ pub struct Cli {
     /// Largest S3 request head (request line and headers); larger gets 431 [default: 65536]
     #[arg(long, env = "SERV_S3_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub s3_max_header_bytes: Option<usize>,
+    /// Most HTTP gateway connections open at once; more clients wait until one closes [default: 1024]
+    #[arg(long, env = "SERV_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// An HTTP gateway connection that moves no byte for this long is closed [default: 60000]
+    #[arg(long, env = "SERV_HTTP_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub http_idle_timeout_ms: Option<u64>,
+    /// How often each node's gateway fetches every route again [default: 1000]
+    #[arg(long, env = "SERV_GATEWAY_REFRESH_MS", value_name = "MS")]
+    pub gateway_refresh_ms: Option<u64>,
     /// Most STOMP connections open at once; more clients wait until one closes [default: 1024]
     #[arg(long, env = "SERV_STOMP_MAX_CONNECTIONS", value_name = "N")]
     pub stomp_max_connections: Option<usize>,
@@ -227,6 +236,9 @@ struct FileConfig {
     s3_max_inflight_bodies: Option<usize>,
     s3_max_connections: Option<usize>,
     s3_idle_timeout_ms: Option<u64>,
+    http_max_connections: Option<usize>,
+    http_idle_timeout_ms: Option<u64>,
+    gateway_refresh_ms: Option<u64>,
     block_gc_interval_ms: Option<u64>,
     s3_header_timeout_ms: Option<u64>,
     s3_max_header_bytes: Option<usize>,
@@ -270,6 +282,8 @@ pub struct Config {
     pub s3_limits: S3Limits,
     pub s3_connections: ConnectionLimits,
     pub s3_http: HttpLimits,
+    pub http_connections: ConnectionLimits,
+    pub gateway_refresh: Duration,
     pub block_gc_interval: Duration,
     pub stomp_connections: ConnectionLimits,
     pub stomp: StompSettings,
@@ -361,6 +375,15 @@ impl Config {
                     cli.s3_idle_timeout_ms.or(file.s3_idle_timeout_ms).unwrap_or(60_000),
                 ),
             },
+            http_connections: ConnectionLimits {
+                max_connections: cli.http_max_connections.or(file.http_max_connections).unwrap_or(1024),
+                idle_timeout: Duration::from_millis(
+                    cli.http_idle_timeout_ms.or(file.http_idle_timeout_ms).unwrap_or(60_000),
+                ),
+            },
+            gateway_refresh: Duration::from_millis(
+                cli.gateway_refresh_ms.or(file.gateway_refresh_ms).unwrap_or(1_000),
+            ),
             s3_http: HttpLimits {
                 header_timeout: Duration::from_millis(
                     cli.s3_header_timeout_ms.or(file.s3_header_timeout_ms).unwrap_or(30_000),
@@ -450,6 +473,12 @@ impl Config {
             return Err(
                 "s3_header_timeout_ms must be greater than 0 and s3_max_header_bytes at least 8192".into()
             );
+        }
+        if self.http_connections.max_connections == 0 || self.http_connections.idle_timeout.is_zero() {
+            return Err("http_max_connections and http_idle_timeout_ms must be greater than 0".into());
+        }
+        if self.gateway_refresh < Duration::from_millis(50) {
+            return Err("gateway_refresh_ms must be at least 50".into());
         }
         if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
             return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());

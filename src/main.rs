@@ -13,9 +13,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use serv_actors::bucket::Bucket;
 use serv_actors::group::Group;
+use serv_actors::route::Route;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
+use serv_edges::gateway::{self, Gateway, GatewaySettings};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
 use serv_edges::stomp;
@@ -65,6 +67,7 @@ async fn run(config: Config) -> Result<(), String> {
     directory.register::<Bucket>();
     directory.register::<Topic>();
     directory.register::<Group>();
+    directory.register::<Route>();
 
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await
@@ -84,6 +87,10 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on STOMP WebSocket address {}: {e}", config.stomp_ws_addr))?;
     let stomp_ws_addr = stomp_ws_listener.local_addr().map_err(|e| e.to_string())?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on HTTP gateway address {}: {e}", config.http_addr))?;
+    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
     let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
         id: storage.node_id().to_string(),
@@ -93,6 +100,7 @@ async fn run(config: Config) -> Result<(), String> {
             ("s3".to_string(), s3_addr.to_string()),
             ("stomp".to_string(), stomp_addr.to_string()),
             ("stomp_ws".to_string(), format!("ws://{stomp_ws_addr}/ws")),
+            ("http".to_string(), http_addr.to_string()),
             ("mesh".to_string(), mesh_addr.to_string()),
         ]),
     };
@@ -104,16 +112,27 @@ async fn run(config: Config) -> Result<(), String> {
         transfer: Some(cluster.transfer.clone()),
     };
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
+    let gateway =
+        Gateway::new(directory.clone(), &storage, GatewaySettings { refresh: config.gateway_refresh })
+            .map_err(|e| format!("cannot open the route table: {e}"))?;
+    let route_refresh = gateway.spawn_refresh();
     let auth = AdminAuth { token: admin_token, session_ttl: config.admin_session_ttl };
-    let state =
-        AdminState::new(node, directory.clone(), storage.clone(), auth, Some(cluster.members.clone()))
-            .map_err(|e| format!("cannot open the audit log: {e}"))?;
+    let state = AdminState::new(
+        node,
+        directory.clone(),
+        storage.clone(),
+        auth,
+        Some(cluster.members.clone()),
+        Some(gateway.clone()),
+    )
+    .map_err(|e| format!("cannot open the audit log: {e}"))?;
     tracing::info!(
         node_id = storage.node_id(),
         data_dir = %config.data_dir.display(),
         admin = %admin_addr,
         s3 = %s3_addr,
         stomp = %stomp_addr,
+        http = %http_addr,
         "servd is ready"
     );
 
@@ -152,6 +171,16 @@ async fn run(config: Config) -> Result<(), String> {
         },
     ));
 
+    let mut http_stop = stop_rx.clone();
+    let http_server = tokio::spawn(gateway::serve(
+        LimitedListener::new(http_listener, config.http_connections),
+        gateway,
+        config.s3_http,
+        async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+
     let signal = wait_for_signal().await?;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
     cluster.membership.leave().await; // the others hear it now rather than by probing
@@ -161,6 +190,8 @@ async fn run(config: Config) -> Result<(), String> {
         let _ = admin_server.await;
         let _ = s3_server.await;
         let _ = stomp_server.await;
+        let _ = http_server.await;
+        route_refresh.abort();
         collector.abort();
         directory.shutdown(config.drain_timeout).await;
         cluster.remote.stop();

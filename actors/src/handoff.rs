@@ -326,3 +326,13 @@ impl HandOff for crate::group::Group {
         index_names(storage.table(crate::group::GROUPS)?)
     }
 }
+
+impl HandOff for crate::route::Route {
+    fn state_tables(storage: &Storage) -> Result<Vec<Box<dyn StateTable>>, StorageError> {
+        Ok(vec![Box::new(storage.table(crate::route::ROUTES)?)])
+    }
+
+    fn names(storage: &Storage) -> Result<Vec<String>, StorageError> {
+        index_names(storage.table(crate::route::ROUTES)?)
+    }
+}

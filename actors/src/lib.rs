@@ -11,6 +11,7 @@
 //! - [`placement`]: which node owns a key, and forwarding to an owner on another node.
 //! - [`handoff`]: moving an entity's durable state to its new owner.
 //! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
+//! - [`route`]: the gateway route entity (its config and on/off switch).
 //! - [`trace`]: the W3C `traceparent` carried inside every actor message.
 
 pub mod bucket;
@@ -21,6 +22,7 @@ pub mod handoff;
 pub mod inspect;
 pub mod key;
 pub mod placement;
+pub mod route;
 pub mod supervisor;
 pub mod topic;
 pub mod trace;

@@ -6,14 +6,14 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "serv-session-token";
 const EXPIRES_KEY = "serv-session-expires";
-const PAGES = ["overview", "actors", "actor", "buckets", "topics", "audit"];
+const PAGES = ["overview", "actors", "actor", "buckets", "topics", "routes", "audit"];
 const COLUMNS = [
   ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
   ["mailbox_depth", "Mailbox", "num"], ["handled", "Handled", "num"], ["restarts", "Restarts", "num"],
   ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
 ];
 const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
-const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", audit: "audit log" };
+const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", routes: "routes", audit: "audit log" };
 
 /** A 401: `code` says whether the session expired (TokenExpired) or the token is wrong. */
 class Refused extends Error {
@@ -82,6 +82,7 @@ function show() {
   if (page === "overview") loadOverview().catch(failed);
   if (page === "actor") renderActor();
   if (page === "topics") loadTopics().catch(failed);
+  if (page === "routes") loadRoutes().catch(failed);
   if (page === "audit") loadAudit().catch(failed);
   if (page === "buckets") loadBuckets().catch(failed);
   startFeed();
@@ -316,16 +317,8 @@ function summary(state) {
 async function loadTopics() {
   const { topics } = await api("/v1/topics");
   banner("");
-  const now = Date.now();
-  for (const t of topics) {
-    const history = view.rates.get(t.name) || [];
-    const last = history[history.length - 1];
-    const rate = last ? Math.max(0, (t.messages - last.messages) / ((now - last.at) / 1000)) : 0;
-    history.push({ at: now, messages: t.messages, rate });
-    view.rates.set(t.name, history.slice(-60));
-  }
   $("topic-table").tBodies[0].replaceChildren(...topics.map((t) => {
-    const history = view.rates.get(t.name);
+    const history = sample(`topic:${t.name}`, t.messages);
     const tr = row([[t.name], [String(t.messages), { className: "num", dataset: "messages" }],
       [String(t.bytes), { className: "num" }], [history[history.length - 1].rate.toFixed(1), { className: "num", dataset: "rate" }], [""], [""]],
       { "data-topic": t.name });
@@ -369,14 +362,83 @@ function renderGroups() {
   }));
 }
 
-function sparkline(values) {
+// Adds a sample of a growing counter and returns the last minute of samples, each with its rate
+// per second since the one before.
+function sample(key, count) {
+  const now = Date.now();
+  const history = view.rates.get(key) || [];
+  const last = history[history.length - 1];
+  const rate = last ? Math.max(0, (count - last.count) / ((now - last.at) / 1000)) : 0;
+  history.push({ at: now, count, rate });
+  view.rates.set(key, history.slice(-60));
+  return view.rates.get(key);
+}
+
+// Runs `load` for a live page unless its last run is still going (each is a cluster fan-out).
+const loading = new Set();
+function reload(name, load) {
+  if (loading.has(name)) return;
+  loading.add(name);
+  load().catch(failed).finally(() => loading.delete(name));
+}
+
+// ----- gateway routes -----
+
+async function loadRoutes() {
+  const { routes, unreachable } = await api("/v1/routes");
+  banner("");
+  $("route-table").tBodies[0].replaceChildren(...routes.map((r) => {
+    const c = r.config;
+    const history = sample(`route:${r.name}`, r.stats.requests);
+    const breakers = Object.values(r.stats.breaker);
+    const open = breakers.filter((b) => b !== "closed").length;
+    const circuit = breakers.length === 0 ? "no traffic" : open === 0 ? "closed" : `open on ${open} of ${breakers.length}`;
+    const match = `${c.host || "*"}${c.path_prefix}${c.methods.length ? ` (${c.methods.join(", ")})` : ""}`;
+    const tr = row([[r.name], [match], [c.upstreams.join(" "), { className: "wide" }],
+      [r.enabled ? "enabled" : "disabled", { className: r.enabled ? "status-running" : "status-failed", dataset: "enabled" }],
+      [circuit, { className: open ? "status-failed" : "", dataset: "circuit" }],
+      [String(r.stats.requests), { className: "num", dataset: "requests" }],
+      [history[history.length - 1].rate.toFixed(1), { className: "num", dataset: "rate" }], ["", { className: "wide" }], [""]],
+    { "data-route": r.name, "data-enabled": String(r.enabled) });
+    tr.cells[7].append(sparkline(history.map((h) => h.rate), "requests"));
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "switch";
+    button.textContent = r.enabled ? "Disable" : "Enable";
+    button.addEventListener("click", () => switchRoute(r.name, !r.enabled));
+    tr.cells[8].append(button);
+    return tr;
+  }));
+  $("routes-empty").hidden = routes.length > 0;
+  $("routes-missing").textContent = unreachable.length
+    ? `Node(s) ${unreachable.map(short).join(", ")} did not answer: their counters are missing.`
+    : "";
+}
+
+// Switches a route on or off for every node's gateway, after a confirmation.
+async function switchRoute(name, enable) {
+  const question = enable
+    ? `Enable route ${name}? Every node's gateway sends its requests upstream again.`
+    : `Disable route ${name}? Every node's gateway will answer its requests 503 RouteDisabled.`;
+  if (!confirm(question)) return;
+  try {
+    await api(`/v1/routes/${encodeURIComponent(name)}/${enable ? "enable" : "disable"}`, {});
+    $("routes-result").textContent = `${enable ? "Enabled" : "Disabled"} route ${name}; the audit log has the entry.`;
+    loadRoutes().catch(failed);
+  } catch (error) {
+    if (error instanceof Refused) return failed(error);
+    $("routes-result").textContent = `Not switched: ${error.message}`;
+  }
+}
+
+function sparkline(values, what = "messages") {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", "0 0 120 24");
   svg.setAttribute("width", "120");
   svg.setAttribute("height", "24");
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `messages per second, last ${values.length} samples`);
+  svg.setAttribute("aria-label", `${what} per second, last ${values.length} samples`);
   const peak = Math.max(1, ...values);
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", values.map((v, i) => `${i * 2},${(22 - (20 * v) / peak).toFixed(1)}`).join(" "));
@@ -461,8 +523,9 @@ function dispatch(block) {
     view.loaded = true;
     if (!$("actors").hidden) renderActors();
     if (!$("actor").hidden) renderActor();
-    if (!$("topics").hidden) loadTopics().catch(failed);
-    if (!$("buckets").hidden) loadBuckets().catch(failed);
+    if (!$("topics").hidden) reload("topics", loadTopics);
+    if (!$("buckets").hidden) reload("buckets", loadBuckets);
+    if (!$("routes").hidden) reload("routes", loadRoutes);
   }
   if (event === "members") { view.members = body.members; if (!$("overview").hidden) renderMembers(); }
 }

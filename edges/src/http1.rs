@@ -31,14 +31,15 @@ impl Default for HttpLimits {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then lets open connections finish.
+/// Serves on `listener` until `shutdown` resolves, then lets open connections finish; each
+/// connection gets the service `make` builds for its client's address.
 pub async fn serve<S, B>(
     mut listener: LimitedListener,
-    service: S,
+    make: impl Fn(std::net::SocketAddr) -> S,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,
@@ -53,11 +54,11 @@ pub async fn serve<S, B>(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept_limited() => accepted,
             () = &mut shutdown => break,
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), make(peer));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

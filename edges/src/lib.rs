@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod fault_injection;
+pub mod gateway;
 pub mod http1;
 pub mod listener;
 pub mod owned;

@@ -31,16 +31,29 @@ pub async fn everywhere<K: TableKey + Serialize + DeserializeOwned + Ord, V: Rec
     directory: &Directory,
     table: &Table<K, V>,
 ) -> Result<Vec<(K, V)>, String> {
-    let mut rows = local(table)?;
-    for (node, answer) in directory.query_peers(&format!("rows/{}", table.name()), Vec::new()).await {
-        let theirs =
-            answer.and_then(|a| serv_storage::codec::decode::<Vec<(K, V)>>(&a).map_err(|e| e.to_string()));
+    let mut rows = Vec::new();
+    for (node, answer) in by_node(directory, table).await {
         rows.extend(
-            theirs.map_err(|reason| format!("node {node} could not list its {}: {reason}", table.name()))?,
+            answer.map_err(|reason| format!("node {node} could not list its {}: {reason}", table.name()))?,
         );
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(rows)
+}
+
+/// The rows of `table` of this node (first) and of every other node that is up, each node's
+/// answer on its own: a caller can keep what it knew of a node that did not answer.
+pub async fn by_node<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
+    directory: &Directory,
+    table: &Table<K, V>,
+) -> Vec<(String, Result<Vec<(K, V)>, String>)> {
+    let mut answers = vec![(directory.node_id().to_string(), local(table))];
+    for (node, answer) in directory.query_peers(&format!("rows/{}", table.name()), Vec::new()).await {
+        let theirs =
+            answer.and_then(|a| serv_storage::codec::decode::<Vec<(K, V)>>(&a).map_err(|e| e.to_string()));
+        answers.push((node, theirs));
+    }
+    answers
 }
 
 fn local<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(

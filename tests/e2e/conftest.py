@@ -69,6 +69,8 @@ class Servd:
         self.s3 = f"http://{host}:{self.s3_port}"
         self.stomp_port = free_port()
         self.stomp_ws_port = free_port()
+        self.http_port = free_port()
+        self.http = f"http://{host}:{self.http_port}"
         self.mesh_port = free_port()
         self.log_path = data_dir.parent / f"servd-{self.admin_port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SERV_")}
@@ -81,6 +83,7 @@ class Servd:
         self.args = [*wrap, servd_bin(), "--data-dir", str(data_dir), "--s3-addr", f"{host}:{self.s3_port}",
                      "--stomp-addr", f"{host}:{self.stomp_port}",
                      "--stomp-ws-addr", f"{host}:{self.stomp_ws_port}",
+                     "--http-addr", f"{host}:{self.http_port}",
                      "--mesh-addr", f"{host}:{self.mesh_port}", *args]
         if admin_addr is not None:
             self.args += ["--admin-addr", admin_addr]

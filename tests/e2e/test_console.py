@@ -17,6 +17,7 @@ import requests
 
 from conftest import s3_client, wait_until
 from test_cluster_actors import names_owned_by, node_id, owned_by, owner_of, trio  # noqa: F401 (trio is a fixture)
+from test_gateway import Upstream
 from test_stomp import Client
 
 JS = Path(__file__).parent / "js"
@@ -54,6 +55,11 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     wait_until(lambda: any(t["name"] == f"queue/{queue}.dlq" and t["messages"] == 1
                            for t in n1.get("/v1/topics").json()["topics"]), timeout=10, message="dead-lettered")
     worker.conn.disconnect()
+    # A gateway route with traffic through node 1's gateway.
+    upstream = Upstream("web")
+    route = f"console-{uuid.uuid4().hex[:6]}"
+    assert requests.put(f"{n1.admin}/v1/routes/{route}", json={"path_prefix": f"/{route}", "upstreams": [upstream.url]},
+                        headers={"Authorization": f"Bearer {n1.token}"}, timeout=10).status_code == 200
     watcher = Client(n2)
     watcher.subscribe(f"/topic/{topic}", id="w", headers={"group": "watchers"})
     stop = threading.Event()
@@ -62,6 +68,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
         client = Client(n2)
         while not stop.is_set():
             client.send(f"/topic/{topic}", "tick")
+            requests.get(f"{n1.http}/{route}/tick", timeout=10)
             stop.wait(0.05)
 
     producer = threading.Thread(target=produce, daemon=True)
@@ -70,7 +77,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     shots.mkdir()
     try:
         script = subprocess.Popen(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
-                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2), f"queue/{queue}.dlq"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2), f"queue/{queue}.dlq", route], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         lines = []
         for line in script.stdout:
@@ -82,6 +89,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     finally:
         stop.set()
         producer.join(timeout=10)
+        upstream.close()
     assert script.returncode == 0, "".join(lines) + err
     seen = json.loads(lines[-1])
     phases = seen["phases"]
@@ -103,7 +111,8 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     assert restart["node"] == node_id(n1), "the audit entry names the node whose API took the action"
     assert restart["after"] == restart["before"] + 1, "the restart count went up by one on screen"
     audit = n1.get("/v1/audit").json()["entries"]
-    assert [(a["action"], a["target"], a["outcome"]) for a in audit[:3]] == [
+    assert [(a["action"], a["target"], a["outcome"]) for a in audit[:4]] == [
+        ("disable", f"route/{route}", "ok"),
         ("requeue", f"queue/{queue}.dlq", "ok: 1 message(s)"), ("passivate", f"bucket/{idle}", "ok"),
         ("restart", f"bucket/{bucket}", "ok")]
     assert phases["buckets"] == {"objects": 1, "bytes": len(b"seen in the console"), "versioning": "unversioned"}
@@ -119,10 +128,17 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     # Its node killed while the bucket's page was open: the page says so and the member shows down.
     assert "not running" in phases["nodeDown"]["goneText"]
     assert phases["nodeDown"]["state"] in ("suspect", "down") and phases["nodeDown"]["bodyText"] > 100
+    # The route's counters grew live; disabling it from the console switched it off everywhere.
+    routes = phases["routes"]
+    assert routes["after"] > routes["before"] and routes["rate"] > 0 and routes["sparkline"], routes
+    assert routes["circuit"] == "closed" and route in routes["dialog"] and routes["shown"] == "disabled"
+    assert routes["result"].startswith(f"Disabled route {route}")
+    refused = requests.get(f"{n2.http}/{route}/x", timeout=10)
+    assert refused.status_code == 503 and refused.json()["code"] == "RouteDisabled"
     # The only console error is the refused login's 401, in that step.
     unexpected = [e for e in seen["consoleErrors"] if not (e["phase"] == "wrong-token" and "401" in e["text"])]
     assert unexpected == []
-    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "buckets", "actors-phone",
+    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "buckets", "routes", "actors-phone",
                  "node-down"):
         assert (shots / f"{name}.png").stat().st_size > 5_000
 

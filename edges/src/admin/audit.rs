@@ -117,12 +117,25 @@ impl AuditLog {
     }
 }
 
-/// Writes `entry` to this node's audit log, durably.
-pub(super) async fn record(state: &AdminState, entry: &AuditEntry) -> Result<(), ApiError> {
+/// Writes to this node's audit log, durably, that `action` was done to `target` with `outcome`
+/// (`ok`, or why not), in the current request's trace.
+pub(super) async fn record(
+    state: &AdminState,
+    action: &str,
+    target: &str,
+    outcome: String,
+) -> Result<(), ApiError> {
+    let entry = AuditEntry {
+        at_ms: now_ms(),
+        action: action.into(),
+        target: target.into(),
+        outcome,
+        trace_id: current_trace_id(),
+    };
     state
         .inner
         .audit
-        .append(entry)
+        .append(&entry)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("audit log: {e}")))
 }
@@ -262,16 +275,9 @@ async fn act(
         Ok(()) => "ok".to_string(),
         Err(error) => error.to_string(),
     };
-    let entry = AuditEntry {
-        at_ms: now_ms(),
-        action: action.name().into(),
-        target: request.key,
-        outcome,
-        trace_id: current_trace_id(),
-    };
-    record(&state, &entry).await?;
+    record(&state, action.name(), &request.key, outcome).await?;
     match result {
-        Ok(()) => Ok(Json(serde_json::json!({ "key": entry.target, "action": action.name(), "done": true }))),
+        Ok(()) => Ok(Json(serde_json::json!({ "key": request.key, "action": action.name(), "done": true }))),
         Err(DirectoryError::NotActive { key }) => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("{key} is not running: nothing to {}", action.name()),

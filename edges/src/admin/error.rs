@@ -34,6 +34,20 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the node.
     Internal,
+    /// Gateway: no route takes the request's host and path.
+    NoRoute,
+    /// Gateway: the route is disabled.
+    RouteDisabled,
+    /// Gateway: the route's rate limit is reached; retry after `Retry-After`.
+    RateLimited,
+    /// Gateway: the route's upstreams kept failing; its circuit is open until `Retry-After`.
+    CircuitOpen,
+    /// Gateway: the upstream did not answer within the route's timeout.
+    UpstreamTimeout,
+    /// Gateway: no upstream could be reached.
+    UpstreamUnreachable,
+    /// Gateway: the request body is larger than the route takes.
+    BodyTooLarge,
 }
 
 impl ErrorCode {
@@ -50,6 +64,12 @@ impl ErrorCode {
             ErrorCode::NotReady | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NoRoute => StatusCode::NOT_FOUND,
+            ErrorCode::RouteDisabled | ErrorCode::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }
@@ -94,5 +114,17 @@ pub(super) fn current_trace_id() -> String {
         span_context.trace_id().to_string()
     } else {
         format!("{:032x}", rand::random::<u128>())
+    }
+}
+
+/// The answer to a directory call that failed: 503 `Unavailable` when the entity's owner cannot
+/// be reached now (down, moving, too slow), 500 otherwise.
+pub(super) fn directory_failed(error: serv_actors::DirectoryError) -> ApiError {
+    use serv_actors::DirectoryError::{Moving, Timeout, Unavailable};
+    match error {
+        Unavailable { .. } | Moving { .. } | Timeout { .. } => {
+            ApiError::new(ErrorCode::Unavailable, error.to_string())
+        }
+        other => ApiError::new(ErrorCode::Internal, other.to_string()),
     }
 }

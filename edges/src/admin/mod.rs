@@ -9,6 +9,7 @@ mod events;
 mod keys;
 mod metrics;
 mod requeue;
+mod routes;
 mod session;
 pub mod topics;
 
@@ -64,6 +65,8 @@ struct Inner {
     token: String,
     session_ttl: Duration,
     audit: Arc<audit::AuditLog>,
+    /// This node's HTTP gateway, told when a route changes through this node.
+    gateway: Option<crate::gateway::Gateway>,
     started: Instant,
     draining: AtomicBool,
     /// The cluster membership view, when the node runs the mesh.
@@ -78,6 +81,7 @@ impl AdminState {
         storage: Storage,
         auth: AdminAuth,
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
+        gateway: Option<crate::gateway::Gateway>,
     ) -> Result<Self, serv_storage::StorageError> {
         keys::replicate(&directory, storage.access_keys().clone());
         // Other nodes' topic listings include the destinations this node owns.
@@ -92,6 +96,7 @@ impl AdminState {
             token: auth.token,
             session_ttl: auth.session_ttl,
             audit,
+            gateway,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             members,
@@ -127,6 +132,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/cluster/ring", get(cluster_ring))
         .route("/v1/cluster/ring/owner", get(ring_owner))
         .route("/v1/topics", get(topics::list))
+        .route("/v1/routes", get(routes::list))
+        .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
+        .route("/v1/routes/{name}/enable", axum::routing::post(routes::enable))
+        .route("/v1/routes/{name}/disable", axum::routing::post(routes::disable))
         .route("/v1/topics/{*name}", get(topics::get).put(topics::put).delete(topics::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()

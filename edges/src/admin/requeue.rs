@@ -9,10 +9,7 @@ use serde::Deserialize;
 use serv_actors::group::{DLQ_ORIGIN_HEADER, DLQ_REASON_HEADER};
 use serv_actors::topic::{LogRecord, TopicConfig, TopicMsg, TopicReply};
 
-use serv_actors::now_ms;
-
-use super::audit::{self, AuditEntry};
-use super::error::current_trace_id;
+use super::audit;
 use super::topics::ask;
 use super::{AdminState, ApiError, ErrorCode};
 
@@ -51,14 +48,7 @@ pub(super) async fn requeue(
         Ok(moved) => format!("ok: {moved} message(s)"),
         Err(error) => error.error.clone(),
     };
-    let entry = AuditEntry {
-        at_ms: now_ms(),
-        action: "requeue".into(),
-        target: request.dlq.clone(),
-        outcome,
-        trace_id: current_trace_id(),
-    };
-    audit::record(&state, &entry).await?;
+    audit::record(&state, "requeue", &request.dlq, outcome).await?;
     let moved = result?;
     Ok(Json(serde_json::json!({ "dlq": request.dlq, "requeued": moved })))
 }
@@ -93,7 +83,7 @@ async fn move_back(state: &AdminState, dlq: &str) -> Result<u64, ApiError> {
                     )
                 })?;
             record.headers.retain(|(name, _)| name != DLQ_ORIGIN_HEADER && name != DLQ_REASON_HEADER);
-            record.published_ms = now_ms();
+            record.published_ms = serv_actors::now_ms();
             record.deliver_at_ms = None;
             match runs.last_mut() {
                 Some((last, batch)) if *last == origin => batch.push((record, None)),

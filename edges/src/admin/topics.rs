@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serv_actors::topic::{TOPICS, TopicConfig, TopicInfo, TopicMsg, TopicRefusal, TopicReply};
-use serv_actors::{ActorKey, ActorKind, DirectoryError};
+use serv_actors::{ActorKey, ActorKind};
 
 use super::{AdminState, ApiError, ErrorCode};
 
@@ -71,12 +71,7 @@ pub(super) async fn ask(state: &AdminState, name: &str, msg: TopicMsg) -> Result
             Err(ApiError::new(ErrorCode::InvalidParameter, refusal.to_string()))
         }
         Ok(reply) => Ok(reply),
-        Err(
-            error @ (DirectoryError::Unavailable { .. }
-            | DirectoryError::Moving { .. }
-            | DirectoryError::Timeout { .. }),
-        ) => Err(ApiError::new(ErrorCode::Unavailable, error.to_string())),
-        Err(error) => Err(ApiError::new(ErrorCode::Internal, error.to_string())),
+        Err(error) => Err(super::error::directory_failed(error)),
     }
 }
 

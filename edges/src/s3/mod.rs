@@ -149,7 +149,8 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    crate::http1::serve(listener, ExpectCloses(service), limits, shutdown).await
+    let service = ExpectCloses(service);
+    crate::http1::serve(listener, move |_| service.clone(), limits, shutdown).await
 }
 
 /// Closes the connection after answering a request that asked `Expect: 100-continue` when the

@@ -1,10 +1,10 @@
 // Drives the web console in headless Chromium (playwright-core, Debian's /usr/bin/chromium) and
 // prints one JSON line of what a person would see; tests/e2e/test_console.py asserts on it.
-// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER DLQ
+// Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER DLQ ROUTE
 // Near the end it prints {"kill": true} and waits for the test to kill BUCKET_OWNER's node.
 import { openConsole, signIn } from "./browser.mjs";
 
-const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner, dlq] = process.argv.slice(2);
+const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner, dlq, route] = process.argv.slice(2);
 const { browser, page, seen, step, shot } = await openConsole(shots);
 try {
   step("wrong-token");
@@ -119,6 +119,24 @@ try {
   await page.click(dlqButton);
   await page.waitForFunction(() => document.querySelector("#topics-result").textContent.startsWith("Requeued"));
   seen.phases.requeue = { dialog: requeueDialog, result: await page.textContent("#topics-result") };
+
+  step("routes");
+  await page.click("#nav-routes");
+  const routeRow = `#route-table tr[data-route="${route}"]`;
+  await page.waitForSelector(routeRow);
+  const routeRequests = () => page.$eval(`${routeRow} td[data-field=requests]`, (td) => Number(td.textContent));
+  const requestsBefore = await routeRequests();
+  await page.waitForFunction(([sel, n]) => Number(document.querySelector(`${sel} td[data-field=requests]`).textContent) > n, [routeRow, requestsBefore]);
+  await page.waitForFunction((sel) => Number(document.querySelector(`${sel} td[data-field=rate]`).textContent) > 0, routeRow);
+  const routeSeen = { before: requestsBefore, after: await routeRequests(), rate: Number(await page.textContent(`${routeRow} td[data-field=rate]`)),
+    sparkline: await page.isVisible(`${routeRow} svg polyline`), circuit: await page.textContent(`${routeRow} td[data-field=circuit]`) };
+  await shot("routes");
+  let switchDialog = "";
+  page.once("dialog", (d) => { switchDialog = d.message(); d.accept(); });
+  await page.click(`${routeRow} button.switch`);
+  await page.waitForSelector(`#route-table tr[data-route="${route}"][data-enabled=false]`);
+  seen.phases.routes = { ...routeSeen, dialog: switchDialog, result: await page.textContent("#routes-result"),
+    shown: await page.textContent(`${routeRow} td[data-field=enabled]`) };
 
   step("keyboard");
   await page.goto(`${admin}/console/#/overview`);

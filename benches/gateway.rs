@@ -1,0 +1,233 @@
+//! HTTP gateway throughput and latency: GETs of a 1 KiB answer at concurrency 1, 16 and 64 on
+//! keep-alive connections, sent straight to an upstream, through a fresh release `servd`'s
+//! gateway (one route, defaults: retries, circuit breaker), and through nginx as a reverse proxy
+//! when it is installed, with servd's ratio to it.
+//!
+//! Run with `scripts/bench-gateway` (it builds servd and installs nginx when it can). The
+//! upstream is a hyper server in this process; client, upstream and proxy share the machine, so
+//! the figures compare proxies under the same conditions rather than measure any alone.
+//! Figures are printed, never asserted.
+//!
+//! Environment: `SERVD_BIN`, `NGINX_BIN` (default `nginx` on the PATH), `BENCH_SECONDS` per phase
+//! (default 4).
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const BODY_BYTES: usize = 1024;
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+/// A proxy process and its directory, both gone when the bench ends.
+struct Proxy {
+    name: &'static str,
+    /// Base URL requests go to.
+    url: String,
+    _process: Option<(Child, tempfile::TempDir)>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some((child, _)) = &mut self._process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The upstream: answers every request with the same 1 KiB body.
+async fn start_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request: Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start_servd(upstream: SocketAddr) -> Proxy {
+    let bin = std::env::var_os("SERVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+        target.join("release/servd")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let child = Command::new(&bin)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"])
+        .args(["--http-addr", &format!("127.0.0.1:{http}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--s3-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--stomp-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--stomp-ws-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--mesh-addr", &format!("127.0.0.1:{}", free_port())])
+        .env("SERV_ADMIN_TOKEN", "bench")
+        .env("SERV_ACCESS_KEY", "BENCHACCESSKEY")
+        .env("SERV_SECRET_KEY", "bench-secret-key-0123456789")
+        .env("SERV_CLUSTER_SECRET", "bench-cluster-secret-0123456789")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin.display()));
+    let proxy =
+        Proxy { name: "servd", url: format!("http://127.0.0.1:{http}"), _process: Some((child, dir)) };
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let config = format!(r#"{{"path_prefix": "/", "upstreams": ["http://{upstream}"]}}"#);
+    for _ in 0..200 {
+        let request = Request::put(format!("http://127.0.0.1:{admin}/v1/routes/bench"))
+            .header("authorization", "Bearer bench")
+            .body(Full::new(Bytes::from(config.clone())))
+            .unwrap();
+        if let Ok(response) = client.request(request).await {
+            assert!(response.status().is_success(), "servd refused the route: {}", response.status());
+            return proxy;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("servd did not come up");
+}
+
+/// nginx as a reverse proxy to the upstream with keep-alive both ways, if it is installed.
+fn start_nginx(upstream: SocketAddr) -> Option<Proxy> {
+    let bin = std::env::var("NGINX_BIN").unwrap_or_else(|_| "nginx".into());
+    Command::new(&bin).arg("-v").stderr(Stdio::null()).status().ok()?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let root = dir.path().display();
+    let config = format!(
+        "worker_processes 1; daemon off; pid {root}/nginx.pid; error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}; proxy_temp_path {root}; fastcgi_temp_path {root};
+  uwsgi_temp_path {root}; scgi_temp_path {root};
+  upstream app {{ server {upstream}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}
+  }}
+}}
+"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(&bin)
+        .args(["-p", &root.to_string(), "-c", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let proxy =
+        Proxy { name: "nginx", url: format!("http://127.0.0.1:{port}"), _process: Some((child, dir)) };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(proxy);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// `concurrency` clients GET `url` for `seconds`: (requests/s, p50 ms, p99 ms).
+async fn load(url: &str, concurrency: usize, seconds: f64) -> (f64, f64, f64) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(concurrency).build(connector);
+    // Warm the connections up before measuring.
+    for _ in 0..concurrency {
+        let response = client.get(url.parse().unwrap()).await.expect("the target answers");
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        response.into_body().collect().await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, stop, url) = (client.clone(), stop.clone(), url.to_string());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let response = client.get(url.parse().unwrap()).await.expect("request");
+                let status = response.status();
+                let body = response.into_body().collect().await.expect("body").to_bytes();
+                assert!(status.is_success() && body.len() == BODY_BYTES, "bad answer {status}");
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        });
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        latencies.extend(done.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    (latencies.len() as f64 / elapsed, percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let upstream = start_upstream().await;
+    let direct = Proxy { name: "direct", url: format!("http://{upstream}"), _process: None };
+    let servd = start_servd(upstream).await;
+    let nginx = start_nginx(upstream);
+    if nginx.is_none() {
+        eprintln!("nginx is not installed here: measuring servd and the upstream alone");
+    }
+    println!("GET of a {BODY_BYTES} B answer, keep-alive, {seconds} s per phase");
+    println!("{:<8} {:>5} {:>10} {:>9} {:>9}", "target", "conc", "req/s", "p50 ms", "p99 ms");
+    let mut figures = Vec::new();
+    for target in [Some(&direct), Some(&servd), nginx.as_ref()].into_iter().flatten() {
+        for concurrency in CONCURRENCY {
+            let url = format!("{}/bench/item", target.url);
+            let (rate, p50, p99) = load(&url, concurrency, seconds).await;
+            println!("{:<8} {:>5} {:>10.0} {:>9.2} {:>9.2}", target.name, concurrency, rate, p50, p99);
+            figures.push((target.name, concurrency, rate));
+        }
+    }
+    if nginx.is_some() {
+        for concurrency in CONCURRENCY {
+            let rate = |name| figures.iter().find(|f| f.0 == name && f.1 == concurrency).map_or(0.0, |f| f.2);
+            println!("servd / nginx at concurrency {concurrency}: {:.2}x", rate("servd") / rate("nginx"));
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! `/v1/routes/NAME`: create, change, inspect, switch and delete gateway routes. Every change
+//! goes to the route's actor, then this node's gateway refreshes its table at once (the others
+//! within their refresh). The listing gives every route of the cluster with its counters summed
+//! over every node's gateway, and each node's circuit state.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serv_actors::route::{ROUTES, RouteConfig, RouteMsg, RouteRecord, RouteRefusal, RouteReply};
+use serv_actors::{ActorKey, ActorKind};
+
+use super::{AdminState, ApiError, ErrorCode, audit};
+use crate::gateway::stats::StatsView;
+
+/// Longest route name.
+pub const MAX_ROUTE_NAME: usize = 63;
+
+fn checked_name(name: &str) -> Result<&str, ApiError> {
+    let valid = (1..=MAX_ROUTE_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    match valid {
+        true => Ok(name),
+        false => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("route name {name:?} must be 1 to {MAX_ROUTE_NAME} characters of a-z 0-9 . _ -"),
+        )),
+    }
+}
+
+async fn ask(state: &AdminState, name: &str, msg: RouteMsg) -> Result<RouteReply, ApiError> {
+    let name = checked_name(name)?;
+    let changes = !matches!(msg, RouteMsg::Get);
+    let reply = match state.inner.directory.call(&ActorKey::new(ActorKind::Route, name), msg).await {
+        Ok(RouteReply::Refused(RouteRefusal::NoSuchRoute)) => {
+            return Err(ApiError::new(ErrorCode::NotFound, format!("no route {name}")));
+        }
+        Ok(RouteReply::Refused(RouteRefusal::Invalid(reason))) => {
+            return Err(ApiError::new(ErrorCode::InvalidParameter, reason));
+        }
+        Ok(reply) => reply,
+        Err(error) => return Err(super::error::directory_failed(error)),
+    };
+    if changes && let Some(gateway) = &state.inner.gateway {
+        gateway.changed();
+    }
+    Ok(reply)
+}
+
+/// A route as the API shows it; `stats` only in the listing.
+fn view(name: &str, record: &RouteRecord, stats: Option<serde_json::Value>) -> serde_json::Value {
+    let mut view = serde_json::json!({
+        "name": name,
+        "enabled": record.enabled,
+        "config": record.config,
+        "created_ms": record.created_ms,
+        "updated_ms": record.updated_ms,
+    });
+    if let Some(stats) = stats {
+        view["stats"] = stats;
+    }
+    view
+}
+
+fn route(name: &str, reply: RouteReply) -> Result<Json<serde_json::Value>, ApiError> {
+    match reply {
+        RouteReply::Route(record) => Ok(Json(view(name, &record, None))),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// PUT: creates the route (enabled) or replaces its config; the body is the whole config, fields
+/// left out taking their defaults.
+pub(super) async fn put(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let config: RouteConfig = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(ErrorCode::InvalidParameter, format!("the body must be a JSON route config: {e}"))
+    })?;
+    route(&name, ask(&state, &name, RouteMsg::Put(config)).await?)
+}
+
+pub(super) async fn get(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    route(&name, ask(&state, &name, RouteMsg::Get).await?)
+}
+
+pub(super) async fn delete(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ask(&state, &name, RouteMsg::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/routes/NAME/enable`: the route takes requests again; audited.
+pub(super) async fn enable(
+    state: State<AdminState>,
+    name: Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    switch(state, name, true).await
+}
+
+/// `POST /v1/routes/NAME/disable`: the route answers 503 `RouteDisabled` without reaching its
+/// upstreams; audited.
+pub(super) async fn disable(
+    state: State<AdminState>,
+    name: Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    switch(state, name, false).await
+}
+
+async fn switch(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    enabled: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    checked_name(&name)?;
+    let result = ask(&state, &name, RouteMsg::SetEnabled(enabled)).await;
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(error) => error.error.clone(),
+    };
+    let action = if enabled { "enable" } else { "disable" };
+    audit::record(&state, action, &format!("route/{name}"), outcome).await?;
+    route(&name, result?)
+}
+
+/// Counters of one route summed over nodes, with each node's circuit state.
+#[derive(Default)]
+struct Totals {
+    sum: StatsView,
+    breakers: BTreeMap<String, String>,
+}
+
+impl Totals {
+    fn add(&mut self, node: &str, stats: &StatsView) {
+        let sum = &mut self.sum;
+        sum.requests += stats.requests;
+        sum.per_s += stats.per_s;
+        sum.status_2xx += stats.status_2xx;
+        sum.status_3xx += stats.status_3xx;
+        sum.status_4xx += stats.status_4xx;
+        sum.status_5xx += stats.status_5xx;
+        sum.refused += stats.refused;
+        sum.upstream_failures += stats.upstream_failures;
+        self.breakers.insert(node.to_string(), stats.breaker.clone());
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut json = serde_json::to_value(&self.sum).unwrap_or_default();
+        json["breaker"] = serde_json::json!(self.breakers);
+        json
+    }
+}
+
+/// `{"routes": [...], "unreachable": [...]}`: every route of the cluster with its counters
+/// summed over every node that answered (`unreachable` names those that did not).
+pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let table =
+        state.inner.storage.table(ROUTES).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let rows = crate::owned::everywhere(&state.inner.directory, &table)
+        .await
+        .map_err(|reason| ApiError::new(ErrorCode::Unavailable, reason))?;
+    let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut unreachable = Vec::new();
+    if let Some(gateway) = &state.inner.gateway {
+        let mine = (state.inner.node.id.clone(), Ok(gateway.stats()));
+        for (node, answer) in std::iter::once(mine).chain(gateway.peer_stats().await) {
+            match answer {
+                Ok(stats) => {
+                    for (route, stats) in stats {
+                        totals.entry(route).or_default().add(&node, &stats);
+                    }
+                }
+                Err(_) => unreachable.push(node),
+            }
+        }
+    }
+    let routes: Vec<_> = rows
+        .iter()
+        .map(|(name, record)| view(name, record, Some(totals.remove(name).unwrap_or_default().json())))
+        .collect();
+    Ok(Json(serde_json::json!({ "routes": routes, "unreachable": unreachable })))
+}

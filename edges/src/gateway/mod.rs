@@ -1,0 +1,334 @@
+//! The HTTP gateway: routes requests to upstream services. Every route is an entity (its config
+//! and on/off switch live with the route actor on its owner node); every node's gateway serves
+//! from a snapshot of all routes ([`table`]) and guards each route on its own:
+//!
+//! 1. match: the most specific route for the `Host` and path (404 `NoRoute`), its methods (405),
+//!    its switch (503 `RouteDisabled`);
+//! 2. rate limit per route and node ([`governor`], 429 `RateLimited` with `Retry-After`);
+//! 3. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
+//! 4. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
+//!    ([`breaker`]); no answer gives 502 `UpstreamUnreachable`, 504 `UpstreamTimeout` or
+//!    503 `CircuitOpen`.
+//!
+//! The gateway's own errors are the admin API's JSON errors (`{"error", "code", "trace_id"}`);
+//! every answer names its route in `x-serv-route`. Counters per route are in [`stats`].
+
+mod breaker;
+mod forward;
+pub mod stats;
+mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serv_actors::Directory;
+use serv_actors::route::{ROUTES, RouteRecord};
+use serv_storage::{Storage, StorageError, Table};
+use tracing::Instrument;
+
+use crate::admin::{ApiError, ErrorCode};
+use crate::http1::HttpLimits;
+use crate::listener::LimitedListener;
+use forward::{Failure, Outgoing, UpstreamClient};
+use stats::{RouteStats, StatsView};
+use table::{Entry, RouteTable};
+
+/// The mesh query that asks a node for its gateway's counters.
+const STATS_QUERY: &str = "gateway/stats";
+/// Longest an upstream connection may take to open (an attempt's timeout may cut it shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the gateway runs.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewaySettings {
+    /// How often the route table is fetched again from every node.
+    pub refresh: Duration,
+}
+
+/// A node's gateway: cheap to clone, shared by its connections and the admin API.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    directory: Directory,
+    routes: Table<String, RouteRecord>,
+    table: RwLock<Arc<RouteTable>>,
+    stats: Mutex<HashMap<String, Arc<RouteStats>>>,
+    client: UpstreamClient,
+    changed: tokio::sync::Notify,
+    settings: GatewaySettings,
+}
+
+impl Gateway {
+    /// A gateway over the routes of the cluster; other nodes may now list this node's routes
+    /// and counters.
+    pub fn new(
+        directory: Directory,
+        storage: &Storage,
+        settings: GatewaySettings,
+    ) -> Result<Self, StorageError> {
+        let routes = storage.table(ROUTES)?;
+        crate::owned::share(&directory, routes.clone());
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let inner = Inner {
+            directory,
+            routes,
+            table: RwLock::new(Arc::new(RouteTable::default())),
+            stats: Mutex::new(HashMap::new()),
+            client,
+            changed: tokio::sync::Notify::new(),
+            settings,
+        };
+        let gateway = Self { inner: Arc::new(inner) };
+        let shared = gateway.clone();
+        gateway.inner.directory.register_query(
+            STATS_QUERY,
+            Arc::new(move |_| {
+                let answer = serv_storage::codec::encode(&shared.stats()).map_err(|e| e.to_string());
+                Box::pin(std::future::ready(answer))
+            }),
+        );
+        Ok(gateway)
+    }
+
+    /// Keeps the route table fresh: every `refresh`, and at once after [`Gateway::changed`].
+    pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            loop {
+                gateway.refresh().await;
+                let changed = gateway.inner.changed.notified();
+                let _ = tokio::time::timeout(gateway.inner.settings.refresh, changed).await;
+            }
+        })
+    }
+
+    /// Says a route changed through this node: the table is fetched again now.
+    pub fn changed(&self) {
+        self.inner.changed.notify_one();
+    }
+
+    /// Fetches every node's routes; a node that does not answer keeps its routes as last seen.
+    pub async fn refresh(&self) {
+        let previous = self.snapshot();
+        let mut rows = Vec::new();
+        for (node, answer) in crate::owned::by_node(&self.inner.directory, &self.inner.routes).await {
+            match answer {
+                Ok(theirs) => {
+                    rows.extend(theirs.into_iter().map(|(name, record)| (node.clone(), name, record)))
+                }
+                Err(reason) => {
+                    tracing::debug!(%node, %reason, "keeping the routes last seen from a node that did not answer");
+                    let kept = previous.entries().iter().filter(|e| e.node == node);
+                    rows.extend(kept.map(|e| (node.clone(), e.name.clone(), e.record.clone())));
+                }
+            }
+        }
+        // A route that moved between nodes is listed by both while it moves: keep one.
+        rows.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.updated_ms.cmp(&a.2.updated_ms)));
+        rows.dedup_by(|a, b| a.1 == b.1);
+        let table = RouteTable::build(rows, &previous, &self.inner.stats);
+        *self.inner.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    fn snapshot(&self) -> Arc<RouteTable> {
+        self.inner.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This node's counters of every route it knows, with its circuit's state.
+    pub fn stats(&self) -> Vec<(String, StatsView)> {
+        let table = self.snapshot();
+        table.entries().iter().map(|e| (e.name.clone(), e.stats.view(e.breaker.state().as_str()))).collect()
+    }
+
+    /// Every other node's counters, or why a node has none to give.
+    pub async fn peer_stats(&self) -> Vec<(String, Result<Vec<(String, StatsView)>, String>)> {
+        let answers = self.inner.directory.query_peers(STATS_QUERY, Vec::new()).await;
+        answers
+            .into_iter()
+            .map(|(node, answer)| {
+                let decoded = answer.and_then(|a| serv_storage::codec::decode(&a).map_err(|e| e.to_string()));
+                (node, decoded)
+            })
+            .collect()
+    }
+
+    /// Answers one client request.
+    pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path());
+        let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        serv_actors::trace::link_parent(&span, traceparent);
+        self.route(request, client).instrument(span).await
+    }
+
+    async fn route(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let host = request_host(&request);
+        let path = request.uri().path().to_string();
+        let table = self.snapshot();
+        let Some(entry) = table.find(host.as_deref(), &path) else {
+            let shown = host.as_deref().unwrap_or("");
+            return ApiError::new(ErrorCode::NoRoute, format!("no route takes {shown}{path}"))
+                .into_response();
+        };
+        let mut response = self.guarded(entry, request, host, client).await;
+        entry.stats.answered(response.status().as_u16());
+        if let Ok(name) = HeaderValue::from_str(&entry.name) {
+            response.headers_mut().insert("x-serv-route", name);
+        }
+        response
+    }
+
+    /// Applies the route's switch, methods, rate limit and body limit, then forwards.
+    async fn guarded(
+        &self,
+        entry: &Entry,
+        request: Request<Incoming>,
+        host: Option<String>,
+        client: SocketAddr,
+    ) -> Response<Body> {
+        let config = &entry.record.config;
+        if !entry.allows(request.method()) {
+            entry.stats.refused();
+            let mut response = ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("route {} takes {}, not {}", entry.name, config.methods.join(", "), request.method()),
+            )
+            .into_response();
+            if let Ok(allow) = HeaderValue::from_str(&config.methods.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            return response;
+        }
+        if !entry.record.enabled {
+            entry.stats.refused();
+            return ApiError::new(ErrorCode::RouteDisabled, format!("route {} is disabled", entry.name))
+                .into_response();
+        }
+        if let Some(limiter) = &entry.limiter
+            && let Err(not_until) = limiter.check()
+        {
+            entry.stats.refused();
+            let wait = not_until
+                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let message =
+                format!("route {} allows {} requests/s", entry.name, config.rate_limit_per_s.unwrap_or(0));
+            return with_retry_after(ApiError::new(ErrorCode::RateLimited, message).into_response(), wait);
+        }
+        let (parts, body) = request.into_parts();
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("route {} takes bodies up to {} bytes", entry.name, config.max_body_bytes),
+            )
+            .into_response()
+        };
+        let declared =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > config.max_body_bytes) {
+            entry.stats.refused();
+            return too_large();
+        }
+        let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                entry.stats.refused();
+                return too_large();
+            }
+            Err(error) => {
+                let message = format!("the request body could not be read: {error}");
+                return ApiError::new(ErrorCode::InvalidParameter, message).into_response();
+            }
+        };
+        let path = parts.uri.path();
+        let forwarded_path = match config.strip_prefix {
+            true => match path.strip_prefix(config.path_prefix.trim_end_matches('/')) {
+                Some(rest) if rest.starts_with('/') => rest.to_string(),
+                _ => format!("/{}", path.strip_prefix(&config.path_prefix).unwrap_or_default()),
+            },
+            false => path.to_string(),
+        };
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{forwarded_path}?{query}"),
+            None => forwarded_path,
+        };
+        // X-Forwarded-Host carries the Host header as the client sent it, port included.
+        let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string).or(host);
+        let outgoing =
+            Outgoing { method: parts.method, path_and_query, headers: parts.headers, body, client, host };
+        match forward::forward(&self.inner.client, entry, &outgoing).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                forward::strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err(Failure::CircuitOpen(wait)) => {
+                entry.stats.refused();
+                let message = format!("route {}'s upstreams keep failing; the circuit is open", entry.name);
+                with_retry_after(ApiError::new(ErrorCode::CircuitOpen, message).into_response(), wait)
+            }
+            Err(Failure::Timeout) => {
+                let message =
+                    format!("route {}'s upstream did not answer within {} ms", entry.name, config.timeout_ms);
+                ApiError::new(ErrorCode::UpstreamTimeout, message).into_response()
+            }
+            Err(Failure::Unreachable(reason)) => {
+                let message = format!("route {}'s upstreams could not be reached: {reason}", entry.name);
+                ApiError::new(ErrorCode::UpstreamUnreachable, message).into_response()
+            }
+        }
+    }
+}
+
+/// The host a request names (its `Host` header, else its URI's), lowercase and without port.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    let raw =
+        request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| request.uri().host())?;
+    let host = match raw.strip_prefix('[') {
+        Some(literal) => literal.split_once(']').map_or(literal, |(address, _)| address),
+        None => raw
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(raw, |(h, _)| h),
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn with_retry_after(mut response: Response<Body>, wait: Duration) -> Response<Body> {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: LimitedListener,
+    gateway: Gateway,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let make = move |client: SocketAddr| {
+        let gateway = gateway.clone();
+        hyper::service::service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, client).await) }
+        })
+    };
+    crate::http1::serve(listener, make, limits, shutdown).await
+}

@@ -1,0 +1,246 @@
+"""The HTTP gateway: routes made through the admin API send requests to real upstream HTTP
+servers (Python http.server on 127.0.0.1), with retries, timeouts, a circuit breaker, rate
+limits and an on/off switch; every refusal is a JSON error with a code."""
+
+import json
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import free_port, wait_until
+from test_cluster_actors import node_id, trio  # noqa: F401 (trio is a fixture)
+
+
+class Upstream:
+    """An upstream service: echoes what it got as JSON; `/slow?ms=N` waits first, `/fail`
+    answers 503, `/status/N` answers N. Counts the requests it got by path."""
+
+    def __init__(self, name):
+        self.name, self.hits, self.lock = name, {}, threading.Lock()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                path = self.path.split("?")[0]
+                with upstream.lock:
+                    upstream.hits[path] = upstream.hits.get(path, 0) + 1
+                if path == "/slow":
+                    time.sleep(int(self.path.split("ms=")[1]) / 1000)
+                status = 503 if path == "/fail" else int(path.split("/")[2]) if path.startswith("/status/") else 200
+                reply = json.dumps({"upstream": upstream.name, "method": self.command, "path": self.path,
+                                    "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(reply)))
+                self.send_header("x-upstream", upstream.name)
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_POST = do_PUT = do_DELETE = answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self, path):
+        with self.lock:
+            return self.hits.get(path, 0)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstreams():
+    made = []
+
+    def make(name):
+        made.append(Upstream(name))
+        return made[-1]
+
+    yield make
+    for upstream in made:
+        upstream.close()
+
+
+def admin(node, method, path, body=None):
+    return requests.request(method, f"{node.admin}{path}", headers={"Authorization": f"Bearer {node.token}"},
+                            data=json.dumps(body) if body is not None else None, timeout=10)
+
+
+def put_route(node, name, **config):
+    response = admin(node, "PUT", f"/v1/routes/{name}", config)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def routes(node):
+    return {r["name"]: r for r in admin(node, "GET", "/v1/routes").json()["routes"]}
+
+
+def error_code(response):
+    assert response.headers["content-type"] == "application/json", response.headers
+    return response.status_code, response.json()["code"]
+
+
+def test_a_route_forwards_to_its_upstreams_in_turn_with_the_forwarding_headers(servd, upstreams):
+    one, two = upstreams("one"), upstreams("two")
+    created = put_route(servd, "api", path_prefix="/api", strip_prefix=True, upstreams=[one.url, two.url])
+    assert created["enabled"] and created["config"]["retries"] == 2, "defaults fill what was left out"
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    seen = []
+    for _ in range(4):
+        answer = requests.get(f"{servd.http}/api/echo?x=1", timeout=10,
+                              headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "connection": "x-private",
+                                       "x-private": "hop"})
+        assert answer.status_code == 200 and answer.headers["x-serv-route"] == "api"
+        got = answer.json()
+        seen.append(got["upstream"])
+        assert got["path"] == "/echo?x=1", "the prefix is stripped, the query kept"
+        assert got["headers"]["x-forwarded-for"] == "127.0.0.1"
+        assert got["headers"]["x-forwarded-host"] == f"127.0.0.1:{servd.http_port}"
+        assert got["headers"]["traceparent"].split("-")[1] == trace, "the caller's trace goes upstream"
+        assert "x-private" not in got["headers"], "headers named by Connection stay on the client's hop"
+    assert seen == ["one", "two", "one", "two"], "round robin over the upstreams"
+    posted = requests.post(f"{servd.http}/api/orders", data="a body", timeout=10).json()
+    assert (posted["method"], posted["path"], posted["body"]) == ("POST", "/orders", "a body")
+    # curl, a second client, sees the same.
+    curl = subprocess.run(["curl", "-s", "-i", f"{servd.http}/api/curl"], capture_output=True, text=True, timeout=10)
+    assert curl.stdout.startswith("HTTP/1.1 200") and "x-serv-route: api" in curl.stdout.lower()
+    # A more specific route takes precedence; a host-bound route only for its host.
+    put_route(servd, "api-v2", path_prefix="/api/v2", upstreams=[two.url])
+    put_route(servd, "tenant", host="*.example.test", path_prefix="/api", upstreams=[one.url])
+    assert requests.get(f"{servd.http}/api/v2/x", timeout=10).headers["x-serv-route"] == "api-v2"
+    hosted = requests.get(f"{servd.http}/api/v2/x", headers={"host": "shop.example.test:8080"}, timeout=10)
+    assert hosted.headers["x-serv-route"] == "tenant" and hosted.json()["headers"]["x-forwarded-host"] == "shop.example.test:8080"
+    listed = routes(servd)
+    assert set(listed) == {"api", "api-v2", "tenant"}
+    assert listed["api"]["stats"]["requests"] == 6 and listed["api"]["stats"]["status_2xx"] == 6
+    assert list(listed["api"]["stats"]["breaker"].values()) == ["closed"]
+
+
+def test_no_route_methods_bodies_and_bad_configs_get_clear_errors(servd, upstreams):
+    one = upstreams("one")
+    assert error_code(requests.get(f"{servd.http}/nothing", timeout=10)) == (404, "NoRoute")
+    put_route(servd, "small", path_prefix="/small", methods=["GET", "POST"], max_body_bytes=1000, upstreams=[one.url])
+    refused = requests.delete(f"{servd.http}/small/x", timeout=10)
+    assert error_code(refused) == (405, "MethodNotAllowed") and refused.headers["allow"] == "GET, POST"
+    assert error_code(requests.post(f"{servd.http}/small/x", data=b"x" * 1001, timeout=10)) == (413, "BodyTooLarge")
+
+    def chunks():
+        for _ in range(20):
+            yield b"y" * 100
+    assert error_code(requests.post(f"{servd.http}/small/x", data=chunks(), timeout=10)) == (413, "BodyTooLarge"), \
+        "a chunked body is counted as it comes"
+    assert requests.post(f"{servd.http}/small/x", data=b"x" * 1000, timeout=10).json()["body"] == "x" * 1000
+    assert error_code(requests.get(f"{servd.http}/smaller", timeout=10)) == (404, "NoRoute"), "prefixes end at a /"
+    for config, field in [({"path_prefix": "nope", "upstreams": [one.url]}, "path_prefix"),
+                          ({"upstreams": []}, "upstreams"),
+                          ({"upstreams": ["https://x:1"]}, "http://"),
+                          ({"upstreams": [one.url], "timeout_ms": 0}, "timeout_ms"),
+                          ({"upstreams": [one.url], "colour": "red"}, "colour")]:
+        bad = admin(servd, "PUT", "/v1/routes/bad", config)
+        assert error_code(bad) == (400, "InvalidParameter") and field in bad.json()["error"], bad.text
+    assert error_code(admin(servd, "PUT", "/v1/routes/Bad Name", {"upstreams": [one.url]})) == (400, "InvalidParameter")
+    assert error_code(admin(servd, "GET", "/v1/routes/ghost")) == (404, "NotFound")
+    assert admin(servd, "DELETE", "/v1/routes/small").status_code == 204
+    wait_until(lambda: requests.get(f"{servd.http}/small/x", timeout=10).status_code == 404, timeout=5,
+               message="a deleted route stops taking requests")
+
+
+def test_retries_timeouts_and_the_circuit_breaker(servd, upstreams):
+    up = upstreams("up")
+    dead = f"http://127.0.0.1:{free_port()}"
+    # An unreachable upstream is skipped for the next one, whatever the method.
+    put_route(servd, "half", path_prefix="/half", upstreams=[dead, up.url], retries=1, breaker_failures=100)
+    for _ in range(4):
+        assert requests.post(f"{servd.http}/half/x", data="once", timeout=10).status_code == 200
+    assert up.count("/half/x") == 4, "each request reached the live upstream exactly once"
+    # A timeout answers 504 promptly.
+    put_route(servd, "slow", path_prefix="/slow", upstreams=[up.url], timeout_ms=300, retries=0)
+    started = time.monotonic()
+    assert error_code(requests.get(f"{servd.http}/slow?ms=2000", timeout=10)) == (504, "UpstreamTimeout")
+    assert time.monotonic() - started < 1.5
+    # A 503 is retried for an idempotent request only.
+    put_route(servd, "fail", path_prefix="/fail", upstreams=[up.url], retries=2, breaker_failures=100)
+    assert requests.get(f"{servd.http}/fail", timeout=10).status_code == 503
+    assert up.count("/fail") == 3, "GET: tried three times"
+    assert requests.post(f"{servd.http}/fail", timeout=10).status_code == 503
+    assert up.count("/fail") == 4, "POST: tried once, the upstream may have acted on it"
+    # Failures in a row open the circuit: refused at once, then one trial after breaker_open_ms.
+    put_route(servd, "down", path_prefix="/down", upstreams=[dead], retries=0, breaker_failures=3, breaker_open_ms=1500)
+    for _ in range(3):
+        assert error_code(requests.get(f"{servd.http}/down", timeout=10)) == (502, "UpstreamUnreachable")
+    refused = requests.get(f"{servd.http}/down", timeout=10)
+    assert error_code(refused) == (503, "CircuitOpen") and 1 <= int(refused.headers["retry-after"]) <= 2
+    assert list(routes(servd)["down"]["stats"]["breaker"].values()) == ["open"]
+    time.sleep(1.6)
+    assert error_code(requests.get(f"{servd.http}/down", timeout=10)) == (502, "UpstreamUnreachable"), "the trial"
+    assert error_code(requests.get(f"{servd.http}/down", timeout=10)) == (503, "CircuitOpen"), "failed: open again"
+    # The upstream comes back (the route now points at a live one): the next trial closes it.
+    put_route(servd, "down", path_prefix="/down", upstreams=[up.url], retries=0, breaker_failures=3,
+              breaker_open_ms=300)
+    wait_until(lambda: requests.get(f"{servd.http}/down", timeout=10).status_code == 200, timeout=5,
+               message="the route works again")
+    assert list(routes(servd)["down"]["stats"]["breaker"].values()) == ["closed"]
+    stats = routes(servd)["down"]["stats"]
+    assert stats["upstream_failures"] >= 4 and stats["refused"] >= 2 and stats["status_5xx"] >= 5, stats
+
+
+def test_a_rate_limited_route_answers_429_with_retry_after(servd, upstreams):
+    up = upstreams("up")
+    put_route(servd, "limited", path_prefix="/limited", upstreams=[up.url], rate_limit_per_s=5)
+    session = requests.Session()
+    answers = [session.get(f"{servd.http}/limited", timeout=10) for _ in range(20)]
+    ok = [a for a in answers if a.status_code == 200]
+    limited = [a for a in answers if a.status_code == 429]
+    assert 5 <= len(ok) <= 8 and len(ok) + len(limited) == 20, [a.status_code for a in answers]
+    assert limited[0].json()["code"] == "RateLimited" and int(limited[0].headers["retry-after"]) >= 1
+    assert up.count("/limited") == len(ok), "refused requests never reached the upstream"
+    stats = routes(servd)["limited"]["stats"]
+    assert (stats["requests"], stats["refused"]) == (20, len(limited))
+    time.sleep(1.1)
+    assert session.get(f"{servd.http}/limited", timeout=10).status_code == 200, "the budget refills"
+
+
+def test_a_route_is_served_by_every_node_switched_off_and_on_with_an_audit_entry(trio, upstreams):
+    n1, n2, n3 = trio
+    up = upstreams("up")
+    put_route(n2, "shared", path_prefix="/shared", upstreams=[up.url])
+    for node in trio:
+        wait_until(lambda node=node: requests.get(f"{node.http}/shared/x", timeout=10).status_code == 200,
+                   timeout=10, message=f"{node_id(node)}'s gateway takes the new route")
+    switched = admin(n3, "POST", "/v1/routes/shared/disable")
+    assert switched.status_code == 200 and switched.json()["enabled"] is False
+    for node in trio:
+        wait_until(lambda node=node: requests.get(f"{node.http}/shared/x", timeout=10).status_code == 503,
+                   timeout=10, message="every node refuses a disabled route")
+    refused = requests.get(f"{n1.http}/shared/x", timeout=10)
+    assert error_code(refused) == (503, "RouteDisabled")
+    before = up.count("/shared/x")
+    assert admin(n1, "POST", "/v1/routes/shared/enable").json()["enabled"] is True
+    for node in trio:
+        wait_until(lambda node=node: requests.get(f"{node.http}/shared/x", timeout=10).status_code == 200,
+                   timeout=10, message="enabled again")
+    assert up.count("/shared/x") > before
+    audit = admin(n2, "GET", "/v1/audit").json()["entries"]
+    assert [(e["action"], e["target"], e["node"]) for e in audit[:2]] == [
+        ("enable", "route/shared", node_id(n1)), ("disable", "route/shared", node_id(n3))]
+    # The listing sums every node's counters and shows each node's circuit.
+    stats = routes(n3)["shared"]["stats"]
+    assert sorted(stats["breaker"]) == sorted(node_id(n) for n in trio)
+    assert stats["refused"] >= 4 and stats["status_2xx"] >= 3
+    assert error_code(admin(n1, "POST", "/v1/routes/ghost/enable")) == (404, "NotFound")
