@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, wait_until
 from test_cluster_actors import node_id, trio  # noqa: F401 (trio is a fixture)
@@ -212,6 +213,14 @@ def test_a_rate_limited_route_answers_429_with_retry_after(servd, upstreams):
     assert up.count("/limited") == len(ok), "refused requests never reached the upstream"
     stats = routes(servd)["limited"]["stats"]
     assert (stats["requests"], stats["refused"]) == (20, len(limited))
+    # Prometheus sees the same, by route.
+    metrics = {(s.name, s.labels.get("route"), s.labels.get("class")): s.value
+               for f in text_string_to_metric_families(requests.get(f"{servd.admin}/metrics", timeout=10).text)
+               for s in f.samples}
+    assert metrics[("serv_gateway_refused_total", "limited", None)] == len(limited)
+    assert metrics[("serv_gateway_responses_total", "limited", "2xx")] == len(ok)
+    assert metrics[("serv_gateway_responses_total", "limited", "4xx")] == len(limited)
+    assert metrics[("serv_gateway_circuit_open", "limited", None)] == 0
     time.sleep(1.1)
     assert session.get(f"{servd.http}/limited", timeout=10).status_code == 200, "the budget refills"
 

@@ -144,5 +144,58 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
         Family::new(&mut out, name, kind, help).sample("", &[], value);
     }
 
+    if let Some(gateway) = &state.inner.gateway {
+        render_gateway(&mut out, &gateway.stats());
+    }
+
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}
+
+/// This node's gateway counters, by route (and by status class for the answers).
+fn render_gateway(out: &mut String, stats: &[(String, crate::gateway::stats::StatsView)]) {
+    let mut answers = Family::new(
+        out,
+        "serv_gateway_responses_total",
+        "counter",
+        "Gateway answers by route and status class.",
+    );
+    for (route, view) in stats {
+        let classes = [
+            ("2xx", view.status_2xx),
+            ("3xx", view.status_3xx),
+            ("4xx", view.status_4xx),
+            ("5xx", view.status_5xx),
+        ];
+        for (class, count) in classes {
+            answers.sample("", &[("route", route), ("class", class)], count);
+        }
+    }
+    type Count = fn(&crate::gateway::stats::StatsView) -> u64;
+    let counters: [(&'static str, &str, Count); 2] = [
+        (
+            "serv_gateway_refused_total",
+            "Requests the gateway answered itself (rate limited, circuit open, disabled, too large), by route.",
+            |view| view.refused,
+        ),
+        (
+            "serv_gateway_upstream_failures_total",
+            "Upstream attempts that failed (unreachable, timeout, 5xx), retries included, by route.",
+            |view| view.upstream_failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut family = Family::new(out, name, "counter", help);
+        for (route, view) in stats {
+            family.sample("", &[("route", route)], value(view));
+        }
+    }
+    let mut open = Family::new(
+        out,
+        "serv_gateway_circuit_open",
+        "gauge",
+        "1 while a route's circuit is not closed here.",
+    );
+    for (route, view) in stats {
+        open.sample("", &[("route", route)], u8::from(view.breaker != "closed"));
+    }
 }

@@ -1,6 +1,6 @@
 //! `/v1/routes/NAME`: create, change, inspect, switch and delete gateway routes. Every change
-//! goes to the route's actor, then this node's gateway refreshes its table at once (the others
-//! within their refresh). The listing gives every route of the cluster with its counters summed
+//! goes to the route's actor, and is answered once this node's gateway serves it (the others
+//! serve it within their refresh). The listing gives every route of the cluster with its counters summed
 //! over every node's gateway, and each node's circuit state.
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ async fn ask(state: &AdminState, name: &str, msg: RouteMsg) -> Result<RouteReply
         Err(error) => return Err(super::error::directory_failed(error)),
     };
     if changes && let Some(gateway) = &state.inner.gateway {
-        gateway.changed();
+        gateway.refresh().await;
     }
     Ok(reply)
 }

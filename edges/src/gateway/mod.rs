@@ -68,7 +68,9 @@ struct Inner {
     table: RwLock<Arc<RouteTable>>,
     stats: Mutex<HashMap<String, Arc<RouteStats>>>,
     client: UpstreamClient,
-    changed: tokio::sync::Notify,
+    /// Held while the table is fetched, so that a fetch begun before a change cannot replace
+    /// the table fetched after it.
+    refreshing: tokio::sync::Mutex<()>,
     settings: GatewaySettings,
 }
 
@@ -92,7 +94,7 @@ impl Gateway {
             table: RwLock::new(Arc::new(RouteTable::default())),
             stats: Mutex::new(HashMap::new()),
             client,
-            changed: tokio::sync::Notify::new(),
+            refreshing: tokio::sync::Mutex::new(()),
             settings,
         };
         let gateway = Self { inner: Arc::new(inner) };
@@ -107,25 +109,21 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Keeps the route table fresh: every `refresh`, and at once after [`Gateway::changed`].
+    /// Keeps the route table fresh: fetched again every `refresh`.
     pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
         let gateway = self.clone();
         tokio::spawn(async move {
             loop {
                 gateway.refresh().await;
-                let changed = gateway.inner.changed.notified();
-                let _ = tokio::time::timeout(gateway.inner.settings.refresh, changed).await;
+                tokio::time::sleep(gateway.inner.settings.refresh).await;
             }
         })
     }
 
-    /// Says a route changed through this node: the table is fetched again now.
-    pub fn changed(&self) {
-        self.inner.changed.notify_one();
-    }
-
     /// Fetches every node's routes; a node that does not answer keeps its routes as last seen.
+    /// Called after a change made through this node, it returns once this node serves it.
     pub async fn refresh(&self) {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
         let previous = self.snapshot();
         let mut rows = Vec::new();
         for (node, answer) in crate::owned::by_node(&self.inner.directory, &self.inner.routes).await {
