@@ -394,7 +394,8 @@ async function loadRoutes() {
     const open = breakers.filter((b) => b !== "closed").length;
     const circuit = breakers.length === 0 ? "no traffic" : open === 0 ? "closed" : `open on ${open} of ${breakers.length}`;
     const match = `${c.host || "*"}${c.path_prefix}${c.methods.length ? ` (${c.methods.join(", ")})` : ""}`;
-    const tr = row([[r.name], [match], [c.upstreams.join(" "), { className: "wide" }],
+    const target = c.topic ? `publishes to ${c.topic}` : c.upstreams.join(" ");
+    const tr = row([[r.name], [match], [target, { className: "wide" }],
       [r.enabled ? "enabled" : "disabled", { className: r.enabled ? "status-running" : "status-failed", dataset: "enabled" }],
       [circuit, { className: open ? "status-failed" : "", dataset: "circuit" }],
       [String(r.stats.requests), { className: "num", dataset: "requests" }],

@@ -17,5 +17,6 @@ pub mod gateway;
 pub mod http1;
 pub mod listener;
 pub mod owned;
+pub mod publish;
 pub mod s3;
 pub mod stomp;

@@ -1,8 +1,10 @@
 """The HTTP gateway: routes made through the admin API send requests to real upstream HTTP
 servers (Python http.server on 127.0.0.1), with retries, timeouts, a circuit breaker, rate
-limits and an on/off switch; every refusal is a JSON error with a code."""
+limits and an on/off switch, or publish them to a topic (webhooks, read back with stomp.py);
+every refusal is a JSON error with a code."""
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -13,7 +15,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, wait_until
-from test_cluster_actors import node_id, trio  # noqa: F401 (trio is a fixture)
+from test_cluster_actors import kill_and_wait_down, node_id, owner_of, trio  # noqa: F401 (trio is a fixture)
+from test_stomp import Client
 
 
 class Upstream:
@@ -253,3 +256,52 @@ def test_a_route_is_served_by_every_node_switched_off_and_on_with_an_audit_entry
     assert sorted(stats["breaker"]) == sorted(node_id(n) for n in trio)
     assert stats["refused"] >= 4 and stats["status_2xx"] >= 3
     assert error_code(admin(n1, "POST", "/v1/routes/ghost/enable")) == (404, "NotFound")
+    # Its owner dies: the other gateways keep serving the route as they last saw it.
+    owner = owner_of(n1, "route/shared")
+    victim = next(n for n in trio if node_id(n) == owner)
+    survivors = [n for n in trio if n is not victim]
+    kill_and_wait_down(victim, survivors[0])
+    time.sleep(2.5)  # a few refreshes with the owner down
+    for node in survivors:
+        assert requests.get(f"{node.http}/shared/x", timeout=10).status_code == 200, "served while its owner is down"
+    assert error_code(admin(survivors[0], "POST", "/v1/routes/shared/disable")) == (503, "Unavailable"), \
+        "but it cannot be changed until its owner is back"
+
+
+def test_a_webhook_route_publishes_each_body_once_durably_to_its_topic(start_servd, tmp_path):
+    """A route with a topic instead of upstreams (the webhook bridge): each request's body becomes
+    a message, answered 202 once durable; an Idempotency-Key stores a retried webhook once."""
+    node = start_servd(data_dir=tmp_path / "n1").wait_ready()
+    bad = admin(node, "PUT", "/v1/routes/both", {"topic": "queue/x", "upstreams": ["http://127.0.0.1:1"]})
+    assert error_code(bad) == (400, "InvalidParameter") and "not both" in bad.json()["error"]
+    bad = admin(node, "PUT", "/v1/routes/nameless", {"topic": "hooks"})
+    assert error_code(bad) == (400, "InvalidParameter") and "queue/NAME" in bad.json()["error"]
+    put_route(node, "hooks", path_prefix="/hooks", methods=["POST"], topic="queue/webhooks")
+
+    def post(body, key=None, path="/hooks/orders?source=shop"):
+        headers = {"content-type": "application/json", **({"idempotency-key": key} if key else {})}
+        return requests.post(f"{node.http}{path}", data=body, headers=headers, timeout=10)
+
+    first = post('{"order": 1}', key="order-1")
+    assert first.status_code == 202 and first.json() == {"topic": "queue/webhooks", "offset": 0, "duplicate": False}
+    again = post('{"order": 1}', key="order-1")
+    assert again.status_code == 202 and again.json()["duplicate"] is True and again.json()["offset"] == 0
+    assert post('{"order": 2}').json()["offset"] == 1
+    assert error_code(requests.get(f"{node.http}/hooks/orders", timeout=10)) == (405, "MethodNotAllowed")
+
+    # Acknowledged means durable: killed at once, the node restarts with both messages.
+    node.stop(signal.SIGKILL)
+    node = start_servd(data_dir=tmp_path / "n1").wait_ready()
+    consumer = Client(node)
+    try:
+        consumer.subscribe("/queue/webhooks", id="hooks")
+        consumer.listener.wait_count(2)
+        time.sleep(0.3)
+        messages = consumer.listener.snapshot()
+        assert [m.body for m in messages] == ['{"order": 1}', '{"order": 2}'], "each webhook stored once, in order"
+        headers = messages[0].headers
+        assert headers["http-method"] == "POST" and headers["http-path"] == "/hooks/orders?source=shop"
+        assert headers["content-type"] == "application/json" and headers["x-serv-route"] == "hooks"
+    finally:
+        consumer.close()
+    assert routes(node)["hooks"]["config"]["topic"] == "queue/webhooks"

@@ -71,12 +71,14 @@ impl Entity for Route {
     fn summary(&self) -> String {
         match &self.record {
             None => "absent".into(),
-            Some(record) => format!(
-                "{} prefix={} upstreams={}",
-                if record.enabled { "enabled" } else { "disabled" },
-                record.config.path_prefix,
-                record.config.upstreams.len()
-            ),
+            Some(record) => {
+                let target = match &record.config.topic {
+                    Some(topic) => format!("topic={topic}"),
+                    None => format!("upstreams={}", record.config.upstreams.len()),
+                };
+                let switch = if record.enabled { "enabled" } else { "disabled" };
+                format!("{switch} prefix={} {target}", record.config.path_prefix)
+            }
         }
     }
 }

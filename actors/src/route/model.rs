@@ -33,6 +33,9 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Base URLs (`http://host:port[/base]`) tried in turn, round robin.
     pub upstreams: Vec<String>,
+    /// Instead of upstreams: a destination (`queue/NAME`, `topic/NAME`) that each request's
+    /// body is published to, answered 202 once durable (a webhook bridge).
+    pub topic: Option<String>,
     /// Longest wait for an upstream's response headers, per attempt.
     pub timeout_ms: u64,
     /// Further attempts after a failure: always when the upstream could not be reached, and for
@@ -58,6 +61,7 @@ impl Default for RouteConfig {
             methods: Vec::new(),
             strip_prefix: false,
             upstreams: Vec::new(),
+            topic: None,
             timeout_ms: 10_000,
             retries: 2,
             rate_limit_per_s: None,
@@ -133,8 +137,17 @@ pub fn validate(config: &RouteConfig) -> Result<(), String> {
             return Err(format!("methods must be uppercase HTTP methods, not {method:?}"));
         }
     }
-    if config.upstreams.is_empty() || config.upstreams.len() > MAX_UPSTREAMS {
-        return Err(format!("upstreams must list 1 to {MAX_UPSTREAMS} base URLs"));
+    match &config.topic {
+        Some(_) if !config.upstreams.is_empty() => {
+            return Err("a route has upstreams or a topic, not both".into());
+        }
+        Some(topic) => {
+            crate::topic::destination(topic).map_err(|e| format!("topic: {e}"))?;
+        }
+        None if config.upstreams.is_empty() || config.upstreams.len() > MAX_UPSTREAMS => {
+            return Err(format!("upstreams must list 1 to {MAX_UPSTREAMS} base URLs (or give a topic)"));
+        }
+        None => {}
     }
     for upstream in &config.upstreams {
         let rest = upstream.strip_prefix("http://").ok_or_else(|| {

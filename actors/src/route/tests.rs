@@ -56,6 +56,10 @@ fn invalid_configs_are_refused_naming_the_field() {
     assert_eq!(validate(&config()), Ok(()));
     refused(RouteConfig { path_prefix: "api".into(), ..config() }, "path_prefix");
     refused(RouteConfig { upstreams: vec![], ..config() }, "upstreams");
+    refused(RouteConfig { topic: Some("queue/hooks".into()), ..config() }, "not both");
+    refused(RouteConfig { topic: Some("hooks".into()), upstreams: vec![], ..config() }, "topic");
+    let webhook = RouteConfig { topic: Some("queue/hooks".into()), upstreams: vec![], ..config() };
+    assert_eq!(validate(&webhook), Ok(()));
     refused(RouteConfig { upstreams: vec!["https://x:443".into()], ..config() }, "http://");
     refused(RouteConfig { upstreams: vec!["http://nohost".into()], ..config() }, "HOST:PORT");
     refused(RouteConfig { host: Some("Example.com".into()), ..config() }, "host");

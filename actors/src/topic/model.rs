@@ -5,6 +5,25 @@ use serv_storage::{Record, TableDef};
 
 use crate::{ActorKind, KindMessage};
 
+/// Longest destination name after `queue/` or `topic/`.
+pub const MAX_DESTINATION_NAME: usize = 200;
+
+/// A destination's topic name (`queue/orders`, `topic/prices`), checked.
+pub fn destination(name: &str) -> Result<&str, String> {
+    let valid = name.split_once('/').is_some_and(|(kind, rest)| {
+        matches!(kind, "queue" | "topic")
+            && (1..=MAX_DESTINATION_NAME).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!(
+            "destination {name:?} must be queue/NAME or topic/NAME, NAME 1 to {MAX_DESTINATION_NAME} characters of A-Z a-z 0-9 . _ -"
+        ))
+    }
+}
+
 /// Per-destination settings (the `/v1/topics/NAME` admin API sets them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {

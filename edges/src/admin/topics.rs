@@ -10,24 +10,7 @@ use serv_actors::{ActorKey, ActorKind};
 
 use super::{AdminState, ApiError, ErrorCode};
 
-/// Longest destination name after `queue/` or `topic/`.
-pub const MAX_DESTINATION_NAME: usize = 200;
-
-/// A destination's topic name (`queue/orders`, `topic/prices`), checked.
-pub fn destination(name: &str) -> Result<&str, String> {
-    let valid = name.split_once('/').is_some_and(|(kind, rest)| {
-        matches!(kind, "queue" | "topic")
-            && (1..=MAX_DESTINATION_NAME).contains(&rest.len())
-            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    });
-    if valid {
-        Ok(name)
-    } else {
-        Err(format!(
-            "destination {name:?} must be queue/NAME or topic/NAME, NAME 1 to {MAX_DESTINATION_NAME} characters of A-Z a-z 0-9 . _ -"
-        ))
-    }
-}
+pub use serv_actors::topic::{MAX_DESTINATION_NAME, destination};
 
 /// Configuration fields to change; the others keep their value (or default, for a new topic).
 #[derive(Deserialize, Default)]

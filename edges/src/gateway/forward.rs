@@ -130,6 +130,9 @@ pub async fn forward(
     let timeout = Duration::from_millis(config.timeout_ms);
     let attempts = 1 + config.retries;
     let mut last = Failure::Unreachable("no attempt was made".into());
+    if config.upstreams.is_empty() {
+        return Err(Failure::Unreachable("the route has no upstream".into()));
+    }
     for attempt in 0..attempts {
         if attempt > 0 {
             tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(attempt - 1).min(64)).await;

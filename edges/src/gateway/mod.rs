@@ -8,7 +8,8 @@
 //! 3. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
 //! 4. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
 //!    ([`breaker`]); no answer gives 502 `UpstreamUnreachable`, 504 `UpstreamTimeout` or
-//!    503 `CircuitOpen`.
+//!    503 `CircuitOpen`. A route with a `topic` instead publishes the body there (a webhook
+//!    bridge) and answers 202 once it is durable.
 //!
 //! The gateway's own errors are the admin API's JSON errors (`{"error", "code", "trace_id"}`);
 //! every answer names its route in `x-serv-route`. Counters per route are in [`stats`].
@@ -34,12 +35,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serv_actors::Directory;
 use serv_actors::route::{ROUTES, RouteRecord};
+use serv_actors::topic::LogRecord;
 use serv_storage::{Storage, StorageError, Table};
 use tracing::Instrument;
 
 use crate::admin::{ApiError, ErrorCode};
 use crate::http1::HttpLimits;
 use crate::listener::LimitedListener;
+use crate::publish::PublishError;
 use forward::{Failure, Outgoing, UpstreamClient};
 use stats::{RouteStats, StatsView};
 use table::{Entry, RouteTable};
@@ -120,24 +123,27 @@ impl Gateway {
         })
     }
 
-    /// Fetches every node's routes; a node that does not answer keeps its routes as last seen.
-    /// Called after a change made through this node, it returns once this node serves it.
+    /// Fetches every node's routes; a node that does not answer (or, being down, is not asked)
+    /// keeps its routes as last seen. Called after a change made through this node, it returns
+    /// once this node serves it.
     pub async fn refresh(&self) {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let previous = self.snapshot();
         let mut rows = Vec::new();
+        let mut answered = std::collections::HashSet::new();
         for (node, answer) in crate::owned::by_node(&self.inner.directory, &self.inner.routes).await {
             match answer {
                 Ok(theirs) => {
-                    rows.extend(theirs.into_iter().map(|(name, record)| (node.clone(), name, record)))
+                    rows.extend(theirs.into_iter().map(|(name, record)| (node.clone(), name, record)));
+                    answered.insert(node);
                 }
                 Err(reason) => {
-                    tracing::debug!(%node, %reason, "keeping the routes last seen from a node that did not answer");
-                    let kept = previous.entries().iter().filter(|e| e.node == node);
-                    rows.extend(kept.map(|e| (node.clone(), e.name.clone(), e.record.clone())));
+                    tracing::debug!(%node, %reason, "keeping the routes last seen from a node that did not answer")
                 }
             }
         }
+        let kept = previous.entries().iter().filter(|e| !answered.contains(&e.node));
+        rows.extend(kept.map(|e| (e.node.clone(), e.name.clone(), e.record.clone())));
         // A route that moved between nodes is listed by both while it moves: keep one.
         rows.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.updated_ms.cmp(&a.2.updated_ms)));
         rows.dedup_by(|a, b| a.1 == b.1);
@@ -254,6 +260,9 @@ impl Gateway {
                 return ApiError::new(ErrorCode::InvalidParameter, message).into_response();
             }
         };
+        if let Some(topic) = &config.topic {
+            return self.publish(entry, topic, &parts, body).await;
+        }
         let path = parts.uri.path();
         let forwarded_path = match config.strip_prefix {
             true => match path.strip_prefix(config.path_prefix.trim_end_matches('/')) {
@@ -289,6 +298,59 @@ impl Gateway {
             Err(Failure::Unreachable(reason)) => {
                 let message = format!("route {}'s upstreams could not be reached: {reason}", entry.name);
                 ApiError::new(ErrorCode::UpstreamUnreachable, message).into_response()
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// A webhook: publishes the request's body to the route's topic, answered 202 `{"topic",
+    /// "offset", "duplicate"}` once durable. The message carries the request's method, path,
+    /// content type and trace; an `Idempotency-Key` header is its dedup id, so a retried webhook
+    /// is stored once.
+    async fn publish(
+        &self,
+        entry: &Entry,
+        topic: &str,
+        parts: &hyper::http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Response<Body> {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut headers = vec![
+            ("http-method".to_string(), parts.method.to_string()),
+            ("http-path".to_string(), path.to_string()),
+            ("x-serv-route".to_string(), entry.name.clone()),
+        ];
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        for name in ["content-type", "traceparent"] {
+            if let Some(value) = header(name) {
+                headers.push((name.to_string(), value));
+            }
+        }
+        let dedup_id = header("idempotency-key");
+        if let Some(id) = &dedup_id {
+            headers.push((serv_actors::topic::DEDUP_HEADER.to_string(), id.clone()));
+        }
+        let record = LogRecord {
+            headers,
+            body: body.to_vec(),
+            published_ms: serv_actors::now_ms(),
+            deliver_at_ms: None,
+        };
+        match crate::publish::append(&self.inner.directory, topic, vec![(record, dedup_id)]).await {
+            Ok(offsets) => {
+                let (offset, duplicate) = offsets.first().copied().unwrap_or_default();
+                let answer = serde_json::json!({ "topic": topic, "offset": offset, "duplicate": duplicate });
+                (hyper::StatusCode::ACCEPTED, axum::Json(answer)).into_response()
+            }
+            Err(error @ PublishError::Unreachable(_)) => {
+                let message =
+                    format!("route {}'s topic {topic} cannot take messages now: {error}", entry.name);
+                ApiError::new(ErrorCode::Unavailable, message).into_response()
+            }
+            Err(error) => {
+                ApiError::new(ErrorCode::Internal, format!("route {}'s topic {topic}: {error}", entry.name))
+                    .into_response()
             }
         }
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serv_actors::group::{AckMode, GroupMsg, GroupRefusal, GroupReply, StartAt};
-use serv_actors::topic::{DEDUP_HEADER, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
+use serv_actors::topic::{DEDUP_HEADER, LogRecord, TopicConfig, TopicMsg, TopicReply};
 use serv_actors::{ActorKey, ActorKind, Directory, KindMessage, now_ms};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -438,14 +438,12 @@ impl Session {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut reply = self.topic(topic, TopicMsg::AppendMany(batch.clone())).await?;
-        if matches!(reply, TopicReply::Refused(TopicRefusal::NoSuchTopic)) {
-            self.topic(topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
-            reply = self.topic(topic, TopicMsg::AppendMany(batch)).await?;
-        }
-        match reply {
-            TopicReply::AppendedMany(_) => Ok(()),
-            other => Err(fault("message not stored", format!("{other:?}"))),
+        match crate::publish::append(&self.shared.directory, topic, batch).await {
+            Ok(_) => Ok(()),
+            Err(error @ crate::publish::PublishError::Unreachable(_)) => {
+                Err(fault("destination unavailable", error.to_string()))
+            }
+            Err(error) => Err(fault("message not stored", error.to_string())),
         }
     }
 
