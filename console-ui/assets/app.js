@@ -285,7 +285,8 @@ async function act(action) {
 }
 
 async function loadBuckets() {
-  const { buckets } = await api("/v1/buckets");
+  const { buckets, unreachable } = await api("/v1/buckets");
+  missing("buckets-missing", unreachable, "buckets");
   banner("");
   $("bucket-table").tBodies[0].replaceChildren(...buckets.map((b) => row([
     [b.name], [String(b.objects), { className: "num", dataset: "objects" }], [String(b.bytes), { className: "num", dataset: "bytes" }],
@@ -302,9 +303,7 @@ async function loadAudit() {
     [e.outcome, { dataset: "outcome" }], [e.trace_id, { className: "wide" }],
   ], { "data-target": e.target, "data-action": e.action, "data-node": e.node })));
   $("audit-empty").hidden = entries.length > 0;
-  $("audit-missing").textContent = unreachable.length
-    ? `Node(s) ${unreachable.map(short).join(", ")} could not be asked: their entries are missing until they are back.`
-    : "";
+  missing("audit-missing", unreachable, "entries");
 }
 
 // ----- topics and groups -----
@@ -315,7 +314,8 @@ function summary(state) {
 }
 
 async function loadTopics() {
-  const { topics } = await api("/v1/topics");
+  const { topics, unreachable } = await api("/v1/topics");
+  missing("topics-missing", unreachable, "topics");
   banner("");
   $("topic-table").tBodies[0].replaceChildren(...topics.map((t) => {
     const history = sample(`topic:${t.name}`, t.messages);
@@ -360,6 +360,13 @@ function renderGroups() {
       [s.dead_lettered ?? "?", { className: "num" }], [(s.out_rate || "").replace("/s", ""), { className: "num" }]],
     { "data-group": g.key });
   }));
+}
+
+// Says which nodes a cluster-wide listing could not ask, so that it does not look complete.
+function missing(id, nodes, what) {
+  $(id).textContent = nodes && nodes.length
+    ? `Node(s) ${nodes.map(short).join(", ")} are down or did not answer: their ${what} are missing until they are back.`
+    : "";
 }
 
 // Adds a sample of a growing counter and returns the last minute of samples, each with its rate
@@ -411,9 +418,7 @@ async function loadRoutes() {
     return tr;
   }));
   $("routes-empty").hidden = routes.length > 0;
-  $("routes-missing").textContent = unreachable.length
-    ? `Node(s) ${unreachable.map(short).join(", ")} did not answer: their counters are missing.`
-    : "";
+  missing("routes-missing", unreachable, "routes and counters");
 }
 
 // Switches a route on or off for every node's gateway, after a confirmation.

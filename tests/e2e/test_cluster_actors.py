@@ -167,8 +167,8 @@ def test_an_entity_whose_owner_is_down_is_refused_clearly_and_comes_back_with_it
     assert took < 3.0, f"the refusal is prompt, not a timeout: {took:.1f}s"
     # S3 and the admin API of the other nodes keep working meanwhile.
     assert n1.get("/readyz").status_code == 200
-    audit = n1.get("/v1/audit").json()
-    assert audit["unreachable"] == [victim], "the audit listing says whose entries it lacks"
+    for listing in ("/v1/audit", "/v1/topics", "/v1/buckets", "/v1/routes"):
+        assert n1.get(listing).json()["unreachable"] == [victim], f"{listing} says whose rows it lacks"
 
     # The owner comes back (same data dir, same id) and its queue with it, message included.
     back = start_servd(args=[*FAST, "--seeds", f"127.0.0.1:{n1.mesh_port}"], data_dir=tmp_path / "n3").wait_ready()

@@ -170,16 +170,7 @@ pub(super) async fn list(
     let mut entries: Vec<(String, AuditEntry)> =
         mine.into_iter().map(|entry| (state.inner.node.id.clone(), entry)).collect();
     // Down members are not asked; their entries are missing too.
-    let mut unreachable: Vec<String> = state
-        .inner
-        .members
-        .as_ref()
-        .map(|members| members.borrow().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|member| member.state == serv_cluster::membership::MemberState::Down)
-        .map(|member| member.id)
-        .collect();
+    let mut unreachable = super::down_members(&state);
     let args = serv_storage::codec::encode(&(limit as u64))
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     for (node, answer) in state.inner.directory.query_peers(AUDIT_QUERY, args).await {

@@ -31,5 +31,5 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_j
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "buckets": buckets })))
+    Ok(Json(serde_json::json!({ "buckets": buckets, "unreachable": super::down_members(&state) })))
 }

@@ -233,6 +233,16 @@ fn members_body(state: &AdminState) -> serde_json::Value {
     serde_json::json!({ "members": members })
 }
 
+/// The members this node sees down: cluster-wide listings cannot ask them, so they name them
+/// (`unreachable`) rather than look complete without their rows.
+fn down_members(state: &AdminState) -> Vec<String> {
+    let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();
+    view.into_iter()
+        .filter(|member| member.state == serv_cluster::membership::MemberState::Down)
+        .map(|member| member.id)
+        .collect()
+}
+
 /// The ring that places entities, as this node sees the cluster (the directory uses the same).
 fn live_ring(state: &AdminState) -> Ring {
     let view = state.inner.members.as_ref().map(|members| members.borrow().clone()).unwrap_or_default();

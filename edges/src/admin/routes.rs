@@ -162,7 +162,7 @@ impl Totals {
 }
 
 /// `{"routes": [...], "unreachable": [...]}`: every route of the cluster with its counters
-/// summed over every node that answered (`unreachable` names those that did not).
+/// summed over every node that answered (`unreachable` names those down or that did not).
 pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let table =
         state.inner.storage.table(ROUTES).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
@@ -170,7 +170,8 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_j
         .await
         .map_err(|reason| ApiError::new(ErrorCode::Unavailable, reason))?;
     let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut unreachable = Vec::new();
+    // Down members are not asked: their routes and counters are missing.
+    let mut unreachable = super::down_members(&state);
     if let Some(gateway) = &state.inner.gateway {
         let mine = (state.inner.node.id.clone(), Ok(gateway.stats()));
         for (node, answer) in std::iter::once(mine).chain(gateway.peer_stats().await) {

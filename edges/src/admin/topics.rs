@@ -122,5 +122,5 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_j
             "bytes": meta.bytes,
         }));
     }
-    Ok(Json(serde_json::json!({ "topics": topics })))
+    Ok(Json(serde_json::json!({ "topics": topics, "unreachable": super::down_members(&state) })))
 }
