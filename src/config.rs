@@ -174,6 +174,9 @@ pub struct Cli {
     /// How often each node's gateway fetches every route again [default: 1000]
     #[arg(long, env = "SERV_GATEWAY_REFRESH_MS", value_name = "MS")]
     pub gateway_refresh_ms: Option<u64>,
+    /// Most gateway requests whose bodies are held at once; past it, 503 Overloaded [default: 256]
+    #[arg(long, env = "SERV_HTTP_MAX_INFLIGHT_BODIES", value_name = "N")]
+    pub http_max_inflight_bodies: Option<usize>,
     /// Most STOMP connections open at once; more clients wait until one closes [default: 1024]
     #[arg(long, env = "SERV_STOMP_MAX_CONNECTIONS", value_name = "N")]
     pub stomp_max_connections: Option<usize>,
@@ -239,6 +242,7 @@ struct FileConfig {
     http_max_connections: Option<usize>,
     http_idle_timeout_ms: Option<u64>,
     gateway_refresh_ms: Option<u64>,
+    http_max_inflight_bodies: Option<usize>,
     block_gc_interval_ms: Option<u64>,
     s3_header_timeout_ms: Option<u64>,
     s3_max_header_bytes: Option<usize>,
@@ -284,6 +288,7 @@ pub struct Config {
     pub s3_http: HttpLimits,
     pub http_connections: ConnectionLimits,
     pub gateway_refresh: Duration,
+    pub http_max_inflight_bodies: usize,
     pub block_gc_interval: Duration,
     pub stomp_connections: ConnectionLimits,
     pub stomp: StompSettings,
@@ -384,6 +389,10 @@ impl Config {
             gateway_refresh: Duration::from_millis(
                 cli.gateway_refresh_ms.or(file.gateway_refresh_ms).unwrap_or(1_000),
             ),
+            http_max_inflight_bodies: cli
+                .http_max_inflight_bodies
+                .or(file.http_max_inflight_bodies)
+                .unwrap_or(256),
             s3_http: HttpLimits {
                 header_timeout: Duration::from_millis(
                     cli.s3_header_timeout_ms.or(file.s3_header_timeout_ms).unwrap_or(30_000),
@@ -479,6 +488,9 @@ impl Config {
         }
         if self.gateway_refresh < Duration::from_millis(50) {
             return Err("gateway_refresh_ms must be at least 50".into());
+        }
+        if self.http_max_inflight_bodies == 0 {
+            return Err("http_max_inflight_bodies must be greater than 0".into());
         }
         if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
             return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());

@@ -112,9 +112,15 @@ async fn run(config: Config) -> Result<(), String> {
         transfer: Some(cluster.transfer.clone()),
     };
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
-    let gateway =
-        Gateway::new(directory.clone(), &storage, GatewaySettings { refresh: config.gateway_refresh })
-            .map_err(|e| format!("cannot open the route table: {e}"))?;
+    let gateway = Gateway::new(
+        directory.clone(),
+        &storage,
+        GatewaySettings {
+            refresh: config.gateway_refresh,
+            max_inflight_bodies: config.http_max_inflight_bodies,
+        },
+    )
+    .map_err(|e| format!("cannot open the route table: {e}"))?;
     let route_refresh = gateway.spawn_refresh();
     let auth = AdminAuth { token: admin_token, session_ttl: config.admin_session_ttl };
     let state = AdminState::new(

@@ -305,3 +305,22 @@ def test_a_webhook_route_publishes_each_body_once_durably_to_its_topic(start_ser
     finally:
         consumer.close()
     assert routes(node)["hooks"]["config"]["topic"] == "queue/webhooks"
+
+
+def test_request_bodies_held_at_once_are_bounded(start_servd, upstreams):
+    """Bodies are kept whole until forwarding ends (for retries): --http-max-inflight-bodies caps
+    how many at once, so memory stays bounded; past it, 503 Overloaded with Retry-After."""
+    node = start_servd(args=["--http-max-inflight-bodies", "1"]).wait_ready()
+    up = upstreams("up")
+    put_route(node, "slow", path_prefix="/slow", upstreams=[up.url], retries=0)
+    held = []
+    holder = threading.Thread(target=lambda: held.append(
+        requests.post(f"{node.http}/slow?ms=1500", data="held", timeout=10).status_code))
+    holder.start()
+    wait_until(lambda: up.count("/slow") == 1, timeout=5, message="the first body reached the upstream")
+    refused = requests.post(f"{node.http}/slow?ms=0", data="second", timeout=10)
+    assert error_code(refused) == (503, "Overloaded") and refused.headers["retry-after"] == "1"
+    assert requests.get(f"{node.http}/slow?ms=0", timeout=10).status_code == 200, "a request without a body passes"
+    holder.join()
+    assert held == [200]
+    assert requests.post(f"{node.http}/slow?ms=0", data="third", timeout=10).status_code == 200, "the permit is back"

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     UpstreamUnreachable,
     /// Gateway: the request body is larger than the route takes.
     BodyTooLarge,
+    /// Gateway: too many request bodies are held at once; retry after `Retry-After`.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -65,7 +67,9 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NoRoute => StatusCode::NOT_FOUND,
-            ErrorCode::RouteDisabled | ErrorCode::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RouteDisabled | ErrorCode::CircuitOpen | ErrorCode::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,

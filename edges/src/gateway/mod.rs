@@ -57,6 +57,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct GatewaySettings {
     /// How often the route table is fetched again from every node.
     pub refresh: Duration,
+    /// Most requests whose bodies are held at once (each up to its route's `max_body_bytes`,
+    /// kept until forwarding ends so that a retry can resend it); past it, 503 `Overloaded`.
+    pub max_inflight_bodies: usize,
 }
 
 /// A node's gateway: cheap to clone, shared by its connections and the admin API.
@@ -74,6 +77,8 @@ struct Inner {
     /// Held while the table is fetched, so that a fetch begun before a change cannot replace
     /// the table fetched after it.
     refreshing: tokio::sync::Mutex<()>,
+    /// One permit per request body held (see `GatewaySettings::max_inflight_bodies`).
+    bodies: Arc<tokio::sync::Semaphore>,
     settings: GatewaySettings,
 }
 
@@ -98,6 +103,7 @@ impl Gateway {
             stats: Mutex::new(HashMap::new()),
             client,
             refreshing: tokio::sync::Mutex::new(()),
+            bodies: Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_bodies)),
             settings,
         };
         let gateway = Self { inner: Arc::new(inner) };
@@ -235,6 +241,26 @@ impl Gateway {
             return with_retry_after(ApiError::new(ErrorCode::RateLimited, message).into_response(), wait);
         }
         let (parts, body) = request.into_parts();
+        // A request with a body holds a permit until it is answered: memory stays bounded.
+        let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+        let _permit = match has_body {
+            false => None,
+            true => match self.inner.bodies.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    entry.stats.refused();
+                    let message = format!(
+                        "the gateway holds {} request bodies already (--http-max-inflight-bodies); retry shortly",
+                        self.inner.settings.max_inflight_bodies
+                    );
+                    return with_retry_after(
+                        ApiError::new(ErrorCode::Overloaded, message).into_response(),
+                        Duration::from_secs(1),
+                    );
+                }
+            },
+        };
         let too_large = || {
             ApiError::new(
                 ErrorCode::BodyTooLarge,
