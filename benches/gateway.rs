@@ -114,7 +114,8 @@ async fn start_servd(upstream: SocketAddr) -> Proxy {
     panic!("servd did not come up");
 }
 
-/// nginx as a reverse proxy to the upstream with keep-alive both ways, if it is installed.
+/// nginx as a reverse proxy to the upstream with keep-alive both ways, if it is installed: one
+/// process (no master), so that killing it at the end leaves no worker behind.
 fn start_nginx(upstream: SocketAddr) -> Option<Proxy> {
     let bin = std::env::var("NGINX_BIN").unwrap_or_else(|_| "nginx".into());
     Command::new(&bin).arg("-v").stderr(Stdio::null()).status().ok()?;
@@ -122,7 +123,7 @@ fn start_nginx(upstream: SocketAddr) -> Option<Proxy> {
     let port = free_port();
     let root = dir.path().display();
     let config = format!(
-        "worker_processes 1; daemon off; pid {root}/nginx.pid; error_log {root}/error.log warn;
+        "master_process off; daemon off; pid {root}/nginx.pid; error_log {root}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
