@@ -273,14 +273,22 @@ const ACTIONS = {
 // Restart or passivate the actor whose page is open, after a confirmation.
 async function act(action) {
   const key = $(action).dataset.key;
-  if (!confirm(`${action[0].toUpperCase()}${action.slice(1)} ${key}? ${ACTIONS[action].ask}`)) return;
-  $("action-result").textContent = "Working…";
+  await confirmed(`${action[0].toUpperCase()}${action.slice(1)} ${key}? ${ACTIONS[action].ask}`, "action-result",
+    () => api(`/v1/actors/${action}`, { key }), () => `${ACTIONS[action].done} ${key}`);
+}
+
+// An audited action: asks `question`; once confirmed, runs `call` and says in `resultId` how it
+// ended (`done(answer)` on success). True if it was done.
+async function confirmed(question, resultId, call, done) {
+  if (!confirm(question)) return false;
+  $(resultId).textContent = "Working…";
   try {
-    await api(`/v1/actors/${action}`, { key });
-    $("action-result").textContent = `${ACTIONS[action].done} ${key}; the audit log has the entry.`;
+    $(resultId).textContent = `${done(await call())}; the audit log has the entry.`;
+    return true;
   } catch (error) {
-    if (error instanceof Refused) return failed(error);
-    $("action-result").textContent = `Not done: ${error.message}`;
+    if (error instanceof Refused) failed(error);
+    else $(resultId).textContent = `Not done: ${error.message}`;
+    return false;
   }
 }
 
@@ -339,16 +347,9 @@ async function loadTopics() {
 
 // Moves a dead-letter topic's messages back to where they came from, after a confirmation.
 async function requeue(dlq, count) {
-  if (!confirm(`Requeue the ${count} message(s) of ${dlq} to the destination each came from?`)) return;
-  $("topics-result").textContent = "Requeueing…";
-  try {
-    const answer = await api("/v1/dlq/requeue", { dlq });
-    $("topics-result").textContent = `Requeued ${answer.requeued} message(s) from ${dlq}; the audit log has the entry.`;
-    loadTopics().catch(failed);
-  } catch (error) {
-    if (error instanceof Refused) return failed(error);
-    $("topics-result").textContent = `Not requeued: ${error.message}`;
-  }
+  const done = await confirmed(`Requeue the ${count} message(s) of ${dlq} to the destination each came from?`,
+    "topics-result", () => api("/v1/dlq/requeue", { dlq }), (answer) => `Requeued ${answer.requeued} message(s) from ${dlq}`);
+  if (done) loadTopics().catch(failed);
 }
 
 function renderGroups() {
@@ -426,15 +427,10 @@ async function switchRoute(name, enable) {
   const question = enable
     ? `Enable route ${name}? Every node's gateway sends its requests upstream again.`
     : `Disable route ${name}? Every node's gateway will answer its requests 503 RouteDisabled.`;
-  if (!confirm(question)) return;
-  try {
-    await api(`/v1/routes/${encodeURIComponent(name)}/${enable ? "enable" : "disable"}`, {});
-    $("routes-result").textContent = `${enable ? "Enabled" : "Disabled"} route ${name}; the audit log has the entry.`;
-    loadRoutes().catch(failed);
-  } catch (error) {
-    if (error instanceof Refused) return failed(error);
-    $("routes-result").textContent = `Not switched: ${error.message}`;
-  }
+  const done = await confirmed(question, "routes-result",
+    () => api(`/v1/routes/${encodeURIComponent(name)}/${enable ? "enable" : "disable"}`, {}),
+    () => `${enable ? "Enabled" : "Disabled"} route ${name}`);
+  if (done) loadRoutes().catch(failed);
 }
 
 function sparkline(values, what = "messages") {
