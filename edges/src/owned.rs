@@ -1,6 +1,7 @@
-//! Listings across the cluster. An entity's table rows live on the node that owns it, so a list
-//! of every bucket or every topic is this node's rows plus every other node's, asked over the
-//! mesh with a directory query named after the table.
+//! Listings and queries across the cluster. An entity's table rows live on the node that owns
+//! it, so a list of every bucket or every topic is this node's rows plus every other node's,
+//! asked over the mesh with a directory query named after the table. [`answer`] and
+//! [`ask_peers`] are the typed sides of any directory query (bytes through our codec).
 
 use std::sync::Arc;
 
@@ -9,20 +10,41 @@ use serde::de::DeserializeOwned;
 use serv_actors::Directory;
 use serv_storage::{Record, Table, TableKey};
 
+/// Answers the directory query `name` from other nodes with what `respond` makes of its
+/// arguments, encoded.
+pub fn answer<T: Serialize>(
+    directory: &Directory,
+    name: &str,
+    respond: impl Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
+) {
+    directory.register_query(
+        name,
+        Arc::new(move |args| {
+            let answer =
+                respond(&args).and_then(|t| serv_storage::codec::encode(&t).map_err(|e| e.to_string()));
+            Box::pin(std::future::ready(answer))
+        }),
+    );
+}
+
+/// Asks every other node that is up the directory query `name`: each node's decoded answer, or
+/// why there is none.
+pub async fn ask_peers<T: DeserializeOwned>(
+    directory: &Directory,
+    name: &str,
+    args: Vec<u8>,
+) -> Vec<(String, Result<T, String>)> {
+    let answers = directory.query_peers(name, args).await;
+    let decode = |answer: Vec<u8>| serv_storage::codec::decode(&answer).map_err(|e| e.to_string());
+    answers.into_iter().map(|(node, answer)| (node, answer.and_then(decode))).collect()
+}
+
 /// Answers other nodes' listings of `table` with this node's rows.
 pub fn share<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
     directory: &Directory,
     table: Table<K, V>,
 ) {
-    let query = format!("rows/{}", table.name());
-    directory.register_query(
-        &query,
-        Arc::new(move |_| {
-            let rows =
-                local(&table).and_then(|rows| serv_storage::codec::encode(&rows).map_err(|e| e.to_string()));
-            Box::pin(std::future::ready(rows))
-        }),
-    );
+    answer(directory, &format!("rows/{}", table.name()), move |_| local(&table));
 }
 
 /// Every row of `table` on every node that is up, sorted by key; or the first node that could
@@ -48,11 +70,7 @@ pub async fn by_node<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record
     table: &Table<K, V>,
 ) -> Vec<(String, Result<Vec<(K, V)>, String>)> {
     let mut answers = vec![(directory.node_id().to_string(), local(table))];
-    for (node, answer) in directory.query_peers(&format!("rows/{}", table.name()), Vec::new()).await {
-        let theirs =
-            answer.and_then(|a| serv_storage::codec::decode::<Vec<(K, V)>>(&a).map_err(|e| e.to_string()));
-        answers.push((node, theirs));
-    }
+    answers.extend(ask_peers(directory, &format!("rows/{}", table.name()), Vec::new()).await);
     answers
 }
 

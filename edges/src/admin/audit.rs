@@ -75,16 +75,10 @@ impl AuditLog {
         let table = storage.table(AUDIT)?;
         let log = Arc::new(Self { storage, table, max, len: tokio::sync::Mutex::new(None) });
         let shared = log.clone();
-        directory.register_query(
-            AUDIT_QUERY,
-            Arc::new(move |args| {
-                let limit = serv_storage::codec::decode::<u64>(&args).map_or(DEFAULT_LIMIT, |n| n as usize);
-                let answer = shared
-                    .newest(limit.min(MAX_LIMIT))
-                    .and_then(|entries| serv_storage::codec::encode(&entries).map_err(|e| e.to_string()));
-                Box::pin(std::future::ready(answer))
-            }),
-        );
+        crate::owned::answer(directory, AUDIT_QUERY, move |args| {
+            let limit = serv_storage::codec::decode::<u64>(args).map_or(DEFAULT_LIMIT, |n| n as usize);
+            shared.newest(limit.min(MAX_LIMIT))
+        });
         Ok(log)
     }
 
@@ -173,10 +167,9 @@ pub(super) async fn list(
     let mut unreachable = super::down_members(&state);
     let args = serv_storage::codec::encode(&(limit as u64))
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    for (node, answer) in state.inner.directory.query_peers(AUDIT_QUERY, args).await {
-        match answer
-            .and_then(|a| serv_storage::codec::decode::<Vec<AuditEntry>>(&a).map_err(|e| e.to_string()))
-        {
+    let answers = crate::owned::ask_peers::<Vec<AuditEntry>>(&state.inner.directory, AUDIT_QUERY, args).await;
+    for (node, answer) in answers {
+        match answer {
             Ok(theirs) => entries.extend(theirs.into_iter().map(|entry| (node.clone(), entry))),
             Err(_) => unreachable.push(node),
         }

@@ -31,14 +31,7 @@ const MERGE_QUERY: &str = "keys/merge";
 /// Shares this node's keys with the others and keeps pulling theirs.
 pub fn replicate(directory: &Directory, keys: AccessKeys) {
     let exporting = keys.clone();
-    directory.register_query(
-        EXPORT_QUERY,
-        std::sync::Arc::new(move |_| {
-            let sync = exporting.export().map_err(|e| e.to_string());
-            let sync = sync.and_then(|s| serv_storage::codec::encode(&s).map_err(|e| e.to_string()));
-            Box::pin(std::future::ready(sync))
-        }),
-    );
+    crate::owned::answer(directory, EXPORT_QUERY, move |_| exporting.export().map_err(|e| e.to_string()));
     let merging = keys.clone();
     directory.register_query(
         MERGE_QUERY,
@@ -65,9 +58,8 @@ pub fn replicate(directory: &Directory, keys: AccessKeys) {
 /// Merges what every other node knows into this node's keys; true if any node answered.
 async fn pull(directory: &Directory, keys: &AccessKeys) -> bool {
     let mut heard = false;
-    for (node, answer) in directory.query_peers(EXPORT_QUERY, Vec::new()).await {
-        heard |= answer.is_ok();
-        let sync = answer.and_then(|a| serv_storage::codec::decode::<KeySync>(&a).map_err(|e| e.to_string()));
+    for (node, sync) in crate::owned::ask_peers::<KeySync>(directory, EXPORT_QUERY, Vec::new()).await {
+        heard |= sync.is_ok();
         match sync {
             Ok(sync) => match keys.merge(sync).await {
                 Ok(0) => {}

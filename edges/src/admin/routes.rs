@@ -144,7 +144,6 @@ impl Totals {
     fn add(&mut self, node: &str, stats: &StatsView) {
         let sum = &mut self.sum;
         sum.requests += stats.requests;
-        sum.per_s += stats.per_s;
         sum.status_2xx += stats.status_2xx;
         sum.status_3xx += stats.status_3xx;
         sum.status_4xx += stats.status_4xx;

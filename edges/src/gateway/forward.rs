@@ -130,6 +130,7 @@ pub async fn forward(
     let timeout = Duration::from_millis(config.timeout_ms);
     let attempts = 1 + config.retries;
     let mut last = Failure::Unreachable("no attempt was made".into());
+    let idempotent = idempotent(&outgoing.method);
     if config.upstreams.is_empty() {
         return Err(Failure::Unreachable("the route has no upstream".into()));
     }
@@ -146,39 +147,34 @@ pub async fn forward(
         let position = entry.next_upstream.fetch_add(1, Ordering::Relaxed);
         let upstream = &config.upstreams[position % config.upstreams.len()];
         let request = request_for(upstream, outgoing).map_err(Failure::Unreachable)?;
-        let retry_allowed = idempotent(&outgoing.method) && attempt + 1 < attempts;
-        match tokio::time::timeout(timeout, client.request(request)).await {
+        let result = tokio::time::timeout(timeout, client.request(request)).await;
+        let succeeded = matches!(&result, Ok(Ok(response)) if !response.status().is_server_error());
+        entry.breaker.record(succeeded);
+        if !succeeded {
+            entry.stats.upstream_failed();
+        }
+        let more = attempt + 1 < attempts;
+        match result {
             Ok(Ok(response)) => {
-                let status = response.status();
-                entry.breaker.record(!status.is_server_error());
-                if !status.is_server_error() {
-                    return Ok(response);
-                }
-                entry.stats.upstream_failed();
                 let retryable = matches!(
-                    status,
+                    response.status(),
                     StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
                 );
-                if !(retryable && retry_allowed) {
+                if succeeded || !(retryable && idempotent && more) {
                     return Ok(response);
                 }
             }
             Ok(Err(error)) => {
-                entry.breaker.record(false);
-                entry.stats.upstream_failed();
-                let not_sent = error.is_connect();
-                last = Failure::Unreachable(format!("{upstream}: {error}"));
                 // Not sent: the next upstream may take it, whatever the method.
-                let may_retry = retry_allowed || (not_sent && attempt + 1 < attempts);
-                if !may_retry {
+                let retry = more && (idempotent || error.is_connect());
+                last = Failure::Unreachable(format!("{upstream}: {error}"));
+                if !retry {
                     return Err(last);
                 }
             }
             Err(_elapsed) => {
-                entry.breaker.record(false);
-                entry.stats.upstream_failed();
                 last = Failure::Timeout;
-                if !retry_allowed {
+                if !(more && idempotent) {
                     return Err(last);
                 }
             }

@@ -108,13 +108,7 @@ impl Gateway {
         };
         let gateway = Self { inner: Arc::new(inner) };
         let shared = gateway.clone();
-        gateway.inner.directory.register_query(
-            STATS_QUERY,
-            Arc::new(move |_| {
-                let answer = serv_storage::codec::encode(&shared.stats()).map_err(|e| e.to_string());
-                Box::pin(std::future::ready(answer))
-            }),
-        );
+        crate::owned::answer(&gateway.inner.directory, STATS_QUERY, move |_| Ok(shared.stats()));
         Ok(gateway)
     }
 
@@ -169,14 +163,7 @@ impl Gateway {
 
     /// Every other node's counters, or why a node has none to give.
     pub async fn peer_stats(&self) -> Vec<(String, Result<Vec<(String, StatsView)>, String>)> {
-        let answers = self.inner.directory.query_peers(STATS_QUERY, Vec::new()).await;
-        answers
-            .into_iter()
-            .map(|(node, answer)| {
-                let decoded = answer.and_then(|a| serv_storage::codec::decode(&a).map_err(|e| e.to_string()));
-                (node, decoded)
-            })
-            .collect()
+        crate::owned::ask_peers(&self.inner.directory, STATS_QUERY, Vec::new()).await
     }
 
     /// Answers one client request.
@@ -196,7 +183,13 @@ impl Gateway {
             return ApiError::new(ErrorCode::NoRoute, format!("no route takes {shown}{path}"))
                 .into_response();
         };
-        let mut response = self.guarded(entry, request, host, client).await;
+        let mut response = match self.guarded(entry, request, client).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                entry.stats.refused();
+                refusal
+            }
+        };
         entry.stats.answered(response.status().as_u16());
         if let Ok(name) = HeaderValue::from_str(&entry.name) {
             response.headers_mut().insert("x-serv-route", name);
@@ -204,17 +197,16 @@ impl Gateway {
         response
     }
 
-    /// Applies the route's switch, methods, rate limit and body limit, then forwards.
+    /// Applies the route's switch, methods, rate limit and body limit, then forwards; `Err` is
+    /// the gateway's own refusal (counted apart from what upstreams answered).
     async fn guarded(
         &self,
         entry: &Entry,
         request: Request<Incoming>,
-        host: Option<String>,
         client: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Response<Body>> {
         let config = &entry.record.config;
         if !entry.allows(request.method()) {
-            entry.stats.refused();
             let mut response = ApiError::new(
                 ErrorCode::MethodNotAllowed,
                 format!("route {} takes {}, not {}", entry.name, config.methods.join(", "), request.method()),
@@ -223,22 +215,23 @@ impl Gateway {
             if let Ok(allow) = HeaderValue::from_str(&config.methods.join(", ")) {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
-            return response;
+            return Err(response);
         }
         if !entry.record.enabled {
-            entry.stats.refused();
-            return ApiError::new(ErrorCode::RouteDisabled, format!("route {} is disabled", entry.name))
-                .into_response();
+            return Err(ApiError::new(ErrorCode::RouteDisabled, format!("route {} is disabled", entry.name))
+                .into_response());
         }
         if let Some(limiter) = &entry.limiter
             && let Err(not_until) = limiter.check()
         {
-            entry.stats.refused();
             let wait = not_until
                 .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             let message =
                 format!("route {} allows {} requests/s", entry.name, config.rate_limit_per_s.unwrap_or(0));
-            return with_retry_after(ApiError::new(ErrorCode::RateLimited, message).into_response(), wait);
+            return Err(with_retry_after(
+                ApiError::new(ErrorCode::RateLimited, message).into_response(),
+                wait,
+            ));
         }
         let (parts, body) = request.into_parts();
         // A request with a body holds a permit until it is answered: memory stays bounded.
@@ -249,15 +242,12 @@ impl Gateway {
             true => match self.inner.bodies.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    entry.stats.refused();
                     let message = format!(
                         "the gateway holds {} request bodies already (--http-max-inflight-bodies); retry shortly",
                         self.inner.settings.max_inflight_bodies
                     );
-                    return with_retry_after(
-                        ApiError::new(ErrorCode::Overloaded, message).into_response(),
-                        Duration::from_secs(1),
-                    );
+                    let refusal = ApiError::new(ErrorCode::Overloaded, message).into_response();
+                    return Err(with_retry_after(refusal, Duration::from_secs(1)));
                 }
             },
         };
@@ -271,59 +261,54 @@ impl Gateway {
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > config.max_body_bytes) {
-            entry.stats.refused();
-            return too_large();
+            return Err(too_large());
         }
         let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
         let body = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                entry.stats.refused();
-                return too_large();
-            }
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(error) => {
                 let message = format!("the request body could not be read: {error}");
-                return ApiError::new(ErrorCode::InvalidParameter, message).into_response();
+                return Ok(ApiError::new(ErrorCode::InvalidParameter, message).into_response());
             }
         };
         if let Some(topic) = &config.topic {
-            return self.publish(entry, topic, &parts, body).await;
+            return Ok(self.publish(entry, topic, &parts, body).await);
         }
         let path = parts.uri.path();
-        let forwarded_path = match config.strip_prefix {
-            true => match path.strip_prefix(config.path_prefix.trim_end_matches('/')) {
-                Some(rest) if rest.starts_with('/') => rest.to_string(),
-                _ => format!("/{}", path.strip_prefix(&config.path_prefix).unwrap_or_default()),
-            },
-            false => path.to_string(),
+        // The route matched at a segment boundary, so what follows its prefix is a path (or
+        // nothing, or the rest of a segment after a prefix ending in '/').
+        let forwarded_path = match path.get(config.path_prefix.len()..).filter(|_| config.strip_prefix) {
+            None => path.to_string(),
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            Some(rest) => format!("/{rest}"),
         };
         let path_and_query = match parts.uri.query() {
             Some(query) => format!("{forwarded_path}?{query}"),
             None => forwarded_path,
         };
         // X-Forwarded-Host carries the Host header as the client sent it, port included.
-        let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string).or(host);
+        let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
         let outgoing =
             Outgoing { method: parts.method, path_and_query, headers: parts.headers, body, client, host };
         match forward::forward(&self.inner.client, entry, &outgoing).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 forward::strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body))
+                Ok(Response::from_parts(parts, Body::new(body)))
             }
             Err(Failure::CircuitOpen(wait)) => {
-                entry.stats.refused();
                 let message = format!("route {}'s upstreams keep failing; the circuit is open", entry.name);
-                with_retry_after(ApiError::new(ErrorCode::CircuitOpen, message).into_response(), wait)
+                Err(with_retry_after(ApiError::new(ErrorCode::CircuitOpen, message).into_response(), wait))
             }
             Err(Failure::Timeout) => {
                 let message =
                     format!("route {}'s upstream did not answer within {} ms", entry.name, config.timeout_ms);
-                ApiError::new(ErrorCode::UpstreamTimeout, message).into_response()
+                Ok(ApiError::new(ErrorCode::UpstreamTimeout, message).into_response())
             }
             Err(Failure::Unreachable(reason)) => {
                 let message = format!("route {}'s upstreams could not be reached: {reason}", entry.name);
-                ApiError::new(ErrorCode::UpstreamUnreachable, message).into_response()
+                Ok(ApiError::new(ErrorCode::UpstreamUnreachable, message).into_response())
             }
         }
     }

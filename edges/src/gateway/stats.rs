@@ -2,33 +2,26 @@
 //! its own, and how its circuit stands. Counters live as long as the node and survive config
 //! changes; `GET /v1/routes` sums them over every node.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use serv_actors::inspect::Rate;
 
-/// One route's counters on one node.
+/// One route's counters on one node: plain atomics, so that counting costs a request no lock.
 #[derive(Debug, Default)]
 pub struct RouteStats {
-    requests: AtomicU64,
     /// Answers by class: 2xx, 3xx, 4xx, 5xx (the gateway's own errors included).
     classes: [AtomicU64; 4],
     /// Requests the gateway answered itself: rate limited, circuit open, disabled, too large.
     refused: AtomicU64,
     /// Attempts that failed upstream (unreachable, timeout, 5xx), retried ones included.
     upstream_failures: AtomicU64,
-    rate: Mutex<Rate>,
 }
 
 impl RouteStats {
     /// Counts one request that got `status`.
     pub fn answered(&self, status: u16) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(class) = (status / 100).checked_sub(2).and_then(|c| self.classes.get(c as usize)) {
-            class.fetch_add(1, Ordering::Relaxed);
-        }
-        self.rate.lock().unwrap_or_else(|p| p.into_inner()).add(1);
+        let class = usize::from((status / 100).clamp(2, 5) - 2);
+        self.classes[class].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn refused(&self) {
@@ -40,16 +33,16 @@ impl RouteStats {
     }
 
     pub fn view(&self, breaker: &str) -> StatsView {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let [status_2xx, status_3xx, status_4xx, status_5xx] =
+            self.classes.each_ref().map(|c| c.load(Ordering::Relaxed));
         StatsView {
-            requests: load(&self.requests),
-            per_s: self.rate.lock().unwrap_or_else(|p| p.into_inner()).last_per_second(),
-            status_2xx: load(&self.classes[0]),
-            status_3xx: load(&self.classes[1]),
-            status_4xx: load(&self.classes[2]),
-            status_5xx: load(&self.classes[3]),
-            refused: load(&self.refused),
-            upstream_failures: load(&self.upstream_failures),
+            requests: status_2xx + status_3xx + status_4xx + status_5xx,
+            status_2xx,
+            status_3xx,
+            status_4xx,
+            status_5xx,
+            refused: self.refused.load(Ordering::Relaxed),
+            upstream_failures: self.upstream_failures.load(Ordering::Relaxed),
             breaker: breaker.to_string(),
         }
     }
@@ -58,9 +51,8 @@ impl RouteStats {
 /// A route's counters on one node, as they cross the mesh and show in `/v1/routes`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsView {
+    /// Every answer, whatever its class (a rate is the difference of two readings over time).
     pub requests: u64,
-    /// Requests per second over the last few seconds.
-    pub per_s: f64,
     pub status_2xx: u64,
     pub status_3xx: u64,
     pub status_4xx: u64,

@@ -47,7 +47,10 @@ impl Entry {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(wanted), Some(host)) => match wanted.strip_prefix("*.") {
-                Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+                // A subdomain: something, a dot, then the domain.
+                Some(domain) => {
+                    host.strip_suffix(domain).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+                }
                 None => host == wanted,
             },
         };
