@@ -177,6 +177,21 @@ pub struct Cli {
     /// Most gateway requests whose bodies are held at once; past it, 503 Overloaded [default: 256]
     #[arg(long, env = "SERV_HTTP_MAX_INFLIGHT_BODIES", value_name = "N")]
     pub http_max_inflight_bodies: Option<usize>,
+    /// Fuel one WASM module call may burn (about one unit per instruction) [default: 50000000]
+    #[arg(long, env = "SERV_WASM_FUEL", value_name = "UNITS")]
+    pub wasm_fuel: Option<u64>,
+    /// Largest linear memory of one WASM module call [default: 67108864]
+    #[arg(long, env = "SERV_WASM_MEMORY_BYTES", value_name = "BYTES")]
+    pub wasm_memory_bytes: Option<usize>,
+    /// Longest one WASM module call may run [default: 100]
+    #[arg(long, env = "SERV_WASM_DEADLINE_MS", value_name = "MS")]
+    pub wasm_deadline_ms: Option<u64>,
+    /// Largest WASM module accepted for upload [default: 4194304]
+    #[arg(long, env = "SERV_WASM_MAX_MODULE_BYTES", value_name = "BYTES")]
+    pub wasm_max_module_bytes: Option<usize>,
+    /// How often a node asks whether a module it runs has a new version [default: 1000]
+    #[arg(long, env = "SERV_WASM_RECHECK_MS", value_name = "MS")]
+    pub wasm_recheck_ms: Option<u64>,
     /// Most STOMP connections open at once; more clients wait until one closes [default: 1024]
     #[arg(long, env = "SERV_STOMP_MAX_CONNECTIONS", value_name = "N")]
     pub stomp_max_connections: Option<usize>,
@@ -243,6 +258,11 @@ struct FileConfig {
     http_idle_timeout_ms: Option<u64>,
     gateway_refresh_ms: Option<u64>,
     http_max_inflight_bodies: Option<usize>,
+    wasm_fuel: Option<u64>,
+    wasm_memory_bytes: Option<usize>,
+    wasm_deadline_ms: Option<u64>,
+    wasm_max_module_bytes: Option<usize>,
+    wasm_recheck_ms: Option<u64>,
     block_gc_interval_ms: Option<u64>,
     s3_header_timeout_ms: Option<u64>,
     s3_max_header_bytes: Option<usize>,
@@ -289,6 +309,8 @@ pub struct Config {
     pub http_connections: ConnectionLimits,
     pub gateway_refresh: Duration,
     pub http_max_inflight_bodies: usize,
+    pub wasm: serv_wasm_host::Limits,
+    pub wasm_recheck: Duration,
     pub block_gc_interval: Duration,
     pub stomp_connections: ConnectionLimits,
     pub stomp: StompSettings,
@@ -393,6 +415,28 @@ impl Config {
                 .http_max_inflight_bodies
                 .or(file.http_max_inflight_bodies)
                 .unwrap_or(256),
+            wasm: {
+                let default = serv_wasm_host::Limits::default();
+                serv_wasm_host::Limits {
+                    fuel: cli.wasm_fuel.or(file.wasm_fuel).unwrap_or(default.fuel),
+                    memory_bytes: cli
+                        .wasm_memory_bytes
+                        .or(file.wasm_memory_bytes)
+                        .unwrap_or(default.memory_bytes),
+                    deadline: cli
+                        .wasm_deadline_ms
+                        .or(file.wasm_deadline_ms)
+                        .map_or(default.deadline, Duration::from_millis),
+                    max_module_bytes: cli
+                        .wasm_max_module_bytes
+                        .or(file.wasm_max_module_bytes)
+                        .unwrap_or(default.max_module_bytes),
+                    ..default
+                }
+            },
+            wasm_recheck: Duration::from_millis(
+                cli.wasm_recheck_ms.or(file.wasm_recheck_ms).unwrap_or(1_000),
+            ),
             s3_http: HttpLimits {
                 header_timeout: Duration::from_millis(
                     cli.s3_header_timeout_ms.or(file.s3_header_timeout_ms).unwrap_or(30_000),
@@ -491,6 +535,14 @@ impl Config {
         }
         if self.http_max_inflight_bodies == 0 {
             return Err("http_max_inflight_bodies must be greater than 0".into());
+        }
+        let wasm = &self.wasm;
+        if wasm.fuel == 0
+            || wasm.memory_bytes < 65536
+            || wasm.deadline.is_zero()
+            || wasm.max_module_bytes == 0
+        {
+            return Err("wasm_fuel, wasm_deadline_ms and wasm_max_module_bytes must be greater than 0, and wasm_memory_bytes at least 65536 (one page)".into());
         }
         if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
             return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());

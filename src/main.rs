@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serv_actors::bucket::Bucket;
 use serv_actors::group::Group;
+use serv_actors::module::{Module, ModuleRuntime};
 use serv_actors::route::Route;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
@@ -22,6 +23,7 @@ use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
 use serv_edges::stomp;
 use serv_storage::{Storage, StorageOptions};
+use serv_wasm_host::WasmHost;
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, Config};
@@ -68,6 +70,9 @@ async fn run(config: Config) -> Result<(), String> {
     directory.register::<Topic>();
     directory.register::<Group>();
     directory.register::<Route>();
+    directory.register::<Module>();
+    let wasm = WasmHost::new(config.wasm.clone()).map_err(|e| e.to_string())?;
+    directory.set_modules(std::sync::Arc::new(ModuleRuntime::new(wasm, config.wasm_recheck)));
 
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await

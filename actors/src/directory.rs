@@ -102,6 +102,7 @@ pub(crate) struct Hub {
     spawners: RwLock<HashMap<ActorKind, Arc<dyn Spawn>>>,
     placement: RwLock<Option<Arc<dyn Placement>>>,
     queries: RwLock<HashMap<String, Query>>,
+    modules: std::sync::OnceLock<Arc<crate::module::ModuleRuntime>>,
 }
 
 impl Hub {
@@ -193,6 +194,7 @@ impl Directory {
             spawners: RwLock::default(),
             placement: RwLock::default(),
             queries: RwLock::default(),
+            modules: std::sync::OnceLock::new(),
         });
         let stats = hub.registry.new_stats("supervisor/node".into(), RecordKind::Node);
         hub.registry.insert(stats.clone());
@@ -207,6 +209,16 @@ impl Directory {
         let kind = <E::Msg as KindMessage>::KIND;
         let spawner: Arc<dyn Spawn> = Arc::new(Spawner::<E>::new());
         self.hub.spawners.write().unwrap_or_else(|p| p.into_inner()).insert(kind, spawner);
+    }
+
+    /// Gives the node's entities and edges its module runtime (once, at start).
+    pub fn set_modules(&self, runtime: Arc<crate::module::ModuleRuntime>) {
+        let _ = self.hub.modules.set(runtime);
+    }
+
+    /// The node's module runtime (`None` on a node started without one, as in some tests).
+    pub fn modules(&self) -> Option<&Arc<crate::module::ModuleRuntime>> {
+        self.hub.modules.get()
     }
 
     /// The id of the node this directory runs on.

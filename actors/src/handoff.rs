@@ -336,3 +336,13 @@ impl HandOff for crate::route::Route {
         index_names(storage.table(crate::route::ROUTES)?)
     }
 }
+
+impl HandOff for crate::module::Module {
+    fn state_tables(storage: &Storage) -> Result<Vec<Box<dyn StateTable>>, StorageError> {
+        Ok(vec![Box::new(storage.table(crate::module::MODULES)?)])
+    }
+
+    fn names(storage: &Storage) -> Result<Vec<String>, StorageError> {
+        index_names(storage.table(crate::module::MODULES)?)
+    }
+}

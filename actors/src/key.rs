@@ -16,6 +16,8 @@ pub enum ActorKind {
     Group,
     /// An HTTP gateway route.
     Route,
+    /// A WASM module.
+    Module,
     /// A kind that exists only in this crate's tests and benches (feature `test-kinds`), to
     /// prove and measure the directory without a product entity.
     #[cfg(any(test, feature = "test-kinds"))]
@@ -29,6 +31,7 @@ impl ActorKind {
         ActorKind::Topic,
         ActorKind::Group,
         ActorKind::Route,
+        ActorKind::Module,
         #[cfg(any(test, feature = "test-kinds"))]
         ActorKind::Probe,
     ];
@@ -40,6 +43,7 @@ impl ActorKind {
             ActorKind::Topic => "topic",
             ActorKind::Group => "group",
             ActorKind::Route => "route",
+            ActorKind::Module => "module",
             #[cfg(any(test, feature = "test-kinds"))]
             ActorKind::Probe => "probe",
         }

@@ -12,6 +12,7 @@
 //! - [`handoff`]: moving an entity's durable state to its new owner.
 //! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
 //! - [`route`]: the gateway route entity (its config and on/off switch).
+//! - [`module`]: the WASM module entity and the node's [`module::ModuleRuntime`].
 //! - [`trace`]: the W3C `traceparent` carried inside every actor message.
 
 pub mod bucket;
@@ -21,8 +22,10 @@ pub mod group;
 pub mod handoff;
 pub mod inspect;
 pub mod key;
+pub mod module;
 pub mod placement;
 pub mod route;
+mod serde_bytes;
 pub mod supervisor;
 pub mod topic;
 pub mod trace;

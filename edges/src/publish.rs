@@ -2,7 +2,7 @@
 //! the messages are appended to the destination's topic actor in order, in one commit, creating
 //! the destination with default settings on first use; the answer comes once they are durable.
 
-use serv_actors::topic::{LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
+use serv_actors::topic::{Appended, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
 use serv_actors::{ActorKey, ActorKind, Directory, DirectoryError};
 
 /// Why messages were not stored.
@@ -24,12 +24,13 @@ impl std::fmt::Display for PublishError {
 }
 
 /// Appends `batch` (each message with its optional dedup id) to `topic` (`queue/NAME` or
-/// `topic/NAME`, already checked); each message's offset and whether it was a duplicate.
+/// `topic/NAME`, already checked): what became of each message (stored, a duplicate, or sent to
+/// the dead-letter topic by the destination's transform).
 pub async fn append(
     directory: &Directory,
     topic: &str,
     batch: Vec<(LogRecord, Option<String>)>,
-) -> Result<Vec<(u64, bool)>, PublishError> {
+) -> Result<Vec<Appended>, PublishError> {
     let key = ActorKey::new(ActorKind::Topic, topic);
     let ask = |msg| async { directory.call(&key, msg).await.map_err(PublishError::Unreachable) };
     let mut reply = ask(TopicMsg::AppendMany(batch.clone())).await?;

@@ -16,6 +16,13 @@ use crate::{Result, StorageError, codec};
 pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Format version written in front of every stored record of this type.
     const FORMAT: u8;
+
+    /// Reads a record stored in an earlier format (`None`: not a format this type knows), so
+    /// that a data directory written by an older version still opens.
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, crate::codec::CodecError>> {
+        let _ = (format, body);
+        None
+    }
 }
 
 /// The name and types of a table, declared once as a constant by the layer that owns it.
@@ -181,9 +188,15 @@ impl<K: TableKey, V: Record> Table<K, V> {
         let (&format, body) = bytes
             .split_first()
             .ok_or_else(|| StorageError::Corrupt { table: self.name, detail: "empty record".into() })?;
-        if format != V::FORMAT {
-            return Err(StorageError::UnknownFormat { table: self.name, found: format, expected: V::FORMAT });
-        }
-        codec::decode(body).map_err(|e| StorageError::Corrupt { table: self.name, detail: e.to_string() })
+        let decoded = if format == V::FORMAT {
+            codec::decode(body)
+        } else {
+            V::upgrade(format, body).ok_or(StorageError::UnknownFormat {
+                table: self.name,
+                found: format,
+                expected: V::FORMAT,
+            })?
+        };
+        decoded.map_err(|e| StorageError::Corrupt { table: self.name, detail: e.to_string() })
     }
 }

@@ -158,9 +158,7 @@ pub enum GroupReply {
     Refused(GroupRefusal),
 }
 
-/// Headers a dead-lettered message gains.
-pub const DLQ_ORIGIN_HEADER: &str = "dlq-original-destination";
-pub const DLQ_REASON_HEADER: &str = "dlq-reason";
+pub use crate::topic::{DLQ_ORIGIN_HEADER, DLQ_REASON_HEADER};
 
 struct MemberInfo {
     ack: AckMode,
@@ -466,11 +464,9 @@ impl Group {
         why: &str,
     ) -> Result<(), EntityError> {
         let Some(mut record) = self.record(directory, offset).await? else { return Ok(()) };
-        let dlq = format!("{}.dlq", self.topic);
+        let dlq = crate::topic::dead_letter_topic(&self.topic);
         ask_topic(directory, &dlq, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
-        record.headers.retain(|(name, _)| name != DLQ_ORIGIN_HEADER && name != DLQ_REASON_HEADER);
-        record.headers.push((DLQ_ORIGIN_HEADER.into(), format!("/{}", self.topic)));
-        record.headers.push((DLQ_REASON_HEADER.into(), format!("{why} after {deliveries} deliveries")));
+        crate::topic::mark_dead(&mut record, &self.topic, format!("{why} after {deliveries} deliveries"));
         match ask_topic(directory, &dlq, TopicMsg::Append { record, dedup_id: None }).await? {
             TopicReply::Appended { .. } => {
                 self.dead_lettered += 1;

@@ -1,6 +1,7 @@
 //! What a gateway route stores and what can be asked of it.
 
 use serde::{Deserialize, Serialize};
+use serv_storage::codec::{self, CodecError};
 use serv_storage::{Record, TableDef};
 
 use crate::{ActorKind, KindMessage};
@@ -51,6 +52,9 @@ pub struct RouteConfig {
     pub breaker_open_ms: u64,
     /// Largest request body accepted (413 past it).
     pub max_body_bytes: u64,
+    /// The WASM module whose `serv_request` hook sees each request's head first: it may let it
+    /// through, rewrite its path and headers, or refuse it with a status.
+    pub middleware: Option<String>,
 }
 
 impl Default for RouteConfig {
@@ -69,6 +73,7 @@ impl Default for RouteConfig {
             breaker_failures: 5,
             breaker_open_ms: 10_000,
             max_body_bytes: 10 * 1024 * 1024,
+            middleware: None,
         }
     }
 }
@@ -84,7 +89,69 @@ pub struct RouteRecord {
 }
 
 impl Record for RouteRecord {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        (format == 1).then(|| codec::decode::<v1::RouteRecord>(body).map(Into::into))
+    }
+}
+
+/// Format 1, before middleware.
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct RouteConfig {
+        host: Option<String>,
+        path_prefix: String,
+        methods: Vec<String>,
+        strip_prefix: bool,
+        upstreams: Vec<String>,
+        topic: Option<String>,
+        timeout_ms: u64,
+        retries: u32,
+        rate_limit_per_s: Option<u32>,
+        rate_limit_burst: Option<u32>,
+        breaker_failures: u32,
+        breaker_open_ms: u64,
+        max_body_bytes: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct RouteRecord {
+        config: RouteConfig,
+        enabled: bool,
+        created_ms: u64,
+        updated_ms: u64,
+    }
+
+    impl From<RouteRecord> for super::RouteRecord {
+        fn from(old: RouteRecord) -> Self {
+            let c = old.config;
+            let config = super::RouteConfig {
+                host: c.host,
+                path_prefix: c.path_prefix,
+                methods: c.methods,
+                strip_prefix: c.strip_prefix,
+                upstreams: c.upstreams,
+                topic: c.topic,
+                timeout_ms: c.timeout_ms,
+                retries: c.retries,
+                rate_limit_per_s: c.rate_limit_per_s,
+                rate_limit_burst: c.rate_limit_burst,
+                breaker_failures: c.breaker_failures,
+                breaker_open_ms: c.breaker_open_ms,
+                max_body_bytes: c.max_body_bytes,
+                middleware: None,
+            };
+            super::RouteRecord {
+                config,
+                enabled: old.enabled,
+                created_ms: old.created_ms,
+                updated_ms: old.updated_ms,
+            }
+        }
+    }
 }
 
 /// What can be asked of a route.
@@ -136,6 +203,9 @@ pub fn validate(config: &RouteConfig) -> Result<(), String> {
         if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(format!("methods must be uppercase HTTP methods, not {method:?}"));
         }
+    }
+    if let Some(module) = &config.middleware {
+        crate::module::module_name(module).map_err(|e| format!("middleware: {e}"))?;
     }
     match &config.topic {
         Some(_) if !config.upstreams.is_empty() => {

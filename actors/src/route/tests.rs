@@ -72,3 +72,28 @@ fn invalid_configs_are_refused_naming_the_field() {
     refused(RouteConfig { max_body_bytes: 0, ..config() }, "max_body_bytes");
     assert_eq!(validate(&RouteConfig { host: Some("*.example.com".into()), ..config() }), Ok(()));
 }
+
+#[test]
+fn a_route_stored_before_middleware_existed_still_loads() {
+    use serv_storage::Record;
+    // Format 1: the same fields without `middleware` (the codec writes a struct as its fields).
+    let config = (
+        Some("api.example".to_string()),
+        "/api".to_string(),
+        vec!["GET".to_string()],
+        true,
+        vec!["http://127.0.0.1:8000".to_string()],
+        None::<String>,
+        (500u64, 1u32, Some(10u32), None::<u32>, 3u32, 2000u64, 1024u64),
+    );
+    let v1 = serv_storage::codec::encode(&(config, false, 5u64, 6u64)).unwrap();
+    let record = RouteRecord::upgrade(1, &v1).expect("format 1 is known").expect("decodes");
+    assert_eq!((record.enabled, record.created_ms, record.updated_ms), (false, 5, 6));
+    let c = &record.config;
+    assert_eq!(
+        (c.host.as_deref(), c.path_prefix.as_str(), c.strip_prefix),
+        (Some("api.example"), "/api", true)
+    );
+    assert_eq!((c.timeout_ms, c.retries, c.rate_limit_per_s, c.max_body_bytes), (500, 1, Some(10), 1024));
+    assert_eq!(c.middleware, None);
+}

@@ -18,8 +18,11 @@ use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
 
 pub use model::*;
 
+use serv_wasm_host::Hook;
+
 use crate::group::GroupMsg;
 use crate::inspect::Rate;
+use crate::module::ModuleFailure;
 use crate::{ActorKey, ActorKind, Entity, EntityContext, EntityError, now_ms};
 
 /// Most staged messages the actor keeps in its own view before fencing (durable ones leave it
@@ -105,7 +108,7 @@ impl Entity for Topic {
                 let (offset, duplicate) = answers[0];
                 Ok(TopicReply::Appended { offset, duplicate })
             }
-            TopicMsg::AppendMany(batch) => Ok(TopicReply::AppendedMany(self.append(batch, ctx).await?)),
+            TopicMsg::AppendMany(batch) => Ok(TopicReply::AppendedMany(self.publish(batch, ctx).await?)),
             TopicMsg::Read { from, max, max_bytes } => self.read(from, max, max_bytes),
             TopicMsg::OffsetAt { unix_ms } => self.offset_at(unix_ms),
             TopicMsg::Info => Ok(TopicReply::Info(self.info())),
@@ -231,6 +234,114 @@ impl Topic {
         Ok(())
     }
 
+    /// The offset of the message stored with dedup id `id` within the window, if any.
+    fn seen(&self, id: &str, meta: &TopicMeta, now: u64) -> Result<Option<u64>, EntityError> {
+        Ok(self
+            .dedup
+            .get(&(self.name.clone(), id.to_string()))?
+            .filter(|seen| seen.seen_ms + meta.config.dedup_window_ms > now)
+            .map(|seen| seen.offset))
+    }
+
+    /// A producer's batch: runs the topic's transform (if any) on each message not already known
+    /// by its dedup id, sends those it refuses or fails on to the dead-letter topic, and appends
+    /// the rest. If the module or the dead-letter topic cannot be reached, nothing is stored.
+    async fn publish(
+        &mut self,
+        batch: Vec<(LogRecord, Option<String>)>,
+        ctx: &EntityContext,
+    ) -> Result<Vec<Appended>, EntityError> {
+        let stored = |(offset, duplicate)| Appended { offset, duplicate, dead_letter: None };
+        let meta = self.meta.clone().expect("checked by handle");
+        let Some(module) = meta.config.transform.clone() else {
+            return Ok(self.append(batch, ctx).await?.into_iter().map(stored).collect());
+        };
+        let directory =
+            ctx.directory().ok_or_else(|| EntityError::dependency("the node is shutting down"))?;
+        let runtime = directory
+            .modules()
+            .cloned()
+            .ok_or_else(|| EntityError::dependency("this node runs no modules"))?;
+        let now = now_ms();
+        let mut known = Vec::with_capacity(batch.len());
+        for (_, id) in &batch {
+            let seen = match id {
+                Some(id) => self.pending_dedup.contains_key(id) || self.seen(id, &meta, now)?.is_some(),
+                None => false,
+            };
+            known.push(seen);
+        }
+        let inputs = batch
+            .iter()
+            .zip(&known)
+            .filter(|(_, known)| !**known)
+            .map(|((r, _), _)| r.body.clone())
+            .collect();
+        let outputs: Vec<Result<Vec<u8>, String>> =
+            match runtime.run(&directory, &module, Hook::Transform, inputs).await {
+                Ok(outputs) => {
+                    outputs.into_iter().map(|o| o.map_err(|e| format!("transform {module} {e}"))).collect()
+                }
+                Err(failure @ (ModuleFailure::NoSuchModule(_) | ModuleFailure::NoHook(..))) => {
+                    vec![Err(format!("transform: {failure}")); known.iter().filter(|k| !**k).count()]
+                }
+                Err(failure @ ModuleFailure::Unavailable(..)) => {
+                    return Err(EntityError::dependency(failure.to_string()));
+                }
+            };
+        let mut outputs = outputs.into_iter();
+        let (mut keep, mut dead, mut places) = (Vec::new(), Vec::new(), Vec::with_capacity(batch.len()));
+        for ((mut record, id), known) in batch.into_iter().zip(known) {
+            // A known duplicate is left for `append` to answer with its original's offset.
+            let output = if known {
+                Ok(std::mem::take(&mut record.body))
+            } else {
+                outputs.next().expect("one output per input")
+            };
+            match output {
+                Ok(body) => {
+                    record.body = body;
+                    places.push(Ok(keep.len()));
+                    keep.push((record, id));
+                }
+                Err(reason) => {
+                    mark_dead(&mut record, &self.name, reason.clone());
+                    places.push(Err(dead.len()));
+                    dead.push((record, id, reason));
+                }
+            }
+        }
+        // Dead letters first: if their topic cannot take them, nothing of the batch is stored.
+        let dlq = dead_letter_topic(&self.name);
+        let mut dead_answers = Vec::with_capacity(dead.len());
+        if !dead.is_empty() {
+            let ask = |msg| async {
+                directory
+                    .call(&ActorKey::new(ActorKind::Topic, dlq.as_str()), msg)
+                    .await
+                    .map_err(|e| EntityError::dependency(format!("dead-letter topic {dlq} unreachable: {e}")))
+            };
+            ask(TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+            for (record, dedup_id, reason) in dead {
+                let TopicReply::Appended { offset, duplicate } =
+                    ask(TopicMsg::Append { record, dedup_id }).await?
+                else {
+                    return Err(EntityError::new(format!("dead-letter topic {dlq} refused a message")));
+                };
+                let dead_letter = Some(DeadLettered { topic: dlq.clone(), reason });
+                dead_answers.push(Appended { offset, duplicate, dead_letter });
+            }
+        }
+        let kept: Vec<Appended> = self.append(keep, ctx).await?.into_iter().map(stored).collect();
+        Ok(places
+            .into_iter()
+            .map(|place| match place {
+                Ok(i) => kept[i].clone(),
+                Err(i) => dead_answers[i].clone(),
+            })
+            .collect())
+    }
+
     /// Appends `batch` in order, in one commit answered once durable: each message's offset, and
     /// whether it was a duplicate (then nothing was stored for it).
     async fn append(
@@ -252,11 +363,7 @@ impl Topic {
             if let Some(id) = &dedup_id {
                 let seen = match in_batch.get(id) {
                     Some(&offset) => Some(offset),
-                    None => self
-                        .dedup
-                        .get(&(self.name.clone(), id.clone()))?
-                        .filter(|seen| seen.seen_ms + meta.config.dedup_window_ms > now)
-                        .map(|seen| seen.offset),
+                    None => self.seen(id, &meta, now)?,
                 };
                 if let Some(offset) = seen {
                     answers.push((offset, true));

@@ -1,6 +1,7 @@
 //! What a topic stores and what can be asked of it.
 
 use serde::{Deserialize, Serialize};
+use serv_storage::codec::{self, CodecError};
 use serv_storage::{Record, TableDef};
 
 use crate::{ActorKind, KindMessage};
@@ -37,6 +38,9 @@ pub struct TopicConfig {
     pub max_deliveries: u32,
     /// How long a `dedup-id` is remembered.
     pub dedup_window_ms: u64,
+    /// The WASM module whose `serv_transform` rewrites each published message's body; a message
+    /// it refuses (or fails on) goes to the dead-letter topic instead.
+    pub transform: Option<String>,
 }
 
 impl Default for TopicConfig {
@@ -47,6 +51,7 @@ impl Default for TopicConfig {
             retention_age_ms: 7 * 24 * 3600 * 1000,
             max_deliveries: 5,
             dedup_window_ms: 10 * 60 * 1000,
+            transform: None,
         }
     }
 }
@@ -65,7 +70,50 @@ pub struct TopicMeta {
 }
 
 impl Record for TopicMeta {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        (format == 1).then(|| codec::decode::<v1::TopicMeta>(body).map(Into::into))
+    }
+}
+
+/// Format 1, before transforms.
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct TopicConfig {
+        retention_count: u64,
+        retention_bytes: u64,
+        retention_age_ms: u64,
+        max_deliveries: u32,
+        dedup_window_ms: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct TopicMeta {
+        created_ms: u64,
+        config: TopicConfig,
+        first_offset: u64,
+        next_offset: u64,
+        bytes: u64,
+    }
+
+    impl From<TopicMeta> for super::TopicMeta {
+        fn from(old: TopicMeta) -> Self {
+            let c = old.config;
+            let config = super::TopicConfig {
+                retention_count: c.retention_count,
+                retention_bytes: c.retention_bytes,
+                retention_age_ms: c.retention_age_ms,
+                max_deliveries: c.max_deliveries,
+                dedup_window_ms: c.dedup_window_ms,
+                transform: None,
+            };
+            let TopicMeta { created_ms, first_offset, next_offset, bytes, .. } = old;
+            super::TopicMeta { created_ms, config, first_offset, next_offset, bytes }
+        }
+    }
 }
 
 /// One message of a topic's log.
@@ -73,7 +121,7 @@ impl Record for TopicMeta {
 pub struct LogRecord {
     /// The headers the producer sent that travel with the message.
     pub headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes_compat")]
+    #[serde(with = "crate::serde_bytes")]
     pub body: Vec<u8>,
     pub published_ms: u64,
     /// Not delivered before this time (Unix milliseconds), for delayed messages.
@@ -126,6 +174,8 @@ pub enum TopicMsg {
         dedup_id: Option<String>,
     },
     /// Appends messages in order in one commit (a producer's burst); answered once durable.
+    /// This is the producers' path: the topic's transform, if it has one, runs on each message
+    /// (`Append` stores its message as given: the runtime's own moves use it).
     AppendMany(Vec<(LogRecord, Option<String>)>),
     /// Reads up to `max` messages (and about `max_bytes`) from `from` on.
     Read {
@@ -167,6 +217,40 @@ pub struct TopicInfo {
     pub created_ms: u64,
 }
 
+/// What became of one published message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// Its offset: in the topic, or in the dead-letter topic when `dead_letter` is set.
+    pub offset: u64,
+    /// Its dedup id was seen within the window: nothing was stored, `offset` is the original's.
+    pub duplicate: bool,
+    /// The topic's transform refused or failed on it, so it went to the dead-letter topic.
+    pub dead_letter: Option<DeadLettered>,
+}
+
+/// Where a message the transform refused went, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLettered {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Headers a dead-lettered message gains.
+pub const DLQ_ORIGIN_HEADER: &str = "dlq-original-destination";
+pub const DLQ_REASON_HEADER: &str = "dlq-reason";
+
+/// Marks `record` as dead-lettered from `topic`, for `reason`.
+pub fn mark_dead(record: &mut LogRecord, topic: &str, reason: String) {
+    record.headers.retain(|(name, _)| name != DLQ_ORIGIN_HEADER && name != DLQ_REASON_HEADER);
+    record.headers.push((DLQ_ORIGIN_HEADER.into(), format!("/{topic}")));
+    record.headers.push((DLQ_REASON_HEADER.into(), reason));
+}
+
 /// Why a topic refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum TopicRefusal {
@@ -187,8 +271,8 @@ pub enum TopicReply {
         offset: u64,
         duplicate: bool,
     },
-    /// Each message's (offset, duplicate), in the order given.
-    AppendedMany(Vec<(u64, bool)>),
+    /// What became of each message, in the order given.
+    AppendedMany(Vec<Appended>),
     /// Messages in offset order, and the offset to read from next.
     Records {
         records: Vec<(u64, LogRecord)>,
@@ -196,37 +280,4 @@ pub enum TopicReply {
     },
     Offset(u64),
     Refused(TopicRefusal),
-}
-
-/// Bodies as byte strings in the codec, not sequences of numbers.
-mod serde_bytes_compat {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(b) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_bytes(Visitor)
-    }
 }

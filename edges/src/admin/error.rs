@@ -34,6 +34,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the node.
     Internal,
+    /// The uploaded WASM module does not compile or does not follow the module ABI.
+    InvalidModule,
+    /// Gateway: a route's middleware module refused the request or could not run.
+    MiddlewareRefused,
     /// Gateway: no route takes the request's host and path.
     NoRoute,
     /// Gateway: the route is disabled.
@@ -58,7 +62,9 @@ impl ErrorCode {
         match self {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidParameter | ErrorCode::InvalidModule => StatusCode::BAD_REQUEST,
+            // The status a middleware refusal carries is the module's (see the gateway).
+            ErrorCode::MiddlewareRefused => StatusCode::FORBIDDEN,
             ErrorCode::MissingToken | ErrorCode::InvalidToken | ErrorCode::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }

@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod keys;
 mod metrics;
+mod modules;
 mod requeue;
 mod routes;
 mod session;
@@ -88,6 +89,7 @@ impl AdminState {
         if let Ok(topics) = storage.table(serv_actors::topic::TOPICS) {
             crate::owned::share(&directory, topics);
         }
+        modules::share(&directory, storage.clone());
         let audit = audit::AuditLog::open(storage.clone(), &directory, audit::MAX_AUDIT_ENTRIES)?;
         let inner = Inner {
             node,
@@ -136,6 +138,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
         .route("/v1/routes/{name}/enable", axum::routing::post(routes::enable))
         .route("/v1/routes/{name}/disable", axum::routing::post(routes::disable))
+        .route("/v1/modules", get(modules::list))
+        .route("/v1/modules/{name}", get(modules::get).put(modules::put).delete(modules::delete))
+        .route("/v1/modules/{name}/wasm", get(modules::wasm))
         .route("/v1/topics/{*name}", get(topics::get).put(topics::put).delete(topics::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()

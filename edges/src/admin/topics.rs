@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serv_actors::topic::{TOPICS, TopicConfig, TopicInfo, TopicMsg, TopicRefusal, TopicReply};
 use serv_actors::{ActorKey, ActorKind};
+use serv_wasm_host::Hook;
 
 use super::{AdminState, ApiError, ErrorCode};
 
@@ -21,6 +22,14 @@ pub(super) struct ConfigChange {
     retention_age_ms: Option<u64>,
     max_deliveries: Option<u32>,
     dedup_window_ms: Option<u64>,
+    /// `"name"` attaches module `name` as the transform, `null` detaches it, absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    transform: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null` (absent is the `default`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 impl ConfigChange {
@@ -30,6 +39,7 @@ impl ConfigChange {
             && self.retention_age_ms.is_none()
             && self.max_deliveries.is_none()
             && self.dedup_window_ms.is_none()
+            && self.transform.is_none()
     }
 
     fn applied_to(&self, config: &TopicConfig) -> TopicConfig {
@@ -39,6 +49,7 @@ impl ConfigChange {
             retention_age_ms: self.retention_age_ms.unwrap_or(config.retention_age_ms),
             max_deliveries: self.max_deliveries.unwrap_or(config.max_deliveries),
             dedup_window_ms: self.dedup_window_ms.unwrap_or(config.dedup_window_ms),
+            transform: self.transform.clone().unwrap_or_else(|| config.transform.clone()),
         }
     }
 }
@@ -82,6 +93,9 @@ pub(super) async fn put(
             )
         })?
     };
+    if let Some(Some(module)) = &change.transform {
+        super::modules::check_hook(&state, module, Hook::Transform).await?;
+    }
     let created =
         ask(&state, &name, TopicMsg::Ensure { config: change.applied_to(&TopicConfig::default()) }).await?;
     let TopicReply::Info(current) = created else { return info(created) };

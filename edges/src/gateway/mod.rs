@@ -349,9 +349,20 @@ impl Gateway {
             deliver_at_ms: None,
         };
         match crate::publish::append(&self.inner.directory, topic, vec![(record, dedup_id)]).await {
-            Ok(offsets) => {
-                let (offset, duplicate) = offsets.first().copied().unwrap_or_default();
-                let answer = serde_json::json!({ "topic": topic, "offset": offset, "duplicate": duplicate });
+            Ok(answers) => {
+                let Some(appended) = answers.into_iter().next() else {
+                    return ApiError::new(ErrorCode::Internal, "the topic answered nothing").into_response();
+                };
+                let answer = match appended.dead_letter {
+                    None => serde_json::json!({
+                        "topic": topic, "offset": appended.offset, "duplicate": appended.duplicate,
+                        "dead_letter": null,
+                    }),
+                    Some(dead) => serde_json::json!({
+                        "topic": topic, "offset": null, "duplicate": appended.duplicate,
+                        "dead_letter": { "topic": dead.topic, "offset": appended.offset, "reason": dead.reason },
+                    }),
+                };
                 (hyper::StatusCode::ACCEPTED, axum::Json(answer)).into_response()
             }
             Err(error @ PublishError::Unreachable(_)) => {

@@ -1,0 +1,101 @@
+//! What a module entity stores and what can be asked of it.
+
+use serde::{Deserialize, Serialize};
+use serv_storage::{Record, TableDef};
+
+use crate::{ActorKind, KindMessage};
+
+/// Longest module name.
+pub const MAX_MODULE_NAME: usize = 100;
+
+/// Modules by name.
+pub const MODULES: TableDef<String, ModuleRecord> = TableDef::new("modules");
+
+/// A module name, checked: 1 to 100 characters of `a-z 0-9 . _ -`.
+pub fn module_name(name: &str) -> Result<&str, String> {
+    let valid = (1..=MAX_MODULE_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!("module name {name:?} must be 1 to {MAX_MODULE_NAME} characters of a-z 0-9 . _ -"))
+    }
+}
+
+/// A stored module: its current binary and what it offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// Hex BLAKE3 of `wasm`.
+    pub hash: String,
+    #[serde(with = "crate::serde_bytes")]
+    pub wasm: Vec<u8>,
+    /// The hooks it exports (`transform`, `request`).
+    pub hooks: Vec<String>,
+    /// 1 for the first upload, one more for each upload of a different binary.
+    pub version: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl Record for ModuleRecord {
+    const FORMAT: u8 = 1;
+}
+
+impl ModuleRecord {
+    pub fn head(&self, name: &str) -> ModuleHead {
+        ModuleHead {
+            name: name.to_string(),
+            hash: self.hash.clone(),
+            size: self.wasm.len() as u64,
+            hooks: self.hooks.clone(),
+            version: self.version,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        }
+    }
+}
+
+/// A module without its binary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleHead {
+    pub name: String,
+    pub hash: String,
+    pub size: u64,
+    pub hooks: Vec<String>,
+    pub version: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// What can be asked of a module.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ModuleMsg {
+    /// Stores a new binary (already compiled and checked by the caller) in place of the old one.
+    Put {
+        #[serde(with = "crate::serde_bytes")]
+        wasm: Vec<u8>,
+        hash: String,
+        hooks: Vec<String>,
+    },
+    /// The module without its binary.
+    Head,
+    /// The module with its binary.
+    Get,
+    Delete,
+}
+
+/// A module's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleReply {
+    Head(ModuleHead),
+    Module(ModuleRecord),
+    Deleted,
+    NoSuchModule,
+}
+
+impl KindMessage for ModuleMsg {
+    const KIND: ActorKind = ActorKind::Module;
+    type Reply = ModuleReply;
+}
