@@ -6,14 +6,14 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "serv-session-token";
 const EXPIRES_KEY = "serv-session-expires";
-const PAGES = ["overview", "actors", "actor", "buckets", "topics", "routes", "audit"];
+const PAGES = ["overview", "actors", "actor", "buckets", "topics", "routes", "modules", "audit"];
 const COLUMNS = [
   ["key", "Key"], ["kind", "Kind"], ["node", "Node"], ["status", "Status"], ["state", "State", "wide"],
   ["mailbox_depth", "Mailbox", "num"], ["handled", "Handled", "num"], ["restarts", "Restarts", "num"],
   ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
 ];
 const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
-const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", routes: "routes", audit: "audit log" };
+const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", routes: "routes", modules: "modules", audit: "audit log" };
 
 /** A 401: `code` says whether the session expired (TokenExpired) or the token is wrong. */
 class Refused extends Error {
@@ -83,6 +83,7 @@ function show() {
   if (page === "actor") renderActor();
   if (page === "topics") loadTopics().catch(failed);
   if (page === "routes") loadRoutes().catch(failed);
+  if (page === "modules") loadModules().catch(failed);
   if (page === "audit") loadAudit().catch(failed);
   if (page === "buckets") loadBuckets().catch(failed);
   startFeed();
@@ -433,6 +434,38 @@ async function switchRoute(name, enable) {
   if (done) loadRoutes().catch(failed);
 }
 
+// ----- WASM modules -----
+
+async function loadModules() {
+  const { modules, unreachable } = await api("/v1/modules");
+  banner("");
+  $("module-table").tBodies[0].replaceChildren(...modules.map((m) => {
+    const history = sample(`module:${m.name}`, m.stats.calls);
+    const tr = row([[m.name], [String(m.version), { className: "num", dataset: "version" }],
+      [m.hash.slice(0, 12), { title: m.hash }], [String(m.size), { className: "num" }], [m.hooks.join(", ")],
+      ["", { className: "wide", dataset: "attached" }],
+      [String(m.stats.calls), { className: "num", dataset: "calls" }],
+      [String(m.stats.failures), { className: m.stats.failures ? "num status-failed" : "num", dataset: "failures" }],
+      [history[history.length - 1].rate.toFixed(1), { className: "num", dataset: "rate" }], ["", { className: "wide" }],
+      [m.stats.last_error || "", { className: "wide", dataset: "error" }]],
+    { "data-module": m.name });
+    const where = tr.cells[5];
+    if (m.attached.length === 0) where.textContent = "not attached";
+    m.attached.forEach((a, i) => {
+      const link = document.createElement("a");
+      link.href = a.kind === "topic" ? "#/topics" : "#/routes";
+      link.textContent = `${a.kind === "topic" ? "transform of" : "middleware of"} ${a.kind} ${a.name}`;
+      link.dataset.attached = `${a.kind}:${a.name}`;
+      if (i > 0) where.append(document.createTextNode(", "));
+      where.append(link);
+    });
+    tr.cells[9].append(sparkline(history.map((h) => h.rate), "calls"));
+    return tr;
+  }));
+  $("modules-empty").hidden = modules.length > 0;
+  missing("modules-missing", unreachable, "modules and calls");
+}
+
 function sparkline(values, what = "messages") {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
@@ -528,6 +561,7 @@ function dispatch(block) {
     if (!$("topics").hidden) reload("topics", loadTopics);
     if (!$("buckets").hidden) reload("buckets", loadBuckets);
     if (!$("routes").hidden) reload("routes", loadRoutes);
+    if (!$("modules").hidden) reload("modules", loadModules);
   }
   if (event === "members") { view.members = body.members; if (!$("overview").hidden) renderMembers(); }
 }

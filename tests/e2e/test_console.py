@@ -60,6 +60,16 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     route = f"console-{uuid.uuid4().hex[:6]}"
     assert requests.put(f"{n1.admin}/v1/routes/{route}", json={"path_prefix": f"/{route}", "upstreams": [upstream.url]},
                         headers={"Authorization": f"Bearer {n1.token}"}, timeout=10).status_code == 200
+    # A transform on the topic and a middleware on the route, for the modules page.
+    auth = {"Authorization": f"Bearer {n1.token}"}
+    modules = Path(__file__).parent.parent / "wasm"
+    for name, wat in [("shape", "upper"), ("gate", "gate")]:
+        assert requests.put(f"{n2.admin}/v1/modules/{name}", data=(modules / f"{wat}.wat").read_bytes(),
+                            headers=auth, timeout=10).status_code == 200
+    assert requests.put(f"{n1.admin}/v1/topics/topic/{topic}", json={"transform": "shape"}, headers=auth,
+                        timeout=10).status_code == 200
+    config = {"path_prefix": f"/{route}", "upstreams": [upstream.url], "middleware": "gate"}
+    assert requests.put(f"{n1.admin}/v1/routes/{route}", json=config, headers=auth, timeout=10).status_code == 200
     watcher = Client(n2)
     watcher.subscribe(f"/topic/{topic}", id="w", headers={"group": "watchers"})
     stop = threading.Event()
@@ -68,7 +78,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
         client = Client(n2)
         while not stop.is_set():
             client.send(f"/topic/{topic}", "tick")
-            requests.get(f"{n1.http}/{route}/tick", timeout=10)
+            requests.get(f"{n1.http}/{route}/tick", headers={"x-key": "open"}, timeout=10)
             stop.wait(0.05)
 
     producer = threading.Thread(target=produce, daemon=True)
@@ -77,7 +87,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     shots.mkdir()
     try:
         script = subprocess.Popen(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
-                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2), f"queue/{queue}.dlq", route], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", node_id(n2), f"queue/{queue}.dlq", route, "shape", "gate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         lines = []
         for line in script.stdout:
@@ -139,10 +149,16 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     # Still refused after node 3 died, whichever node owns the route: gateways keep what they saw.
     refused = requests.get(f"{n2.http}/{route}/x", timeout=10)
     assert refused.status_code == 503 and refused.json()["code"] == "RouteDisabled", refused.text
+    # The modules page: where each module is attached, and its calls growing live.
+    mods = phases["modules"]
+    assert mods["after"] > mods["before"] and mods["rate"] > 0 and mods["failures"] == 0, mods
+    assert mods["transformAt"] == [f"topic:topic/{topic}"] and mods["middlewareAt"] == [f"route:{route}"], mods
+    watcher.listener.wait_body("TICK")  # the transform ran on the watched topic
     # The only console error is the refused login's 401, in that step.
     unexpected = [e for e in seen["consoleErrors"] if not (e["phase"] == "wrong-token" and "401" in e["text"])]
     assert unexpected == []
-    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "buckets", "routes", "actors-phone",
+    for name in ("login-refused", "cluster", "actors", "actor", "audit", "topics", "buckets", "routes", "modules",
+                 "actors-phone",
                  "node-down"):
         assert (shots / f"{name}.png").stat().st_size > 5_000
 

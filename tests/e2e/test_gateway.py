@@ -283,7 +283,8 @@ def test_a_webhook_route_publishes_each_body_once_durably_to_its_topic(start_ser
         return requests.post(f"{node.http}{path}", data=body, headers=headers, timeout=10)
 
     first = post('{"order": 1}', key="order-1")
-    assert first.status_code == 202 and first.json() == {"topic": "queue/webhooks", "offset": 0, "duplicate": False}
+    assert first.status_code == 202 and first.json() == {"topic": "queue/webhooks", "offset": 0, "duplicate": False,
+                                                             "dead_letter": None}
     again = post('{"order": 1}', key="order-1")
     assert again.status_code == 202 and again.json()["duplicate"] is True and again.json()["offset"] == 0
     assert post('{"order": 2}').json()["offset"] == 1

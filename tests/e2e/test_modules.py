@@ -6,12 +6,14 @@ The modules are the WAT files in tests/wasm (also used by the Rust unit tests)."
 
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import requests
 
 from conftest import wait_until
-from test_cluster_actors import FAST, kill_and_wait_down, wait_settled
+from test_cluster_actors import FAST, kill_and_wait_down, node_id, owner_of, wait_settled
+from test_gateway import upstreams  # noqa: F401 (a fixture)
 from test_stomp import Client, clients  # noqa: F401 (clients is a fixture)
 
 WASM = Path(__file__).resolve().parent.parent / "wasm"
@@ -155,6 +157,8 @@ def test_a_runaway_module_costs_only_its_message_and_never_the_node(start_servd,
         assert all(reason in m.headers["dlq-reason"] for m in reader.messages), reader.messages[0].headers
     stats = listed(node)
     assert (stats["spin"]["stats"]["failures"], stats["hungry"]["stats"]["failures"]) == (5, 5)
+    metrics = call(node, "GET", "/metrics").text
+    assert 'serv_wasm_failures_total{module="spin"} 5' in metrics and 'serv_wasm_calls_total{module="hungry"} 5' in metrics
 
     # The node is fine: other traffic flows, and it still answers at once.
     plain = clients(node)
@@ -204,18 +208,21 @@ def test_a_new_version_reaches_every_node_and_the_listing_covers_the_cluster(sta
         assert module["stats"]["calls"] == 12, "calls summed over the nodes"
 
     # The module's owner goes down: topics on the other nodes keep running the version they have.
-    owner = call(nodes[0], "GET", "/v1/cluster/ring/owner", params={"key": "module/shape"}).json()
-    owner_node = next(n for n in nodes if call(n, "GET", "/v1/node").json()["id"] == owner["preference_list"][0])
+    dead_id = owner_of(nodes[0], "module/shape")
+    owner_node = next(n for n in nodes if node_id(n) == dead_id)
     others = [n for n in nodes if n is not owner_node]
+    # A queue whose topic and consumer group live on the surviving nodes, read through one of them.
+    topic = next(t for t in (f"queue/kept-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+                 if dead_id not in (owner_of(nodes[0], f"topic/{t}"), owner_of(nodes[0], f"group/{t}#queue")))
+    attach(others[0], topic, "shape")
+    reader = clients(others[1])
+    reader.subscribe(f"/{topic}", id="kept")
+    producer = clients(others[0])
+    producer.send(f"/{topic}", "before")
+    reader.listener.wait_body("erofeb")
     kill_and_wait_down(owner_node, others[0])
-    dead_id = owner["preference_list"][0]
-    survivors = [(t, r) for i, (t, r) in enumerate(zip(topics, readers))
-                 if nodes[(i + 1) % 3] is not owner_node  # its reader is connected to a survivor
-                 and call(others[0], "GET", "/v1/cluster/ring/owner",
-                          params={"key": f"topic/{t}"}).json()["preference_list"][0] != dead_id]
-    assert survivors, "some topic and its reader live on surviving nodes"
-    topic, reader = survivors[0]
-    clients(others[0]).send(f"/{topic}", "xyz")
+    time.sleep(0.5)  # past the recheck: the owner is asked, and cannot answer
+    producer.send(f"/{topic}", "xyz")
     wait_until(lambda: "zyx" in reader.bodies(), timeout=10,
                message="the transform still runs while the module's owner is down")
     unreachable = call(others[0], "GET", "/v1/modules").json()["unreachable"]
@@ -238,3 +245,51 @@ def test_a_webhook_into_a_transformed_topic_says_where_its_message_went(servd):
     assert body["offset"] is None
     assert body["dead_letter"]["topic"] == "queue/hooks.dlq" and body["dead_letter"]["offset"] == 0
     assert "code 33" in body["dead_letter"]["reason"]
+
+
+def test_route_middleware_lets_requests_through_rewritten_or_refuses_them(start_servd, upstreams):
+    node = start_servd(args=["--wasm-deadline-ms", "50"]).wait_ready()
+    upstream = upstreams("api")
+    upload(node, "gate", wat("gate"))
+    upload(node, "upper", wat("upper"))
+    upload(node, "spin", wat("spin"))
+    no_hook = call(node, "PUT", "/v1/routes/api", json={"path_prefix": "/api", "upstreams": [upstream.url],
+                                                         "middleware": "upper"})
+    assert error(no_hook) == (400, "InvalidParameter") and "no request hook" in no_hook.json()["error"]
+    route = call(node, "PUT", "/v1/routes/api", json={"path_prefix": "/api", "upstreams": [upstream.url],
+                                                       "strip_prefix": True, "middleware": "gate"})
+    assert route.status_code == 200 and route.json()["config"]["middleware"] == "gate", route.text
+    wait_until(lambda: requests.get(f"{node.http}/api/x", timeout=5).status_code == 401,
+               message="the route and its middleware are served")
+
+    refused = requests.post(f"{node.http}/api/orders", data=b"payload", timeout=5)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["code"] == "MiddlewareRefused" and "gate" in refused.json()["error"]
+    assert refused.headers["x-serv-route"] == "api"
+    assert upstream.count("/orders") == 0, "a refused request never reaches the upstream"
+
+    passed = requests.post(f"{node.http}/api/orders?n=1", data=b"payload", headers={"x-key": "open"}, timeout=5)
+    assert passed.status_code == 200, passed.text
+    seen = passed.json()
+    assert (seen["path"], seen["body"], seen["method"]) == ("/orders?n=1", "payload", "POST")
+    assert seen["headers"]["x-gate"] == "passed" and seen["headers"]["x-key"] == "open"
+
+    # A middleware that never ends fails closed, at its deadline.
+    call(node, "PUT", "/v1/routes/slow", json={"path_prefix": "/slow", "upstreams": [upstream.url],
+                                                "middleware": "spin"})
+    wait_until(lambda: requests.get(f"{node.http}/slow", timeout=5).status_code == 500,
+               message="the spinning middleware is served")
+    started = time.monotonic()
+    failed = requests.get(f"{node.http}/slow", headers={"x-key": "open"}, timeout=5)
+    assert time.monotonic() - started < 2
+    assert failed.status_code == 500 and failed.json()["code"] == "MiddlewareFailed", failed.text
+    assert "ran out of fuel" in failed.json()["error"] or "deadline" in failed.json()["error"]
+    assert upstream.count("/slow") == 0
+
+    modules = listed(node)
+    assert modules["gate"]["attached"] == [{"kind": "route", "name": "api"}]
+    assert modules["spin"]["attached"] == [{"kind": "route", "name": "slow"}]
+    assert modules["gate"]["stats"]["calls"] >= 3 and modules["gate"]["stats"]["failures"] >= 2
+    refused = [m for m in call(node, "GET", "/metrics").text.splitlines()
+               if m.startswith('serv_gateway_refused_total{route="api"}')]
+    assert refused and float(refused[0].split()[-1]) >= 2, refused

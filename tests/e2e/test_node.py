@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import free_port, run_servd
 
 RECORD_FIELDS = {"key", "kind", "node", "state", "mailbox_depth", "handled", "restarts", "last_error", "uptime_ms"}
-KINDS = ("bucket", "topic", "group", "route")
+KINDS = ("bucket", "topic", "group", "route", "module")
 
 
 def test_fresh_node_is_ready_and_lists_its_supervisors(servd):
@@ -107,7 +107,7 @@ def test_metrics_are_prometheus_text(servd):
     assert 1_000_000 < rss < 2_000_000_000
     assert families["serv_uptime_seconds"].samples[0].value >= 0
     actors = {s.labels["kind"]: s.value for s in families["serv_actors"].samples}
-    assert actors["supervisor"] == 4 and actors["node"] == 1
+    assert actors["supervisor"] == len(KINDS) and actors["node"] == 1
     assert families["serv_actor_messages_handled"].type == "counter"
     assert families["serv_actor_restarts"].type == "counter"
     assert families["serv_storage_fsyncs"].type == "counter"

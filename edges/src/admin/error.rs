@@ -36,8 +36,11 @@ pub enum ErrorCode {
     Internal,
     /// The uploaded WASM module does not compile or does not follow the module ABI.
     InvalidModule,
-    /// Gateway: a route's middleware module refused the request or could not run.
+    /// Gateway: a route's middleware module refused the request (with the status it chose).
     MiddlewareRefused,
+    /// Gateway: a route's middleware module failed (trapped, ran out of fuel or time, answered
+    /// a malformed head) or is missing: the request is refused, never let through unchecked.
+    MiddlewareFailed,
     /// Gateway: no route takes the request's host and path.
     NoRoute,
     /// Gateway: the route is disabled.
@@ -71,7 +74,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotReady | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal | ErrorCode::MiddlewareFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NoRoute => StatusCode::NOT_FOUND,
             ErrorCode::RouteDisabled | ErrorCode::CircuitOpen | ErrorCode::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -147,6 +147,9 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
     if let Some(gateway) = &state.inner.gateway {
         render_gateway(&mut out, &gateway.stats());
     }
+    if let Some(modules) = state.inner.directory.modules() {
+        render_modules(&mut out, &modules.stats());
+    }
 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }
@@ -197,5 +200,28 @@ fn render_gateway(out: &mut String, stats: &[(String, crate::gateway::stats::Sta
     );
     for (route, view) in stats {
         open.sample("", &[("route", route)], u8::from(view.breaker != "closed"));
+    }
+}
+
+/// This node's WASM module calls, by module.
+fn render_modules(
+    out: &mut String,
+    stats: &std::collections::BTreeMap<String, serv_actors::module::ModuleStats>,
+) {
+    type Count = fn(&serv_actors::module::ModuleStats) -> u64;
+    let counters: [(&'static str, &str, Count); 3] = [
+        ("serv_wasm_calls_total", "WASM module calls on this node, by module.", |s| s.calls),
+        (
+            "serv_wasm_failures_total",
+            "WASM module calls that refused their input or failed (trap, fuel, memory, deadline), by module.",
+            |s| s.failures,
+        ),
+        ("serv_wasm_busy_microseconds_total", "Time spent in WASM module calls, by module.", |s| s.busy_us),
+    ];
+    for (name, help, value) in counters {
+        let mut family = Family::new(out, name, "counter", help);
+        for (module, stats) in stats {
+            family.sample("", &[("module", module)], value(stats));
+        }
     }
 }

@@ -82,6 +82,9 @@ pub(super) async fn put(
     let config: RouteConfig = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(ErrorCode::InvalidParameter, format!("the body must be a JSON route config: {e}"))
     })?;
+    if let Some(module) = &config.middleware {
+        super::modules::check_hook(&state, module, serv_wasm_host::Hook::Request).await?;
+    }
     route(&name, ask(&state, &name, RouteMsg::Put(config)).await?)
 }
 

@@ -5,8 +5,10 @@
 //! 1. match: the most specific route for the `Host` and path (404 `NoRoute`), its methods (405),
 //!    its switch (503 `RouteDisabled`);
 //! 2. rate limit per route and node ([`governor`], 429 `RateLimited` with `Retry-After`);
-//! 3. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
-//! 4. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
+//! 3. the route's WASM middleware, if it has one ([`middleware`]): it sees the request head and
+//!    lets it through, rewritten or not, or refuses it with its own status;
+//! 4. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
+//! 5. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
 //!    ([`breaker`]); no answer gives 502 `UpstreamUnreachable`, 504 `UpstreamTimeout` or
 //!    503 `CircuitOpen`. A route with a `topic` instead publishes the body there (a webhook
 //!    bridge) and answers 202 once it is durable.
@@ -16,6 +18,7 @@
 
 mod breaker;
 mod forward;
+mod middleware;
 pub mod stats;
 mod table;
 
@@ -233,7 +236,10 @@ impl Gateway {
                 wait,
             ));
         }
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        if let Some(module) = &config.middleware {
+            middleware::apply(&self.inner.directory, &entry.name, module, &mut parts).await?;
+        }
         // A request with a body holds a permit until it is answered: memory stays bounded.
         let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
             || parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
@@ -278,7 +284,9 @@ impl Gateway {
         let path = parts.uri.path();
         // The route matched at a segment boundary, so what follows its prefix is a path (or
         // nothing, or the rest of a segment after a prefix ending in '/').
-        let forwarded_path = match path.get(config.path_prefix.len()..).filter(|_| config.strip_prefix) {
+        // (A middleware may have rewritten the path: then there may be no prefix to strip.)
+        let strip = config.strip_prefix && path.starts_with(&config.path_prefix);
+        let forwarded_path = match path.get(config.path_prefix.len()..).filter(|_| strip) {
             None => path.to_string(),
             Some(rest) if rest.starts_with('/') => rest.to_string(),
             Some(rest) => format!("/{rest}"),

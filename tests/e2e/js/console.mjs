@@ -1,10 +1,12 @@
 // Drives the web console in headless Chromium (playwright-core, Debian's /usr/bin/chromium) and
 // prints one JSON line of what a person would see; tests/e2e/test_console.py asserts on it.
 // Usage: node console.mjs ADMIN_URL TOKEN SHOTS_DIR BUCKET_KEY BUCKET_OWNER TOPIC_KEY IDLE_KEY IDLE_OWNER DLQ ROUTE
+//        TRANSFORM MIDDLEWARE (the modules attached to TOPIC_KEY's topic and to ROUTE)
 // Near the end it prints {"kill": true} and waits for the test to kill BUCKET_OWNER's node.
 import { openConsole, signIn } from "./browser.mjs";
 
-const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner, dlq, route] = process.argv.slice(2);
+const [admin, token, shots, bucketKey, bucketOwner, topicKey, idleKey, idleOwner, dlq, route, transform, middleware] =
+  process.argv.slice(2);
 const { browser, page, seen, step, shot } = await openConsole(shots);
 try {
   step("wrong-token");
@@ -137,6 +139,20 @@ try {
   await page.waitForSelector(`#route-table tr[data-route="${route}"][data-enabled=false]`);
   seen.phases.routes = { ...routeSeen, dialog: switchDialog, result: await page.textContent("#routes-result"),
     shown: await page.textContent(`${routeRow} td[data-field=enabled]`) };
+
+  step("modules");
+  await page.click("#nav-modules");
+  const moduleRow = `#module-table tr[data-module="${transform}"]`;
+  await page.waitForSelector(moduleRow);
+  const calls = () => page.$eval(`${moduleRow} td[data-field=calls]`, (td) => Number(td.textContent));
+  const callsBefore = await calls();
+  await page.waitForFunction(([sel, n]) => Number(document.querySelector(`${sel} td[data-field=calls]`).textContent) > n, [moduleRow, callsBefore]);
+  await page.waitForFunction((sel) => Number(document.querySelector(`${sel} td[data-field=rate]`).textContent) > 0, moduleRow);
+  const attachedTo = (name) => page.$$eval(`#module-table tr[data-module="${name}"] a[data-attached]`, (links) => links.map((a) => a.dataset.attached));
+  seen.phases.modules = { before: callsBefore, after: await calls(), rate: Number(await page.textContent(`${moduleRow} td[data-field=rate]`)),
+    transformAt: await attachedTo(transform), middlewareAt: await attachedTo(middleware),
+    failures: Number(await page.textContent(`${moduleRow} td[data-field=failures]`)) };
+  await shot("modules");
 
   step("keyboard");
   await page.goto(`${admin}/console/#/overview`);
