@@ -1,6 +1,7 @@
 //! STOMP throughput and latency: 1 KiB durable messages sent with a receipt per message and with
 //! a receipt per 100, then consumed with client-individual acks; against a fresh release
-//! `servd` and, when it runs here, RabbitMQ's STOMP plugin, with the ratio.
+//! `servd` and, when it runs here, RabbitMQ's STOMP plugin, with the ratio; then servd again with
+//! a WASM transform (`tests/wasm/upper.wat`) on the queue, to show what a transform costs.
 //!
 //! Run with `scripts/bench-stomp` (it builds servd and starts RabbitMQ when it can). A Rust
 //! client over our own frame codec is used so that the broker, not the client, is measured.
@@ -33,6 +34,8 @@ struct Broker {
     passcode: &'static str,
     /// Extra SEND headers the broker needs for durable messages.
     durable: &'static [(&'static str, &'static str)],
+    /// servd's admin port (to attach a transform).
+    admin_port: Option<u16>,
     _process: Option<ChildGuard>,
 }
 
@@ -58,6 +61,7 @@ fn start_servd() -> Broker {
     });
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let admin_port = free_port();
     let child = Process::new(&bin)
         .args(["--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"])
         .args(["--stomp-addr", &format!("127.0.0.1:{port}")])
@@ -67,7 +71,7 @@ fn start_servd() -> Broker {
             "--s3-addr",
             &format!("127.0.0.1:{}", free_port()),
             "--admin-addr",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{admin_port}"),
         ])
         .env("SERV_ACCESS_KEY", LOGIN)
         .env("SERV_SECRET_KEY", PASSCODE)
@@ -81,6 +85,7 @@ fn start_servd() -> Broker {
         login: LOGIN,
         passcode: PASSCODE,
         durable: &[],
+        admin_port: Some(admin_port),
         _process: Some(ChildGuard(child, dir)),
     }
 }
@@ -200,6 +205,7 @@ async fn main() {
             login: "guest",
             passcode: "guest",
             durable: &[("persistent", "true")],
+            admin_port: None,
             _process: None,
         }),
         None => println!(
@@ -225,6 +231,15 @@ async fn main() {
         );
         rates.push(vec![each.0, batched.0, consumed]);
     }
+    let servd = &brokers[0];
+    let run = std::process::id();
+    let queue = format!("queue/bench-transform-{run}");
+    let upper = std::fs::read("tests/wasm/upper.wat").expect("run from the workspace root");
+    admin_put(servd, "/v1/modules/upper", &upper).await;
+    admin_put(servd, &format!("/v1/topics/{queue}"), br#"{"transform": "upper"}"#).await;
+    let (rate, p50, p99) = produce(servd, &format!("/{queue}"), n, &body, 100).await;
+    println!("{:<9} {:<28} {:>10.0} {:>9.2} {:>9.2}", "servd", "receipt per 100, transform", rate, p50, p99);
+    println!("  (WASM transform vs none: {:.2}x the msgs/s)", rate / rates[0][1].max(f64::MIN_POSITIVE));
     if rates.len() == 2 {
         println!("\nservd / rabbitmq (msgs/s ratio)");
         for (i, phase) in ["produce, receipt each", "produce, receipt per 100", "consume, client-individual"]
@@ -234,4 +249,20 @@ async fn main() {
             println!("{phase:<28} {:>8.2}x", rates[0][i] / rates[1][i].max(f64::MIN_POSITIVE));
         }
     }
+}
+
+/// A PUT to servd's admin API (bearer "bench"), over a plain HTTP/1.1 connection; panics unless 200.
+async fn admin_put(broker: &Broker, path: &str, body: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = broker.admin_port.expect("servd's admin port");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "PUT {path}: {answer}");
 }

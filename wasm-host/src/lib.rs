@@ -15,18 +15,21 @@
 //! `serv_edges::gateway`). Every call runs in a fresh instance, so no state survives a call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use wasmtime::{
-    Config, Engine, ExternType, FuncType, Instance, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
-    Trap, ValType,
+    Config, Engine, ExternType, FuncType, Instance, InstanceAllocationStrategy, Linker, Module,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, ValType,
 };
 
 /// How often the deadline clock ticks: a call's deadline is rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Most compiled modules kept; past it the cache is emptied of modules no caller holds.
 const MAX_CACHED: usize = 256;
+/// Calls that can run at once: instances come from a pool of this many preallocated slots (a
+/// fresh instance per call then costs a few microseconds, not an mmap); more callers wait.
+const POOL_SLOTS: u32 = 32;
 
 /// A hook a module can export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +134,30 @@ struct Inner {
     engine: Engine,
     limits: Limits,
     cache: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Free instance slots, and the callers waiting for one.
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+/// A taken instance slot, given back when dropped.
+struct Slot<'a>(&'a Inner);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slot lock") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl Inner {
+    fn slot(&self) -> Slot<'_> {
+        let mut free = self.free.lock().expect("slot lock");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slot lock");
+        }
+        *free -= 1;
+        Slot(self)
+    }
 }
 
 struct CallState {
@@ -140,10 +167,27 @@ struct CallState {
 impl WasmHost {
     /// Starts the engine and the clock its deadlines run on (a thread that ends with the host).
     pub fn new(limits: Limits) -> Result<Self, WasmError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(POOL_SLOTS)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS)
+            .total_component_instances(0)
+            .max_memory_size(limits.memory_bytes)
+            .linear_memory_keep_resident(64 * 1024);
         let mut config = Config::new();
-        config.consume_fuel(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| WasmError::Invalid(format!("engine: {e}")))?;
-        let inner = Arc::new(Inner { engine, limits, cache: Mutex::new(HashMap::new()) });
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .memory_reservation(limits.memory_bytes as u64)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| WasmError::Invalid(format!("engine: {e:#}")))?;
+        let inner = Arc::new(Inner {
+            engine,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+            free: Mutex::new(POOL_SLOTS),
+            freed: Condvar::new(),
+        });
         let clock: Weak<Inner> = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("wasm-clock".into())
@@ -201,6 +245,7 @@ impl WasmHost {
     /// the deadline: call it off the async runtime's threads.
     pub fn call(&self, module: &Compiled, hook: Hook, input: &[u8]) -> Result<Vec<u8>, WasmError> {
         let limits = &self.inner.limits;
+        let _slot = self.inner.slot();
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .instances(1)
