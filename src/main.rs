@@ -72,7 +72,11 @@ async fn run(config: Config) -> Result<(), String> {
     directory.register::<Route>();
     directory.register::<Module>();
     let wasm = WasmHost::new(config.wasm.clone()).map_err(|e| e.to_string())?;
-    directory.set_modules(std::sync::Arc::new(ModuleRuntime::new(wasm, config.wasm_recheck)));
+    directory.set_modules(std::sync::Arc::new(ModuleRuntime::new(
+        wasm,
+        storage.clone(),
+        config.wasm_recheck,
+    )));
 
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await

@@ -10,7 +10,7 @@ mod runtime;
 use serv_storage::Table;
 
 pub use model::*;
-pub use runtime::{ModuleFailure, ModuleRuntime, ModuleStats};
+pub use runtime::{MODULE_COPIES, ModuleCopy, ModuleFailure, ModuleRuntime, ModuleStats};
 
 use crate::{Entity, EntityContext, EntityError, now_ms};
 

@@ -1,5 +1,7 @@
 //! Running modules on a node: name → current binary → compiled module, cached, with the call
-//! itself off the async runtime's threads.
+//! itself off the async runtime's threads. Each node also keeps a durable copy of the version of
+//! each module it last ran (`module_copies`, never handed off), so that it can go on running it
+//! while the module's owner is down, even after restarting itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -8,8 +10,25 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serv_wasm_host::{Compiled, Hook, WasmError, WasmHost};
 
+use serv_storage::{Record, Storage, TableDef};
+
 use super::{ModuleMsg, ModuleReply};
 use crate::{ActorKey, ActorKind, Directory};
+
+/// This node's copy of the version of each module it last ran, by name.
+pub const MODULE_COPIES: TableDef<String, ModuleCopy> = TableDef::new("module_copies");
+
+/// A module binary as this node last ran it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleCopy {
+    pub hash: String,
+    #[serde(with = "crate::serde_bytes")]
+    pub wasm: Vec<u8>,
+}
+
+impl Record for ModuleCopy {
+    const FORMAT: u8 = 1;
+}
 
 /// Why a module could not be run at all (a failed call is a [`WasmError`] per input).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +56,7 @@ pub struct ModuleStats {
 /// The node's module runner (one per node, shared by its entities and edges).
 pub struct ModuleRuntime {
     host: WasmHost,
+    storage: Storage,
     recheck: Duration,
     names: Mutex<HashMap<String, Resolved>>,
     stats: Mutex<BTreeMap<String, ModuleStats>>,
@@ -48,9 +68,10 @@ struct Resolved {
 }
 
 impl ModuleRuntime {
-    /// A runner on `host` that asks for a module's current binary at most every `recheck`.
-    pub fn new(host: WasmHost, recheck: Duration) -> Self {
-        Self { host, recheck, names: Mutex::default(), stats: Mutex::default() }
+    /// A runner on `host` that asks for a module's current binary at most every `recheck`, and
+    /// keeps its copies in `storage`.
+    pub fn new(host: WasmHost, storage: Storage, recheck: Duration) -> Self {
+        Self { host, storage, recheck, names: Mutex::default(), stats: Mutex::default() }
     }
 
     pub fn host(&self) -> &WasmHost {
@@ -76,7 +97,7 @@ impl ModuleRuntime {
     }
 
     /// Module `name` as currently stored, compiled. When its owner cannot be asked, the version
-    /// this node last loaded is used.
+    /// this node last ran is used (from memory, else from this node's copy).
     pub async fn resolve(&self, directory: &Directory, name: &str) -> Result<Arc<Compiled>, ModuleFailure> {
         let known = {
             let names = self.names.lock().expect("module names lock");
@@ -93,17 +114,22 @@ impl ModuleRuntime {
             Ok(ModuleReply::Head(head)) => head,
             Ok(ModuleReply::NoSuchModule) => {
                 self.forget(name);
+                self.drop_copy(name).await;
                 return Err(ModuleFailure::NoSuchModule(name.to_string()));
             }
             Ok(other) => return Err(ModuleFailure::Unavailable(name.into(), format!("answered {other:?}"))),
             Err(error) => {
-                return match known {
-                    Some(compiled) => {
-                        tracing::warn!(module = name, %error, "module owner unreachable: running the version loaded last");
-                        Ok(compiled)
+                let unavailable = |why: String| ModuleFailure::Unavailable(name.into(), why);
+                let compiled = match known {
+                    Some(compiled) => compiled,
+                    None => {
+                        let copy = self.copy(name).ok_or_else(|| unavailable(error.to_string()))?;
+                        self.compile(copy.wasm).await.map_err(|e| unavailable(e.to_string()))?
                     }
-                    None => Err(ModuleFailure::Unavailable(name.into(), error.to_string())),
                 };
+                tracing::warn!(module = name, %error, hash = %compiled.hash, "module owner unreachable: running the version this node ran last");
+                self.remember(name, &compiled);
+                return Ok(compiled);
             }
         };
         let compiled = match known.filter(|c| c.hash == head.hash).or_else(|| self.host.cached(&head.hash)) {
@@ -124,9 +150,47 @@ impl ModuleRuntime {
                     .map_err(|e| ModuleFailure::Unavailable(name.into(), e.to_string()))?
             }
         };
+        if self.copy(name).is_none_or(|copy| copy.hash != compiled.hash) {
+            self.keep_copy(name, &compiled).await;
+        }
+        self.remember(name, &compiled);
+        Ok(compiled)
+    }
+
+    fn remember(&self, name: &str, compiled: &Arc<Compiled>) {
         let resolved = Resolved { compiled: compiled.clone(), checked: Instant::now() };
         self.names.lock().expect("module names lock").insert(name.to_string(), resolved);
-        Ok(compiled)
+    }
+
+    /// This node's copy of `name`, if it has one it can read.
+    fn copy(&self, name: &str) -> Option<ModuleCopy> {
+        let table = self.storage.table(MODULE_COPIES).ok()?;
+        table.get(&name.to_string()).ok().flatten()
+    }
+
+    async fn keep_copy(&self, name: &str, compiled: &Compiled) {
+        let copy = ModuleCopy { hash: compiled.hash.clone(), wasm: compiled.wasm.to_vec() };
+        let kept = async {
+            let table = self.storage.table(MODULE_COPIES)?;
+            let mut changes = self.storage.write_set();
+            changes.put(&table, &name.to_string(), &copy)?;
+            self.storage.commit(changes).await
+        };
+        if let Err(error) = kept.await {
+            tracing::warn!(module = name, %error, "cannot keep a copy of the module on this node");
+        }
+    }
+
+    async fn drop_copy(&self, name: &str) {
+        let dropped = async {
+            let table = self.storage.table(MODULE_COPIES)?;
+            let mut changes = self.storage.write_set();
+            changes.delete(&table, &name.to_string());
+            self.storage.commit(changes).await
+        };
+        if let Err(error) = dropped.await {
+            tracing::warn!(module = name, %error, "cannot drop this node's copy of the module");
+        }
     }
 
     /// Runs `hook` of module `name` on each input, in order, off the async runtime's threads:

@@ -21,7 +21,7 @@ async fn node(recheck: Duration) -> crate::testing::TestNode {
     let node = crate::testing::node_with::<Topic>().await;
     node.directory.register::<Module>();
     let host = WasmHost::new(Limits { fuel: 5_000_000, ..Limits::default() }).expect("engine");
-    node.directory.set_modules(Arc::new(ModuleRuntime::new(host, recheck)));
+    node.directory.set_modules(Arc::new(ModuleRuntime::new(host, node.storage.clone(), recheck)));
     node
 }
 
