@@ -277,7 +277,7 @@ def test_route_middleware_lets_requests_through_rewritten_or_refuses_them(start_
     upload(node, "spin", wat("spin"))
     no_hook = call(node, "PUT", "/v1/routes/api", json={"path_prefix": "/api", "upstreams": [upstream.url],
                                                          "middleware": "upper"})
-    assert error(no_hook) == (400, "InvalidParameter") and "no request hook" in no_hook.json()["error"]
+    assert error(no_hook) == (400, "InvalidParameter") and "no request or response hook" in no_hook.json()["error"]
     route = call(node, "PUT", "/v1/routes/api", json={"path_prefix": "/api", "upstreams": [upstream.url],
                                                        "strip_prefix": True, "middleware": "gate"})
     assert route.status_code == 200 and route.json()["config"]["middleware"] == "gate", route.text
@@ -295,6 +295,9 @@ def test_route_middleware_lets_requests_through_rewritten_or_refuses_them(start_
     seen = passed.json()
     assert (seen["path"], seen["body"], seen["method"]) == ("/orders?n=1", "payload", "POST")
     assert seen["headers"]["x-gate"] == "passed" and seen["headers"]["x-key"] == "open"
+    # serv_response saw the upstream's answer and added its header; the body's framing is intact.
+    assert passed.headers["x-gate"] == "passed" and passed.headers["x-upstream"] == "api"
+    assert int(passed.headers["content-length"]) == len(passed.content)
 
     # A middleware that never ends fails closed, at its deadline.
     call(node, "PUT", "/v1/routes/slow", json={"path_prefix": "/slow", "upstreams": [upstream.url],

@@ -1,5 +1,6 @@
-;; A gateway middleware (serv_request): lets a request through only if its head holds the line
-;; "x-key: open", and then adds the header "x-gate: passed"; refuses any other with 401.
+;; A gateway middleware: serv_request lets a request through only if its head holds the line
+;; "x-key: open", and then adds the header "x-gate: passed"; it refuses any other with 401.
+;; serv_response adds "x-gate: passed" to the upstream's answer.
 (module
   (memory (export "memory") 1)
   (data (i32.const 0) "\nx-key: open\n")
@@ -30,9 +31,14 @@
         (local.set $at (i32.add (local.get $at) (i32.const 1)))
         (br $start)))
     (i32.const 0))
+  ;; The head at [ptr, ptr+len) with "x-gate: passed\n" after it.
+  (func $passed (param $ptr i32) (param $len i32) (result i64)
+    (memory.copy (i32.add (local.get $ptr) (local.get $len)) (i32.const 16) (i32.const 15))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (local.get $len) (i32.const 15)))))
   (func (export "serv_request") (param $ptr i32) (param $len i32) (result i64)
     (if (i32.eqz (call $has_key (local.get $ptr) (local.get $len)))
       (then (return (i64.const -401))))
-    (memory.copy (i32.add (local.get $ptr) (local.get $len)) (i32.const 16) (i32.const 15))
-    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
-            (i64.extend_i32_u (i32.add (local.get $len) (i32.const 15))))))
+    (call $passed (local.get $ptr) (local.get $len)))
+  (func (export "serv_response") (param $ptr i32) (param $len i32) (result i64)
+    (call $passed (local.get $ptr) (local.get $len))))

@@ -11,8 +11,8 @@
 //!   length. A negative result refuses the input, with code `-r`.
 //!
 //! The hooks are [`Hook::Transform`] (`serv_transform`: a topic message's body in, the body to
-//! store out) and [`Hook::Request`] (`serv_request`: a gateway request's head in, see
-//! `serv_edges::gateway`). Every call runs in a fresh instance, so no state survives a call.
+//! store out), [`Hook::Request`] and [`Hook::Response`] (`serv_request`, `serv_response`: a
+//! gateway request's or upstream response's head in, see `serv_edges::gateway`). Every call runs in a fresh instance, so no state survives a call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -38,16 +38,20 @@ pub enum Hook {
     Transform,
     /// `serv_request`: inspects, rewrites or refuses a gateway request.
     Request,
+    /// `serv_response`: inspects, rewrites or refuses an upstream's response (its status and
+    /// headers) before the gateway sends it on.
+    Response,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::Transform, Hook::Request];
+    pub const ALL: [Hook; 3] = [Hook::Transform, Hook::Request, Hook::Response];
 
     /// The export's name.
     pub fn export(self) -> &'static str {
         match self {
             Hook::Transform => "serv_transform",
             Hook::Request => "serv_request",
+            Hook::Response => "serv_response",
         }
     }
 
@@ -56,6 +60,7 @@ impl Hook {
         match self {
             Hook::Transform => "transform",
             Hook::Request => "request",
+            Hook::Response => "response",
         }
     }
 }

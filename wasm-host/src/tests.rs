@@ -71,11 +71,13 @@ fn a_module_that_grows_past_its_memory_limit_is_stopped() {
 fn a_request_hook_sees_the_head_and_may_add_to_it_or_refuse_it() {
     let host = host(Limits::default());
     let gate = host.compile(GATE.as_bytes()).unwrap();
-    assert_eq!(gate.hooks, vec![Hook::Request]);
+    assert_eq!(gate.hooks, vec![Hook::Request, Hook::Response]);
     let open = b"GET /x\nhost: a\nx-key: open\n";
     let out = host.call(&gate, Hook::Request, open).unwrap();
     assert_eq!(out, b"GET /x\nhost: a\nx-key: open\nx-gate: passed\n");
     assert_eq!(host.call(&gate, Hook::Request, b"GET /x\nx-key: shut\n"), Err(WasmError::Refused(401)));
+    let answer = host.call(&gate, Hook::Response, b"200\ncontent-length: 2\n").unwrap();
+    assert_eq!(answer, b"200\ncontent-length: 2\nx-gate: passed\n");
 }
 
 #[test]

@@ -70,19 +70,23 @@ fn head(reply: ModuleReply) -> Result<Json<ModuleHead>, ApiError> {
     }
 }
 
-/// Checks that module `name` exists and exports `hook`, before it is attached somewhere.
-pub(super) async fn check_hook(state: &AdminState, name: &str, hook: Hook) -> Result<(), ApiError> {
+/// Checks that module `name` exists and exports one of `hooks`, before it is attached somewhere
+/// as `role` (a topic transform, a route middleware).
+pub(super) async fn check_hook(
+    state: &AdminState,
+    name: &str,
+    hooks: &[Hook],
+    role: &str,
+) -> Result<(), ApiError> {
     let Json(head) = head(ask(state, name, ModuleMsg::Head).await?)?;
-    if !head.hooks.iter().any(|h| h == hook.as_str()) {
+    if !hooks.iter().any(|hook| head.hooks.iter().any(|h| h == hook.as_str())) {
+        let wanted: Vec<&str> = hooks.iter().map(|h| h.as_str()).collect();
+        let exports: Vec<&str> = hooks.iter().map(|h| h.export()).collect();
         let message = format!(
-            "module {name} exports no {} hook (it has: {}); a {} needs {}",
-            hook.as_str(),
+            "module {name} exports no {} hook (it has: {}); a {role} needs {}",
+            wanted.join(" or "),
             head.hooks.join(", "),
-            match hook {
-                Hook::Transform => "topic transform",
-                Hook::Request => "route middleware",
-            },
-            hook.export()
+            exports.join(" or ")
         );
         return Err(ApiError::new(ErrorCode::InvalidParameter, message));
     }

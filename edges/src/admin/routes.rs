@@ -83,7 +83,8 @@ pub(super) async fn put(
         ApiError::new(ErrorCode::InvalidParameter, format!("the body must be a JSON route config: {e}"))
     })?;
     if let Some(module) = &config.middleware {
-        super::modules::check_hook(&state, module, serv_wasm_host::Hook::Request).await?;
+        let hooks = [serv_wasm_host::Hook::Request, serv_wasm_host::Hook::Response];
+        super::modules::check_hook(&state, module, &hooks, "route middleware").await?;
     }
     route(&name, ask(&state, &name, RouteMsg::Put(config)).await?)
 }

@@ -94,7 +94,7 @@ pub(super) async fn put(
         })?
     };
     if let Some(Some(module)) = &change.transform {
-        super::modules::check_hook(&state, module, Hook::Transform).await?;
+        super::modules::check_hook(&state, module, &[Hook::Transform], "topic transform").await?;
     }
     let created =
         ask(&state, &name, TopicMsg::Ensure { config: change.applied_to(&TopicConfig::default()) }).await?;

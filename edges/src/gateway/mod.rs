@@ -6,7 +6,8 @@
 //!    its switch (503 `RouteDisabled`);
 //! 2. rate limit per route and node ([`governor`], 429 `RateLimited` with `Retry-After`);
 //! 3. the route's WASM middleware, if it has one ([`middleware`]): it sees the request head and
-//!    lets it through, rewritten or not, or refuses it with its own status;
+//!    lets it through, rewritten or not, or refuses it with its own status (and later sees the
+//!    upstream's answer the same way);
 //! 4. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
 //! 5. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
 //!    ([`breaker`]); no answer gives 502 `UpstreamUnreachable`, 504 `UpstreamTimeout` or
@@ -238,7 +239,7 @@ impl Gateway {
         }
         let (mut parts, body) = request.into_parts();
         if let Some(module) = &config.middleware {
-            middleware::apply(&self.inner.directory, &entry.name, module, &mut parts).await?;
+            middleware::request(&self.inner.directory, &entry.name, module, &mut parts).await?;
         }
         // A request with a body holds a permit until it is answered: memory stays bounded.
         let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
@@ -303,6 +304,9 @@ impl Gateway {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 forward::strip_hop_by_hop(&mut parts.headers);
+                if let Some(module) = &config.middleware {
+                    middleware::response(&self.inner.directory, &entry.name, module, &mut parts).await?;
+                }
                 Ok(Response::from_parts(parts, Body::new(body)))
             }
             Err(Failure::CircuitOpen(wait)) => {
