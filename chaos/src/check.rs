@@ -342,6 +342,26 @@ pub struct Placed {
 }
 
 /// Invariant 4: each entity runs on exactly one node, the one its ring names.
+/// Every delivery carried what its destination makes of the message sent: the body as sent, or
+/// the transform's output when the destination has one (never a raw or a garbled body).
+pub fn untransformed(ops: &[Op]) -> Vec<Violation> {
+    ops.iter()
+        .filter(|op| op.kind == OpKind::Deliver && op.detail.starts_with(crate::messages::UNEXPECTED_BODY))
+        .map(|op| Violation {
+            invariant: "stomp-delivery-not-as-published",
+            message: format!(
+                "{} delivered message {} to {} with an {}",
+                op.worker,
+                op.value.map_or("?".to_string(), |v| v.to_string()),
+                op.target,
+                op.detail
+            ),
+            ops: vec![op.id],
+            at_ms: op.complete_ms,
+        })
+        .collect()
+}
+
 pub fn single_owner(actors: &[Placed], ring_owner: &HashMap<String, String>, at_ms: u64) -> Vec<Violation> {
     let mut nodes_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for actor in actors.iter().filter(|a| !a.key.starts_with("supervisor/")) {

@@ -104,11 +104,22 @@ impl Http {
 
     /// An admin API call with the bearer token.
     pub async fn admin(&self, method: &str, addr: SocketAddr, path: &str) -> Result<Response, Failure> {
+        self.admin_with(method, addr, path, Bytes::new()).await
+    }
+
+    /// An admin API call with the bearer token and a body.
+    pub async fn admin_with(
+        &self,
+        method: &str,
+        addr: SocketAddr,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response, Failure> {
         let request = hyper::Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
             .header("authorization", format!("Bearer {}", self.admin_token))
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body))
             .map_err(|e| Failure { outcome: Outcome::Fail, error: e.to_string() })?;
         self.send(request).await
     }

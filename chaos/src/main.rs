@@ -78,6 +78,10 @@ struct RunArgs {
     /// or namespaces where the machine allows (auto)
     #[arg(long, value_enum, default_value_t = HostMode::Auto)]
     hosts: HostMode,
+    /// Attach a WASM transform (tests/wasm/upper.wat) to every STOMP destination: every delivery
+    /// must then come out transformed
+    #[arg(long)]
+    transform: bool,
     /// KEY=VALUE set in every servd's environment (repeatable)
     #[arg(long, value_parser = parse_env)]
     servd_env: Vec<(String, String)>,
@@ -146,6 +150,9 @@ fn config(args: RunArgs) -> Result<RunConfig, String> {
     if args.expect_availability {
         replay.push_str(" --expect-availability");
     }
+    if args.transform {
+        replay.push_str(" --transform");
+    }
     if args.hosts != HostMode::Auto {
         replay.push_str(&format!(" --hosts {:?}", args.hosts).to_lowercase());
     }
@@ -165,6 +172,7 @@ fn config(args: RunArgs) -> Result<RunConfig, String> {
         heal_timeout: args.heal_timeout,
         keys: args.keys.max(1),
         expect_availability: args.expect_availability,
+        transform: args.transform,
         base_port: args.base_port,
         hosts: args.hosts,
         servd_env: args.servd_env,

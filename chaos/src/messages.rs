@@ -6,11 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::history::{History, Op, OpKind, Outcome};
+use crate::http::Http;
 use crate::nodes::{ACCESS_KEY, SECRET_KEY};
 use crate::stomp::{Connection, HEART_BEAT_MS};
 use crate::worker::Worker;
 
+/// How a delivery's `detail` starts when its body is not the expected one.
+pub const UNEXPECTED_BODY: &str = "unexpected body ";
 /// How long a producer waits for a RECEIPT before the message's fate is unknown.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages in one transaction.
@@ -43,6 +48,40 @@ pub struct MessageConfig {
     pub consumers_per_subscription: usize,
     /// Percent of sends made in transactions.
     pub transaction_percent: u64,
+    /// Every destination runs [`TRANSFORM`]: deliveries must carry its output.
+    pub transformed: bool,
+}
+
+/// The transform `--transform` attaches (upper-cases the body): the WAT the servd tests use.
+const TRANSFORM: &str = include_str!("../../tests/wasm/upper.wat");
+/// Its module name.
+const TRANSFORM_NAME: &str = "chaos-upper";
+
+/// What a delivery of message `id` carries: the body sent, through the transform when there is one.
+fn expected_body(id: u64, transformed: bool) -> String {
+    let body = format!("chaos message {id}");
+    if transformed { body.to_uppercase() } else { body }
+}
+
+/// Uploads [`TRANSFORM`] through `admin` and attaches it to every destination of `config`.
+pub async fn attach_transform(http: &Http, admin: SocketAddr, config: &MessageConfig) -> Result<(), String> {
+    let put = |path: String, body: Bytes| async move {
+        match http.admin_with("PUT", admin, &path, body).await {
+            Ok(response) if response.status == 200 => Ok(()),
+            Ok(response) => Err(format!(
+                "PUT {path}: HTTP {} {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            )),
+            Err(failure) => Err(format!("PUT {path}: {}", failure.error)),
+        }
+    };
+    put(format!("/v1/modules/{TRANSFORM_NAME}"), Bytes::from_static(TRANSFORM.as_bytes())).await?;
+    for destination in &config.destinations {
+        let attach = format!(r#"{{"transform": "{TRANSFORM_NAME}"}}"#);
+        put(format!("/v1/topics{destination}"), Bytes::from(attach)).await?;
+    }
+    Ok(())
 }
 
 impl MessageConfig {
@@ -58,7 +97,13 @@ impl MessageConfig {
                 group: Some(format!("g{n}")),
             }));
         }
-        MessageConfig { destinations, subscriptions, consumers_per_subscription: 2, transaction_percent: 15 }
+        MessageConfig {
+            destinations,
+            subscriptions,
+            consumers_per_subscription: 2,
+            transaction_percent: 15,
+            transformed: false,
+        }
     }
 }
 
@@ -107,7 +152,7 @@ async fn send_one(
     let (id_text, receipt) = (id.to_string(), format!("r{id}"));
     let headers =
         [("destination", destination), ("persistent", "true"), ("chaos-id", &id_text), ("receipt", &receipt)];
-    let result = match connection.send("SEND", &headers, format!("chaos message {id}").as_bytes()).await {
+    let result = match connection.send("SEND", &headers, expected_body(id, false).as_bytes()).await {
         Ok(()) => await_receipt(connection, &receipt).await,
         Err(e) => Err((Outcome::Unknown, e.to_string())),
     };
@@ -148,7 +193,7 @@ async fn send_transaction(
                 ("transaction", &tx),
             ];
             result = connection
-                .send("SEND", &headers, format!("chaos message {id}").as_bytes())
+                .send("SEND", &headers, expected_body(id, false).as_bytes())
                 .await
                 .map_err(|e| e.to_string());
         }
@@ -189,7 +234,12 @@ async fn await_receipt(connection: &mut Connection, receipt: &str) -> Result<(),
 
 /// One consumer of a subscription: receives, records and ACKs every message; moves to another
 /// node when its connection breaks or goes silent; runs until stopped.
-pub async fn consumer(mut worker: Worker, nodes: Vec<SocketAddr>, subscription: Subscription) {
+pub async fn consumer(
+    mut worker: Worker,
+    nodes: Vec<SocketAddr>,
+    subscription: Subscription,
+    transformed: bool,
+) {
     let target = subscription.name();
     while worker.running() {
         let node = worker.pick(nodes.len());
@@ -224,18 +274,26 @@ pub async fn consumer(mut worker: Worker, nodes: Vec<SocketAddr>, subscription: 
             }
             let history = &worker.history;
             let now = history.now_ms();
+            let value: Option<u64> = frame.header("chaos-id").and_then(|id| id.parse().ok());
+            // A body other than what the destination makes of what was sent is named in `detail`.
+            let detail = match value {
+                Some(id) if frame.body != expected_body(id, transformed).as_bytes() => {
+                    format!("{UNEXPECTED_BODY}{:?}", String::from_utf8_lossy(&frame.body))
+                }
+                _ => String::new(),
+            };
             history.record(Op {
                 id: history.next_id(),
                 kind: OpKind::Deliver,
                 worker: worker.name.clone(),
                 node,
                 target: target.clone(),
-                value: frame.header("chaos-id").and_then(|id| id.parse().ok()),
+                value,
                 hash: None,
                 invoke_ms: now,
                 complete_ms: now,
                 outcome: Outcome::Ok,
-                detail: String::new(),
+                detail,
                 redelivered: frame.header("redelivered") == Some("true"),
             });
             let Some(ack) = frame.header("ack").map(str::to_string) else { break };

@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub heal_timeout: Duration,
     pub keys: usize,
     pub expect_availability: bool,
+    /// Run every STOMP destination through a WASM transform, and check deliveries are its output.
+    pub transform: bool,
     pub base_port: Option<u16>,
     pub hosts: HostMode,
     /// Extra environment for every servd (e.g. a fault-injection switch of a test build).
@@ -153,8 +155,14 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     if use_s3 {
         s3::setup(&http, &s3_addrs, &s3_config).await.map_err(anyhow::Error::msg)?;
     }
-    let message_config =
-        Arc::new(if use_stomp { MessageConfig::new(QUEUES, GROUPS) } else { MessageConfig::new(0, 0) });
+    let mut message_config =
+        if use_stomp { MessageConfig::new(QUEUES, GROUPS) } else { MessageConfig::new(0, 0) };
+    if use_stomp && config.transform {
+        let admin = nodes.nodes[0].addr(nodes.nodes[0].ports.admin);
+        messages::attach_transform(&http, admin, &message_config).await.map_err(anyhow::Error::msg)?;
+        message_config.transformed = true;
+    }
+    let message_config = Arc::new(message_config);
 
     let history = Arc::new(History::new());
     let stop_writers = Arc::new(AtomicBool::new(false));
@@ -175,6 +183,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
                 consumer,
                 stomp_addrs.clone(),
                 subscription.clone(),
+                message_config.transformed,
             )));
         }
     }
@@ -268,6 +277,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     }
     if use_stomp {
         violations.extend(check::stomp(&ops, &message_config.subscriptions));
+        violations.extend(check::untransformed(&ops));
     }
     match placements(&http, &nodes).await {
         Ok((placed, owners)) => violations.extend(check::single_owner(&placed, &owners, history.now_ms())),

@@ -30,10 +30,11 @@ def test_a_seeded_run_with_kills_pauses_and_restarts_keeps_every_acknowledged_wr
     report = tmp_path / "report"
     done, result = chaos(report, "--nodes", "3", "--duration", "20s", "--seed", "7", "--hosts", "loopback",
                          "--faults", "kill,pause,restart", "--fault-interval", "3s", "--max-hold", "3s",
-                         "--concurrency", "3", "--heal-timeout", "45s")
+                         "--concurrency", "3", "--heal-timeout", "45s", "--transform")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no violation" in done.stdout
-    assert result["violations"] == []
+    # Every destination ran a WASM transform: each delivery was checked to be its output.
+    assert result["violations"] == [] and "--transform" in result["replay"]
     # The faults the schedule named were injected, in order, on the nodes it named.
     applied = [(f["kind"], f["node"]) for f in result["faults"] if f["kind"] != "crash"]
     assert applied == [(f["kind"], f["node"]) for f in result["schedule"]]

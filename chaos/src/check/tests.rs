@@ -165,3 +165,17 @@ fn a_read_must_not_miss_a_write_acknowledged_before_it_began() {
     assert!(s3_stale_reads(&with(get(9, "b/j", (40, 45), None))).is_empty(), "absent after a DELETE");
     assert!(s3_stale_reads(&with(get(9, "b/z", (40, 45), None))).is_empty(), "a key never written");
 }
+
+#[test]
+fn a_delivery_whose_body_is_not_what_its_destination_makes_is_a_violation() {
+    let good = deliver(1, 7, "/queue/q", 10, false);
+    let mut raw = deliver(2, 8, "/queue/q", 20, false);
+    raw.detail = format!("{}\"chaos message 8\"", crate::messages::UNEXPECTED_BODY);
+    let violations = untransformed(&[good, raw]);
+    assert_eq!(violations.len(), 1);
+    assert_eq!(
+        (violations[0].invariant, violations[0].ops.clone()),
+        ("stomp-delivery-not-as-published", vec![2])
+    );
+    assert!(violations[0].message.contains("message 8") && violations[0].message.contains("chaos message 8"));
+}
