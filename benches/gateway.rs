@@ -1,7 +1,9 @@
 //! HTTP gateway throughput and latency: GETs of a 1 KiB answer at concurrency 1, 16 and 64 on
 //! keep-alive connections, sent straight to an upstream, through a fresh release `servd`'s
 //! gateway (one route, defaults: retries, circuit breaker), and through nginx as a reverse proxy
-//! when it is installed, with servd's ratio to it.
+//! when it is installed, with servd's ratio to it; then through a servd route whose WASM
+//! middleware ([`PASS`]: both hooks, each answering the head it got) sees every request and
+//! answer, to show what a middleware costs.
 //!
 //! Run with `scripts/bench-gateway` (it builds servd and installs nginx when it can). The
 //! upstream is a hyper server in this process; client, upstream and proxy share the machine, so
@@ -27,6 +29,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 const BODY_BYTES: usize = 1024;
+/// A middleware that lets every request and answer through unchanged.
+const PASS: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "serv_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "serv_request") (export "serv_response") (param $ptr i32) (param $len i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))))"#;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
 /// A proxy process and its directory, both gone when the bench ends.
@@ -99,19 +107,31 @@ async fn start_servd(upstream: SocketAddr) -> Proxy {
     let proxy =
         Proxy { name: "servd", url: format!("http://127.0.0.1:{http}"), _process: Some((child, dir)) };
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let config = format!(r#"{{"path_prefix": "/", "upstreams": ["http://{upstream}"]}}"#);
-    for _ in 0..200 {
-        let request = Request::put(format!("http://127.0.0.1:{admin}/v1/routes/bench"))
+    let put = |path: &str, body: String| {
+        Request::put(format!("http://127.0.0.1:{admin}{path}"))
             .header("authorization", "Bearer bench")
-            .body(Full::new(Bytes::from(config.clone())))
-            .unwrap();
-        if let Ok(response) = client.request(request).await {
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let config = format!(r#"{{"path_prefix": "/", "upstreams": ["http://{upstream}"]}}"#);
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(response) = client.request(put("/v1/routes/bench", config.clone())).await {
             assert!(response.status().is_success(), "servd refused the route: {}", response.status());
-            return proxy;
+            up = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("servd did not come up");
+    assert!(up, "servd did not come up");
+    // The same upstream behind /wasm, through the pass-through middleware.
+    let module = client.request(put("/v1/modules/pass", PASS.to_string())).await.unwrap();
+    assert!(module.status().is_success(), "servd refused the module: {}", module.status());
+    let config =
+        format!(r#"{{"path_prefix": "/wasm", "upstreams": ["http://{upstream}"], "middleware": "pass"}}"#);
+    let route = client.request(put("/v1/routes/bench-wasm", config)).await.unwrap();
+    assert!(route.status().is_success(), "servd refused the middleware route: {}", route.status());
+    proxy
 }
 
 /// nginx as a reverse proxy to the upstream with keep-alive both ways, if it is installed: one
@@ -211,24 +231,29 @@ async fn main() {
     let direct = Proxy { name: "direct", url: format!("http://{upstream}"), _process: None };
     let servd = start_servd(upstream).await;
     let nginx = start_nginx(upstream);
+    let wasm = Proxy { name: "servd+wasm", url: format!("{}/wasm", servd.url), _process: None };
     if nginx.is_none() {
         eprintln!("nginx is not installed here: measuring servd and the upstream alone");
     }
     println!("GET of a {BODY_BYTES} B answer, keep-alive, {seconds} s per phase");
-    println!("{:<8} {:>5} {:>10} {:>9} {:>9}", "target", "conc", "req/s", "p50 ms", "p99 ms");
+    println!("{:<10} {:>5} {:>10} {:>9} {:>9}", "target", "conc", "req/s", "p50 ms", "p99 ms");
     let mut figures = Vec::new();
-    for target in [Some(&direct), Some(&servd), nginx.as_ref()].into_iter().flatten() {
+    for target in [Some(&direct), Some(&servd), nginx.as_ref(), Some(&wasm)].into_iter().flatten() {
         for concurrency in CONCURRENCY {
             let url = format!("{}/bench/item", target.url);
             let (rate, p50, p99) = load(&url, concurrency, seconds).await;
-            println!("{:<8} {:>5} {:>10.0} {:>9.2} {:>9.2}", target.name, concurrency, rate, p50, p99);
+            println!("{:<10} {:>5} {:>10.0} {:>9.2} {:>9.2}", target.name, concurrency, rate, p50, p99);
             figures.push((target.name, concurrency, rate));
         }
     }
-    if nginx.is_some() {
-        for concurrency in CONCURRENCY {
-            let rate = |name| figures.iter().find(|f| f.0 == name && f.1 == concurrency).map_or(0.0, |f| f.2);
+    for concurrency in CONCURRENCY {
+        let rate = |name| figures.iter().find(|f| f.0 == name && f.1 == concurrency).map_or(0.0, |f| f.2);
+        if nginx.is_some() {
             println!("servd / nginx at concurrency {concurrency}: {:.2}x", rate("servd") / rate("nginx"));
         }
+        println!(
+            "servd with / without a WASM middleware at concurrency {concurrency}: {:.2}x",
+            rate("servd+wasm") / rate("servd")
+        );
     }
 }
