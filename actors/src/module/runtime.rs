@@ -114,7 +114,9 @@ impl ModuleRuntime {
             Ok(ModuleReply::Head(head)) => head,
             Ok(ModuleReply::NoSuchModule) => {
                 self.forget(name);
-                self.drop_copy(name).await;
+                if self.copy(name).is_some() {
+                    self.drop_copy(name).await;
+                }
                 return Err(ModuleFailure::NoSuchModule(name.to_string()));
             }
             Ok(other) => return Err(ModuleFailure::Unavailable(name.into(), format!("answered {other:?}"))),

@@ -53,6 +53,16 @@ pub struct Topic {
 
 type Outcome = Result<TopicReply, EntityError>;
 
+/// Where a message of a transformed batch went.
+enum Place {
+    /// Appended: its index among the kept messages.
+    Kept(usize),
+    /// Dead-lettered: its index among the dead letters.
+    Dead(usize),
+    /// A duplicate of the message at this offset.
+    Known(u64),
+}
+
 /// The header that names a message's deduplication id.
 pub const DEDUP_HEADER: &str = "dedup-id";
 
@@ -262,19 +272,24 @@ impl Topic {
             .modules()
             .cloned()
             .ok_or_else(|| EntityError::dependency("this node runs no modules"))?;
+        // A message whose dedup id is known is answered here with its original's offset, never
+        // passed on (were its window to end meanwhile, it would be stored untransformed). An
+        // original still staged must be durable before a duplicate of it is answered.
+        if batch.iter().any(|(_, id)| id.as_ref().is_some_and(|id| self.pending_dedup.contains_key(id))) {
+            self.fence(&ctx.storage).await?;
+        }
         let now = now_ms();
         let mut known = Vec::with_capacity(batch.len());
         for (_, id) in &batch {
-            let seen = match id {
-                Some(id) => self.pending_dedup.contains_key(id) || self.seen(id, &meta, now)?.is_some(),
-                None => false,
-            };
-            known.push(seen);
+            known.push(match id {
+                Some(id) => self.seen(id, &meta, now)?,
+                None => None,
+            });
         }
         let inputs = batch
             .iter()
             .zip(&known)
-            .filter(|(_, known)| !**known)
+            .filter(|(_, known)| known.is_none())
             .map(|((r, _), _)| r.body.clone())
             .collect();
         let outputs: Vec<Result<Vec<u8>, String>> =
@@ -283,7 +298,7 @@ impl Topic {
                     outputs.into_iter().map(|o| o.map_err(|e| format!("transform {module} {e}"))).collect()
                 }
                 Err(failure @ (ModuleFailure::NoSuchModule(_) | ModuleFailure::NoHook(..))) => {
-                    vec![Err(format!("transform: {failure}")); known.iter().filter(|k| !**k).count()]
+                    vec![Err(format!("transform: {failure}")); known.iter().filter(|k| k.is_none()).count()]
                 }
                 Err(failure @ ModuleFailure::Unavailable(..)) => {
                     return Err(EntityError::dependency(failure.to_string()));
@@ -292,21 +307,19 @@ impl Topic {
         let mut outputs = outputs.into_iter();
         let (mut keep, mut dead, mut places) = (Vec::new(), Vec::new(), Vec::with_capacity(batch.len()));
         for ((mut record, id), known) in batch.into_iter().zip(known) {
-            // A known duplicate is left for `append` to answer with its original's offset.
-            let output = if known {
-                Ok(std::mem::take(&mut record.body))
-            } else {
-                outputs.next().expect("one output per input")
-            };
-            match output {
+            if let Some(offset) = known {
+                places.push(Place::Known(offset));
+                continue;
+            }
+            match outputs.next().expect("one output per input") {
                 Ok(body) => {
                     record.body = body;
-                    places.push(Ok(keep.len()));
+                    places.push(Place::Kept(keep.len()));
                     keep.push((record, id));
                 }
                 Err(reason) => {
                     mark_dead(&mut record, &self.name, reason.clone());
-                    places.push(Err(dead.len()));
+                    places.push(Place::Dead(dead.len()));
                     dead.push((record, id, reason));
                 }
             }
@@ -336,8 +349,9 @@ impl Topic {
         Ok(places
             .into_iter()
             .map(|place| match place {
-                Ok(i) => kept[i].clone(),
-                Err(i) => dead_answers[i].clone(),
+                Place::Kept(i) => kept[i].clone(),
+                Place::Dead(i) => dead_answers[i].clone(),
+                Place::Known(offset) => Appended { offset, duplicate: true, dead_letter: None },
             })
             .collect())
     }
