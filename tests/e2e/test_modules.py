@@ -125,7 +125,11 @@ def test_a_transform_rewrites_messages_and_sends_what_it_refuses_to_the_dead_let
     assert (module["stats"]["calls"], module["stats"]["failures"]) == (3, 1), module
     assert "code 33" in module["stats"]["last_error"]
 
-    # Attached, it cannot be deleted; detached, messages pass unchanged and it can.
+    # Attached, it cannot be replaced by a version without its hook, nor deleted; detached,
+    # messages pass unchanged and it can.
+    hookless = call(servd, "PUT", "/v1/modules/upper", data=wat("gate"))
+    assert error(hookless) == (409, "Conflict") and "as its transform" in hookless.json()["error"], hookless.text
+    assert call(servd, "GET", "/v1/modules/upper").json()["version"] == 1
     in_use = call(servd, "DELETE", "/v1/modules/upper")
     assert error(in_use) == (409, "Conflict") and "topic queue/orders" in in_use.json()["error"]
     assert attach(servd, "queue/orders", None)["config"]["transform"] is None

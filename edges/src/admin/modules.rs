@@ -131,6 +131,20 @@ async fn upload(
         WasmError::Invalid(why) => ApiError::new(ErrorCode::InvalidModule, format!("module {name}: {why}")),
         other => ApiError::new(ErrorCode::Internal, format!("module {name}: {other}")),
     })?;
+    // A new version must still serve where the module is attached.
+    for attachment in attachments(state).await?.remove(name).unwrap_or_default() {
+        let (needed, role) = attachment.needs();
+        if !compiled.hooks.iter().any(|hook| needed.contains(hook)) {
+            let exports: Vec<&str> = needed.iter().map(|h| h.export()).collect();
+            let message = format!(
+                "module {name} is attached to {} {} as its {role}, and this version exports no {}: detach it first",
+                attachment.kind,
+                attachment.name,
+                exports.join(" or ")
+            );
+            return Err(ApiError::new(ErrorCode::Conflict, message));
+        }
+    }
     let hooks = compiled.hooks.iter().map(|h| h.as_str().to_string()).collect();
     let msg = ModuleMsg::Put { wasm: compiled.wasm.to_vec(), hash: compiled.hash.clone(), hooks };
     let result = ask(state, name, msg).await.and_then(head);
@@ -186,6 +200,16 @@ struct Attachment {
     /// `topic` (its transform) or `route` (its middleware).
     kind: &'static str,
     name: String,
+}
+
+impl Attachment {
+    /// The hooks an attached module needs here (one of them), and the role it plays.
+    fn needs(&self) -> (&'static [Hook], &'static str) {
+        match self.kind {
+            "topic" => (&[Hook::Transform], "transform"),
+            _ => (&[Hook::Request, Hook::Response], "middleware"),
+        }
+    }
 }
 
 /// Every attachment of every module, from the topics and routes of every node that is up.
