@@ -104,9 +104,13 @@ def test_a_transform_rewrites_messages_and_sends_what_it_refuses_to_the_dead_let
     consumer = clients(servd)
     consumer.subscribe("/queue/orders", id="c")
     producer = clients(servd)
-    producer.send("/queue/orders", "hello, world", headers={"x-order": "1"})
-    producer.send("/queue/orders", "!refused", headers={"x-order": "2"})  # receipted: durable in the DLQ
+    stored = producer.send("/queue/orders", "hello, world", headers={"x-order": "1"})
+    refused = producer.send("/queue/orders", "!refused", headers={"x-order": "2"})  # durable in the DLQ
     producer.send("/queue/orders", "last one", headers={"x-order": "3"})
+    # The RECEIPT of the refused message says where it went and why; the others say nothing more.
+    told = producer.listener.receipt_headers[refused]
+    assert told["dead-letter"] == "/queue/orders.dlq" and "code 33" in told["dead-letter-reason"], told
+    assert "dead-letter" not in producer.listener.receipt_headers[stored]
     consumer.listener.wait_count(2)
     assert consumer.bodies() == ["HELLO, WORLD", "LAST ONE"]
     assert [m.headers["x-order"] for m in consumer.messages] == ["1", "3"]

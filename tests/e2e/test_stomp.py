@@ -33,6 +33,7 @@ class Collector(stomp.ConnectionListener):
         self.arrival = []  # time.monotonic() of each message
         self.errors = []
         self.receipts = []
+        self.receipt_headers = {}  # receipt-id -> the RECEIPT's headers
         self.connected = None
         self.disconnected = False
         self.on_each = None  # optional callback(frame) run for every MESSAGE
@@ -58,6 +59,7 @@ class Collector(stomp.ConnectionListener):
     def on_receipt(self, frame):
         with self.cond:
             self.receipts.append(frame.headers["receipt-id"])
+            self.receipt_headers[frame.headers["receipt-id"]] = dict(frame.headers)
             self.cond.notify_all()
 
     def on_disconnected(self):

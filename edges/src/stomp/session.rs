@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serv_actors::group::{AckMode, GroupMsg, GroupRefusal, GroupReply, StartAt};
-use serv_actors::topic::{DEDUP_HEADER, LogRecord, TopicConfig, TopicMsg, TopicReply};
+use serv_actors::topic::{DEDUP_HEADER, DeadLettered, LogRecord, TopicConfig, TopicMsg, TopicReply};
 use serv_actors::{ActorKey, ActorKind, Directory, KindMessage, now_ms};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -28,6 +28,11 @@ use super::codec::{FrameError, FrameLimits, Item, StompCodec};
 use super::frame::{Command, Frame, HeartBeat, HeartBeatIntervals, Version};
 use crate::admin::topics::destination;
 use crate::s3::Keys;
+
+/// RECEIPT headers saying that the destination's transform sent the message to this dead-letter
+/// topic instead, and why.
+pub const DEAD_LETTER_HEADER: &str = "dead-letter";
+pub const DEAD_LETTER_REASON_HEADER: &str = "dead-letter-reason";
 
 /// Settings of the STOMP edge.
 #[derive(Clone, Debug)]
@@ -425,21 +430,32 @@ impl Session {
     /// Appends a SEND's message to its destination; resolves once it is durable.
     async fn publish(&self, frame: Frame) -> Result<(), Fault> {
         let topic = topic_of(frame.header("destination"))?;
-        self.publish_many(&topic, vec![Self::record_of(&frame)?]).await
+        self.publish_many(&topic, vec![Self::record_of(&frame)?]).await.map(drop)
     }
 
-    /// Appends messages to one destination in order, in one commit; resolves once durable.
+    /// Appends messages to one destination in order, in one commit; resolves once durable with,
+    /// for each message, where the destination's transform sent it instead, if it did.
     async fn publish_many(
         &self,
         topic: &str,
-        mut batch: Vec<(LogRecord, Option<String>)>,
-    ) -> Result<(), Fault> {
-        batch.retain(|_| !crate::fault_injection::lose(crate::fault_injection::Loss::Message));
+        batch: Vec<(LogRecord, Option<String>)>,
+    ) -> Result<Vec<Option<DeadLettered>>, Fault> {
+        let kept: Vec<bool> = batch
+            .iter()
+            .map(|_| !crate::fault_injection::lose(crate::fault_injection::Loss::Message))
+            .collect();
+        let batch: Vec<_> = batch.into_iter().zip(&kept).filter(|(_, kept)| **kept).map(|(m, _)| m).collect();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(vec![None; kept.len()]);
         }
         match crate::publish::append(&self.shared.directory, topic, batch).await {
-            Ok(_) => Ok(()),
+            Ok(answers) => {
+                let mut answers = answers.into_iter();
+                Ok(kept
+                    .iter()
+                    .map(|kept| answers.next().filter(|_| *kept).and_then(|a| a.dead_letter))
+                    .collect())
+            }
             Err(error @ crate::publish::PublishError::Unreachable(_)) => {
                 Err(fault("destination unavailable", error.to_string()))
             }
@@ -464,12 +480,21 @@ impl Session {
             }
         }
         let stored = records.len();
-        if stored > 0 {
-            self.publish_many(&topic, records).await.map_err(|f| (f, None))?;
-        }
-        for frame in &burst[..stored] {
+        let fates = match stored {
+            0 => Vec::new(),
+            _ => self.publish_many(&topic, records).await.map_err(|f| (f, None))?,
+        };
+        for (frame, fate) in burst[..stored].iter().zip(fates) {
             if let Some(id) = receipt_of(frame) {
-                self.send(Frame::new(Command::Receipt).with_header("receipt-id", id)).await;
+                let mut receipt = Frame::new(Command::Receipt).with_header("receipt-id", id);
+                // The destination's transform refused the message: it is durable in the
+                // dead-letter topic, and the producer is told where and why.
+                if let Some(dead) = fate {
+                    receipt = receipt
+                        .with_header(DEAD_LETTER_HEADER, format!("/{}", dead.topic))
+                        .with_header(DEAD_LETTER_REASON_HEADER, dead.reason);
+                }
+                self.send(receipt).await;
             }
         }
         failed.map_or(Ok(()), Err)
