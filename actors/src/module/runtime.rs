@@ -134,6 +134,8 @@ impl ModuleRuntime {
                 return Ok(compiled);
             }
         };
+        // Only a switch to another version can make this node's copy out of date.
+        let switched = known.as_ref().is_none_or(|c| c.hash != head.hash);
         let compiled = match known.filter(|c| c.hash == head.hash).or_else(|| self.host.cached(&head.hash)) {
             Some(compiled) => compiled,
             None => {
@@ -152,7 +154,7 @@ impl ModuleRuntime {
                     .map_err(|e| ModuleFailure::Unavailable(name.into(), e.to_string()))?
             }
         };
-        if self.copy(name).is_none_or(|copy| copy.hash != compiled.hash) {
+        if switched && self.copy(name).is_none_or(|copy| copy.hash != compiled.hash) {
             self.keep_copy(name, &compiled).await;
         }
         self.remember(name, &compiled);
