@@ -307,6 +307,19 @@ def test_route_middleware_lets_requests_through_rewritten_or_refuses_them(start_
     assert passed.headers["x-gate"] == "passed" and passed.headers["x-upstream"] == "api"
     assert int(passed.headers["content-length"]) == len(passed.content)
 
+    # A middleware with only one of the hooks leaves the other side alone.
+    request_only = b"""(module (memory (export "memory") 1)
+        (func (export "serv_alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "serv_request") (param $p i32) (param $n i32) (result i64)
+          (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32)) (i64.extend_i32_u (local.get $n)))))"""
+    assert upload(node, "same", request_only)["hooks"] == ["request"]
+    call(node, "PUT", "/v1/routes/same", json={"path_prefix": "/same", "upstreams": [upstream.url],
+                                                "middleware": "same"})
+    wait_until(lambda: requests.get(f"{node.http}/same/x", timeout=5).status_code == 200,
+               message="the request-only middleware route is served")
+    plain = requests.get(f"{node.http}/same/x", timeout=5)
+    assert plain.headers["x-upstream"] == "api" and "x-gate" not in plain.headers
+
     # A middleware that never ends fails closed, at its deadline.
     call(node, "PUT", "/v1/routes/slow", json={"path_prefix": "/slow", "upstreams": [upstream.url],
                                                 "middleware": "spin"})

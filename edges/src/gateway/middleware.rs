@@ -75,10 +75,12 @@ async fn call(
         };
         refuse(code, format!("route {route}'s middleware: {failure}"))
     };
-    if !runtime.resolve(directory, module).await.map_err(failure)?.hooks.contains(&hook) {
-        return Ok(None);
-    }
-    let outputs = runtime.run(directory, module, hook, vec![head]).await.map_err(failure)?;
+    let outputs = match runtime.run(directory, module, hook, vec![head]).await {
+        Ok(outputs) => outputs,
+        // A middleware with only the other hook leaves this side alone.
+        Err(ModuleFailure::NoHook(..)) => return Ok(None),
+        Err(other) => return Err(failure(other)),
+    };
     let why = match outputs.into_iter().next() {
         Some(Ok(output)) => return Ok(Some(output)),
         Some(Err(WasmError::Refused(code))) => {
