@@ -339,7 +339,8 @@ impl HandOff for crate::route::Route {
 
 impl HandOff for crate::module::Module {
     fn state_tables(storage: &Storage) -> Result<Vec<Box<dyn StateTable>>, StorageError> {
-        Ok(vec![Box::new(storage.table(crate::module::MODULES)?)])
+        use crate::module::{MODULE_BINARIES, MODULES};
+        Ok(vec![Box::new(storage.table(MODULES)?), Box::new(storage.table(MODULE_BINARIES)?)])
     }
 
     fn names(storage: &Storage) -> Result<Vec<String>, StorageError> {

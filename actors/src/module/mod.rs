@@ -19,6 +19,7 @@ pub struct Module {
     name: String,
     record: Option<ModuleRecord>,
     modules: Table<String, ModuleRecord>,
+    binaries: Table<String, ModuleBinary>,
 }
 
 impl Entity for Module {
@@ -27,27 +28,33 @@ impl Entity for Module {
     async fn load(ctx: &EntityContext) -> Result<Self, EntityError> {
         let modules = ctx.storage.table(MODULES)?;
         let record = modules.get(&ctx.key.name)?;
-        Ok(Module { name: ctx.key.name.clone(), record, modules })
+        let binaries = ctx.storage.table(MODULE_BINARIES)?;
+        Ok(Module { name: ctx.key.name.clone(), record, modules, binaries })
     }
 
     async fn handle(&mut self, msg: ModuleMsg, ctx: &EntityContext) -> Result<ModuleReply, EntityError> {
         match (msg, &self.record) {
             (ModuleMsg::Put { wasm, hash, hooks }, existing) => {
                 let now = now_ms();
+                let size = wasm.len() as u64;
+                let same = existing.as_ref().is_some_and(|old| old.hash == hash);
                 let record = match existing {
-                    Some(old) if old.hash == hash => ModuleRecord { hooks, ..old.clone() },
+                    Some(old) if same => ModuleRecord { hooks, ..old.clone() },
                     Some(old) => ModuleRecord {
                         hash,
-                        wasm,
+                        size,
                         hooks,
                         version: old.version + 1,
                         updated_ms: now,
                         ..old.clone()
                     },
-                    None => ModuleRecord { hash, wasm, hooks, version: 1, created_ms: now, updated_ms: now },
+                    None => ModuleRecord { hash, size, hooks, version: 1, created_ms: now, updated_ms: now },
                 };
                 let mut changes = ctx.storage.write_set();
                 changes.put(&self.modules, &self.name, &record)?;
+                if !same {
+                    changes.put(&self.binaries, &self.name, &ModuleBinary { wasm })?;
+                }
                 ctx.storage.commit(changes).await?;
                 let head = record.head(&self.name);
                 self.record = Some(record);
@@ -55,10 +62,14 @@ impl Entity for Module {
             }
             (_, None) => Ok(ModuleReply::NoSuchModule),
             (ModuleMsg::Head, Some(record)) => Ok(ModuleReply::Head(record.head(&self.name))),
-            (ModuleMsg::Get, Some(record)) => Ok(ModuleReply::Module(record.clone())),
+            (ModuleMsg::Get, Some(_)) => match self.binaries.get(&self.name)? {
+                Some(binary) => Ok(ModuleReply::Binary(binary.wasm)),
+                None => Err(EntityError::new(format!("module {} has no binary stored", self.name))),
+            },
             (ModuleMsg::Delete, Some(_)) => {
                 let mut changes = ctx.storage.write_set();
                 changes.delete(&self.modules, &self.name);
+                changes.delete(&self.binaries, &self.name);
                 ctx.storage.commit(changes).await?;
                 self.record = None;
                 Ok(ModuleReply::Deleted)
@@ -72,7 +83,7 @@ impl Entity for Module {
                 "version={} hash={} bytes={} hooks={}",
                 record.version,
                 &record.hash[..12.min(record.hash.len())],
-                record.wasm.len(),
+                record.size,
                 record.hooks.join(",")
             ),
             None => "absent".to_string(),

@@ -8,8 +8,10 @@ use crate::{ActorKind, KindMessage};
 /// Longest module name.
 pub const MAX_MODULE_NAME: usize = 100;
 
-/// Modules by name.
+/// Modules by name, without their binaries (listings read these).
 pub const MODULES: TableDef<String, ModuleRecord> = TableDef::new("modules");
+/// Each module's current binary, by name.
+pub const MODULE_BINARIES: TableDef<String, ModuleBinary> = TableDef::new("module_binaries");
 
 /// A module name, checked: 1 to 100 characters of `a-z 0-9 . _ -`.
 pub fn module_name(name: &str) -> Result<&str, String> {
@@ -24,13 +26,13 @@ pub fn module_name(name: &str) -> Result<&str, String> {
     }
 }
 
-/// A stored module: its current binary and what it offers.
+/// A stored module: what its current binary is and offers (the binary is in [`MODULE_BINARIES`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleRecord {
-    /// Hex BLAKE3 of `wasm`.
+    /// Hex BLAKE3 of the binary.
     pub hash: String,
-    #[serde(with = "crate::serde_bytes")]
-    pub wasm: Vec<u8>,
+    /// The binary's size in bytes.
+    pub size: u64,
     /// The hooks it exports (`transform`, `request`).
     pub hooks: Vec<String>,
     /// 1 for the first upload, one more for each upload of a different binary.
@@ -43,12 +45,23 @@ impl Record for ModuleRecord {
     const FORMAT: u8 = 1;
 }
 
+/// A module's binary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleBinary {
+    #[serde(with = "crate::serde_bytes")]
+    pub wasm: Vec<u8>,
+}
+
+impl Record for ModuleBinary {
+    const FORMAT: u8 = 1;
+}
+
 impl ModuleRecord {
     pub fn head(&self, name: &str) -> ModuleHead {
         ModuleHead {
             name: name.to_string(),
             hash: self.hash.clone(),
-            size: self.wasm.len() as u64,
+            size: self.size,
             hooks: self.hooks.clone(),
             version: self.version,
             created_ms: self.created_ms,
@@ -81,7 +94,7 @@ pub enum ModuleMsg {
     },
     /// The module without its binary.
     Head,
-    /// The module with its binary.
+    /// The module's binary.
     Get,
     Delete,
 }
@@ -90,7 +103,7 @@ pub enum ModuleMsg {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModuleReply {
     Head(ModuleHead),
-    Module(ModuleRecord),
+    Binary(#[serde(with = "crate::serde_bytes")] Vec<u8>),
     Deleted,
     NoSuchModule,
 }

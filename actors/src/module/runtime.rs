@@ -140,7 +140,7 @@ impl ModuleRuntime {
             Some(compiled) => compiled,
             None => {
                 let wasm = match directory.call(&key, ModuleMsg::Get).await {
-                    Ok(ModuleReply::Module(record)) => record.wasm,
+                    Ok(ModuleReply::Binary(wasm)) => wasm,
                     Ok(ModuleReply::NoSuchModule) => {
                         return Err(ModuleFailure::NoSuchModule(name.to_string()));
                     }

@@ -79,8 +79,11 @@ async fn a_module_is_versioned_by_content_and_kept_across_reloads() {
     assert_eq!(second.version, 2);
     assert_ne!(second.hash, first.hash);
     tokio::time::sleep(Duration::from_millis(100)).await; // passivated: the next message reloads it
-    let ModuleReply::Module(stored) = directory.call(&key, ModuleMsg::Get).await.unwrap() else { panic!() };
-    assert_eq!((stored.version, stored.hash), (2, second.hash));
+    let ModuleReply::Head(stored) = directory.call(&key, ModuleMsg::Head).await.unwrap() else { panic!() };
+    assert_eq!((stored.version, &stored.hash), (2, &second.hash));
+    let ModuleReply::Binary(wasm) = directory.call(&key, ModuleMsg::Get).await.unwrap() else { panic!() };
+    let reverse = directory.modules().unwrap().host().compile(REVERSE.as_bytes()).unwrap();
+    assert_eq!((wasm.len() as u64, &wasm), (stored.size, &*reverse.wasm), "the binary of version 2");
     assert_eq!(directory.call(&key, ModuleMsg::Delete).await.unwrap(), ModuleReply::Deleted);
     assert_eq!(directory.call(&key, ModuleMsg::Get).await.unwrap(), ModuleReply::NoSuchModule);
 }

@@ -165,7 +165,7 @@ pub(super) async fn wasm(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     match ask(&state, &name, ModuleMsg::Get).await? {
-        ModuleReply::Module(record) => Ok(([(header::CONTENT_TYPE, "application/wasm")], record.wasm)),
+        ModuleReply::Binary(wasm) => Ok(([(header::CONTENT_TYPE, "application/wasm")], wasm)),
         other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected answer {other:?}"))),
     }
 }
