@@ -82,3 +82,17 @@ impl fmt::Display for ActorKey {
         write!(f, "{}/{}", self.kind, self.name)
     }
 }
+
+/// `name` if it is 1 to `max` characters of `a-z 0-9 . _ -` (routes and modules are named so),
+/// else why not, naming it as `what`.
+pub fn plain_name<'a>(what: &str, name: &'a str, max: usize) -> Result<&'a str, String> {
+    let valid = (1..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!("{what} {name:?} must be 1 to {max} characters of a-z 0-9 . _ -"))
+    }
+}

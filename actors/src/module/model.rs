@@ -15,15 +15,7 @@ pub const MODULE_BINARIES: TableDef<String, ModuleBinary> = TableDef::new("modul
 
 /// A module name, checked: 1 to 100 characters of `a-z 0-9 . _ -`.
 pub fn module_name(name: &str) -> Result<&str, String> {
-    let valid = (1..=MAX_MODULE_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(name)
-    } else {
-        Err(format!("module name {name:?} must be 1 to {MAX_MODULE_NAME} characters of a-z 0-9 . _ -"))
-    }
+    crate::key::plain_name("module name", name, MAX_MODULE_NAME)
 }
 
 /// A stored module: what its current binary is and offers (the binary is in [`MODULE_BINARIES`]).

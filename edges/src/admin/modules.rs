@@ -54,8 +54,12 @@ fn runtime(state: &AdminState) -> Result<&Arc<ModuleRuntime>, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "this node runs no WASM modules"))
 }
 
+fn checked_name(name: &str) -> Result<&str, ApiError> {
+    module_name(name).map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))
+}
+
 async fn ask(state: &AdminState, name: &str, msg: ModuleMsg) -> Result<ModuleReply, ApiError> {
-    let name = module_name(name).map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    let name = checked_name(name)?;
     match state.inner.directory.call(&ActorKey::new(ActorKind::Module, name), msg).await {
         Ok(ModuleReply::NoSuchModule) => Err(ApiError::new(ErrorCode::NotFound, format!("no module {name}"))),
         Ok(reply) => Ok(reply),
@@ -100,7 +104,7 @@ pub(super) async fn put(
     Path(name): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<ModuleHead>, ApiError> {
-    module_name(&name).map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    checked_name(&name)?;
     let result = upload(&state, &name, body).await;
     let outcome = match &result {
         Ok(Json(head)) => format!("ok: version {} ({})", head.version, &head.hash[..12]),
@@ -175,7 +179,7 @@ pub(super) async fn delete(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    module_name(&name).map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    checked_name(&name)?;
     let attached = attachments(&state).await?.remove(&name).unwrap_or_default();
     let result = if attached.is_empty() {
         ask(&state, &name, ModuleMsg::Delete).await.map(|_| ())

@@ -18,17 +18,8 @@ use crate::gateway::stats::StatsView;
 pub const MAX_ROUTE_NAME: usize = 63;
 
 fn checked_name(name: &str) -> Result<&str, ApiError> {
-    let valid = (1..=MAX_ROUTE_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-    match valid {
-        true => Ok(name),
-        false => Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("route name {name:?} must be 1 to {MAX_ROUTE_NAME} characters of a-z 0-9 . _ -"),
-        )),
-    }
+    serv_actors::key::plain_name("route name", name, MAX_ROUTE_NAME)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))
 }
 
 async fn ask(state: &AdminState, name: &str, msg: RouteMsg) -> Result<RouteReply, ApiError> {
