@@ -173,8 +173,7 @@ fn render_gateway(out: &mut String, stats: &[(String, crate::gateway::stats::Sta
             answers.sample("", &[("route", route), ("class", class)], count);
         }
     }
-    type Count = fn(&crate::gateway::stats::StatsView) -> u64;
-    let counters: [(&'static str, &str, Count); 2] = [
+    let counters: [Counter<crate::gateway::stats::StatsView>; 2] = [
         (
             "serv_gateway_refused_total",
             "Requests the gateway answered itself (rate limited, circuit open, disabled, too large), by route.",
@@ -186,12 +185,7 @@ fn render_gateway(out: &mut String, stats: &[(String, crate::gateway::stats::Sta
             |view| view.upstream_failures,
         ),
     ];
-    for (name, help, value) in counters {
-        let mut family = Family::new(out, name, "counter", help);
-        for (route, view) in stats {
-            family.sample("", &[("route", route)], value(view));
-        }
-    }
+    counter_families(out, "route", stats.iter().map(|(route, view)| (route, view)), &counters);
     let mut open = Family::new(
         out,
         "serv_gateway_circuit_open",
@@ -208,8 +202,7 @@ fn render_modules(
     out: &mut String,
     stats: &std::collections::BTreeMap<String, serv_actors::module::ModuleStats>,
 ) {
-    type Count = fn(&serv_actors::module::ModuleStats) -> u64;
-    let counters: [(&'static str, &str, Count); 3] = [
+    let counters: [Counter<serv_actors::module::ModuleStats>; 3] = [
         ("serv_wasm_calls_total", "WASM module calls on this node, by module.", |s| s.calls),
         (
             "serv_wasm_failures_total",
@@ -218,10 +211,23 @@ fn render_modules(
         ),
         ("serv_wasm_busy_microseconds_total", "Time spent in WASM module calls, by module.", |s| s.busy_us),
     ];
-    for (name, help, value) in counters {
+    counter_families(out, "module", stats.iter(), &counters);
+}
+
+/// A counter family: its name, its help and how to count a row.
+type Counter<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// One counter family per `(name, help, count)`, with a sample of each row labelled `label`.
+fn counter_families<'a, T: 'a>(
+    out: &mut String,
+    label: &str,
+    rows: impl Iterator<Item = (&'a String, &'a T)> + Clone,
+    counters: &[Counter<T>],
+) {
+    for (name, help, count) in counters {
         let mut family = Family::new(out, name, "counter", help);
-        for (module, stats) in stats {
-            family.sample("", &[("module", module)], value(stats));
+        for (key, row) in rows.clone() {
+            family.sample("", &[(label, key)], count(row));
         }
     }
 }
