@@ -256,6 +256,10 @@ def test_bad_command_lines_and_config_files_exit_2(tmp_path):
     short_session = run_servd(["--admin-session-ttl-ms", "10"])
     assert short_session.returncode == 2 and "admin_session_ttl_ms" in short_session.stderr
 
+    for flag, value in [("--wasm-memory-bytes", "1000"), ("--wasm-fuel", "0"), ("--wasm-deadline-ms", "0")]:
+        bad_wasm = run_servd([flag, value])
+        assert bad_wasm.returncode == 2 and flag[2:].replace("-", "_") in bad_wasm.stderr, (flag, bad_wasm.stderr)
+
 
 def test_flag_beats_env_beats_file(start_servd, tmp_path):
     file_port, env_port, flag_port = free_port(), free_port(), free_port()
