@@ -245,11 +245,12 @@ impl Topic {
     }
 
     /// The offset of the message stored with dedup id `id` within the window, if any.
-    fn seen(&self, id: &str, meta: &TopicMeta, now: u64) -> Result<Option<u64>, EntityError> {
+    fn seen(&self, id: &str, now: u64) -> Result<Option<u64>, EntityError> {
+        let window = self.meta.as_ref().map_or(0, |meta| meta.config.dedup_window_ms);
         Ok(self
             .dedup
             .get(&(self.name.clone(), id.to_string()))?
-            .filter(|seen| seen.seen_ms + meta.config.dedup_window_ms > now)
+            .filter(|seen| seen.seen_ms + window > now)
             .map(|seen| seen.offset))
     }
 
@@ -262,8 +263,8 @@ impl Topic {
         ctx: &EntityContext,
     ) -> Result<Vec<Appended>, EntityError> {
         let stored = |(offset, duplicate)| Appended { offset, duplicate, dead_letter: None };
-        let meta = self.meta.clone().expect("checked by handle");
-        let Some(module) = meta.config.transform.clone() else {
+        let transform = self.meta.as_ref().and_then(|meta| meta.config.transform.clone());
+        let Some(module) = transform else {
             return Ok(self.append(batch, ctx).await?.into_iter().map(stored).collect());
         };
         let directory =
@@ -282,7 +283,7 @@ impl Topic {
         let mut known = Vec::with_capacity(batch.len());
         for (_, id) in &batch {
             known.push(match id {
-                Some(id) => self.seen(id, &meta, now)?,
+                Some(id) => self.seen(id, now)?,
                 None => None,
             });
         }
@@ -377,7 +378,7 @@ impl Topic {
             if let Some(id) = &dedup_id {
                 let seen = match in_batch.get(id) {
                     Some(&offset) => Some(offset),
-                    None => self.seen(id, &meta, now)?,
+                    None => self.seen(id, now)?,
                 };
                 if let Some(offset) = seen {
                     answers.push((offset, true));
