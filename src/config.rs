@@ -129,6 +129,11 @@ pub struct Cli {
     /// An entity that handled nothing for this long passivates [default: 300000]
     #[arg(long, env = "SERV_PASSIVATE_AFTER_MS", value_name = "MS")]
     pub passivate_after_ms: Option<u64>,
+    /// Partitions of a new cluster (each entity's writes go through its partition's Raft log);
+    /// stored in the data dir when it is created, and a different value is refused afterwards
+    /// [default: 64]
+    #[arg(long, env = "SERV_PARTITIONS", value_name = "COUNT")]
+    pub partitions: Option<u64>,
     /// Base domain for virtual-host-style S3 requests (BUCKET.DOMAIN); path style always works
     #[arg(long, env = "SERV_S3_DOMAIN", value_name = "DOMAIN")]
     pub s3_domain: Option<String>,
@@ -246,6 +251,7 @@ struct FileConfig {
     admin_session_ttl_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
     passivate_after_ms: Option<u64>,
+    partitions: Option<u64>,
     max_restarts: Option<u32>,
     restart_window_ms: Option<u64>,
     s3_domain: Option<String>,
@@ -299,6 +305,8 @@ pub struct Config {
     pub admin_session_ttl: Duration,
     pub drain_timeout: Duration,
     pub passivate_after: Duration,
+    /// `--partitions` as given (None: the stored count, or the default for a new data dir).
+    pub partitions: Option<u64>,
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub s3_domain: Option<String>,
@@ -366,6 +374,7 @@ impl Config {
             passivate_after: Duration::from_millis(
                 cli.passivate_after_ms.or(file.passivate_after_ms).unwrap_or(300_000),
             ),
+            partitions: cli.partitions.or(file.partitions),
             max_restarts: cli.max_restarts.or(file.max_restarts).unwrap_or(5),
             restart_window: Duration::from_millis(
                 cli.restart_window_ms.or(file.restart_window_ms).unwrap_or(60_000),

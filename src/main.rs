@@ -16,7 +16,8 @@ use serv_actors::group::Group;
 use serv_actors::module::{Module, ModuleRuntime};
 use serv_actors::route::Route;
 use serv_actors::topic::Topic;
-use serv_actors::{Directory, SupervisionConfig};
+use serv_actors::{ActorKey, Directory, SupervisionConfig};
+use serv_cluster::partition::Partitions;
 use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
 use serv_edges::gateway::{self, Gateway, GatewaySettings};
 use serv_edges::listener::LimitedListener;
@@ -65,7 +66,16 @@ async fn run(config: Config) -> Result<(), String> {
         restart_window: config.restart_window,
         ..SupervisionConfig::default()
     };
+    let partitions = Partitions::start(&storage, config.partitions)
+        .await
+        .map_err(|e| format!("cannot start partitions: {e}"))?;
     let directory = Directory::start(storage.clone(), supervision).await?;
+    directory.set_commit_paths({
+        let partitions = partitions.clone();
+        std::sync::Arc::new(move |key: &ActorKey| {
+            partitions.commit_path(partitions.partition_of(&key.to_string()))
+        })
+    });
     directory.register::<Bucket>();
     directory.register::<Topic>();
     directory.register::<Group>();
@@ -139,6 +149,7 @@ async fn run(config: Config) -> Result<(), String> {
         auth,
         Some(cluster.members.clone()),
         Some(gateway.clone()),
+        Some(partitions.clone()),
     )
     .map_err(|e| format!("cannot open the audit log: {e}"))?;
     tracing::info!(
@@ -209,6 +220,7 @@ async fn run(config: Config) -> Result<(), String> {
         route_refresh.abort();
         collector.abort();
         directory.shutdown(config.drain_timeout).await;
+        partitions.shutdown().await; // after the entities, whose writes they carry
         cluster.remote.stop();
     };
     let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();

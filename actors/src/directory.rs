@@ -103,9 +103,22 @@ pub(crate) struct Hub {
     placement: RwLock<Option<Arc<dyn Placement>>>,
     queries: RwLock<HashMap<String, Query>>,
     modules: std::sync::OnceLock<Arc<crate::module::ModuleRuntime>>,
+    commit_paths: std::sync::OnceLock<CommitPaths>,
 }
 
+/// Where an entity's writes go, by its key: its partition's replicated log.
+pub type CommitPaths = Arc<dyn Fn(&ActorKey) -> Arc<dyn serv_storage::CommitPath> + Send + Sync>;
+
 impl Hub {
+    /// The storage an entity of `key` reads and writes through: its writes go to its partition's
+    /// log when the node has partitions, else straight to the node's group commit.
+    pub(crate) fn entity_storage(&self, key: &ActorKey) -> Storage {
+        match self.commit_paths.get() {
+            Some(paths) => self.storage.with_commit_path(paths(key)),
+            None => self.storage.clone(),
+        }
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -195,6 +208,7 @@ impl Directory {
             placement: RwLock::default(),
             queries: RwLock::default(),
             modules: std::sync::OnceLock::new(),
+            commit_paths: std::sync::OnceLock::new(),
         });
         let stats = hub.registry.new_stats("supervisor/node".into(), RecordKind::Node);
         hub.registry.insert(stats.clone());
@@ -209,6 +223,12 @@ impl Directory {
         let kind = <E::Msg as KindMessage>::KIND;
         let spawner: Arc<dyn Spawn> = Arc::new(Spawner::<E>::new());
         self.hub.spawners.write().unwrap_or_else(|p| p.into_inner()).insert(kind, spawner);
+    }
+
+    /// Sends every entity's writes through the commit path `paths` gives for its key (once, at
+    /// start, before any entity is activated).
+    pub fn set_commit_paths(&self, paths: CommitPaths) {
+        let _ = self.hub.commit_paths.set(paths);
     }
 
     /// Gives the node's entities and edges its module runtime (once, at start).

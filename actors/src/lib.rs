@@ -30,7 +30,7 @@ pub mod supervisor;
 pub mod topic;
 pub mod trace;
 
-pub use directory::{Directory, DirectoryError};
+pub use directory::{CommitPaths, Directory, DirectoryError};
 pub use entity::{Entity, EntityContext, EntityError, KindMessage};
 pub use inspect::{ActorRecord, ActorStatus, RecordKind, Registry};
 pub use key::{ActorKey, ActorKind};

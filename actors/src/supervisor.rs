@@ -261,10 +261,11 @@ impl KindState {
         child.generation += 1;
         child.stats.set_status(ActorStatus::Starting);
         let gate = Arc::new(Gate::default());
+        let key = ActorKey::new(self.kind, name);
         let args = EntityArgs {
             ctx: EntityContext::new(
-                ActorKey::new(self.kind, name),
-                self.hub.storage.clone(),
+                key.clone(),
+                self.hub.entity_storage(&key),
                 self.hub.node_id.clone(),
                 WeakDirectory::new(&self.hub, self.node.clone()),
             ),

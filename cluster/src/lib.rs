@@ -12,6 +12,7 @@
 pub mod identity;
 pub mod membership;
 pub mod mesh;
+pub mod partition;
 pub mod remote;
 pub mod ring;
 pub mod transfer;

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::Committer;
 use crate::key::{KeyPart, KeyPrefix};
+use crate::writeset::Keyspaces;
 use crate::{Record, Result, StorageError, Table, TableDef};
 
 /// The BLAKE3 hash that names a block.
@@ -126,14 +127,16 @@ struct PinState {
 }
 
 impl BlockStore {
-    pub(crate) fn open(db: &fjall::Database, committer: Arc<Committer>) -> Result<Self> {
-        let blocks = db
+    pub(crate) fn open(keyspaces: &Keyspaces, committer: Arc<Committer>) -> Result<Self> {
+        let blocks = keyspaces
+            .db
             .keyspace(BLOCKS_KEYSPACE, || {
                 fjall::KeyspaceCreateOptions::default()
                     .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
             })
             .map_err(|source| StorageError::Io { table: BLOCKS_KEYSPACE, source })?;
-        let refs = Table::open(db, BLOCK_REFS)?;
+        keyspaces.register(BLOCKS_KEYSPACE, &blocks);
+        let refs = Table::open(keyspaces, BLOCK_REFS)?;
         let (mut count, mut bytes) = (0, 0);
         for guard in blocks.iter() {
             let size = guard.size().map_err(|source| StorageError::Io { table: BLOCKS_KEYSPACE, source })?;
@@ -174,9 +177,13 @@ impl BlockStore {
         };
         let pinned = Pins { store: self.inner.clone(), hashes: vec![hash] };
         if !present? {
-            let mut changes = self.inner.committer.write_set();
-            changes.put_raw(&self.inner.blocks, hash.0.to_vec(), data);
-            let outcome = self.inner.committer.commit(changes).await;
+            // A block body goes to the journal as it is, never copied into a write set.
+            let mut batch = self.inner.committer.batch();
+            batch.insert(&self.inner.blocks, hash.0.as_slice(), data.as_ref());
+            let outcome = match self.inner.committer.stage_batch(batch) {
+                Ok(staged) => staged.await,
+                Err(error) => Err(error),
+            };
             if counts {
                 self.inner.lock_pins().writing.remove(&hash);
                 if outcome.is_ok() {

@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use fjall::PersistMode;
 use tokio::sync::oneshot;
 
-use crate::key::key_bytes;
-use crate::{Record, Result, StorageError, Table, TableKey};
+use crate::writeset::Keyspaces;
+use crate::{Result, StorageError, WriteSet};
 
 /// How commits are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,59 +46,6 @@ pub struct CommitStats {
     pub group_size_buckets: [u64; GROUP_SIZE_BUCKETS.len()],
     /// Sum of all group sizes (equals the commits covered by group fsyncs).
     pub group_size_sum: u64,
-}
-
-/// A set of changes applied atomically by [`crate::Storage::commit`].
-pub struct WriteSet {
-    batch: fjall::OwnedWriteBatch,
-}
-
-impl WriteSet {
-    pub(crate) fn new(db: &fjall::Database) -> Self {
-        Self { batch: db.batch().durability(None) }
-    }
-
-    /// Stores `value` under `key` in `table`.
-    pub fn put<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &K, value: &V) -> Result<()> {
-        let bytes = table.encode_value(value)?;
-        self.batch.insert(table.keyspace(), key_bytes(key), bytes);
-        Ok(())
-    }
-
-    /// Removes `key` from `table`.
-    pub fn delete<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &K) {
-        self.batch.remove(table.keyspace(), key_bytes(key));
-    }
-
-    /// Stores a row of `table` as it was stored elsewhere, once it decodes as one.
-    pub fn put_raw_row<K: TableKey, V: Record>(
-        &mut self,
-        table: &Table<K, V>,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<()> {
-        table.decode_raw(key, value)?;
-        self.batch.insert(table.keyspace(), key, value);
-        Ok(())
-    }
-
-    /// Removes the row stored under the key bytes `key` from `table`.
-    pub fn delete_raw_row<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &[u8]) {
-        self.batch.remove(table.keyspace(), key);
-    }
-
-    /// Stores raw bytes (a block body) in `keyspace`.
-    pub(crate) fn put_raw(&mut self, keyspace: &fjall::Keyspace, key: Vec<u8>, value: bytes::Bytes) {
-        self.batch.insert(keyspace, key, value.as_ref());
-    }
-
-    /// Applies the set and syncs the journal on this thread, outside the group (start-up only).
-    pub(crate) fn commit_synced(self) -> Result<()> {
-        self.batch
-            .durability(Some(PersistMode::SyncAll))
-            .commit()
-            .map_err(|e| StorageError::Commit(e.to_string()))
-    }
 }
 
 /// A batch handed to the commit thread, with the port its outcome goes to.
@@ -130,7 +77,7 @@ impl Queue {
 }
 
 struct Shared {
-    db: fjall::Database,
+    keyspaces: Arc<Keyspaces>,
     queue: Mutex<Queue>,
     wake: Condvar,
     commits: AtomicU64,
@@ -139,10 +86,21 @@ struct Shared {
     group_sum: AtomicU64,
 }
 
-/// A commit handed to the commit thread: resolves once it is durable.
+/// A commit handed to its commit path: resolves once it is durable (and applied).
 pub struct Staged {
-    outcome: oneshot::Receiver<Result<()>>,
-    shared: Arc<Shared>,
+    outcome: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>,
+}
+
+impl Staged {
+    /// What resolves when `outcome` does: for commit paths other than this node's own.
+    pub fn new(outcome: impl std::future::Future<Output = Result<()>> + Send + 'static) -> Self {
+        Self { outcome: Box::pin(outcome) }
+    }
+
+    /// A commit that failed before it was handed anywhere.
+    pub fn failed(error: StorageError) -> Self {
+        Self::new(std::future::ready(Err(error)))
+    }
 }
 
 impl std::future::Future for Staged {
@@ -152,16 +110,16 @@ impl std::future::Future for Staged {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<()>> {
-        std::pin::Pin::new(&mut self.outcome).poll(cx).map(|outcome| {
-            let outcome = outcome.unwrap_or_else(|_| {
-                Err(StorageError::Commit("commit thread stopped before the commit was durable".into()))
-            });
-            if outcome.is_ok() {
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-            }
-            outcome
-        })
+        self.outcome.as_mut().poll(cx)
     }
+}
+
+/// How a [`WriteSet`] becomes durable: this node's commit thread, or (for an entity's state) its
+/// partition's replicated log, which applies the set once a majority holds it.
+pub trait CommitPath: Send + Sync + 'static {
+    /// Hands `changes` on now, in order after everything handed before, and returns what resolves
+    /// once they are durable and applied.
+    fn stage(&self, changes: WriteSet) -> Result<Staged>;
 }
 
 /// Owns the commit thread and hands it the batches of grouped commits.
@@ -172,9 +130,9 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(db: fjall::Database, mode: DurabilityMode) -> Result<Self> {
+    pub(crate) fn start(keyspaces: Arc<Keyspaces>, mode: DurabilityMode) -> Result<Self> {
         let shared = Arc::new(Shared {
-            db,
+            keyspaces,
             queue: Mutex::new(Queue { pending: Vec::new(), stopping: false, failed: None }),
             wake: Condvar::new(),
             commits: AtomicU64::new(0),
@@ -192,76 +150,66 @@ impl Committer {
         Ok(Self { shared, mode, thread: Mutex::new(Some(thread)) })
     }
 
-    pub(crate) fn write_set(&self) -> WriteSet {
-        WriteSet::new(&self.shared.db)
-    }
-
     /// Hands `changes` to the commit thread now, in order after everything handed before, and
     /// returns what resolves once they are durable. (In `PerCommit` mode, the bench-only
     /// comparison, the commit is made right here, on the caller's thread.)
-    pub(crate) fn stage(&self, changes: WriteSet) -> Result<Staged> {
-        let (done, outcome) = oneshot::channel();
+    pub(crate) fn stage(&self, changes: &WriteSet) -> Result<Staged> {
+        self.stage_batch(changes.to_batch(&self.shared.keyspaces)?)
+    }
+
+    /// An empty batch of the database, for changes made directly on keyspaces (block bodies).
+    pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.shared.keyspaces.db.batch().durability(None)
+    }
+
+    /// [`Committer::stage`] for a batch built directly.
+    pub(crate) fn stage_batch(&self, batch: fjall::OwnedWriteBatch) -> Result<Staged> {
         match self.mode {
             DurabilityMode::Group => {
+                let (done, outcome) = oneshot::channel();
                 {
                     let mut queue = self.shared.lock_queue();
                     queue.check_accepting()?;
-                    queue.pending.push(Pending { batch: changes.batch, done });
+                    queue.pending.push(Pending { batch, done });
                 }
                 self.shared.wake.notify_one();
+                // The thread answers every queued batch, even while stopping; a dropped port
+                // means it died.
+                Ok(Staged::new(async move {
+                    outcome.await.unwrap_or_else(|_| {
+                        Err(StorageError::Commit(
+                            "commit thread stopped before the commit was durable".into(),
+                        ))
+                    })
+                }))
             }
             DurabilityMode::PerCommit => {
                 self.shared.lock_queue().check_accepting()?;
-                let outcome = changes.batch.durability(Some(PersistMode::SyncData)).commit();
+                let outcome = batch.durability(Some(PersistMode::SyncData)).commit();
                 let outcome = match outcome {
                     Ok(()) => {
                         self.shared.record_group(1);
+                        self.shared.commits.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     }
                     Err(e) => Err(self.shared.fail(format!("journal write or fsync failed: {e}"))),
                 };
-                let _ = done.send(outcome);
+                Ok(Staged::new(std::future::ready(outcome)))
             }
         }
-        Ok(Staged { outcome, shared: self.shared.clone() })
     }
 
-    pub(crate) async fn commit(&self, changes: WriteSet) -> Result<()> {
-        match self.mode {
-            DurabilityMode::Group => self.commit_grouped(changes).await,
-            DurabilityMode::PerCommit => self.commit_alone(changes).await,
-        }?;
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn commit_grouped(&self, changes: WriteSet) -> Result<()> {
-        let (done, outcome) = oneshot::channel();
-        {
-            let mut queue = self.shared.lock_queue();
-            queue.check_accepting()?;
-            queue.pending.push(Pending { batch: changes.batch, done });
-        }
-        self.shared.wake.notify_one();
-        // The thread answers every queued batch, even while stopping; a dropped port means it died.
-        outcome
-            .await
-            .map_err(|_| StorageError::Commit("commit thread stopped before the commit was durable".into()))?
-    }
-
-    async fn commit_alone(&self, changes: WriteSet) -> Result<()> {
+    /// Applies `changes` now without waiting for an fsync: for a replicated state machine, whose
+    /// log (already durable) replays whatever a crash loses of this.
+    pub(crate) fn apply_unsynced(&self, changes: &WriteSet) -> Result<()> {
         self.shared.lock_queue().check_accepting()?;
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = changes.batch.durability(Some(PersistMode::SyncData)).commit();
-            if let Err(e) = outcome {
-                return Err(shared.fail(format!("journal write or fsync failed: {e}")));
-            }
-            shared.record_group(1);
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageError::Commit(format!("commit task failed: {e}")))?
+        let batch = changes.to_batch(&self.shared.keyspaces)?;
+        batch.commit().map_err(|e| self.shared.fail(format!("journal write failed: {e}")))
+    }
+
+    /// Makes everything applied so far durable (one fsync), through the commit thread.
+    pub(crate) async fn sync(&self) -> Result<()> {
+        self.stage(&WriteSet::new())?.await
     }
 
     pub(crate) fn stats(&self) -> CommitStats {
@@ -290,7 +238,11 @@ impl Committer {
         if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = thread.join();
         }
-        self.shared.db.persist(PersistMode::SyncAll).map_err(|e| StorageError::Commit(e.to_string()))
+        self.shared
+            .keyspaces
+            .db
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| StorageError::Commit(e.to_string()))
     }
 }
 
@@ -340,9 +292,10 @@ impl Shared {
             return;
         }
         // Every batch in `written` is in the journal: one sync makes them all durable.
-        match self.db.persist(PersistMode::SyncData) {
+        match self.keyspaces.db.persist(PersistMode::SyncData) {
             Ok(()) => {
                 self.record_group(written.len() as u64);
+                self.commits.fetch_add(written.len() as u64, Ordering::Relaxed);
                 for done in written {
                     let _ = done.send(Ok(())); // the writer may have stopped waiting
                 }

@@ -20,6 +20,10 @@ pub enum StorageError {
     /// A durable commit failed; nothing of it may be acknowledged.
     #[error("commit failed, not durable: {0}")]
     Commit(String),
+    /// The write went to a partition this node no longer leads; nothing of it was committed
+    /// here (the leader, when known, takes writes).
+    #[error("not the leader of partition {partition} (leader: {})", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { partition: u64, leader: Option<String> },
     /// The storage is closed and takes no more commits.
     #[error("storage is closed")]
     Closed,

@@ -27,7 +27,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use crate::commit::Committer;
-use crate::{Record, Result, StorageError, Table, TableDef};
+use crate::writeset::Keyspaces;
+use crate::{Record, Result, StorageError, Table, TableDef, WriteSet};
 
 /// Most access keys a node keeps.
 pub const MAX_KEYS: usize = 10_000;
@@ -118,9 +119,9 @@ struct Inner {
 }
 
 impl AccessKeys {
-    pub(crate) fn open(db: &fjall::Database, dir: &Path, committer: Arc<Committer>) -> Result<Self> {
+    pub(crate) fn open(keyspaces: &Keyspaces, dir: &Path, committer: Arc<Committer>) -> Result<Self> {
         let cipher = XChaCha20Poly1305::new(&load_or_create_sealing_key(dir)?.into());
-        let table = Table::open(db, ACCESS_KEYS)?;
+        let table = Table::open(keyspaces, ACCESS_KEYS)?;
         let mut cache = HashMap::new();
         for entry in table.entries() {
             let (access, stored) = entry?;
@@ -134,7 +135,7 @@ impl AccessKeys {
                 })?;
             cache.insert(access, (stored.name, secret, stored.created_ms));
         }
-        let revoked = Table::open(db, REVOKED_KEYS)?;
+        let revoked = Table::open(keyspaces, REVOKED_KEYS)?;
         let inner = Inner {
             table,
             revoked,
@@ -187,9 +188,9 @@ impl AccessKeys {
         let secret_key = random_hex(20);
         let created_ms = now_ms();
         let stored = self.seal(name, &secret_key, created_ms)?;
-        let mut changes = self.inner.committer.write_set();
+        let mut changes = WriteSet::new();
         changes.put(&self.inner.table, &access_key, &stored)?;
-        self.inner.committer.commit(changes).await?;
+        self.inner.committer.stage(&changes)?.await?;
         self.write().insert(access_key.clone(), (name.to_string(), secret_key.clone(), created_ms));
         Ok(Ok(NewKey { access_key, secret_key, name: name.to_string() }))
     }
@@ -200,10 +201,10 @@ impl AccessKeys {
         if !self.read().contains_key(access_key) {
             return Ok(Err(KeyRefusal::NotFound(access_key.to_string())));
         }
-        let mut changes = self.inner.committer.write_set();
+        let mut changes = WriteSet::new();
         changes.delete(&self.inner.table, &access_key.to_string());
         changes.put(&self.inner.revoked, &access_key.to_string(), &Revoked { revoked_ms: now_ms() })?;
-        self.inner.committer.commit(changes).await?;
+        self.inner.committer.stage(&changes)?.await?;
         self.write().remove(access_key);
         Ok(Ok(()))
     }
@@ -224,7 +225,7 @@ impl AccessKeys {
     /// and revocations. Answers how many changes it made; resolves once they are durable.
     pub async fn merge(&self, sync: KeySync) -> Result<usize> {
         let _serial = self.inner.changes.lock().await;
-        let mut changes = self.inner.committer.write_set();
+        let mut changes = WriteSet::new();
         let mut added: Vec<(String, String, String, u64)> = Vec::new();
         let mut removed = Vec::new();
         for (access, revoked_ms) in &sync.revoked {
@@ -247,7 +248,7 @@ impl AccessKeys {
         if count == 0 {
             return Ok(0);
         }
-        self.inner.committer.commit(changes).await?;
+        self.inner.committer.stage(&changes)?.await?;
         let mut cache = self.write();
         for access in removed {
             cache.remove(&access);

@@ -15,15 +15,17 @@ pub mod keys;
 mod lock;
 mod meta;
 mod table;
+mod writeset;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use commit::{CommitStats, DurabilityMode, Staged, WriteSet};
+pub use commit::{CommitPath, CommitStats, DurabilityMode, Staged};
 pub use error::StorageError;
 pub use key::{KeyPart, KeyPrefix, TableKey};
 pub use lock::DataDirLock;
 pub use table::{Record, Table, TableDef};
+pub use writeset::WriteSet;
 
 /// Result of a storage operation.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -44,13 +46,18 @@ impl Default for StorageOptions {
 }
 
 /// A node's open database: typed tables, group commit and the node's identity.
+///
+/// A handle may be bound to another [`CommitPath`] ([`Storage::with_commit_path`]): an entity's
+/// handle commits through its partition's replicated log, while node-local data (block bodies,
+/// the node's own records) commits straight through this node's group commit.
 #[derive(Clone)]
 pub struct Storage {
     inner: Arc<Inner>,
+    path: Option<Arc<dyn CommitPath>>,
 }
 
 struct Inner {
-    db: fjall::Database,
+    keyspaces: Arc<writeset::Keyspaces>,
     committer: Arc<commit::Committer>,
     blocks: blocks::BlockStore,
     keys: keys::AccessKeys,
@@ -73,11 +80,23 @@ impl Storage {
             .manual_journal_persist(true)
             .open()
             .map_err(|source| StorageError::Open { path: db_path, source })?;
-        let node_id = meta::load_or_create_node_id(&db)?;
-        let committer = Arc::new(commit::Committer::start(db.clone(), options.durability)?);
-        let blocks = blocks::BlockStore::open(&db, committer.clone())?;
-        let keys = keys::AccessKeys::open(&db, &dir, committer.clone())?;
-        Ok(Self { inner: Arc::new(Inner { db, committer, blocks, keys, dir, node_id, _lock: lock }) })
+        let keyspaces = Arc::new(writeset::Keyspaces::new(db));
+        let node_id = meta::load_or_create_node_id(&keyspaces)?;
+        let committer = Arc::new(commit::Committer::start(keyspaces.clone(), options.durability)?);
+        let blocks = blocks::BlockStore::open(&keyspaces, committer.clone())?;
+        let keys = keys::AccessKeys::open(&keyspaces, &dir, committer.clone())?;
+        let inner = Inner { keyspaces, committer, blocks, keys, dir, node_id, _lock: lock };
+        Ok(Self { inner: Arc::new(inner), path: None })
+    }
+
+    /// This storage, committing through `path` instead of the node's own group commit.
+    pub fn with_commit_path(&self, path: Arc<dyn CommitPath>) -> Storage {
+        Storage { inner: self.inner.clone(), path: Some(path) }
+    }
+
+    /// This storage, committing through the node's own group commit (node-local data).
+    pub fn local(&self) -> Storage {
+        Storage { inner: self.inner.clone(), path: None }
     }
 
     /// The node's stable id, created on first start and kept in the data directory.
@@ -92,7 +111,7 @@ impl Storage {
 
     /// Opens the table `def`, creating its keyspace on first use.
     pub fn table<K: TableKey, V: Record>(&self, def: TableDef<K, V>) -> Result<Table<K, V>> {
-        Table::open(&self.inner.db, def)
+        Table::open(&self.inner.keyspaces, def)
     }
 
     /// The content-addressed block store (object bodies).
@@ -107,12 +126,12 @@ impl Storage {
 
     /// A new, empty set of changes to commit atomically.
     pub fn write_set(&self) -> WriteSet {
-        WriteSet::new(&self.inner.db)
+        WriteSet::new()
     }
 
     /// Applies `changes` atomically and resolves once they are durable.
     pub async fn commit(&self, changes: WriteSet) -> Result<()> {
-        self.inner.committer.commit(changes).await
+        self.stage(changes)?.await
     }
 
     /// Hands `changes` to the commit path now, ordered after every commit handed before, and
@@ -123,7 +142,23 @@ impl Storage {
     /// visible to reads; a caller that must read them back keeps its own view meanwhile, or waits
     /// on a later [`Storage::commit`], which resolves only after everything staged before it.
     pub fn stage(&self, changes: WriteSet) -> Result<Staged> {
-        self.inner.committer.stage(changes)
+        match &self.path {
+            Some(path) => path.stage(changes),
+            None => self.inner.committer.stage(&changes),
+        }
+    }
+
+    /// Applies `changes` now, without an fsync of its own: only for a replicated state machine,
+    /// whose durable log replays whatever a crash loses of it (the next fsync of the node's
+    /// journal makes it durable too).
+    pub fn apply_unsynced(&self, changes: &WriteSet) -> Result<()> {
+        self.inner.committer.apply_unsynced(changes)
+    }
+
+    /// Resolves once everything written so far, applied or staged, is durable (one fsync
+    /// shared with the commits in flight).
+    pub async fn sync(&self) -> Result<()> {
+        self.inner.committer.sync().await
     }
 
     /// Counters of the commit path: commits, fsyncs and group sizes.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::key::{KeyPrefix, TableKey, key_bytes};
+use crate::writeset::Keyspaces;
 use crate::{Result, StorageError, codec};
 
 /// A record kept in a table; `FORMAT` is bumped whenever its layout changes.
@@ -28,13 +29,24 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// The name and types of a table, declared once as a constant by the layer that owns it.
 pub struct TableDef<K, V> {
     name: &'static str,
+    /// Largest in-memory write buffer of the table before it is flushed to disk (fjall's default,
+    /// 64 MiB, when unset).
+    max_memtable_bytes: Option<u64>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K, V> TableDef<K, V> {
     /// Declares the table called `name` (its fjall keyspace).
     pub const fn new(name: &'static str) -> Self {
-        Self { name, _types: PhantomData }
+        Self { name, max_memtable_bytes: None, _types: PhantomData }
+    }
+
+    /// The same table, flushed to disk once `bytes` of writes are buffered in memory: for tables
+    /// written heavily but read little (a replication log), whose buffer would otherwise hold
+    /// memory that the data's own table already holds.
+    pub const fn max_memtable_bytes(mut self, bytes: u64) -> Self {
+        self.max_memtable_bytes = Some(bytes);
+        self
     }
 }
 
@@ -59,10 +71,16 @@ impl<K, V> Clone for Table<K, V> {
 }
 
 impl<K: TableKey, V: Record> Table<K, V> {
-    pub(crate) fn open(db: &fjall::Database, def: TableDef<K, V>) -> Result<Self> {
-        let keyspace = db
-            .keyspace(def.name, fjall::KeyspaceCreateOptions::default)
+    pub(crate) fn open(keyspaces: &Keyspaces, def: TableDef<K, V>) -> Result<Self> {
+        let options = || match def.max_memtable_bytes {
+            Some(bytes) => fjall::KeyspaceCreateOptions::default().max_memtable_size(bytes),
+            None => fjall::KeyspaceCreateOptions::default(),
+        };
+        let keyspace = keyspaces
+            .db
+            .keyspace(def.name, options)
             .map_err(|source| StorageError::Io { table: def.name, source })?;
+        keyspaces.register(def.name, &keyspace);
         Ok(Self { name: def.name, keyspace, _types: PhantomData })
     }
 
@@ -123,6 +141,12 @@ impl<K: TableKey, V: Record> Table<K, V> {
         self.scan_bounded(prefix, start)
     }
 
+    /// The records whose keys start with `prefix`, in reverse key order (the last first); read
+    /// lazily.
+    pub fn scan_rev<'a>(&'a self, prefix: &'a KeyPrefix) -> impl Iterator<Item = Result<(K, V)>> + 'a {
+        self.keyspace.prefix(prefix.bytes()).rev().map(move |guard| self.decode_entry(guard))
+    }
+
     fn scan_bounded<'a>(
         &'a self,
         prefix: &'a KeyPrefix,
@@ -169,10 +193,6 @@ impl<K: TableKey, V: Record> Table<K, V> {
         let key = K::decode_key(key)
             .ok_or_else(|| StorageError::Corrupt { table: self.name, detail: "undecodable key".into() })?;
         Ok((key, self.decode_value(value)?))
-    }
-
-    pub(crate) fn keyspace(&self) -> &fjall::Keyspace {
-        &self.keyspace
     }
 
     pub(crate) fn encode_value(&self, value: &V) -> Result<Vec<u8>> {

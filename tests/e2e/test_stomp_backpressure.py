@@ -47,8 +47,13 @@ def test_a_consumer_that_never_reads_costs_bounded_memory_and_nobody_else_waits(
     assert got == ["still served"], "the other consumer waited on the stalled one"
     assert time.monotonic() - started < 30
 
+    # The budget: the 24 MiB stored sit in the topic log's in-memory write buffer (up to 64 MiB
+    # before it is flushed), and every write also passes through its partition's replicated log,
+    # whose own buffer is capped at 4 MiB (measured: ~36 MiB grown before partitions, 47-56 MiB
+    # with them; with 72 MiB published, 83 vs 92-95 MiB: a fixed cost, not one per message). What
+    # the stalled consumer must not add is a copy of everything it was not sent.
     grown = rss_bytes(servd) - before
-    assert grown < 48 * 1024 * 1024, f"RSS grew {grown / 2**20:.1f} MiB while a consumer did not read"
+    assert grown < 64 * 1024 * 1024, f"RSS grew {grown / 2**20:.1f} MiB while a consumer did not read"
     topics = {t["name"]: t for t in servd.get("/v1/topics").json()["topics"]}
     assert topics["topic/firehose"]["messages"] == 1500, "every message was stored, none dropped"
     producer.disconnect()

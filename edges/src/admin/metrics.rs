@@ -144,6 +144,9 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
         Family::new(&mut out, name, kind, help).sample("", &[], value);
     }
 
+    if let Some(partitions) = &state.inner.partitions {
+        render_partitions(&mut out, partitions);
+    }
     if let Some(gateway) = &state.inner.gateway {
         render_gateway(&mut out, &gateway.stats());
     }
@@ -152,6 +155,44 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
     }
 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}
+
+/// The partitions and the proposals this node made to their Raft groups.
+fn render_partitions(out: &mut String, partitions: &serv_cluster::partition::Partitions) {
+    let led = partitions.status().iter().filter(|p| p.role == "leader").count();
+    let stats = partitions.proposal_stats();
+    let families: [(&'static str, &str, &str, u64); 4] = [
+        (
+            "serv_partitions",
+            "gauge",
+            "Partitions of the cluster (fixed when it was founded).",
+            partitions.count(),
+        ),
+        ("serv_partitions_led", "gauge", "Partitions whose Raft group this node leads.", led as u64),
+        (
+            "serv_raft_proposals_total",
+            "counter",
+            "Write sets this node proposed to its partitions' logs.",
+            stats.proposals,
+        ),
+        (
+            "serv_raft_proposals_failed_total",
+            "counter",
+            "Proposals that were not committed (not the leader, group stopped, storage failed).",
+            stats.failed,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        Family::new(out, name, kind, help).sample("", &[], value);
+    }
+    Family::new(
+        out,
+        "serv_raft_proposal_seconds",
+        "summary",
+        "Time from proposal to committed and applied, of the proposals that were.",
+    )
+    .sample("_sum", &[], stats.latency_us_sum as f64 / 1e6)
+    .sample("_count", &[], stats.committed);
 }
 
 /// This node's gateway counters, by route (and by status class for the answers).

@@ -27,6 +27,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serv_actors::{ActorKind, Directory, RecordKind};
 use serv_cluster::membership::MemberView;
+use serv_cluster::partition::Partitions;
 use serv_cluster::ring::Ring;
 use serv_storage::Storage;
 use tracing::Instrument;
@@ -72,6 +73,8 @@ struct Inner {
     draining: AtomicBool,
     /// The cluster membership view, when the node runs the mesh.
     members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
+    /// The node's partitions (their Raft groups), when it runs them.
+    partitions: Option<Arc<Partitions>>,
 }
 
 impl AdminState {
@@ -83,6 +86,7 @@ impl AdminState {
         auth: AdminAuth,
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
         gateway: Option<crate::gateway::Gateway>,
+        partitions: Option<Arc<Partitions>>,
     ) -> Result<Self, serv_storage::StorageError> {
         keys::replicate(&directory, storage.access_keys().clone());
         // Other nodes' topic listings include the destinations this node owns.
@@ -102,6 +106,7 @@ impl AdminState {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             members,
+            partitions,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -132,6 +137,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))
         .route("/v1/cluster/ring", get(cluster_ring))
+        .route("/v1/cluster/partitions", get(cluster_partitions))
         .route("/v1/cluster/ring/owner", get(ring_owner))
         .route("/v1/topics", get(topics::list))
         .route("/v1/routes", get(routes::list))
@@ -205,6 +211,19 @@ async fn node(State(state): State<AdminState>) -> Json<NodeView> {
 /// arrived), and its uptime while it is not down.
 async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Value> {
     Json(members_body(&state))
+}
+
+/// `{"count", "node", "partitions": [...]}`: every partition's replicas, leader, term, this
+/// node's role and its log, applied and snapshot indexes, as this node's groups see them.
+async fn cluster_partitions(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let Some(partitions) = &state.inner.partitions else {
+        return Json(serde_json::json!({"count": 0, "node": state.inner.node.id, "partitions": []}));
+    };
+    Json(serde_json::json!({
+        "count": partitions.count(),
+        "node": state.inner.node.id,
+        "partitions": partitions.status(),
+    }))
 }
 
 /// The body of `/v1/cluster/members`.

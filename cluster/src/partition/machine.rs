@@ -1,0 +1,174 @@
+//! A partition's state machine: the node's own tables, to which committed write sets are applied.
+//!
+//! Entities read the same tables they always did; what changes is who writes them: an entry's
+//! write set is applied here once the partition's log has committed it. Applying needs no fsync
+//! of its own: the entry is already durable in the log, and the applied point is written in the
+//! same batch as the changes, so after a crash the partition resumes from a consistent point and
+//! openraft re-applies the committed entries past it.
+//!
+//! A snapshot of a partition is those same tables as of its applied point, so building one costs
+//! one fsync (the applied point becomes durable, and with it everything the log up to there said);
+//! nothing is copied. The rows are read out only when a snapshot must travel to another replica.
+
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EmptyNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use serv_storage::{Storage, Table, WriteSet};
+
+use super::recent::Recent;
+use super::{Meta, MetaKey, PartitionSnapshot, TypeConfig, meta_table};
+
+type Result<T> = std::result::Result<T, StorageError<u64>>;
+
+const APPLIED: &str = "applied";
+const SNAPSHOT: &str = "snapshot";
+
+/// The state machine of one partition.
+#[derive(Clone)]
+pub(crate) struct StateMachine {
+    partition: u64,
+    storage: Storage,
+    meta: Table<MetaKey, Meta>,
+    /// The applied point and the membership in force there, as last written.
+    applied: (Option<LogId<u64>>, StoredMembership<u64, EmptyNode>),
+    /// The log's entries in memory, which need not stay there once applied.
+    recent: Arc<Recent>,
+}
+
+impl StateMachine {
+    pub(crate) fn open(storage: &Storage, partition: u64, recent: Arc<Recent>) -> serv_storage::Result<Self> {
+        let meta = meta_table(storage)?;
+        let applied = match meta.get(&(partition, APPLIED.to_string()))? {
+            Some(Meta::Applied { last, membership }) => (last, membership),
+            _ => (None, StoredMembership::default()),
+        };
+        Ok(Self { partition, storage: storage.local(), meta, applied, recent })
+    }
+
+    fn key(&self, field: &str) -> MetaKey {
+        (self.partition, field.to_string())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, EmptyNode>)> {
+        Ok(self.applied.clone())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut changes = WriteSet::new();
+        let mut replies = Vec::new();
+        let (mut last, mut membership) = self.applied.clone();
+        for entry in entries {
+            assert!(
+                Some(entry.log_id) > last,
+                "partition {}: entry {} applied after {:?}: the applied point must only move forward",
+                self.partition,
+                entry.log_id,
+                last
+            );
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(set) => changes.extend(set),
+                EntryPayload::Membership(config) => {
+                    membership = StoredMembership::new(Some(entry.log_id), config);
+                }
+            }
+            last = Some(entry.log_id);
+            replies.push(());
+        }
+        if replies.is_empty() {
+            return Ok(replies);
+        }
+        let applied = Meta::Applied { last, membership: membership.clone() };
+        changes
+            .put(&self.meta, &self.key(APPLIED), &applied)
+            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
+        self.storage
+            .apply_unsynced(&changes)
+            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
+        if let Some(last) = last {
+            self.recent.applied(last.index);
+        }
+        self.applied = (last, membership);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<PartitionSnapshot>> {
+        Ok(Box::new(PartitionSnapshot { partition: self.partition }))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, EmptyNode>,
+        _snapshot: Box<PartitionSnapshot>,
+    ) -> Result<()> {
+        // Partitions have one replica until replicas join by membership change, which brings
+        // the transfer of a partition's rows; until then no snapshot can arrive from elsewhere.
+        Err(StorageError::from(StorageIOError::write_snapshot(
+            Some(meta.signature()),
+            &std::io::Error::other(
+                "installing a partition snapshot from another replica is not supported yet",
+            ),
+        )))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        match self
+            .meta
+            .get(&self.key(SNAPSHOT))
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?
+        {
+            Some(Meta::Snapshot(meta)) => Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(PartitionSnapshot { partition: self.partition }),
+            })),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        // The applied point as written now (apply may have moved on since this builder was
+        // made: a snapshot may cover more than asked, never less).
+        let (last_log_id, last_membership) = match self.meta.get(&self.key(APPLIED)) {
+            Ok(Some(Meta::Applied { last, membership })) => (last, membership),
+            Ok(_) => (None, StoredMembership::default()),
+            Err(error) => return Err(StorageError::from(StorageIOError::read_state_machine(&error))),
+        };
+        // Everything applied up to there becomes durable before the log before it may go.
+        self.storage
+            .sync()
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", self.partition, id.leader_id, id.index),
+            None => format!("{}-empty", self.partition),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let mut changes = WriteSet::new();
+        changes
+            .put(&self.meta, &self.key(SNAPSHOT), &Meta::Snapshot(meta.clone()))
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        self.storage
+            .commit(changes)
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        Ok(Snapshot { meta, snapshot: Box::new(PartitionSnapshot { partition: self.partition }) })
+    }
+}

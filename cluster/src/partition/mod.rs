@@ -1,0 +1,372 @@
+//! Partitions: every entity's writes go through the Raft log of the partition its key hashes to.
+//!
+//! A cluster has a fixed number of partitions, chosen when its first node starts and stored, so
+//! a key's partition never changes under it. Each partition is one openraft group; the groups of
+//! a node share its fjall database (log, vote and applied state in their own tables, see [`log`]
+//! and [`machine`]) and its group commit, so the log appends of every partition on the node share
+//! fsyncs.
+//!
+//! An entity commits a [`WriteSet`] through its partition's [`CommitPath`]: the set is proposed
+//! to the group, and the commit resolves once the entry is durable on a majority of the group and
+//! applied to this node's tables, so the entity reads back what it wrote. Proposals are handed to
+//! openraft in the order they are staged, so an entity that pipelines its writes sees them
+//! applied in that order.
+//!
+//! This build runs every group with one replica, this node (the first step of replication:
+//! every write already takes the path that replicated writes will take). Replica sets from the
+//! ring, failover and membership changes come next.
+
+mod log;
+mod machine;
+mod network;
+mod recent;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use openraft::error::ClientWriteError;
+use openraft::{EmptyNode, LogId, Raft, ServerState, SnapshotMeta, SnapshotPolicy, StoredMembership, Vote};
+use serde::{Deserialize, Serialize};
+use serv_storage::{CommitPath, Record, Staged, Storage, StorageError, Table, TableDef, WriteSet};
+
+openraft::declare_raft_types!(
+    /// The types of every partition's Raft group.
+    pub TypeConfig:
+        D = WriteSet,
+        R = (),
+        NodeId = u64,
+        Node = EmptyNode,
+        SnapshotData = PartitionSnapshot,
+);
+
+/// Partitions of a new cluster unless the operator chooses otherwise.
+pub const DEFAULT_PARTITIONS: u64 = 64;
+
+/// Most partitions a cluster may have.
+pub const MAX_PARTITIONS: u64 = 4096;
+
+/// How long a node waits at start for every partition to have a leader.
+pub const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Log entries past the last snapshot that make a partition take a new one (which lets the log
+/// before it go).
+const SNAPSHOT_EVERY_ENTRIES: u64 = 1024;
+
+/// Entries kept in a partition's log behind its snapshot, for replicas a little behind.
+const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 256;
+
+/// A partition's state as a snapshot: the node's own tables as of the snapshot's applied point,
+/// read out only when a snapshot has to travel.
+#[derive(Debug)]
+pub struct PartitionSnapshot {
+    pub partition: u64,
+}
+
+/// The facts the partition layer keeps per partition (and, under [`CLUSTER`], for the node).
+pub(crate) type MetaKey = (u64, String);
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Meta {
+    Vote(Vote<u64>),
+    LogId(Option<LogId<u64>>),
+    Applied { last: Option<LogId<u64>>, membership: StoredMembership<u64, EmptyNode> },
+    Snapshot(SnapshotMeta<u64, EmptyNode>),
+    Partitions(u64),
+}
+
+impl Record for Meta {
+    const FORMAT: u8 = 1;
+}
+
+const RAFT_META: TableDef<MetaKey, Meta> = TableDef::new("raft_meta");
+
+/// The partition-number slot of [`MetaKey`] for facts of the node as a whole.
+const CLUSTER: u64 = u64::MAX;
+
+pub(crate) fn meta_table(storage: &Storage) -> serv_storage::Result<Table<MetaKey, Meta>> {
+    storage.table(RAFT_META)
+}
+
+/// Why the partition layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error(
+        "this data dir belongs to a cluster of {stored} partitions; --partitions {asked} cannot change that (leave it out, or use a new data dir)"
+    )]
+    CountMismatch { stored: u64, asked: u64 },
+    #[error("--partitions must be between 1 and {MAX_PARTITIONS}, not {0}")]
+    CountOutOfRange(u64),
+    #[error("node id {0:?} is not 16 hex digits")]
+    NodeId(String),
+    #[error("partition {partition}: {message}")]
+    Raft { partition: u64, message: String },
+}
+
+/// One partition's state, as `GET /v1/cluster/partitions` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub partition: u64,
+    /// Node ids of the voting replicas.
+    pub replicas: Vec<String>,
+    pub leader: Option<String>,
+    pub term: u64,
+    /// This node's role in the group: `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+}
+
+/// Counters of the proposals this node made, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct ProposalStats {
+    pub proposals: u64,
+    /// Proposals committed and applied.
+    pub committed: u64,
+    pub failed: u64,
+    /// Sum of the time from proposal to applied, in microseconds.
+    pub latency_us_sum: u64,
+}
+
+/// The partitions of this node: one Raft group each.
+pub struct Partitions {
+    node: u64,
+    groups: Vec<Arc<Group>>,
+}
+
+struct Group {
+    partition: u64,
+    raft: Raft<TypeConfig>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    proposals: std::sync::atomic::AtomicU64,
+    committed: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    latency_us_sum: std::sync::atomic::AtomicU64,
+}
+
+impl Partitions {
+    /// Starts every partition's group on `storage` and waits until each has a leader. `asked` is
+    /// the operator's `--partitions`: taken when the data dir is new, checked against the stored
+    /// count otherwise.
+    pub async fn start(storage: &Storage, asked: Option<u64>) -> Result<Arc<Self>, PartitionError> {
+        let node = u64::from_str_radix(storage.node_id(), 16)
+            .map_err(|_| PartitionError::NodeId(storage.node_id().to_string()))?;
+        let count = partition_count(storage, asked).await?;
+        let config = Arc::new(
+            openraft::Config {
+                cluster_name: "serv".into(),
+                heartbeat_interval: 250,
+                election_timeout_min: 1000,
+                election_timeout_max: 2000,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+                max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| PartitionError::Raft { partition: 0, message: e.to_string() })?,
+        );
+        let started = Instant::now();
+        let mut groups = Vec::with_capacity(count as usize);
+        for partition in 0..count {
+            let recent = Arc::new(recent::Recent::default());
+            let log = log::LogStore::open(storage, partition, recent.clone())?;
+            let machine = machine::StateMachine::open(storage, partition, recent)?;
+            let raft = Raft::new(node, config.clone(), network::Network, log, machine)
+                .await
+                .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
+            let fresh = !raft
+                .is_initialized()
+                .await
+                .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
+            if fresh {
+                let members = BTreeMap::from([(node, EmptyNode {})]);
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
+            }
+            groups.push(Arc::new(Group { partition, raft, stats: Arc::default() }));
+        }
+        // An entity loads its state from the applied tables, so none may start before its
+        // partition has applied every entry its log holds: after a crash, entries acknowledged
+        // (durable in the log) may not have reached the tables yet, and are applied again now.
+        for group in &groups {
+            group
+                .raft
+                .wait(Some(LEADERSHIP_TIMEOUT))
+                .metrics(
+                    |m| {
+                        m.current_leader == Some(node)
+                            && m.last_applied.map(|id| id.index) >= m.last_log_index
+                    },
+                    "the partition leads and has applied its whole log",
+                )
+                .await
+                .map_err(|e| PartitionError::Raft { partition: group.partition, message: e.to_string() })?;
+        }
+        tracing::info!(
+            partitions = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partitions started"
+        );
+        Ok(Arc::new(Self { node, groups }))
+    }
+
+    /// How many partitions the cluster has.
+    pub fn count(&self) -> u64 {
+        self.groups.len() as u64
+    }
+
+    /// The partition `key` belongs to (for an entity: its key as text, `bucket/photos`).
+    pub fn partition_of(&self, key: &str) -> u64 {
+        partition_of(key, self.count())
+    }
+
+    /// Where the writes of partition `partition` go.
+    pub fn commit_path(&self, partition: u64) -> Arc<dyn CommitPath> {
+        self.groups[partition as usize].clone()
+    }
+
+    /// Every partition's state, in partition order.
+    pub fn status(&self) -> Vec<PartitionStatus> {
+        self.groups.iter().map(|group| group.status()).collect()
+    }
+
+    /// Counters of this node's proposals, summed over its partitions.
+    pub fn proposal_stats(&self) -> ProposalStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut stats = ProposalStats::default();
+        for group in &self.groups {
+            stats.proposals += group.stats.proposals.load(Relaxed);
+            stats.committed += group.stats.committed.load(Relaxed);
+            stats.failed += group.stats.failed.load(Relaxed);
+            stats.latency_us_sum += group.stats.latency_us_sum.load(Relaxed);
+        }
+        stats
+    }
+
+    /// The node id the groups know this node by.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Stops every group (after the entities that propose to them have stopped).
+    pub async fn shutdown(&self) {
+        for group in &self.groups {
+            if let Err(error) = group.raft.shutdown().await {
+                tracing::warn!(partition = group.partition, %error, "partition group did not stop cleanly");
+            }
+        }
+    }
+}
+
+/// The partition of `key` among `count`: the first 8 bytes of its BLAKE3 hash, modulo `count`.
+pub fn partition_of(key: &str, count: u64) -> u64 {
+    let hash = blake3::hash(key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_be_bytes(first) % count
+}
+
+/// The stored partition count, or `asked` (or the default) stored durably for a new data dir.
+async fn partition_count(storage: &Storage, asked: Option<u64>) -> Result<u64, PartitionError> {
+    if let Some(asked) = asked
+        && !(1..=MAX_PARTITIONS).contains(&asked)
+    {
+        return Err(PartitionError::CountOutOfRange(asked));
+    }
+    let meta = meta_table(storage)?;
+    let key = (CLUSTER, "partitions".to_string());
+    match meta.get(&key)? {
+        Some(Meta::Partitions(stored)) => match asked {
+            Some(asked) if asked != stored => Err(PartitionError::CountMismatch { stored, asked }),
+            _ => Ok(stored),
+        },
+        _ => {
+            let count = asked.unwrap_or(DEFAULT_PARTITIONS);
+            let mut changes = WriteSet::new();
+            changes.put(&meta, &key, &Meta::Partitions(count))?;
+            storage.local().commit(changes).await?;
+            Ok(count)
+        }
+    }
+}
+
+impl Group {
+    fn status(&self) -> PartitionStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        PartitionStatus {
+            partition: self.partition,
+            replicas: metrics.membership_config.membership().voter_ids().map(node_name).collect(),
+            leader: metrics.current_leader.map(node_name),
+            term: metrics.current_term,
+            role: role.to_string(),
+            last_log_index: metrics.last_log_index,
+            applied_index: metrics.last_applied.map(|id| id.index),
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+        }
+    }
+}
+
+/// A node's id as the rest of Serv spells it.
+pub fn node_name(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+impl CommitPath for Group {
+    fn stage(&self, changes: WriteSet) -> serv_storage::Result<Staged> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let partition = self.partition;
+        // Handing the proposal to openraft is a send on an unbounded channel: it completes at
+        // once, so the proposals of one caller reach the log in the order they were staged.
+        let receiver = match self.raft.client_write_ff(changes).now_or_never() {
+            Some(Ok(receiver)) => receiver,
+            Some(Err(fatal)) => {
+                return Err(StorageError::Commit(format!("partition {partition} has stopped: {fatal}")));
+            }
+            None => return Err(StorageError::Commit(format!("partition {partition} is stopping"))),
+        };
+        self.stats.proposals.fetch_add(1, Relaxed);
+        let stats = self.stats.clone();
+        let proposed = Instant::now();
+        Ok(Staged::new(async move {
+            let outcome = match receiver.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                    Err(StorageError::NotLeader { partition, leader: forward.leader_id.map(node_name) })
+                }
+                Ok(Err(error)) => Err(StorageError::Commit(format!("partition {partition}: {error}"))),
+                Err(_) => Err(StorageError::Commit(format!(
+                    "partition {partition} stopped before the write was committed"
+                ))),
+            };
+            match &outcome {
+                Ok(()) => {
+                    stats.committed.fetch_add(1, Relaxed);
+                    stats.latency_us_sum.fetch_add(proposed.elapsed().as_micros() as u64, Relaxed);
+                }
+                Err(_) => {
+                    stats.failed.fetch_add(1, Relaxed);
+                }
+            }
+            outcome
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
