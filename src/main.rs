@@ -17,7 +17,7 @@ use serv_actors::module::{Module, ModuleRuntime};
 use serv_actors::route::Route;
 use serv_actors::topic::Topic;
 use serv_actors::{ActorKey, Directory, SupervisionConfig};
-use serv_cluster::partition::Partitions;
+use serv_cluster::partition::{PartitionOptions, Partitions};
 use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
 use serv_edges::gateway::{self, Gateway, GatewaySettings};
 use serv_edges::listener::LimitedListener;
@@ -66,7 +66,8 @@ async fn run(config: Config) -> Result<(), String> {
         restart_window: config.restart_window,
         ..SupervisionConfig::default()
     };
-    let partitions = Partitions::start(&storage, config.partitions)
+    let partition_options = PartitionOptions { count: config.partitions, ..PartitionOptions::default() };
+    let partitions = Partitions::start(&storage, partition_options)
         .await
         .map_err(|e| format!("cannot start partitions: {e}"))?;
     let directory = Directory::start(storage.clone(), supervision).await?;

@@ -30,11 +30,13 @@ pub enum StreamKind {
     ActorSession = 1,
     /// A bulk transfer of blocks.
     Blocks = 2,
+    /// One Raft RPC between two replicas of a partition ([`crate::partition`]).
+    Raft = 3,
 }
 
 impl StreamKind {
     fn from_tag(tag: u8) -> Option<Self> {
-        [Self::ActorSession, Self::Blocks].into_iter().find(|kind| *kind as u8 == tag)
+        [Self::ActorSession, Self::Blocks, Self::Raft].into_iter().find(|kind| *kind as u8 == tag)
     }
 }
 
@@ -66,6 +68,11 @@ impl Mesh {
         let mesh = Self { endpoint, connections: Arc::default(), handlers: Arc::default(), datagrams };
         tokio::spawn(mesh.clone().accept());
         (mesh, inbox)
+    }
+
+    /// Closes every connection and the endpoint: this node is gone for its peers.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"node stopped");
     }
 
     /// The address the endpoint is bound to.

@@ -5,7 +5,7 @@ log's replay."""
 
 import signal
 
-from conftest import metric, s3_client, unique_bucket
+from conftest import metric, s3_client, unique_bucket, wait_until
 from test_stomp import Client
 
 
@@ -45,7 +45,7 @@ def test_writes_of_every_kind_go_through_the_partition_logs(start_servd):
     # each applied through a log entry.
     proposals = metric(node, "serv_raft_proposals_total") - before_proposals
     assert proposals >= 16, proposals
-    assert applied(node) - before_applied >= 16
+    wait_until(lambda: applied(node) - before_applied >= 16, message="sixteen entries applied")
     assert metric(node, "serv_raft_proposals_failed_total") == 0
     assert metric(node, "serv_raft_proposal_seconds_count") >= proposals
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]] == [f"k{i}" for i in range(10)]

@@ -21,7 +21,9 @@ mod machine;
 mod network;
 mod recent;
 
-use std::collections::BTreeMap;
+pub use network::{MAX_RAFT_FRAME_BYTES, RaftServer, RaftTransport};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,6 +134,26 @@ pub struct ProposalStats {
     pub latency_us_sum: u64,
 }
 
+/// How a node's partitions start.
+#[derive(Clone, Default)]
+pub struct PartitionOptions {
+    /// `--partitions` as given: taken when the data dir is new, checked against the stored
+    /// count otherwise.
+    pub count: Option<u64>,
+    /// The voting replicas of every new group (node ids); empty: this node alone.
+    pub founders: BTreeSet<u64>,
+    /// How groups reach their replicas on other nodes, and the server that answers them; none
+    /// for groups of one.
+    pub transport: Option<(RaftTransport, RaftServer)>,
+    /// Longest a proposal waits to be committed before its writer is told it failed (a leader
+    /// cut off from its majority never commits; the write may still commit later, but it was
+    /// never acknowledged); [`PROPOSAL_TIMEOUT`] when unset.
+    pub proposal_timeout: Option<Duration>,
+}
+
+/// How long a proposal may wait for a majority unless [`PartitionOptions`] says otherwise.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The partitions of this node: one Raft group each.
 pub struct Partitions {
     node: u64,
@@ -142,6 +164,7 @@ struct Group {
     partition: u64,
     raft: Raft<TypeConfig>,
     stats: Arc<Counters>,
+    proposal_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -153,13 +176,17 @@ struct Counters {
 }
 
 impl Partitions {
-    /// Starts every partition's group on `storage` and waits until each has a leader. `asked` is
-    /// the operator's `--partitions`: taken when the data dir is new, checked against the stored
-    /// count otherwise.
-    pub async fn start(storage: &Storage, asked: Option<u64>) -> Result<Arc<Self>, PartitionError> {
+    /// Starts every partition's group on `storage` and waits until each has a leader (and,
+    /// where this node leads, has applied its whole log).
+    pub async fn start(storage: &Storage, options: PartitionOptions) -> Result<Arc<Self>, PartitionError> {
         let node = u64::from_str_radix(storage.node_id(), 16)
             .map_err(|_| PartitionError::NodeId(storage.node_id().to_string()))?;
-        let count = partition_count(storage, asked).await?;
+        let count = partition_count(storage, options.count).await?;
+        let founders = match options.founders.is_empty() {
+            true => BTreeSet::from([node]),
+            false => options.founders.clone(),
+        };
+        let transport = options.transport.as_ref().map(|(transport, _)| transport.clone());
         let config = Arc::new(
             openraft::Config {
                 cluster_name: "serv".into(),
@@ -179,7 +206,8 @@ impl Partitions {
             let recent = Arc::new(recent::Recent::default());
             let log = log::LogStore::open(storage, partition, recent.clone())?;
             let machine = machine::StateMachine::open(storage, partition, recent)?;
-            let raft = Raft::new(node, config.clone(), network::Network, log, machine)
+            let network = network::Network { partition, transport: transport.clone() };
+            let raft = Raft::new(node, config.clone(), network, log, machine)
                 .await
                 .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
             let fresh = !raft
@@ -187,12 +215,17 @@ impl Partitions {
                 .await
                 .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
             if fresh {
-                let members = BTreeMap::from([(node, EmptyNode {})]);
+                let members: BTreeMap<u64, EmptyNode> =
+                    founders.iter().map(|id| (*id, EmptyNode {})).collect();
                 raft.initialize(members)
                     .await
                     .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
             }
-            groups.push(Arc::new(Group { partition, raft, stats: Arc::default() }));
+            let proposal_timeout = options.proposal_timeout.unwrap_or(PROPOSAL_TIMEOUT);
+            groups.push(Arc::new(Group { partition, raft, stats: Arc::default(), proposal_timeout }));
+        }
+        if let Some((_, server)) = &options.transport {
+            server.install(node, Arc::new(groups.iter().map(|group| group.raft.clone()).collect()));
         }
         // An entity loads its state from the applied tables, so none may start before its
         // partition has applied every entry its log holds: after a crash, entries acknowledged
@@ -202,11 +235,14 @@ impl Partitions {
                 .raft
                 .wait(Some(LEADERSHIP_TIMEOUT))
                 .metrics(
-                    |m| {
-                        m.current_leader == Some(node)
-                            && m.last_applied.map(|id| id.index) >= m.last_log_index
+                    |m| match m.current_leader {
+                        Some(leader) if leader == node => {
+                            m.last_applied.map(|id| id.index) >= m.last_log_index
+                        }
+                        Some(_) => true,
+                        None => false,
                     },
-                    "the partition leads and has applied its whole log",
+                    "the partition has a leader, and applied its whole log where this node leads",
                 )
                 .await
                 .map_err(|e| PartitionError::Raft { partition: group.partition, message: e.to_string() })?;
@@ -343,14 +379,19 @@ impl CommitPath for Group {
         self.stats.proposals.fetch_add(1, Relaxed);
         let stats = self.stats.clone();
         let proposed = Instant::now();
+        let timeout = self.proposal_timeout;
         Ok(Staged::new(async move {
-            let outcome = match receiver.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+            let outcome = match tokio::time::timeout(timeout, receiver).await {
+                Err(_) => Err(StorageError::Commit(format!(
+                    "partition {partition}: not committed within {} ms (no majority of its replicas answered)",
+                    timeout.as_millis()
+                ))),
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => {
                     Err(StorageError::NotLeader { partition, leader: forward.leader_id.map(node_name) })
                 }
-                Ok(Err(error)) => Err(StorageError::Commit(format!("partition {partition}: {error}"))),
-                Err(_) => Err(StorageError::Commit(format!(
+                Ok(Ok(Err(error))) => Err(StorageError::Commit(format!("partition {partition}: {error}"))),
+                Ok(Err(_)) => Err(StorageError::Commit(format!(
                     "partition {partition} stopped before the write was committed"
                 ))),
             };
@@ -370,3 +411,6 @@ impl CommitPath for Group {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod replicated_tests;

@@ -1,34 +1,240 @@
-//! How a partition's Raft group reaches its other replicas.
+//! How a partition's Raft group reaches its other replicas: Raft RPCs over the node's QUIC mesh.
 //!
-//! Partitions have one replica, this node, until replica sets follow the ring (the next step of
-//! replication): a group of one never sends an RPC. Should openraft ask for a client anyway, the
-//! peer is reported unreachable, which openraft treats as "back off and retry", never as success.
+//! Every group of a node talks to a peer over the one mesh connection to that peer: an RPC is a
+//! bi-directional stream of kind [`StreamKind::Raft`] on it (QUIC streams are multiplexed and cost
+//! no round trip to open), carrying one length-prefixed request naming its partition and the node
+//! it is for, and answered by one length-prefixed reply. The receiving node hands the request to
+//! its group of that partition ([`RaftServer`]).
+//!
+//! A group with one replica never sends an RPC; should openraft ask for a client on a node with
+//! no transport, the peer is reported unreachable, which openraft treats as "back off and
+//! retry", never as success.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
-use openraft::error::{Fatal, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{EmptyNode, RaftNetwork, RaftNetworkFactory, Snapshot, Vote};
+use openraft::{EmptyNode, Raft, RaftNetwork, RaftNetworkFactory, Snapshot, Vote};
+use serde::{Deserialize, Serialize};
+use serv_storage::codec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
-use super::TypeConfig;
+use super::{TypeConfig, node_name};
+use crate::membership::MemberView;
+use crate::mesh::{IncomingStream, Mesh, StreamKind};
+
+/// Largest Raft request or reply a node sends or accepts, in bytes.
+pub const MAX_RAFT_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+
+/// How long a node waits for the rest of a request once a peer opened its stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one node's group asks a peer's group of the same partition.
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+}
+
+/// A request with its address: the partition, and the node it is meant for (a peer that now
+/// runs under another id at the same address refuses it).
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    partition: u64,
+    to: u64,
+    request: Request,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// The request could not be handed to a group (no such partition, not this node, not ready).
+    Refused(String),
+}
+
+/// Reaches the partition groups of other nodes over the mesh, by node id. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftTransport {
+    mesh: Mesh,
+    view: watch::Receiver<Vec<MemberView>>,
+}
+
+impl RaftTransport {
+    /// A transport over `mesh`, finding nodes' addresses in the membership `view`.
+    pub fn new(mesh: Mesh, view: watch::Receiver<Vec<MemberView>>) -> Self {
+        Self { mesh, view }
+    }
+
+    fn address_of(&self, node: u64) -> Option<SocketAddr> {
+        let name = node_name(node);
+        self.view.borrow().iter().find(|member| member.id == name).map(|member| member.addr)
+    }
+
+    async fn call(&self, node: u64, envelope: &Envelope, ttl: Duration) -> Result<Reply, RpcFailure> {
+        let addr = self.address_of(node).ok_or(RpcFailure::Unknown)?;
+        let body = codec::encode(envelope).map_err(|e| RpcFailure::Network(e.to_string()))?;
+        let exchange = async {
+            let (mut send, mut recv) = self
+                .mesh
+                .open(addr, StreamKind::Raft)
+                .await
+                .map_err(|e| RpcFailure::Unreachable(e.to_string()))?;
+            write_frame(&mut send, &body).await.map_err(RpcFailure::Network)?;
+            let _ = send.finish();
+            let answer = read_frame(&mut recv).await.map_err(RpcFailure::Network)?;
+            codec::decode::<Reply>(&answer).map_err(|e| RpcFailure::Network(e.to_string()))
+        };
+        tokio::time::timeout(ttl, exchange).await.map_err(|_| RpcFailure::Timeout)?
+    }
+}
+
+/// Why an RPC got no answer from the peer's group.
+enum RpcFailure {
+    /// The peer is not in the membership view.
+    Unknown,
+    Unreachable(String),
+    Network(String),
+    Timeout,
+}
+
+impl RpcFailure {
+    fn into_rpc_error<E: std::error::Error>(self, peer: u64) -> RPCError<u64, EmptyNode, E> {
+        let error = std::io::Error::other(match self {
+            RpcFailure::Unknown => format!("node {} is not a known member", node_name(peer)),
+            RpcFailure::Unreachable(reason) => format!("node {}: {reason}", node_name(peer)),
+            RpcFailure::Network(reason) => format!("node {}: {reason}", node_name(peer)),
+            RpcFailure::Timeout => format!("node {} did not answer in time", node_name(peer)),
+        });
+        RPCError::Unreachable(Unreachable::new(&error))
+    }
+}
+
+async fn write_frame(send: &mut quinn::SendStream, body: &[u8]) -> Result<(), String> {
+    let len = u32::try_from(body.len()).ok().filter(|len| *len <= MAX_RAFT_FRAME_BYTES).ok_or_else(|| {
+        format!("a Raft message of {} bytes is over the {MAX_RAFT_FRAME_BYTES}-byte limit", body.len())
+    })?;
+    send.write_u32(len).await.map_err(|e| e.to_string())?;
+    send.write_all(body).await.map_err(|e| e.to_string())
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, String> {
+    let len = recv.read_u32().await.map_err(|e| e.to_string())?;
+    if len > MAX_RAFT_FRAME_BYTES {
+        return Err(format!("a Raft message of {len} bytes is over the {MAX_RAFT_FRAME_BYTES}-byte limit"));
+    }
+    let mut body = vec![0; len as usize];
+    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+/// Hands Raft requests that peers send this node to its partition groups.
+#[derive(Clone, Default)]
+pub struct RaftServer {
+    node: Arc<RwLock<Option<(u64, Arc<Vec<Raft<TypeConfig>>>)>>>,
+}
+
+impl RaftServer {
+    /// Serves the Raft streams peers open on `mesh`; requests are refused until
+    /// [`RaftServer::install`] gives it this node's groups.
+    pub fn serve(mesh: &Mesh) -> Self {
+        let server = Self::default();
+        let mut streams = mesh.streams(StreamKind::Raft);
+        let serving = server.clone();
+        tokio::spawn(async move {
+            while let Some(stream) = streams.recv().await {
+                tokio::spawn(serving.clone().answer(stream));
+            }
+        });
+        server
+    }
+
+    pub(crate) fn install(&self, node: u64, groups: Arc<Vec<Raft<TypeConfig>>>) {
+        *self.node.write().unwrap_or_else(PoisonError::into_inner) = Some((node, groups));
+    }
+
+    async fn answer(self, stream: IncomingStream) {
+        let IncomingStream { from, mut send, mut recv } = stream;
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut recv)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(reason)) => {
+                tracing::debug!(%from, %reason, "Raft request unreadable");
+                return;
+            }
+            Err(_) => return,
+        };
+        let reply = match codec::decode::<Envelope>(&request) {
+            Ok(envelope) => self.dispatch(envelope).await,
+            Err(error) => Reply::Refused(format!("undecodable Raft request: {error}")),
+        };
+        if let Ok(body) = codec::encode(&reply) {
+            let _ = write_frame(&mut send, &body).await;
+            let _ = send.finish();
+        }
+    }
+
+    async fn dispatch(&self, envelope: Envelope) -> Reply {
+        let installed = self.node.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some((node, groups)) = installed else {
+            return Reply::Refused("this node's partitions are not started yet".into());
+        };
+        if envelope.to != node {
+            return Reply::Refused(format!(
+                "this is node {}, not {}",
+                node_name(node),
+                node_name(envelope.to)
+            ));
+        }
+        let Some(raft) = groups.get(envelope.partition as usize) else {
+            return Reply::Refused(format!("no partition {} on this node", envelope.partition));
+        };
+        match envelope.request {
+            Request::Append(request) => Reply::Append(raft.append_entries(request).await),
+            Request::Vote(request) => Reply::Vote(raft.vote(request).await),
+        }
+    }
+}
 
 /// Makes the clients of one group.
-pub(crate) struct Network;
+pub(crate) struct Network {
+    pub partition: u64,
+    pub transport: Option<RaftTransport>,
+}
 
 /// A client of one peer of one group.
 pub(crate) struct PeerClient {
+    partition: u64,
     peer: u64,
+    transport: Option<RaftTransport>,
 }
 
 impl PeerClient {
-    fn unreachable(&self) -> Unreachable {
-        Unreachable::new(&std::io::Error::other(format!(
-            "node {:016x} is not reachable for Raft: partitions have one replica on this build",
-            self.peer
-        )))
+    async fn call(&self, request: Request, option: &RPCOption) -> Result<Reply, RpcFailure> {
+        let Some(transport) = &self.transport else {
+            return Err(RpcFailure::Unreachable("this node runs its partitions without a mesh".into()));
+        };
+        let envelope = Envelope { partition: self.partition, to: self.peer, request };
+        transport.call(self.peer, &envelope, option.hard_ttl()).await
+    }
+
+    fn unexpected<E: std::error::Error>(&self, reply: Reply) -> RPCError<u64, EmptyNode, E> {
+        let reason = match reply {
+            Reply::Refused(reason) => reason,
+            _ => "an answer to another request".into(),
+        };
+        RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+            "node {} refused: {reason}",
+            node_name(self.peer)
+        ))))
     }
 }
 
@@ -36,25 +242,35 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, _node: &EmptyNode) -> PeerClient {
-        PeerClient { peer: target }
+        PeerClient { partition: self.partition, peer: target, transport: self.transport.clone() }
     }
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, EmptyNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        match self.call(Request::Append(rpc), &option).await {
+            Ok(Reply::Append(Ok(response))) => Ok(response),
+            Ok(Reply::Append(Err(error))) => Err(RPCError::RemoteError(RemoteError::new(self.peer, error))),
+            Ok(other) => Err(self.unexpected(other)),
+            Err(failure) => Err(failure.into_rpc_error(self.peer)),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, EmptyNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        match self.call(Request::Vote(rpc), &option).await {
+            Ok(Reply::Vote(Ok(response))) => Ok(response),
+            Ok(Reply::Vote(Err(error))) => Err(RPCError::RemoteError(RemoteError::new(self.peer, error))),
+            Ok(other) => Err(self.unexpected(other)),
+            Err(failure) => Err(failure.into_rpc_error(self.peer)),
+        }
     }
 
     async fn full_snapshot(
@@ -64,6 +280,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        // A replica that fell behind the purged log needs the partition's rows, which travel
+        // with the membership changes of the next step; until then it is reported unreachable
+        // (openraft backs off and retries; the group's majority is unaffected).
+        Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+            "node {} is behind partition {}'s log; sending a snapshot is not supported yet",
+            node_name(self.peer),
+            self.partition
+        )))))
     }
 }

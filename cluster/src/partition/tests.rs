@@ -15,6 +15,10 @@ impl Record for Note {
 
 const NOTES: TableDef<String, Note> = TableDef::new("partition_test_notes");
 
+fn count(count: u64) -> PartitionOptions {
+    PartitionOptions { count: Some(count), ..PartitionOptions::default() }
+}
+
 fn open(dir: &std::path::Path) -> Storage {
     Storage::open(dir, StorageOptions::default()).expect("storage opens")
 }
@@ -31,7 +35,7 @@ async fn write(partitions: &Partitions, storage: &Storage, key: &str, value: u64
 async fn a_committed_write_is_applied_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, Some(8)).await.unwrap();
+    let partitions = Partitions::start(&storage, count(8)).await.unwrap();
     let before = partitions.status();
     assert!(before.iter().all(|p| p.role == "leader" && p.replicas.len() == 1), "{before:?}");
 
@@ -39,8 +43,14 @@ async fn a_committed_write_is_applied_and_survives_a_restart() {
     let notes = storage.table(NOTES).unwrap();
     assert_eq!(notes.get(&"bucket/photos".to_string()).unwrap(), Some(Note(7)), "read back at once");
     let partition = partitions.partition_of("bucket/photos") as usize;
+    // The status is openraft's metrics, published just after the apply that answered the write.
+    let expected = before[partition].applied_index.map(|i| i + 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while partitions.status()[partition].applied_index != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let after = partitions.status();
-    assert_eq!(after[partition].applied_index, before[partition].applied_index.map(|i| i + 1));
+    assert_eq!(after[partition].applied_index, expected);
     assert_eq!(partitions.proposal_stats().proposals, 1);
 
     partitions.shutdown().await;
@@ -48,7 +58,7 @@ async fn a_committed_write_is_applied_and_survives_a_restart() {
     drop((partitions, storage, notes));
 
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, None).await.unwrap();
+    let partitions = Partitions::start(&storage, PartitionOptions::default()).await.unwrap();
     assert_eq!(partitions.count(), 8, "the stored count, not the default");
     let notes = storage.table(NOTES).unwrap();
     assert_eq!(notes.get(&"bucket/photos".to_string()).unwrap(), Some(Note(7)));
@@ -63,13 +73,13 @@ async fn a_committed_write_is_applied_and_survives_a_restart() {
 async fn the_partition_count_of_a_data_dir_never_changes() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, Some(4)).await.unwrap();
+    let partitions = Partitions::start(&storage, count(4)).await.unwrap();
     partitions.shutdown().await;
     drop(partitions);
-    let refused = Partitions::start(&storage, Some(16)).await.err().expect("a different count is refused");
+    let refused = Partitions::start(&storage, count(16)).await.err().expect("a different count is refused");
     assert!(matches!(refused, PartitionError::CountMismatch { stored: 4, asked: 16 }), "{refused}");
     assert!(matches!(
-        Partitions::start(&storage, Some(0)).await.err(),
+        Partitions::start(&storage, count(0)).await.err(),
         Some(PartitionError::CountOutOfRange(0))
     ));
 }
@@ -78,7 +88,7 @@ async fn the_partition_count_of_a_data_dir_never_changes() {
 async fn pipelined_writes_are_applied_in_the_order_they_were_staged() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, Some(2)).await.unwrap();
+    let partitions = Partitions::start(&storage, count(2)).await.unwrap();
     let notes = storage.table(NOTES).unwrap();
     let routed = storage.with_commit_path(partitions.commit_path(partitions.partition_of("k")));
     let mut staged = Vec::new();
@@ -102,7 +112,7 @@ async fn pipelined_writes_are_applied_in_the_order_they_were_staged() {
 async fn a_busy_partition_snapshots_and_keeps_a_bounded_log() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, Some(1)).await.unwrap();
+    let partitions = Partitions::start(&storage, count(1)).await.unwrap();
     let writes = SNAPSHOT_EVERY_ENTRIES * 3;
     for value in 0..writes {
         write(&partitions, &storage, &format!("key{}", value % 10), value).await;
@@ -128,7 +138,7 @@ async fn a_busy_partition_snapshots_and_keeps_a_bounded_log() {
 
     // After the purge the partition restarts from its applied point and serves on.
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, None).await.unwrap();
+    let partitions = Partitions::start(&storage, PartitionOptions::default()).await.unwrap();
     let notes = storage.table(NOTES).unwrap();
     let last = format!("key{}", (writes - 1) % 10);
     assert_eq!(notes.get(&last).unwrap(), Some(Note(writes - 1)), "the last write before the restart");
@@ -156,7 +166,7 @@ fn a_key_always_hashes_to_the_same_partition() {
 async fn an_entry_durable_in_the_log_but_never_applied_is_applied_at_restart() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path());
-    let partitions = Partitions::start(&storage, Some(1)).await.unwrap();
+    let partitions = Partitions::start(&storage, count(1)).await.unwrap();
     write(&partitions, &storage, "before", 1).await;
     partitions.shutdown().await;
     drop(partitions);
@@ -175,7 +185,7 @@ async fn an_entry_durable_in_the_log_but_never_applied_is_applied_at_restart() {
     storage.local().commit(changes).await.unwrap();
     assert_eq!(notes.get(&"after".to_string()).unwrap(), None);
 
-    let partitions = Partitions::start(&storage, None).await.unwrap();
+    let partitions = Partitions::start(&storage, PartitionOptions::default()).await.unwrap();
     assert_eq!(notes.get(&"after".to_string()).unwrap(), Some(Note(2)), "applied before any entity can read");
     assert_eq!(partitions.status()[0].applied_index, Some(id.index));
     partitions.shutdown().await;

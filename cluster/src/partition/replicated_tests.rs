@@ -1,0 +1,204 @@
+//! Partitions with three replicas, on three nodes in one process that talk over real QUIC
+//! meshes: a write is acknowledged once a majority holds it and reaches every replica; a
+//! follower refuses writes and names the leader; when the leader's node dies another replica
+//! leads within seconds with every acknowledged write; a node cut off from the others
+//! acknowledges nothing.
+
+use std::time::{Duration, Instant};
+
+use serv_storage::{Record, Storage, StorageOptions, TableDef};
+use tokio::sync::watch;
+
+use super::*;
+use crate::identity::ClusterIdentity;
+use crate::membership::{MemberState, MemberView};
+use crate::mesh::Mesh;
+
+const SECRET: &str = "partition-test-cluster-secret";
+const PARTITIONS: u64 = 4;
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Note(u64);
+
+impl Record for Note {
+    const FORMAT: u8 = 1;
+}
+
+const NOTES: TableDef<String, Note> = TableDef::new("replicated_test_notes");
+
+struct Node {
+    id: u64,
+    storage: Storage,
+    mesh: Mesh,
+    partitions: Arc<Partitions>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn note(&self, key: &str) -> Option<Note> {
+        self.storage.table(NOTES).unwrap().get(&key.to_string()).unwrap()
+    }
+
+    async fn write(&self, key: &str, value: u64) -> serv_storage::Result<()> {
+        let notes = self.storage.table(NOTES).unwrap();
+        let mut changes = WriteSet::new();
+        changes.put(&notes, &key.to_string(), &Note(value)).unwrap();
+        let path = self.partitions.commit_path(self.partitions.partition_of(key));
+        self.storage.with_commit_path(path).commit(changes).await
+    }
+
+    /// Stops the node as a crash would, as far as its peers can tell.
+    async fn kill(&self) {
+        self.mesh.close();
+        self.partitions.shutdown().await;
+    }
+}
+
+/// Three nodes whose partitions have all three as replicas.
+async fn cluster() -> Vec<Node> {
+    let mut prepared = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let identity = ClusterIdentity::new(SECRET, storage.node_id()).unwrap();
+        let mesh = Mesh::start(identity.endpoint("127.0.0.1:0".parse().unwrap()).unwrap()).0;
+        prepared.push((dir, storage, mesh));
+    }
+    let view: Vec<MemberView> = prepared
+        .iter()
+        .map(|(_, storage, mesh)| MemberView {
+            id: storage.node_id().to_string(),
+            addr: mesh.local_addr().unwrap(),
+            state: MemberState::Alive,
+            incarnation: 0,
+            meta: None,
+        })
+        .collect();
+    let founders: BTreeSet<u64> =
+        prepared.iter().map(|(_, storage, _)| u64::from_str_radix(storage.node_id(), 16).unwrap()).collect();
+    let starts = prepared.iter().map(|(_, storage, mesh)| {
+        let options = PartitionOptions {
+            count: Some(PARTITIONS),
+            founders: founders.clone(),
+            transport: Some((
+                RaftTransport::new(mesh.clone(), watch::channel(view.clone()).1),
+                RaftServer::serve(mesh),
+            )),
+            proposal_timeout: Some(Duration::from_secs(3)),
+        };
+        Partitions::start(storage, options)
+    });
+    let started = futures_util::future::join_all(starts).await;
+    prepared
+        .into_iter()
+        .zip(started)
+        .map(|((dir, storage, mesh), partitions)| Node {
+            id: u64::from_str_radix(storage.node_id(), 16).unwrap(),
+            partitions: partitions.expect("the three nodes start their partitions together"),
+            storage,
+            mesh,
+            _dir: dir,
+        })
+        .collect()
+}
+
+fn leader_of(nodes: &[Node], partition: u64) -> Option<u64> {
+    nodes.iter().find_map(|node| {
+        let status = &node.partitions.status()[partition as usize];
+        (status.role == "leader").then_some(node.id)
+    })
+}
+
+async fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reaches_every_replica_and_a_follower_names_the_leader() {
+    let nodes = cluster().await;
+    let partition = nodes[0].partitions.partition_of("bucket/photos");
+    for node in &nodes {
+        let status = &node.partitions.status()[partition as usize];
+        assert_eq!(status.replicas.len(), 3, "{status:?}");
+    }
+    let leader =
+        eventually("one replica leads", Duration::from_secs(10), || leader_of(&nodes, partition)).await;
+    let leading = nodes.iter().find(|node| node.id == leader).unwrap();
+    leading.write("bucket/photos", 1).await.expect("the leader commits on a majority");
+    assert_eq!(leading.note("bucket/photos"), Some(Note(1)), "applied on the leader when acknowledged");
+    eventually("every replica applied the write", Duration::from_secs(10), || {
+        nodes.iter().all(|node| node.note("bucket/photos") == Some(Note(1))).then_some(())
+    })
+    .await;
+
+    let follower = nodes.iter().find(|node| node.id != leader).unwrap();
+    match follower.write("bucket/photos", 2).await {
+        Err(StorageError::NotLeader { partition: p, leader: named }) => {
+            assert_eq!(p, partition);
+            assert_eq!(named, Some(node_name(leader)));
+        }
+        other => panic!("a follower must refuse and name the leader, got {other:?}"),
+    }
+    assert_eq!(follower.note("bucket/photos"), Some(Note(1)), "the refused write changed nothing");
+    for node in &nodes {
+        node.partitions.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_dies_another_replica_leads_with_every_acknowledged_write() {
+    let nodes = cluster().await;
+    let partition = nodes[0].partitions.partition_of("topic/orders");
+    let leader =
+        eventually("one replica leads", Duration::from_secs(10), || leader_of(&nodes, partition)).await;
+    let leading = nodes.iter().find(|node| node.id == leader).unwrap();
+    for value in 0..50 {
+        leading.write("topic/orders", value).await.expect("acknowledged");
+    }
+    leading.kill().await;
+    let killed = Instant::now();
+
+    let survivors: Vec<&Node> = nodes.iter().filter(|node| node.id != leader).collect();
+    let successor = eventually("a survivor leads", Duration::from_secs(15), || {
+        survivors.iter().find(|node| node.partitions.status()[partition as usize].role == "leader").copied()
+    })
+    .await;
+    // Writes are served again once a survivor leads; its first write proves it has a majority.
+    successor.write("topic/orders", 50).await.expect("the new leader commits with the other survivor");
+    println!("writes served again {} ms after the leader died", killed.elapsed().as_millis());
+    assert_eq!(successor.note("topic/orders"), Some(Note(50)));
+    let other = survivors.iter().find(|node| node.id != successor.id).unwrap();
+    eventually("the other survivor applied every write", Duration::from_secs(10), || {
+        (other.note("topic/orders") == Some(Note(50))).then_some(())
+    })
+    .await;
+    for node in survivors {
+        node.partitions.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_others_acknowledges_nothing() {
+    let nodes = cluster().await;
+    let partition = nodes[0].partitions.partition_of("bucket/cut");
+    let leader =
+        eventually("one replica leads", Duration::from_secs(10), || leader_of(&nodes, partition)).await;
+    // The two others die: whichever replica is left has no majority, leader or not.
+    let alone = nodes.iter().find(|node| node.id == leader).unwrap();
+    for node in nodes.iter().filter(|node| node.id != leader) {
+        node.kill().await;
+    }
+    let started = Instant::now();
+    let refused = alone.write("bucket/cut", 1).await;
+    assert!(refused.is_err(), "a replica without a majority acknowledged a write");
+    assert!(started.elapsed() < Duration::from_secs(10), "the writer is told within the proposal timeout");
+    assert_eq!(alone.note("bucket/cut"), None, "nothing was applied without a majority");
+    alone.partitions.shutdown().await;
+}
