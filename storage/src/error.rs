@@ -24,6 +24,9 @@ pub enum StorageError {
     /// here (the leader, when known, takes writes).
     #[error("not the leader of partition {partition} (leader: {})", leader.as_deref().unwrap_or("unknown"))]
     NotLeader { partition: u64, leader: Option<String> },
+    /// A read would hold more than its limit in memory.
+    #[error("{what} are over the {limit}-byte limit")]
+    TooLarge { what: String, limit: usize },
     /// The storage is closed and takes no more commits.
     #[error("storage is closed")]
     Closed,

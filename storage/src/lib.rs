@@ -14,6 +14,7 @@ pub mod key;
 pub mod keys;
 mod lock;
 mod meta;
+mod owned;
 mod table;
 mod writeset;
 
@@ -24,6 +25,7 @@ pub use commit::{CommitPath, CommitStats, DurabilityMode, Staged};
 pub use error::StorageError;
 pub use key::{KeyPart, KeyPrefix, TableKey};
 pub use lock::DataDirLock;
+pub use owned::{OwnedRow, View};
 pub use table::{Record, Table, TableDef};
 pub use writeset::WriteSet;
 
@@ -153,6 +155,17 @@ impl Storage {
     /// journal makes it durable too).
     pub fn apply_unsynced(&self, changes: &WriteSet) -> Result<()> {
         self.inner.committer.apply_unsynced(changes)
+    }
+
+    /// A consistent view of the whole database at this instant (keep it short-lived: it holds
+    /// back the removal of what was overwritten since).
+    pub fn view(&self) -> View<'_> {
+        View::new(&self.inner.keyspaces)
+    }
+
+    /// The changes that replace every row `owner` holds (see [`WriteSet::owned_by`]) with `rows`.
+    pub fn replace_owned(&self, owner: u64, rows: Vec<OwnedRow>) -> Result<WriteSet> {
+        owned::replace_owned(&self.inner.keyspaces, owner, rows)
     }
 
     /// Resolves once everything written so far, applied or staged, is durable (one fsync

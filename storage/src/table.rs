@@ -204,7 +204,7 @@ impl<K: TableKey, V: Record> Table<K, V> {
         Ok(bytes)
     }
 
-    fn decode_value(&self, bytes: &[u8]) -> Result<V> {
+    pub(crate) fn decode_value(&self, bytes: &[u8]) -> Result<V> {
         let (&format, body) = bytes
             .split_first()
             .ok_or_else(|| StorageError::Corrupt { table: self.name, detail: "empty record".into() })?;

@@ -83,6 +83,34 @@ impl WriteSet {
         self.ops.push(Op::Delete { keyspace: Cow::Borrowed(table.name()), key: key.to_vec() });
     }
 
+    /// Every change as (keyspace, key, true for a put or false for a removal).
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (&str, &[u8], bool)> {
+        self.ops.iter().map(|op| match op {
+            Op::Put { keyspace, key, .. } => (keyspace.as_ref(), key.as_slice(), true),
+            Op::Delete { keyspace, key } => (keyspace.as_ref(), key.as_slice(), false),
+        })
+    }
+
+    /// Stores raw bytes under raw key bytes in a keyspace of the storage layer's own.
+    pub(crate) fn put_bytes(&mut self, keyspace: &'static str, key: Vec<u8>, value: bytes::Bytes) {
+        self.ops.push(Op::Put { keyspace: Cow::Borrowed(keyspace), key, value });
+    }
+
+    /// Removes raw key bytes from a keyspace of the storage layer's own.
+    pub(crate) fn delete_bytes(&mut self, keyspace: &'static str, key: Vec<u8>) {
+        self.ops.push(Op::Delete { keyspace: Cow::Borrowed(keyspace), key });
+    }
+
+    /// Stores a row of a keyspace named at run time (a row from another replica).
+    pub(crate) fn put_bytes_owned(&mut self, keyspace: String, key: Vec<u8>, value: bytes::Bytes) {
+        self.ops.push(Op::Put { keyspace: Cow::Owned(keyspace), key, value });
+    }
+
+    /// Removes a row of a keyspace named at run time.
+    pub(crate) fn delete_bytes_owned(&mut self, keyspace: String, key: Vec<u8>) {
+        self.ops.push(Op::Delete { keyspace: Cow::Owned(keyspace), key });
+    }
+
     /// Appends every change of `other` after this set's own.
     pub fn extend(&mut self, other: WriteSet) {
         self.ops.extend(other.ops);
@@ -145,7 +173,7 @@ impl Keyspaces {
             .or_insert_with(|| keyspace.clone());
     }
 
-    fn resolve(&self, name: &str) -> Result<fjall::Keyspace> {
+    pub(crate) fn resolve(&self, name: &str) -> Result<fjall::Keyspace> {
         if let Some(keyspace) = self.open.read().unwrap_or_else(PoisonError::into_inner).get(name) {
             return Ok(keyspace.clone());
         }

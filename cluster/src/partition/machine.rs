@@ -24,8 +24,29 @@ use super::{Meta, MetaKey, PartitionSnapshot, TypeConfig, meta_table};
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
-const APPLIED: &str = "applied";
+pub(crate) const APPLIED: &str = "applied";
 const SNAPSHOT: &str = "snapshot";
+
+/// A partition's rows and the log point they are the state of, read at one instant: what a
+/// replica that is behind the log installs.
+pub(crate) fn read_out(
+    storage: &Storage,
+    partition: u64,
+    max_bytes: usize,
+) -> serv_storage::Result<(SnapshotMeta<u64, EmptyNode>, Vec<serv_storage::OwnedRow>)> {
+    let meta = meta_table(storage)?;
+    let view = storage.view();
+    let (last_log_id, last_membership) = match view.get(&meta, &(partition, APPLIED.to_string()))? {
+        Some(Meta::Applied { last, membership }) => (last, membership),
+        _ => (None, StoredMembership::default()),
+    };
+    let rows = view.owned_rows(partition, max_bytes)?;
+    let snapshot_id = match last_log_id {
+        Some(id) => format!("{partition}-{}-{}-sent", id.leader_id, id.index),
+        None => format!("{partition}-empty-sent"),
+    };
+    Ok((SnapshotMeta { last_log_id, last_membership, snapshot_id }, rows))
+}
 
 /// The state machine of one partition.
 #[derive(Clone)]
@@ -79,7 +100,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(set) => changes.extend(set),
+                EntryPayload::Normal(set) => {
+                    // The partition's row index moves with its rows, so that a snapshot can
+                    // read out exactly what this log wrote.
+                    let index = set.owned_by(self.partition);
+                    changes.extend(set);
+                    changes.extend(index);
+                }
                 EntryPayload::Membership(config) => {
                     membership = StoredMembership::new(Some(entry.log_id), config);
                 }
@@ -109,22 +136,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<PartitionSnapshot>> {
-        Ok(Box::new(PartitionSnapshot { partition: self.partition }))
+        Ok(Box::new(PartitionSnapshot::Rows(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, EmptyNode>,
-        _snapshot: Box<PartitionSnapshot>,
+        snapshot: Box<PartitionSnapshot>,
     ) -> Result<()> {
-        // Partitions have one replica until replicas join by membership change, which brings
-        // the transfer of a partition's rows; until then no snapshot can arrive from elsewhere.
-        Err(StorageError::from(StorageIOError::write_snapshot(
-            Some(meta.signature()),
-            &std::io::Error::other(
-                "installing a partition snapshot from another replica is not supported yet",
-            ),
-        )))
+        let fail = |e: &dyn std::fmt::Display| {
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other(format!("partition {}: {e}", self.partition)),
+            ))
+        };
+        let PartitionSnapshot::Rows(rows) = *snapshot else {
+            return Err(fail(&"a snapshot to install must carry its rows"));
+        };
+        // Everything this replica held of the partition goes, the leader's rows come, and the
+        // applied point moves to the snapshot's, in one batch, durable before openraft drops
+        // the log behind it.
+        let mut changes = self.storage.replace_owned(self.partition, rows).map_err(|e| fail(&e))?;
+        let applied = Meta::Applied { last: meta.last_log_id, membership: meta.last_membership.clone() };
+        changes.put(&self.meta, &self.key(APPLIED), &applied).map_err(|e| fail(&e))?;
+        changes.put(&self.meta, &self.key(SNAPSHOT), &Meta::Snapshot(meta.clone())).map_err(|e| fail(&e))?;
+        self.storage.commit(changes).await.map_err(|e| fail(&e))?;
+        if let Some(last) = meta.last_log_id {
+            self.recent.applied(last.index);
+        }
+        self.applied = (meta.last_log_id, meta.last_membership.clone());
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
@@ -135,7 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             Some(Meta::Snapshot(meta)) => Ok(Some(Snapshot {
                 meta,
-                snapshot: Box::new(PartitionSnapshot { partition: self.partition }),
+                snapshot: Box::new(PartitionSnapshot::Here { partition: self.partition }),
             })),
             _ => Ok(None),
         }
@@ -169,6 +210,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .commit(changes)
             .await
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
-        Ok(Snapshot { meta, snapshot: Box::new(PartitionSnapshot { partition: self.partition }) })
+        Ok(Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Here { partition: self.partition }) })
     }
 }

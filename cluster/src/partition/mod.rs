@@ -21,7 +21,7 @@ mod machine;
 mod network;
 mod recent;
 
-pub use network::{MAX_RAFT_FRAME_BYTES, RaftServer, RaftTransport};
+pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -59,11 +59,18 @@ const SNAPSHOT_EVERY_ENTRIES: u64 = 1024;
 /// Entries kept in a partition's log behind its snapshot, for replicas a little behind.
 const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 256;
 
-/// A partition's state as a snapshot: the node's own tables as of the snapshot's applied point,
-/// read out only when a snapshot has to travel.
+/// Longest a snapshot may take to reach a replica and be installed there, in milliseconds.
+const SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+
+/// A partition's state as a snapshot: the node's own tables as of the snapshot's applied point.
+/// Held as a reference while at rest; the rows are read out, at one instant together with the
+/// applied point they belong to, only when a snapshot travels to another replica.
 #[derive(Debug)]
-pub struct PartitionSnapshot {
-    pub partition: u64,
+pub enum PartitionSnapshot {
+    /// The partition's rows in this node's tables.
+    Here { partition: u64 },
+    /// Rows that came from another replica, to install.
+    Rows(Vec<serv_storage::OwnedRow>),
 }
 
 /// The facts the partition layer keeps per partition (and, under [`CLUSTER`], for the node).
@@ -121,6 +128,8 @@ pub struct PartitionStatus {
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    /// The log before (and at) this index is gone: a replica behind it gets a snapshot.
+    pub purged_index: Option<u64>,
 }
 
 /// Counters of the proposals this node made, for `/metrics`.
@@ -195,6 +204,7 @@ impl Partitions {
                 election_timeout_max: 2000,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
                 max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+                install_snapshot_timeout: SNAPSHOT_TIMEOUT_MS,
                 ..Default::default()
             }
             .validate()
@@ -206,7 +216,8 @@ impl Partitions {
             let recent = Arc::new(recent::Recent::default());
             let log = log::LogStore::open(storage, partition, recent.clone())?;
             let machine = machine::StateMachine::open(storage, partition, recent)?;
-            let network = network::Network { partition, transport: transport.clone() };
+            let network =
+                network::Network { partition, transport: transport.clone(), storage: storage.clone() };
             let raft = Raft::new(node, config.clone(), network, log, machine)
                 .await
                 .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
@@ -354,6 +365,7 @@ impl Group {
             last_log_index: metrics.last_log_index,
             applied_index: metrics.last_applied.map(|id| id.index),
             snapshot_index: metrics.snapshot.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! it is for, and answered by one length-prefixed reply. The receiving node hands the request to
 //! its group of that partition ([`RaftServer`]).
 //!
+//! A replica behind the leader's purged log gets the partition's rows (see [`super::machine`]).
+//!
 //! A group with one replica never sends an RPC; should openraft ask for a client on a node with
 //! no transport, the peer is reported unreachable, which openraft treats as "back off and
 //! retry", never as success.
@@ -22,18 +24,23 @@ use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{EmptyNode, Raft, RaftNetwork, RaftNetworkFactory, Snapshot, Vote};
+use openraft::{EmptyNode, Raft, RaftNetwork, RaftNetworkFactory, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
-use serv_storage::codec;
+use serv_storage::{OwnedRow, Storage, codec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::{TypeConfig, node_name};
+use super::machine::read_out;
+use super::{PartitionSnapshot, TypeConfig, node_name};
 use crate::membership::MemberView;
 use crate::mesh::{IncomingStream, Mesh, StreamKind};
 
 /// Largest Raft request or reply a node sends or accepts, in bytes.
 pub const MAX_RAFT_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+
+/// Largest snapshot (a partition's rows: metadata, never object bodies) sent in one message; a
+/// larger partition waits for snapshots sent in parts.
+pub const MAX_SNAPSHOT_BYTES: usize = MAX_RAFT_FRAME_BYTES as usize - 1024 * 1024;
 
 /// How long a node waits for the rest of a request once a peer opened its stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +50,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
+    /// The partition's rows as of `meta`'s log point, for a replica behind the leader's log.
+    Snapshot {
+        vote: Vote<u64>,
+        meta: SnapshotMeta<u64, EmptyNode>,
+        rows: Vec<OwnedRow>,
+    },
 }
 
 /// A request with its address: the partition, and the node it is meant for (a peer that now
@@ -58,6 +71,7 @@ struct Envelope {
 enum Reply {
     Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    Snapshot(Result<SnapshotResponse<u64>, Fatal<u64>>),
     /// The request could not be handed to a group (no such partition, not this node, not ready).
     Refused(String),
 }
@@ -200,6 +214,10 @@ impl RaftServer {
         match envelope.request {
             Request::Append(request) => Reply::Append(raft.append_entries(request).await),
             Request::Vote(request) => Reply::Vote(raft.vote(request).await),
+            Request::Snapshot { vote, meta, rows } => {
+                let snapshot = Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Rows(rows)) };
+                Reply::Snapshot(raft.install_full_snapshot(vote, snapshot).await)
+            }
         }
     }
 }
@@ -208,6 +226,8 @@ impl RaftServer {
 pub(crate) struct Network {
     pub partition: u64,
     pub transport: Option<RaftTransport>,
+    /// This node's storage, where the rows of a snapshot to send are read.
+    pub storage: Storage,
 }
 
 /// A client of one peer of one group.
@@ -215,6 +235,7 @@ pub(crate) struct PeerClient {
     partition: u64,
     peer: u64,
     transport: Option<RaftTransport>,
+    storage: Storage,
 }
 
 impl PeerClient {
@@ -242,7 +263,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, _node: &EmptyNode) -> PeerClient {
-        PeerClient { partition: self.partition, peer: target, transport: self.transport.clone() }
+        PeerClient {
+            partition: self.partition,
+            peer: target,
+            transport: self.transport.clone(),
+            storage: self.storage.clone(),
+        }
     }
 }
 
@@ -275,18 +301,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote<u64>,
+        vote: Vote<u64>,
         _snapshot: Snapshot<TypeConfig>,
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
-        // A replica that fell behind the purged log needs the partition's rows, which travel
-        // with the membership changes of the next step; until then it is reported unreachable
-        // (openraft backs off and retries; the group's majority is unaffected).
-        Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-            "node {} is behind partition {}'s log; sending a snapshot is not supported yet",
-            node_name(self.peer),
-            self.partition
-        )))))
+        // The rows are read now, with the applied point they belong to, at one instant: the
+        // snapshot sent may be newer than the one openraft built, never older, and the log
+        // after it is replicated as usual.
+        let (meta, rows) = read_out(&self.storage, self.partition, MAX_SNAPSHOT_BYTES).map_err(|error| {
+            tracing::warn!(partition = self.partition, peer = %node_name(self.peer), %error, "cannot read out a snapshot");
+            StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(error.to_string())))
+        })?;
+        match self.call(Request::Snapshot { vote, meta, rows }, &option).await {
+            Ok(Reply::Snapshot(Ok(response))) => Ok(response),
+            Ok(Reply::Snapshot(Err(fatal))) => {
+                Err(StreamingError::RemoteError(RemoteError::new(self.peer, fatal)))
+            }
+            Ok(Reply::Refused(reason)) => Err(StreamingError::Unreachable(Unreachable::new(
+                &std::io::Error::other(format!("node {} refused: {reason}", node_name(self.peer))),
+            ))),
+            Ok(_) => Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "an answer to another request",
+            )))),
+            Err(failure) => Err(match failure.into_rpc_error::<Fatal<u64>>(self.peer) {
+                RPCError::Unreachable(unreachable) => StreamingError::Unreachable(unreachable),
+                other => {
+                    StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(other.to_string())))
+                }
+            }),
+        }
     }
 }

@@ -31,7 +31,33 @@ struct Node {
     storage: Storage,
     mesh: Mesh,
     partitions: Arc<Partitions>,
+    /// What this node's transport knows of the members' addresses.
+    view: watch::Sender<Vec<MemberView>>,
     _dir: tempfile::TempDir,
+}
+
+fn options(mesh: &Mesh, founders: &BTreeSet<u64>, view: &watch::Sender<Vec<MemberView>>) -> PartitionOptions {
+    PartitionOptions {
+        count: Some(PARTITIONS),
+        founders: founders.clone(),
+        transport: Some((RaftTransport::new(mesh.clone(), view.subscribe()), RaftServer::serve(mesh))),
+        proposal_timeout: Some(Duration::from_secs(3)),
+    }
+}
+
+fn mesh_of(storage: &Storage) -> Mesh {
+    let identity = ClusterIdentity::new(SECRET, storage.node_id()).unwrap();
+    Mesh::start(identity.endpoint("127.0.0.1:0".parse().unwrap()).unwrap()).0
+}
+
+fn member(storage: &Storage, mesh: &Mesh) -> MemberView {
+    MemberView {
+        id: storage.node_id().to_string(),
+        addr: mesh.local_addr().unwrap(),
+        state: MemberState::Alive,
+        incarnation: 0,
+        meta: None,
+    }
 }
 
 impl Node {
@@ -60,43 +86,28 @@ async fn cluster() -> Vec<Node> {
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-        let identity = ClusterIdentity::new(SECRET, storage.node_id()).unwrap();
-        let mesh = Mesh::start(identity.endpoint("127.0.0.1:0".parse().unwrap()).unwrap()).0;
+        let mesh = mesh_of(&storage);
         prepared.push((dir, storage, mesh));
     }
-    let view: Vec<MemberView> = prepared
-        .iter()
-        .map(|(_, storage, mesh)| MemberView {
-            id: storage.node_id().to_string(),
-            addr: mesh.local_addr().unwrap(),
-            state: MemberState::Alive,
-            incarnation: 0,
-            meta: None,
-        })
-        .collect();
+    let view: Vec<MemberView> = prepared.iter().map(|(_, storage, mesh)| member(storage, mesh)).collect();
     let founders: BTreeSet<u64> =
         prepared.iter().map(|(_, storage, _)| u64::from_str_radix(storage.node_id(), 16).unwrap()).collect();
-    let starts = prepared.iter().map(|(_, storage, mesh)| {
-        let options = PartitionOptions {
-            count: Some(PARTITIONS),
-            founders: founders.clone(),
-            transport: Some((
-                RaftTransport::new(mesh.clone(), watch::channel(view.clone()).1),
-                RaftServer::serve(mesh),
-            )),
-            proposal_timeout: Some(Duration::from_secs(3)),
-        };
-        Partitions::start(storage, options)
-    });
+    let views: Vec<_> = prepared.iter().map(|_| watch::channel(view.clone()).0).collect();
+    let starts = prepared
+        .iter()
+        .zip(&views)
+        .map(|((_, storage, mesh), view)| Partitions::start(storage, options(mesh, &founders, view)));
     let started = futures_util::future::join_all(starts).await;
     prepared
         .into_iter()
         .zip(started)
-        .map(|((dir, storage, mesh), partitions)| Node {
+        .zip(views)
+        .map(|(((dir, storage, mesh), partitions), view)| Node {
             id: u64::from_str_radix(storage.node_id(), 16).unwrap(),
             partitions: partitions.expect("the three nodes start their partitions together"),
             storage,
             mesh,
+            view,
             _dir: dir,
         })
         .collect()
@@ -201,4 +212,76 @@ async fn a_replica_cut_off_from_the_others_acknowledges_nothing() {
     assert!(started.elapsed() < Duration::from_secs(10), "the writer is told within the proposal timeout");
     assert_eq!(alone.note("bucket/cut"), None, "nothing was applied without a majority");
     alone.partitions.shutdown().await;
+}
+
+/// Starts `nodes[index]` again from its storage (after [`Node::kill`]) on a new mesh address,
+/// which every node's view learns.
+async fn restart(nodes: &mut [Node], index: usize) {
+    let mesh = mesh_of(&nodes[index].storage);
+    let moved = member(&nodes[index].storage, &mesh);
+    for node in nodes.iter() {
+        node.view.send_modify(|view| {
+            for member in view.iter_mut().filter(|member| member.id == moved.id) {
+                member.addr = moved.addr;
+            }
+        });
+    }
+    let founders: BTreeSet<u64> = nodes.iter().map(|node| node.id).collect();
+    let node = &mut nodes[index];
+    node.partitions = Partitions::start(&node.storage, options(&mesh, &founders, &node.view)).await.unwrap();
+    node.mesh = mesh;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut nodes = cluster().await;
+    let partition = nodes[0].partitions.partition_of("doomed");
+    let keys: Vec<String> = (0..20_000)
+        .map(|i| format!("k{i}"))
+        .filter(|key| nodes[0].partitions.partition_of(key) == partition)
+        .take((SNAPSHOT_EVERY_ENTRIES + LOG_KEPT_BEHIND_SNAPSHOT) as usize + 300)
+        .collect();
+    let leader =
+        eventually("one replica leads", Duration::from_secs(10), || leader_of(&nodes, partition)).await;
+    let leading = nodes.iter().position(|node| node.id == leader).unwrap();
+    nodes[leading].write("doomed", 1).await.unwrap();
+    let behind = (0..3).find(|i| *i != leading).unwrap();
+    eventually("the replica to stop has the first write", Duration::from_secs(10), || {
+        (nodes[behind].note("doomed") == Some(Note(1))).then_some(())
+    })
+    .await;
+    nodes[behind].kill().await;
+
+    // While it is away: a row it holds is removed, and more entries than the log keeps arrive.
+    let notes = nodes[leading].storage.table(NOTES).unwrap();
+    let mut removal = WriteSet::new();
+    removal.delete(&notes, &"doomed".to_string());
+    let path = nodes[leading].partitions.commit_path(partition);
+    nodes[leading].storage.with_commit_path(path).commit(removal).await.unwrap();
+    for (value, key) in keys.iter().enumerate() {
+        nodes[leading].write(key, value as u64).await.unwrap();
+    }
+    let purged = eventually("the leader purged its log", Duration::from_secs(15), || {
+        nodes[leading].partitions.status()[partition as usize].purged_index.filter(|index| *index > 100)
+    })
+    .await;
+
+    restart(&mut nodes, behind).await;
+    let caught_up = Instant::now();
+    eventually("the restarted replica holds every row and no removed one", Duration::from_secs(20), || {
+        let node = &nodes[behind];
+        let complete = keys.iter().enumerate().all(|(value, key)| node.note(key) == Some(Note(value as u64)));
+        (complete && node.note("doomed").is_none()).then_some(())
+    })
+    .await;
+    let status = &nodes[behind].partitions.status()[partition as usize];
+    assert!(status.snapshot_index.is_some_and(|index| index >= purged), "installed a snapshot: {status:?}");
+    println!(
+        "{} rows caught up in {} ms by snapshot (log purged to {purged})",
+        keys.len(),
+        caught_up.elapsed().as_millis()
+    );
+    for node in &nodes {
+        node.partitions.shutdown().await;
+    }
 }
