@@ -14,9 +14,11 @@
 //! collection are the blocks whose last pin went away and those whose references an owner
 //! released; a full sweep at start-up finds the orphans a crash left behind.
 //!
-//! Durability: [`BlockStore::put`] resolves once the block is durable. A block found already
-//! present may still be waiting for its own fsync, but it precedes in the journal whatever commit
-//! will reference it, so the fsync that makes that commit durable makes the block durable too.
+//! Durability: [`BlockStore::put`] resolves once the block is written to the journal, without an
+//! fsync of its own: a block matters only once a commit references it, that commit comes later
+//! in the same journal, and the fsync that makes the commit durable makes the block durable too
+//! (a block written and never referenced, say by a crash in between, is swept at start-up). So
+//! an object costs one fsync, its metadata's, shared with every other commit of its group.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -161,8 +163,9 @@ impl BlockStore {
         &self.inner.refs
     }
 
-    /// Stores `data` (unless a block with its hash exists) and resolves once it is durable; the
-    /// block stays pinned until the returned [`Pins`] is dropped.
+    /// Stores `data` (unless a block with its hash exists) and resolves once it is written (it is
+    /// durable with the next commit, see the module docs); the block stays pinned until the
+    /// returned [`Pins`] is dropped.
     pub async fn put(&self, data: Bytes) -> Result<(BlockHash, Pins)> {
         let hash = BlockHash::of(&data);
         let len = data.len() as u64;
@@ -180,7 +183,7 @@ impl BlockStore {
             // A block body goes to the journal as it is, never copied into a write set.
             let mut batch = self.inner.committer.batch();
             batch.insert(&self.inner.blocks, hash.0.as_slice(), data.as_ref());
-            let outcome = match self.inner.committer.stage_batch(batch) {
+            let outcome = match self.inner.committer.write_unsynced(batch) {
                 Ok(staged) => staged.await,
                 Err(error) => Err(error),
             };

@@ -52,6 +52,8 @@ pub struct CommitStats {
 struct Pending {
     batch: fjall::OwnedWriteBatch,
     done: oneshot::Sender<Result<()>>,
+    /// Answered once written, before the group's fsync (see [`Committer::apply_unsynced`]).
+    unsynced: bool,
 }
 
 struct Queue {
@@ -170,7 +172,7 @@ impl Committer {
                 {
                     let mut queue = self.shared.lock_queue();
                     queue.check_accepting()?;
-                    queue.pending.push(Pending { batch, done });
+                    queue.pending.push(Pending { batch, done, unsynced: false });
                 }
                 self.shared.wake.notify_one();
                 // The thread answers every queued batch, even while stopping; a dropped port
@@ -199,12 +201,30 @@ impl Committer {
         }
     }
 
-    /// Applies `changes` now without waiting for an fsync: for a replicated state machine, whose
-    /// log (already durable) replays whatever a crash loses of this.
-    pub(crate) fn apply_unsynced(&self, changes: &WriteSet) -> Result<()> {
-        self.shared.lock_queue().check_accepting()?;
-        let batch = changes.to_batch(&self.shared.keyspaces)?;
-        batch.commit().map_err(|e| self.shared.fail(format!("journal write failed: {e}")))
+    /// Applies `changes` in order with the commits handed before, and resolves once they are
+    /// written (readable), without waiting for an fsync: for a replicated state machine, whose
+    /// log (already durable) replays whatever a crash loses of this. The write is made by the
+    /// commit thread between its fsyncs, so no caller ever waits on the journal's lock while a
+    /// sync holds it.
+    pub(crate) fn apply_unsynced(&self, changes: &WriteSet) -> Result<Staged> {
+        self.write_unsynced(changes.to_batch(&self.shared.keyspaces)?)
+    }
+
+    /// [`Committer::apply_unsynced`] for a batch built directly (block bodies, which become
+    /// durable with the fsync of the commit that references them, always later in the journal).
+    pub(crate) fn write_unsynced(&self, batch: fjall::OwnedWriteBatch) -> Result<Staged> {
+        let (done, outcome) = oneshot::channel();
+        {
+            let mut queue = self.shared.lock_queue();
+            queue.check_accepting()?;
+            queue.pending.push(Pending { batch, done, unsynced: true });
+        }
+        self.shared.wake.notify_one();
+        Ok(Staged::new(async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(StorageError::Commit("commit thread stopped before the changes were applied".into()))
+            })
+        }))
     }
 
     /// Makes everything applied so far durable (one fsync), through the commit thread.
@@ -280,8 +300,11 @@ impl Shared {
     /// Appends every batch of `group` to the journal, syncs once and answers them all.
     fn commit_group(&self, group: Vec<Pending>) {
         let mut written = Vec::with_capacity(group.len());
-        for Pending { batch, done } in group {
+        for Pending { batch, done, unsynced } in group {
             match batch.commit() {
+                Ok(()) if unsynced => {
+                    let _ = done.send(Ok(()));
+                }
                 Ok(()) => written.push(done),
                 Err(e) => {
                     let _ = done.send(Err(self.fail(format!("journal write failed: {e}"))));

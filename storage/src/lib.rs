@@ -150,10 +150,11 @@ impl Storage {
         }
     }
 
-    /// Applies `changes` now, without an fsync of its own: only for a replicated state machine,
-    /// whose durable log replays whatever a crash loses of it (the next fsync of the node's
-    /// journal makes it durable too).
-    pub fn apply_unsynced(&self, changes: &WriteSet) -> Result<()> {
+    /// Applies `changes` in order after every commit handed before, resolving once they are
+    /// readable, without an fsync of its own: only for a replicated state machine, whose durable
+    /// log replays whatever a crash loses of it (the next fsync of the node's journal makes it
+    /// durable too).
+    pub fn apply_unsynced(&self, changes: &WriteSet) -> Result<Staged> {
         self.inner.committer.apply_unsynced(changes)
     }
 

@@ -121,6 +121,17 @@ impl WriteSet {
         self.ops.is_empty()
     }
 
+    /// Bytes of the keys and values the set holds.
+    pub fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                Op::Delete { key, .. } => key.len(),
+            })
+            .sum()
+    }
+
     /// How many changes the set holds.
     pub fn len(&self) -> usize {
         self.ops.len()

@@ -181,23 +181,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<()> {
-        // A hint for re-applying after a restart: it need not be durable (a lost one is older,
-        // and openraft re-applies from the state machine's own applied point up to it).
-        let mut changes = WriteSet::new();
-        changes
-            .put(&self.meta, &self.meta_key(COMMITTED), &Meta::LogId(committed))
-            .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
-        self.storage.apply_unsynced(&changes).map_err(|e| StorageError::from(StorageIOError::write(&e)))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>> {
-        match self.read_meta(COMMITTED)? {
-            Some(Meta::LogId(id)) => Ok(id),
-            _ => Ok(None),
-        }
-    }
-
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
@@ -239,5 +222,4 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";

@@ -123,6 +123,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
         self.storage
             .apply_unsynced(&changes)
+            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?
+            .await
             .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
         if let Some(last) = last {
             self.recent.applied(last.index);

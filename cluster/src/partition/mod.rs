@@ -19,6 +19,7 @@
 mod log;
 mod machine;
 mod network;
+mod proposer;
 mod recent;
 
 pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
@@ -27,8 +28,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-use openraft::error::ClientWriteError;
 use openraft::{EmptyNode, LogId, Raft, ServerState, SnapshotMeta, SnapshotPolicy, StoredMembership, Vote};
 use serde::{Deserialize, Serialize};
 use serv_storage::{CommitPath, Record, Staged, Storage, StorageError, Table, TableDef, WriteSet};
@@ -173,7 +172,7 @@ struct Group {
     partition: u64,
     raft: Raft<TypeConfig>,
     stats: Arc<Counters>,
-    proposal_timeout: Duration,
+    proposer: proposer::Proposer,
 }
 
 #[derive(Default)]
@@ -233,7 +232,10 @@ impl Partitions {
                     .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
             }
             let proposal_timeout = options.proposal_timeout.unwrap_or(PROPOSAL_TIMEOUT);
-            groups.push(Arc::new(Group { partition, raft, stats: Arc::default(), proposal_timeout }));
+            let stats = Arc::<Counters>::default();
+            let proposer =
+                proposer::Proposer::start(partition, raft.clone(), stats.clone(), proposal_timeout);
+            groups.push(Arc::new(Group { partition, raft, stats, proposer }));
         }
         if let Some((_, server)) = &options.transport {
             server.install(node, Arc::new(groups.iter().map(|group| group.raft.clone()).collect()));
@@ -377,47 +379,7 @@ pub fn node_name(id: u64) -> String {
 
 impl CommitPath for Group {
     fn stage(&self, changes: WriteSet) -> serv_storage::Result<Staged> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let partition = self.partition;
-        // Handing the proposal to openraft is a send on an unbounded channel: it completes at
-        // once, so the proposals of one caller reach the log in the order they were staged.
-        let receiver = match self.raft.client_write_ff(changes).now_or_never() {
-            Some(Ok(receiver)) => receiver,
-            Some(Err(fatal)) => {
-                return Err(StorageError::Commit(format!("partition {partition} has stopped: {fatal}")));
-            }
-            None => return Err(StorageError::Commit(format!("partition {partition} is stopping"))),
-        };
-        self.stats.proposals.fetch_add(1, Relaxed);
-        let stats = self.stats.clone();
-        let proposed = Instant::now();
-        let timeout = self.proposal_timeout;
-        Ok(Staged::new(async move {
-            let outcome = match tokio::time::timeout(timeout, receiver).await {
-                Err(_) => Err(StorageError::Commit(format!(
-                    "partition {partition}: not committed within {} ms (no majority of its replicas answered)",
-                    timeout.as_millis()
-                ))),
-                Ok(Ok(Ok(_))) => Ok(()),
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => {
-                    Err(StorageError::NotLeader { partition, leader: forward.leader_id.map(node_name) })
-                }
-                Ok(Ok(Err(error))) => Err(StorageError::Commit(format!("partition {partition}: {error}"))),
-                Ok(Err(_)) => Err(StorageError::Commit(format!(
-                    "partition {partition} stopped before the write was committed"
-                ))),
-            };
-            match &outcome {
-                Ok(()) => {
-                    stats.committed.fetch_add(1, Relaxed);
-                    stats.latency_us_sum.fetch_add(proposed.elapsed().as_micros() as u64, Relaxed);
-                }
-                Err(_) => {
-                    stats.failed.fetch_add(1, Relaxed);
-                }
-            }
-            outcome
-        }))
+        self.proposer.stage(self.partition, changes)
     }
 }
 
