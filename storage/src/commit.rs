@@ -48,10 +48,27 @@ pub struct CommitStats {
     pub group_size_sum: u64,
 }
 
+/// Where the outcome of a batch goes: a waiting writer, or a function the commit thread calls.
+pub(crate) enum Done {
+    Port(oneshot::Sender<Result<()>>),
+    Call(Box<dyn FnOnce(Result<()>) + Send>),
+}
+
+impl Done {
+    fn send(self, outcome: Result<()>) {
+        match self {
+            Done::Port(port) => {
+                let _ = port.send(outcome); // the writer may have stopped waiting
+            }
+            Done::Call(call) => call(outcome),
+        }
+    }
+}
+
 /// A batch handed to the commit thread, with the port its outcome goes to.
 struct Pending {
     batch: fjall::OwnedWriteBatch,
-    done: oneshot::Sender<Result<()>>,
+    done: Done,
     /// Answered once written, before the group's fsync (see [`Committer::apply_unsynced`]).
     unsynced: bool,
 }
@@ -159,6 +176,23 @@ impl Committer {
         self.stage_batch(changes.to_batch(&self.shared.keyspaces)?)
     }
 
+    /// Hands `changes` to the commit thread, which calls `then` with the outcome once they are
+    /// durable (from its own thread: `then` must be quick and must not block).
+    pub(crate) fn stage_then(
+        &self,
+        changes: &WriteSet,
+        then: Box<dyn FnOnce(Result<()>) + Send>,
+    ) -> Result<()> {
+        let batch = changes.to_batch(&self.shared.keyspaces)?;
+        {
+            let mut queue = self.shared.lock_queue();
+            queue.check_accepting()?;
+            queue.pending.push(Pending { batch, done: Done::Call(then), unsynced: false });
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
     /// An empty batch of the database, for changes made directly on keyspaces (block bodies).
     pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
         self.shared.keyspaces.db.batch().durability(None)
@@ -172,7 +206,7 @@ impl Committer {
                 {
                     let mut queue = self.shared.lock_queue();
                     queue.check_accepting()?;
-                    queue.pending.push(Pending { batch, done, unsynced: false });
+                    queue.pending.push(Pending { batch, done: Done::Port(done), unsynced: false });
                 }
                 self.shared.wake.notify_one();
                 // The thread answers every queued batch, even while stopping; a dropped port
@@ -217,7 +251,7 @@ impl Committer {
         {
             let mut queue = self.shared.lock_queue();
             queue.check_accepting()?;
-            queue.pending.push(Pending { batch, done, unsynced: true });
+            queue.pending.push(Pending { batch, done: Done::Port(done), unsynced: true });
         }
         self.shared.wake.notify_one();
         Ok(Staged::new(async move {
@@ -303,11 +337,11 @@ impl Shared {
         for Pending { batch, done, unsynced } in group {
             match batch.commit() {
                 Ok(()) if unsynced => {
-                    let _ = done.send(Ok(()));
+                    done.send(Ok(()));
                 }
                 Ok(()) => written.push(done),
                 Err(e) => {
-                    let _ = done.send(Err(self.fail(format!("journal write failed: {e}"))));
+                    done.send(Err(self.fail(format!("journal write failed: {e}"))));
                 }
             }
         }
@@ -320,14 +354,14 @@ impl Shared {
                 self.record_group(written.len() as u64);
                 self.commits.fetch_add(written.len() as u64, Ordering::Relaxed);
                 for done in written {
-                    let _ = done.send(Ok(())); // the writer may have stopped waiting
+                    done.send(Ok(()));
                 }
             }
             Err(e) => {
                 let reason = format!("fsync failed: {e}");
                 self.fail(reason.clone());
                 for done in written {
-                    let _ = done.send(Err(StorageError::Commit(reason.clone())));
+                    done.send(Err(StorageError::Commit(reason.clone())));
                 }
             }
         }

@@ -150,6 +150,13 @@ impl Storage {
         }
     }
 
+    /// Like [`Storage::stage`] on the node's own group commit, but `then` is called with the
+    /// outcome by the commit thread itself once the changes are durable (no task wakes up in
+    /// between): for a replicated log's appends. `then` must be quick and must not block.
+    pub fn stage_then(&self, changes: &WriteSet, then: Box<dyn FnOnce(Result<()>) + Send>) -> Result<()> {
+        self.inner.committer.stage_then(changes, then)
+    }
+
     /// Applies `changes` in order after every commit handed before, resolving once they are
     /// readable, without an fsync of its own: only for a replicated state machine, whose durable
     /// log replays whatever a crash loses of it (the next fsync of the node's journal makes it

@@ -197,17 +197,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ids.push(id);
         }
         self.recent.appended(entries);
-        let staged =
-            self.storage.stage(changes).map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))?;
+        // The commit thread tells openraft itself once the entries are durable.
         let recent = self.recent.clone();
-        tokio::spawn(async move {
-            let outcome = staged.await;
+        let then = Box::new(move |outcome: serv_storage::Result<()>| {
             if outcome.is_ok() {
                 recent.durable(&ids);
             }
             callback.log_io_completed(outcome.map_err(std::io::Error::other));
         });
-        Ok(())
+        self.storage
+            .stage_then(&changes, then)
+            .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<()> {
