@@ -55,6 +55,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    // Watched before anything else starts, so that a SIGTERM during start-up is a drain (held
+    // until the node is up, then handled), never the default death.
+    let signals = Signals::watch()?;
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
     let storage = Storage::open(&config.data_dir, StorageOptions::default()).map_err(|e| e.to_string())?;
     let admin_token = secrets::admin_token(&config.data_dir)?;
@@ -208,7 +211,7 @@ async fn run(config: Config) -> Result<(), String> {
         },
     ));
 
-    let signal = wait_for_signal().await?;
+    let signal = signals.next().await;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
     cluster.membership.leave().await; // the others hear it now rather than by probing
     state.set_draining();
@@ -233,12 +236,25 @@ async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<&'static str, String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment they are watched.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+        Ok(Self { term, int })
+    }
+
+    /// The next signal (one that arrived while the node was starting counts).
+    async fn next(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

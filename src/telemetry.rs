@@ -24,11 +24,16 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber. Must run inside the tokio runtime (the OTLP exporter uses it).
 pub fn init(format: LogFormat, level: &str) -> Result<Telemetry, String> {
-    // The storage engine narrates every recovery step at info; keep that out unless asked for.
-    let directives = match level.contains("fjall") || level.contains("lsm_tree") {
-        true => level.to_string(),
-        false => format!("{level},fjall=warn,lsm_tree=warn"),
-    };
+    // The storage engine narrates every recovery step at info, and the Raft engine every vote,
+    // election and snapshot of every partition (over a thousand lines at each start); keep that
+    // out unless asked for by name.
+    let mut directives = level.to_string();
+    if !level.contains("fjall") && !level.contains("lsm_tree") {
+        directives.push_str(",fjall=warn,lsm_tree=warn");
+    }
+    if !level.contains("openraft") {
+        directives.push_str(",openraft=warn");
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&directives))
         .map_err(|e| format!("invalid log filter {level:?}: {e}"))?;
