@@ -65,6 +65,15 @@ impl Done {
     }
 }
 
+/// A port the commit thread answers, and what resolves with its answer. The thread answers every
+/// queued batch, even while stopping: a dropped port means it died (`gone` says what was lost).
+fn answered(gone: &'static str) -> (Done, Staged) {
+    let (port, outcome) = oneshot::channel();
+    let staged =
+        Staged::new(async move { outcome.await.unwrap_or_else(|_| Err(StorageError::Commit(gone.into()))) });
+    (Done::Port(port), staged)
+}
+
 /// A batch handed to the commit thread, with the port its outcome goes to.
 struct Pending {
     batch: fjall::OwnedWriteBatch,
@@ -114,11 +123,6 @@ impl Staged {
     /// What resolves when `outcome` does: for commit paths other than this node's own.
     pub fn new(outcome: impl std::future::Future<Output = Result<()>> + Send + 'static) -> Self {
         Self { outcome: Box::pin(outcome) }
-    }
-
-    /// A commit that failed before it was handed anywhere.
-    pub fn failed(error: StorageError) -> Self {
-        Self::new(std::future::ready(Err(error)))
     }
 }
 
@@ -183,14 +187,7 @@ impl Committer {
         changes: &WriteSet,
         then: Box<dyn FnOnce(Result<()>) + Send>,
     ) -> Result<()> {
-        let batch = changes.to_batch(&self.shared.keyspaces)?;
-        {
-            let mut queue = self.shared.lock_queue();
-            queue.check_accepting()?;
-            queue.pending.push(Pending { batch, done: Done::Call(then), unsynced: false });
-        }
-        self.shared.wake.notify_one();
-        Ok(())
+        self.enqueue(changes.to_batch(&self.shared.keyspaces)?, Done::Call(then), false)
     }
 
     /// An empty batch of the database, for changes made directly on keyspaces (block bodies).
@@ -202,22 +199,9 @@ impl Committer {
     pub(crate) fn stage_batch(&self, batch: fjall::OwnedWriteBatch) -> Result<Staged> {
         match self.mode {
             DurabilityMode::Group => {
-                let (done, outcome) = oneshot::channel();
-                {
-                    let mut queue = self.shared.lock_queue();
-                    queue.check_accepting()?;
-                    queue.pending.push(Pending { batch, done: Done::Port(done), unsynced: false });
-                }
-                self.shared.wake.notify_one();
-                // The thread answers every queued batch, even while stopping; a dropped port
-                // means it died.
-                Ok(Staged::new(async move {
-                    outcome.await.unwrap_or_else(|_| {
-                        Err(StorageError::Commit(
-                            "commit thread stopped before the commit was durable".into(),
-                        ))
-                    })
-                }))
+                let (done, staged) = answered("commit thread stopped before the commit was durable");
+                self.enqueue(batch, done, false)?;
+                Ok(staged)
             }
             DurabilityMode::PerCommit => {
                 self.shared.lock_queue().check_accepting()?;
@@ -247,23 +231,21 @@ impl Committer {
     /// [`Committer::apply_unsynced`] for a batch built directly (block bodies, which become
     /// durable with the fsync of the commit that references them, always later in the journal).
     pub(crate) fn write_unsynced(&self, batch: fjall::OwnedWriteBatch) -> Result<Staged> {
-        let (done, outcome) = oneshot::channel();
+        let (done, staged) = answered("commit thread stopped before the changes were applied");
+        self.enqueue(batch, done, true)?;
+        Ok(staged)
+    }
+
+    /// Queues `batch` for the commit thread, which answers `done` after the group's fsync (or,
+    /// when `unsynced`, as soon as the batch is written).
+    fn enqueue(&self, batch: fjall::OwnedWriteBatch, done: Done, unsynced: bool) -> Result<()> {
         {
             let mut queue = self.shared.lock_queue();
             queue.check_accepting()?;
-            queue.pending.push(Pending { batch, done: Done::Port(done), unsynced: true });
+            queue.pending.push(Pending { batch, done, unsynced });
         }
         self.shared.wake.notify_one();
-        Ok(Staged::new(async move {
-            outcome.await.unwrap_or_else(|_| {
-                Err(StorageError::Commit("commit thread stopped before the changes were applied".into()))
-            })
-        }))
-    }
-
-    /// Makes everything applied so far durable (one fsync), through the commit thread.
-    pub(crate) async fn sync(&self) -> Result<()> {
-        self.stage(&WriteSet::new())?.await
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> CommitStats {

@@ -176,12 +176,6 @@ impl Storage {
         owned::replace_owned(&self.inner.keyspaces, owner, rows)
     }
 
-    /// Resolves once everything written so far, applied or staged, is durable (one fsync
-    /// shared with the commits in flight).
-    pub async fn sync(&self) -> Result<()> {
-        self.inner.committer.sync().await
-    }
-
     /// Counters of the commit path: commits, fsyncs and group sizes.
     pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()

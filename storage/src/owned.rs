@@ -7,8 +7,6 @@
 //! state machine writes the index changes in the same batch as the rows they index, so the two
 //! never disagree.
 
-use std::ops::Bound;
-
 use bytes::Bytes;
 use fjall::Readable;
 use serde::{Deserialize, Serialize};
@@ -124,12 +122,8 @@ impl<'a> View<'a> {
 pub(crate) fn replace_owned(keyspaces: &Keyspaces, owner: u64, rows: Vec<OwnedRow>) -> Result<WriteSet> {
     let index = keyspaces.resolve(OWNED_ROWS)?;
     let mut changes = WriteSet::new();
-    let start = owner.to_be_bytes().to_vec();
-    for guard in index.range::<Vec<u8>, _>((Bound::Included(start.clone()), Bound::Unbounded)) {
+    for guard in index.prefix(owner.to_be_bytes()) {
         let entry = guard.key().map_err(|source| StorageError::Io { table: OWNED_ROWS, source })?;
-        if !entry.starts_with(&start) {
-            break;
-        }
         if let Some((keyspace, key)) = parse_index_key(&entry) {
             changes.delete_bytes_owned(keyspace.to_string(), key.to_vec());
         }

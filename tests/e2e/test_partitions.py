@@ -19,7 +19,7 @@ def applied(node) -> int:
     return sum(p["applied_index"] or 0 for p in partitions(node)["partitions"])
 
 
-def test_writes_of_every_kind_go_through_the_partition_logs(start_servd):
+def test_s3_and_stomp_writes_go_through_the_partition_logs(start_servd):
     node = start_servd(args=["--partitions", "16"]).wait_ready()
     layout = partitions(node)
     node_id = node.get("/v1/node").json()["id"]

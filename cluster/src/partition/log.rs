@@ -17,7 +17,7 @@ use openraft::{Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, S
 use serv_storage::{KeyPrefix, Record, Storage, Table, TableDef, WriteSet};
 
 use super::recent::Recent;
-use super::{Meta, MetaKey, TypeConfig, meta_table};
+use super::{Meta, MetaKey, OrRaft, TypeConfig, meta_table};
 
 /// Every partition's log entries, by `(partition, index)`.
 pub(crate) const RAFT_LOG: TableDef<(u64, u64), LogRecord> =
@@ -64,15 +64,13 @@ impl LogStore {
     }
 
     fn read_meta(&self, field: &str) -> Result<Option<Meta>> {
-        self.meta.get(&self.meta_key(field)).map_err(|e| StorageError::from(StorageIOError::read(&e)))
+        self.meta.get(&self.meta_key(field)).or_raft(StorageIOError::read)
     }
 
     async fn write_meta(&self, field: &str, value: Meta) -> Result<()> {
         let mut changes = WriteSet::new();
-        changes
-            .put(&self.meta, &self.meta_key(field), &value)
-            .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
-        self.storage.commit(changes).await.map_err(|e| StorageError::from(StorageIOError::write(&e)))
+        changes.put(&self.meta, &self.meta_key(field), &value).or_raft(StorageIOError::write)?;
+        self.storage.commit(changes).await.or_raft(StorageIOError::write)
     }
 
     /// Entries with index in `range`, from the table and then those not yet written there.
@@ -100,8 +98,7 @@ impl LogStore {
             for row in
                 self.log.scan(&prefix, start.checked_sub(1).map(|after| (self.partition, after)).as_ref())
             {
-                let ((_, index), LogRecord(entry)) =
-                    row.map_err(|e| StorageError::from(StorageIOError::read_logs(&e)))?;
+                let ((_, index), LogRecord(entry)) = row.or_raft(StorageIOError::read_logs)?;
                 if index >= end {
                     break;
                 }
@@ -118,9 +115,7 @@ impl LogStore {
         }
         let prefix = KeyPrefix::new().part(&self.partition);
         match self.log.scan_rev(&prefix).next() {
-            Some(row) => Ok(Some(
-                *row.map_err(|e| StorageError::from(StorageIOError::read_logs(&e)))?.1.0.get_log_id(),
-            )),
+            Some(row) => Ok(Some(*row.or_raft(StorageIOError::read_logs)?.1.0.get_log_id())),
             None => Ok(None),
         }
     }
@@ -135,13 +130,13 @@ impl LogStore {
         let prefix = KeyPrefix::new().part(&self.partition);
         let after = from.checked_sub(1).map(|after| (self.partition, after));
         for row in self.log.scan(&prefix, after.as_ref()) {
-            let ((_, index), _) = row.map_err(|e| StorageError::from(StorageIOError::read_logs(&e)))?;
+            let ((_, index), _) = row.or_raft(StorageIOError::read_logs)?;
             if index >= to {
                 break;
             }
             changes.delete(&self.log, &(self.partition, index));
         }
-        self.storage.commit(changes).await.map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))
+        self.storage.commit(changes).await.or_raft(StorageIOError::write_logs)
     }
 }
 
@@ -193,7 +188,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let id = *entry.get_log_id();
             changes
                 .put(&self.log, &(self.partition, id.index), &LogRecord(entry.clone()))
-                .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))?;
+                .or_raft(StorageIOError::write_logs)?;
             ids.push(id);
         }
         self.recent.appended(entries);
@@ -205,9 +200,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             callback.log_io_completed(outcome.map_err(std::io::Error::other));
         });
-        self.storage
-            .stage_then(&changes, then)
-            .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))
+        self.storage.stage_then(&changes, then).or_raft(StorageIOError::write_logs)
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<()> {

@@ -20,7 +20,7 @@ use openraft::{
 use serv_storage::{Storage, Table, WriteSet};
 
 use super::recent::Recent;
-use super::{Meta, MetaKey, PartitionSnapshot, TypeConfig, meta_table};
+use super::{Meta, MetaKey, OrRaft, PartitionSnapshot, TypeConfig, meta_table};
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -36,16 +36,28 @@ pub(crate) fn read_out(
 ) -> serv_storage::Result<(SnapshotMeta<u64, EmptyNode>, Vec<serv_storage::OwnedRow>)> {
     let meta = meta_table(storage)?;
     let view = storage.view();
-    let (last_log_id, last_membership) = match view.get(&meta, &(partition, APPLIED.to_string()))? {
+    let applied = view.get(&meta, &(partition, APPLIED.to_string()))?;
+    let rows = view.owned_rows(partition, max_bytes)?;
+    Ok((snapshot_meta(partition, applied, "sent"), rows))
+}
+
+/// The applied point and its membership, from the stored `Applied` fact (none yet: nothing).
+fn applied_point(stored: Option<Meta>) -> (Option<LogId<u64>>, StoredMembership<u64, EmptyNode>) {
+    match stored {
         Some(Meta::Applied { last, membership }) => (last, membership),
         _ => (None, StoredMembership::default()),
-    };
-    let rows = view.owned_rows(partition, max_bytes)?;
+    }
+}
+
+/// The meta of a snapshot of `partition` at its stored applied point; `origin` tells a snapshot
+/// built here from one read out to be sent.
+fn snapshot_meta(partition: u64, applied: Option<Meta>, origin: &str) -> SnapshotMeta<u64, EmptyNode> {
+    let (last_log_id, last_membership) = applied_point(applied);
     let snapshot_id = match last_log_id {
-        Some(id) => format!("{partition}-{}-{}-sent", id.leader_id, id.index),
-        None => format!("{partition}-empty-sent"),
+        Some(id) => format!("{partition}-{}-{}-{origin}", id.leader_id, id.index),
+        None => format!("{partition}-empty-{origin}"),
     };
-    Ok((SnapshotMeta { last_log_id, last_membership, snapshot_id }, rows))
+    SnapshotMeta { last_log_id, last_membership, snapshot_id }
 }
 
 /// The state machine of one partition.
@@ -63,10 +75,7 @@ pub(crate) struct StateMachine {
 impl StateMachine {
     pub(crate) fn open(storage: &Storage, partition: u64, recent: Arc<Recent>) -> serv_storage::Result<Self> {
         let meta = meta_table(storage)?;
-        let applied = match meta.get(&(partition, APPLIED.to_string()))? {
-            Some(Meta::Applied { last, membership }) => (last, membership),
-            _ => (None, StoredMembership::default()),
-        };
+        let applied = applied_point(meta.get(&(partition, APPLIED.to_string()))?);
         Ok(Self { partition, storage: storage.local(), meta, applied, recent })
     }
 
@@ -118,14 +127,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(replies);
         }
         let applied = Meta::Applied { last, membership: membership.clone() };
-        changes
-            .put(&self.meta, &self.key(APPLIED), &applied)
-            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
+        changes.put(&self.meta, &self.key(APPLIED), &applied).or_raft(StorageIOError::write_state_machine)?;
         self.storage
             .apply_unsynced(&changes)
-            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?
+            .or_raft(StorageIOError::write_state_machine)?
             .await
-            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
+            .or_raft(StorageIOError::write_state_machine)?;
         if let Some(last) = last {
             self.recent.applied(last.index);
         }
@@ -171,15 +178,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        match self
-            .meta
-            .get(&self.key(SNAPSHOT))
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?
-        {
-            Some(Meta::Snapshot(meta)) => Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(PartitionSnapshot::Here { partition: self.partition }),
-            })),
+        match self.meta.get(&self.key(SNAPSHOT)).or_raft(|e| StorageIOError::read_snapshot(None, e))? {
+            Some(Meta::Snapshot(meta)) => {
+                Ok(Some(Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Here) }))
+            }
             _ => Ok(None),
         }
     }
@@ -189,29 +191,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
         // The applied point as written now (apply may have moved on since this builder was
         // made: a snapshot may cover more than asked, never less).
-        let (last_log_id, last_membership) = match self.meta.get(&self.key(APPLIED)) {
-            Ok(Some(Meta::Applied { last, membership })) => (last, membership),
-            Ok(_) => (None, StoredMembership::default()),
-            Err(error) => return Err(StorageError::from(StorageIOError::read_state_machine(&error))),
-        };
-        // Everything applied up to there becomes durable before the log before it may go.
-        self.storage
-            .sync()
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
-        let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{}", self.partition, id.leader_id, id.index),
-            None => format!("{}-empty", self.partition),
-        };
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let applied = self.meta.get(&self.key(APPLIED)).or_raft(StorageIOError::read_state_machine)?;
+        let meta = snapshot_meta(self.partition, applied, "built");
+        // The snapshot's record is committed with an fsync, which makes everything applied up to
+        // there durable too, before openraft may drop the log behind it.
         let mut changes = WriteSet::new();
         changes
             .put(&self.meta, &self.key(SNAPSHOT), &Meta::Snapshot(meta.clone()))
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+            .or_raft(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         self.storage
             .commit(changes)
             .await
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
-        Ok(Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Here { partition: self.partition }) })
+            .or_raft(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Here) })
     }
 }

@@ -67,7 +67,7 @@ const SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
 #[derive(Debug)]
 pub enum PartitionSnapshot {
     /// The partition's rows in this node's tables.
-    Here { partition: u64 },
+    Here,
     /// Rows that came from another replica, to install.
     Rows(Vec<serv_storage::OwnedRow>),
 }
@@ -95,6 +95,24 @@ const CLUSTER: u64 = u64::MAX;
 
 pub(crate) fn meta_table(storage: &Storage) -> serv_storage::Result<Table<MetaKey, Meta>> {
     storage.table(RAFT_META)
+}
+
+/// openraft's storage error for one of ours, `verb` saying what failed
+/// (`StorageIOError::write_logs`, ...).
+pub(crate) trait OrRaft<T> {
+    fn or_raft(
+        self,
+        verb: impl FnOnce(openraft::AnyError) -> openraft::StorageIOError<u64>,
+    ) -> std::result::Result<T, openraft::StorageError<u64>>;
+}
+
+impl<T> OrRaft<T> for serv_storage::Result<T> {
+    fn or_raft(
+        self,
+        verb: impl FnOnce(openraft::AnyError) -> openraft::StorageIOError<u64>,
+    ) -> std::result::Result<T, openraft::StorageError<u64>> {
+        self.map_err(|error| verb(openraft::AnyError::new(&error)).into())
+    }
 }
 
 /// Why the partition layer could not start.
@@ -164,7 +182,6 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The partitions of this node: one Raft group each.
 pub struct Partitions {
-    node: u64,
     groups: Vec<Arc<Group>>,
 }
 
@@ -187,8 +204,8 @@ impl Partitions {
     /// Starts every partition's group on `storage` and waits until each has a leader (and,
     /// where this node leads, has applied its whole log).
     pub async fn start(storage: &Storage, options: PartitionOptions) -> Result<Arc<Self>, PartitionError> {
-        let node = u64::from_str_radix(storage.node_id(), 16)
-            .map_err(|_| PartitionError::NodeId(storage.node_id().to_string()))?;
+        let node = node_number(storage.node_id())
+            .ok_or_else(|| PartitionError::NodeId(storage.node_id().to_string()))?;
         let count = partition_count(storage, options.count).await?;
         let founders = match options.founders.is_empty() {
             true => BTreeSet::from([node]),
@@ -265,7 +282,7 @@ impl Partitions {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions started"
         );
-        Ok(Arc::new(Self { node, groups }))
+        Ok(Arc::new(Self { groups }))
     }
 
     /// How many partitions the cluster has.
@@ -301,9 +318,9 @@ impl Partitions {
         stats
     }
 
-    /// The node id the groups know this node by.
-    pub fn node(&self) -> u64 {
-        self.node
+    /// How many partitions this node leads.
+    pub fn led(&self) -> usize {
+        self.groups.iter().filter(|group| group.raft.metrics().borrow().state == ServerState::Leader).count()
     }
 
     /// Stops every group (after the entities that propose to them have stopped).
@@ -372,9 +389,14 @@ impl Group {
     }
 }
 
-/// A node's id as the rest of Serv spells it.
+/// A node's id as the rest of Serv spells it (16 hex digits, as the storage layer makes it).
 pub fn node_name(id: u64) -> String {
     format!("{id:016x}")
+}
+
+/// A node's id as its Raft groups know it: the number its 16 hex digits spell.
+pub fn node_number(name: &str) -> Option<u64> {
+    u64::from_str_radix(name, 16).ok().filter(|_| name.len() == 16)
 }
 
 impl CommitPath for Group {

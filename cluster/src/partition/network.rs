@@ -122,14 +122,13 @@ enum RpcFailure {
 }
 
 impl RpcFailure {
-    fn into_rpc_error<E: std::error::Error>(self, peer: u64) -> RPCError<u64, EmptyNode, E> {
-        let error = std::io::Error::other(match self {
+    fn into_unreachable(self, peer: u64) -> Unreachable {
+        unreachable(match self {
             RpcFailure::Unknown => format!("node {} is not a known member", node_name(peer)),
             RpcFailure::Unreachable(reason) => format!("node {}: {reason}", node_name(peer)),
             RpcFailure::Network(reason) => format!("node {}: {reason}", node_name(peer)),
             RpcFailure::Timeout => format!("node {} did not answer in time", node_name(peer)),
-        });
-        RPCError::Unreachable(Unreachable::new(&error))
+        })
     }
 }
 
@@ -247,15 +246,30 @@ impl PeerClient {
         transport.call(self.peer, &envelope, option.hard_ttl()).await
     }
 
-    fn unexpected<E: std::error::Error>(&self, reply: Reply) -> RPCError<u64, EmptyNode, E> {
+    /// What a group's answer (taken out of its reply by `take`) or the failure to get one means
+    /// to openraft.
+    fn answer<T>(
+        &self,
+        reply: Result<Reply, RpcFailure>,
+        take: impl FnOnce(Reply) -> Result<Result<T, RaftError<u64>>, Reply>,
+    ) -> Result<T, RPCError<u64, EmptyNode, RaftError<u64>>> {
+        match reply.map(take) {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(error))) => Err(RPCError::RemoteError(RemoteError::new(self.peer, error))),
+            Ok(Err(other)) => {
+                Err(RPCError::Network(NetworkError::new(&std::io::Error::other(self.refusal(other)))))
+            }
+            Err(failure) => Err(RPCError::Unreachable(failure.into_unreachable(self.peer))),
+        }
+    }
+
+    /// Why a reply that is not the answer asked for came.
+    fn refusal(&self, reply: Reply) -> String {
         let reason = match reply {
             Reply::Refused(reason) => reason,
             _ => "an answer to another request".into(),
         };
-        RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
-            "node {} refused: {reason}",
-            node_name(self.peer)
-        ))))
+        format!("node {} refused: {reason}", node_name(self.peer))
     }
 }
 
@@ -278,12 +292,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, EmptyNode, RaftError<u64>>> {
-        match self.call(Request::Append(rpc), &option).await {
-            Ok(Reply::Append(Ok(response))) => Ok(response),
-            Ok(Reply::Append(Err(error))) => Err(RPCError::RemoteError(RemoteError::new(self.peer, error))),
-            Ok(other) => Err(self.unexpected(other)),
-            Err(failure) => Err(failure.into_rpc_error(self.peer)),
-        }
+        let reply = self.call(Request::Append(rpc), &option).await;
+        self.answer(reply, |reply| match reply {
+            Reply::Append(answer) => Ok(answer),
+            other => Err(other),
+        })
     }
 
     async fn vote(
@@ -291,12 +304,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, EmptyNode, RaftError<u64>>> {
-        match self.call(Request::Vote(rpc), &option).await {
-            Ok(Reply::Vote(Ok(response))) => Ok(response),
-            Ok(Reply::Vote(Err(error))) => Err(RPCError::RemoteError(RemoteError::new(self.peer, error))),
-            Ok(other) => Err(self.unexpected(other)),
-            Err(failure) => Err(failure.into_rpc_error(self.peer)),
-        }
+        let reply = self.call(Request::Vote(rpc), &option).await;
+        self.answer(reply, |reply| match reply {
+            Reply::Vote(answer) => Ok(answer),
+            other => Err(other),
+        })
     }
 
     async fn full_snapshot(
@@ -311,25 +323,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // after it is replicated as usual.
         let (meta, rows) = read_out(&self.storage, self.partition, MAX_SNAPSHOT_BYTES).map_err(|error| {
             tracing::warn!(partition = self.partition, peer = %node_name(self.peer), %error, "cannot read out a snapshot");
-            StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(error.to_string())))
+            StreamingError::Unreachable(unreachable(error))
         })?;
+        // Every failure to install is "back off and retry" for openraft, but the peer's own
+        // refusal of the leader (a newer vote), which it must see.
         match self.call(Request::Snapshot { vote, meta, rows }, &option).await {
             Ok(Reply::Snapshot(Ok(response))) => Ok(response),
             Ok(Reply::Snapshot(Err(fatal))) => {
                 Err(StreamingError::RemoteError(RemoteError::new(self.peer, fatal)))
             }
-            Ok(Reply::Refused(reason)) => Err(StreamingError::Unreachable(Unreachable::new(
-                &std::io::Error::other(format!("node {} refused: {reason}", node_name(self.peer))),
-            ))),
-            Ok(_) => Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(
-                "an answer to another request",
-            )))),
-            Err(failure) => Err(match failure.into_rpc_error::<Fatal<u64>>(self.peer) {
-                RPCError::Unreachable(unreachable) => StreamingError::Unreachable(unreachable),
-                other => {
-                    StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(other.to_string())))
-                }
-            }),
+            Ok(other) => Err(StreamingError::Unreachable(unreachable(self.refusal(other)))),
+            Err(failure) => Err(StreamingError::Unreachable(failure.into_unreachable(self.peer))),
         }
     }
+}
+
+fn unreachable(reason: impl std::fmt::Display) -> Unreachable {
+    Unreachable::new(&std::io::Error::other(reason.to_string()))
 }

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use serv_storage::{Record, Storage, StorageOptions, TableDef};
+use serv_storage::{Storage, StorageOptions};
 use tokio::sync::watch;
 
+use super::tests::{NOTES, Note};
 use super::*;
 use crate::identity::ClusterIdentity;
 use crate::membership::{MemberState, MemberView};
@@ -16,15 +17,6 @@ use crate::mesh::Mesh;
 
 const SECRET: &str = "partition-test-cluster-secret";
 const PARTITIONS: u64 = 4;
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-struct Note(u64);
-
-impl Record for Note {
-    const FORMAT: u8 = 1;
-}
-
-const NOTES: TableDef<String, Note> = TableDef::new("replicated_test_notes");
 
 struct Node {
     id: u64,
@@ -91,7 +83,7 @@ async fn cluster() -> Vec<Node> {
     }
     let view: Vec<MemberView> = prepared.iter().map(|(_, storage, mesh)| member(storage, mesh)).collect();
     let founders: BTreeSet<u64> =
-        prepared.iter().map(|(_, storage, _)| u64::from_str_radix(storage.node_id(), 16).unwrap()).collect();
+        prepared.iter().map(|(_, storage, _)| node_number(storage.node_id()).unwrap()).collect();
     let views: Vec<_> = prepared.iter().map(|_| watch::channel(view.clone()).0).collect();
     let starts = prepared
         .iter()
@@ -103,7 +95,7 @@ async fn cluster() -> Vec<Node> {
         .zip(started)
         .zip(views)
         .map(|(((dir, storage, mesh), partitions), view)| Node {
-            id: u64::from_str_radix(storage.node_id(), 16).unwrap(),
+            id: node_number(storage.node_id()).unwrap(),
             partitions: partitions.expect("the three nodes start their partitions together"),
             storage,
             mesh,

@@ -6,14 +6,15 @@ use serv_storage::{Record, Storage, StorageOptions, TableDef};
 
 use super::*;
 
+/// The record the partition tests write: a number under a key.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-struct Note(u64);
+pub(super) struct Note(pub u64);
 
 impl Record for Note {
     const FORMAT: u8 = 1;
 }
 
-const NOTES: TableDef<String, Note> = TableDef::new("partition_test_notes");
+pub(super) const NOTES: TableDef<String, Note> = TableDef::new("partition_test_notes");
 
 fn count(count: u64) -> PartitionOptions {
     PartitionOptions { count: Some(count), ..PartitionOptions::default() }

@@ -159,7 +159,7 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
 
 /// The partitions and the proposals this node made to their Raft groups.
 fn render_partitions(out: &mut String, partitions: &serv_cluster::partition::Partitions) {
-    let led = partitions.status().iter().filter(|p| p.role == "leader").count();
+    let led = partitions.led();
     let stats = partitions.proposal_stats();
     let families: [(&'static str, &str, &str, u64); 4] = [
         (
