@@ -1,12 +1,13 @@
-//! The node's place in the cluster: the mesh endpoint, membership, remote actor sessions, and
-//! the placement the directory routes by (the ring over every member the node has known).
+//! The node's place in the cluster: the mesh endpoint, membership, remote actor sessions, the
+//! partitions (one Raft group each, replicated to the ring's replica set) and the placement the
+//! directory routes by: an entity is served by its partition's leader.
 //!
-//! Members are remembered in storage: a node that restarts while another is down still places
-//! entities on the ring that includes it (and refuses them as down) instead of taking them over
-//! without their state.
+//! Members are remembered in storage: a node that restarts while another is down still counts
+//! it in the replica sets (as down) rather than moving its partitions elsewhere.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use serv_actors::placement::Forwarded;
 use serv_actors::{ActorKey, Directory, Place, Placement};
 use serv_cluster::identity::ClusterIdentity;
-use serv_cluster::membership::{MemberState, MemberView, Membership, NodeIdentity, NodeMeta, placement_ring};
+use serv_cluster::membership::{MemberState, MemberView, Membership, NodeIdentity, NodeMeta};
 use serv_cluster::mesh::Mesh;
+use serv_cluster::partition::{
+    BlockPlacement, PartitionOptions, Partitions, RaftServer, RaftTransport, ReplicaSets, Serving, node_name,
+};
 use serv_cluster::remote::Remote;
-use serv_cluster::ring::Ring;
 use serv_cluster::transfer::{self, BlockTransfer};
 use serv_edges::admin::NodeInfo;
 use serv_storage::{Record, Storage, TableDef};
@@ -46,14 +49,28 @@ pub struct Cluster {
     /// the admin API and the console see.
     pub members: watch::Receiver<Vec<MemberView>>,
     pub remote: Remote,
-    /// Block sessions to other nodes (for buckets they own).
-    pub transfer: BlockTransfer,
+    /// This node's replicas of the partitions.
+    pub partitions: Arc<Partitions>,
+    /// Where object blocks go: the replicas of their bucket's partition.
+    pub blocks: BlockPlacement,
 }
 
+/// How often a node checks which partitions it serves, to stop the entities of those it no
+/// longer serves.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+
+/// How often the leader of a partition moves its voters towards the replica set.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a block another node stored here is kept without a manifest naming it: the edge's
+/// session (which pinned it) may end before this replica has applied the manifest.
+const UNPINNED_BLOCK_GRACE: Duration = Duration::from_secs(60);
+
 /// Joins the cluster: the mesh endpoint with the cluster identity, SWIM membership seeded with
-/// `--seeds` (resolved now; a seed that does not resolve is reported and skipped), and remote
-/// actor sessions that serve other nodes' requests with `directory`, which from now on routes
-/// every message to its owner; other nodes' block sessions are served from `blocks`.
+/// `--seeds` (resolved now; a seed that does not resolve is reported and skipped), this node's
+/// partition groups (founding them on a node without seeds and a new data dir, else waiting to
+/// be added by their leaders), and remote actor sessions that serve other nodes' requests with
+/// `directory`, which from now on routes every message to its partition's leader.
 pub async fn join(
     config: &Config,
     node: &NodeInfo,
@@ -74,22 +91,81 @@ pub async fn join(
     addresses.insert("mesh".to_string(), advertised.to_string());
     let meta = NodeMeta { version: node.version.clone(), addresses, ..NodeMeta::default() };
     let membership = Membership::start(me, meta, mesh.clone(), datagrams, config.membership.clone(), seeds);
+    let members = remember_members(storage, membership.watch())?;
+
+    let options = PartitionOptions {
+        count: config.partitions,
+        join: !config.seeds.is_empty(),
+        transport: Some((RaftTransport::new(mesh.clone(), members.clone()), RaftServer::serve(&mesh))),
+        ..PartitionOptions::default()
+    };
+    let partitions =
+        Partitions::start(storage, options).await.map_err(|e| format!("cannot start partitions: {e}"))?;
+    // Before any entity can be activated (by this node's edges or by a peer's request): every
+    // entity's writes go through its partition's log.
+    directory.set_commit_paths({
+        let partitions = partitions.clone();
+        Arc::new(move |key: &ActorKey| partitions.commit_path(partitions.partition_of(&key.to_string())))
+    });
+    let sets = ReplicaSets::new(&node.id, config.replication_factor, partitions.count(), members.clone());
 
     let serving = directory.clone();
     let handler: serv_cluster::remote::Handler = Arc::new(move |request| {
         let directory = serving.clone();
         Box::pin(async move { directory.serve_remote(request).await })
     });
+    storage.blocks().set_unpinned_grace(UNPINNED_BLOCK_GRACE);
     transfer::serve(&mesh, storage.blocks().clone());
-    let transfer = BlockTransfer::new(mesh.clone(), membership.watch());
+    let blocks = BlockPlacement {
+        sets: sets.clone(),
+        transfer: BlockTransfer::new(mesh.clone(), membership.watch()),
+        local: storage.blocks().clone(),
+    };
     let remote = Remote::start(&node.id, &secret, mesh, membership.watch(), handler).await?;
-    let members = remember_members(storage, membership.watch())?;
-    let settled = crate::rebalance::load_settled(storage, &node.id, config.seeds.is_empty())?;
-    let placement = RingPlacement::start(node.id.clone(), settled, members.clone(), remote.clone());
+    let placement = Arc::new(PartitionPlacement {
+        partitions: partitions.clone(),
+        sets: sets.clone(),
+        hints: RwLock::default(),
+        settled: AtomicBool::new(false),
+        remote: remote.clone(),
+    });
     directory.set_placement(placement.clone());
-    let founder = config.seeds.is_empty();
-    crate::rebalance::start(placement, directory.clone(), storage.clone(), transfer.clone(), founder);
-    Ok(Cluster { membership, members, remote, transfer })
+    tokio::spawn(reconcile(placement.clone()));
+    tokio::spawn(stop_what_is_lost(partitions.clone(), directory.clone()));
+    Ok(Cluster { membership, members, remote, partitions, blocks })
+}
+
+/// Moves every partition this node leads towards its replica set, round after round.
+async fn reconcile(placement: Arc<PartitionPlacement>) {
+    loop {
+        tokio::time::sleep(RECONCILE_EVERY).await;
+        let sets = &placement.sets;
+        let round = placement.partitions.reconcile(|partition| sets.numbers(partition)).await;
+        placement.settled.store(round.pending == 0, Ordering::Release);
+    }
+}
+
+/// Stops the entities of every partition this node stops serving (it lost the leadership or its
+/// majority), so that none of them answers from state another leader may be changing.
+async fn stop_what_is_lost(partitions: Arc<Partitions>, directory: Directory) {
+    let mut served = vec![false; partitions.count() as usize];
+    loop {
+        tokio::time::sleep(LEADERSHIP_CHECK).await;
+        let mut lost = std::collections::HashSet::new();
+        for (partition, was) in served.iter_mut().enumerate() {
+            let now = partitions.serving(partition as u64) == Serving::Here;
+            if *was && !now {
+                lost.insert(partition as u64);
+            }
+            *was = now;
+        }
+        if lost.is_empty() {
+            continue;
+        }
+        let stopped =
+            directory.evict_where(|key| lost.contains(&partitions.partition_of(&key.to_string()))).await;
+        tracing::info!(partitions = ?lost, entities = stopped, "stopped serving partitions");
+    }
 }
 
 /// The membership view with every member remembered in storage added (as down) when the view
@@ -160,150 +236,76 @@ async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {
     resolved
 }
 
-/// The ring over the members this node knows, rebuilt whenever they change, and how far this
-/// node is through the hand-off that a new ring asks for (see [`crate::rebalance`]).
-pub struct RingPlacement {
-    me: String,
-    current: RwLock<Current>,
-    /// The ring this node last finished a rebalance for: it serves the keys it owned there.
-    settled: RwLock<(BTreeSet<String>, Ring)>,
-    /// The ring this node has handed off every entity it no longer owns for.
-    handed_off: RwLock<Option<BTreeSet<String>>>,
-    /// Keys whose whole state was handed over to this node since it last settled: served at
-    /// once, before the rest of the rebalance is done.
-    arrived: RwLock<std::collections::HashSet<ActorKey>>,
+/// Where entities live: with their partition's leader. A node that holds a replica knows the
+/// leader from its group; one that does not asks a replica, which names the leader.
+pub struct PartitionPlacement {
+    partitions: Arc<Partitions>,
+    sets: ReplicaSets,
+    /// Leaders other nodes named, for partitions this node holds no replica of.
+    hints: RwLock<HashMap<u64, String>>,
+    /// Every partition this node leads has the replica set as its voters.
+    settled: AtomicBool,
     remote: Remote,
 }
 
-struct Current {
-    ids: BTreeSet<String>,
-    ring: Ring,
-    members: Vec<MemberView>,
-}
-
-impl Current {
-    fn of(members: Vec<MemberView>) -> Self {
-        Self { ids: members.iter().map(|m| m.id.clone()).collect(), ring: placement_ring(&members), members }
-    }
-}
-
-impl RingPlacement {
-    fn start(
-        me: String,
-        settled: BTreeSet<String>,
-        mut view: watch::Receiver<Vec<MemberView>>,
-        remote: Remote,
-    ) -> Arc<Self> {
-        let current = Current::of(view.borrow_and_update().clone());
-        let settled_ring = Ring::with_default_vnodes(settled.iter().cloned());
-        let placement = Arc::new(Self {
-            me,
-            current: RwLock::new(current),
-            settled: RwLock::new((settled, settled_ring)),
-            handed_off: RwLock::new(None),
-            arrived: RwLock::default(),
-            remote,
-        });
-        let weak = Arc::downgrade(&placement);
-        tokio::spawn(async move {
-            while view.changed().await.is_ok() {
-                let Some(placement) = weak.upgrade() else { return };
-                let current = Current::of(view.borrow_and_update().clone());
-                *placement.current.write().unwrap_or_else(|p| p.into_inner()) = current;
-            }
-        });
-        placement
-    }
-
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
-    /// The members of the current ring.
-    pub fn ring_ids(&self) -> BTreeSet<String> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).ids.clone()
-    }
-
-    /// The owner of `key` on the current ring, and whether that member is up.
-    pub fn owner_of(&self, key: &ActorKey) -> Option<(String, bool)> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let owner = current.ring.owner(key.to_string().as_bytes())?.to_string();
-        let up = current.members.iter().any(|m| m.id == owner && m.state != MemberState::Down);
-        Some((owner, up))
-    }
-
-    pub fn settled_ids(&self) -> BTreeSet<String> {
-        self.settled.read().unwrap_or_else(|p| p.into_inner()).0.clone()
-    }
-
-    pub fn set_settled(&self, ids: BTreeSet<String>) {
-        let ring = Ring::with_default_vnodes(ids.iter().cloned());
-        *self.settled.write().unwrap_or_else(|p| p.into_inner()) = (ids, ring);
-        self.arrived.write().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    pub fn handed_off(&self) -> Option<BTreeSet<String>> {
-        self.handed_off.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn set_handed_off(&self, ids: BTreeSet<String>) {
-        *self.handed_off.write().unwrap_or_else(|p| p.into_inner()) = Some(ids);
-    }
-
-    /// The members of the current ring other than this node, and whether each is up.
-    pub fn others(&self) -> Vec<(String, bool)> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        current
-            .members
-            .iter()
-            .filter(|m| m.id != self.me)
-            .map(|m| (m.id.clone(), m.state != MemberState::Down))
-            .collect()
-    }
-}
-
-impl Placement for RingPlacement {
+impl Placement for PartitionPlacement {
     fn place(&self, key: &ActorKey) -> Place {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let point = key.to_string();
-        let Some(owner) = current.ring.owner(point.as_bytes()) else {
-            return Place::Moving("this node has not joined its cluster yet".into());
-        };
-        if owner == self.me {
-            // A key this node gains with a new ring waits until every node has handed over
-            // what it held (see rebalance); the keys it owned before stay served.
-            let settled = self.settled.read().unwrap_or_else(|p| p.into_inner());
-            if settled.0 == current.ids
-                || settled.1.owner(point.as_bytes()) == Some(self.me.as_str())
-                || self.arrived.read().unwrap_or_else(|p| p.into_inner()).contains(key)
-            {
-                return Place::Here;
+        let partition = self.sets.partition_of(&key.to_string());
+        match self.partitions.serving(partition) {
+            Serving::Here => Place::Here,
+            Serving::Leader(leader) => {
+                let leader = node_name(leader);
+                match self.sets.is_up(&leader) {
+                    true => Place::There(leader),
+                    false => Place::Moving(format!(
+                        "partition {partition}'s leader, node {leader}, is down; its other replicas are electing a leader"
+                    )),
+                }
             }
-            return Place::Moving(format!(
-                "its new owner, node {owner}, is taking it over from the previous one; retry shortly"
-            ));
+            Serving::Unknown(reason) if self.partitions.voters(partition).contains(&self.partitions.me()) => {
+                Place::Moving(reason)
+            }
+            Serving::Unknown(_) => {
+                let hint = self.hints.read().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned();
+                if let Some(hint) = hint.filter(|node| self.sets.is_up(node)) {
+                    return Place::There(hint);
+                }
+                let replicas = self.sets.of(partition);
+                let me = self.sets.me();
+                match replicas.iter().find(|node| *node != me && self.sets.is_up(node)) {
+                    Some(replica) => Place::There(replica.clone()),
+                    None if replicas.iter().all(|node| node == me) => {
+                        Place::Moving("this node has not joined its cluster yet".into())
+                    }
+                    None => Place::Nowhere(format!(
+                        "every replica of partition {partition} ({}) is down",
+                        replicas.join(", ")
+                    )),
+                }
+            }
         }
-        match current.members.iter().find(|m| m.id == owner).map(|m| m.state) {
-            Some(MemberState::Down) => Place::Nowhere(format!("its owner, node {owner}, is down")),
-            _ => Place::There(owner.to_string()),
-        }
+    }
+
+    fn leader_named(&self, key: &ActorKey, node: &str) {
+        let partition = self.sets.partition_of(&key.to_string());
+        self.hints.write().unwrap_or_else(|p| p.into_inner()).insert(partition, node.to_string());
     }
 
     fn peers(&self) -> Vec<String> {
-        self.others().into_iter().filter(|(_, up)| *up).map(|(id, _)| id).collect()
+        self.sets
+            .members()
+            .into_iter()
+            .filter(|(id, up)| *up && id != self.sets.me())
+            .map(|(id, _)| id)
+            .collect()
     }
 
     fn joined(&self) -> bool {
-        self.settled.read().unwrap_or_else(|p| p.into_inner()).0.contains(&self.me)
+        self.partitions.holds_any() || self.sets.sees_others()
     }
 
     fn settled(&self) -> bool {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        self.settled.read().unwrap_or_else(|p| p.into_inner()).0 == current.ids
-    }
-
-    fn arrived(&self, key: &ActorKey) {
-        self.arrived.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+        self.settled.load(Ordering::Acquire)
     }
 
     fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded {

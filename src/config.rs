@@ -14,6 +14,9 @@ use serv_edges::s3::S3Limits;
 use serv_edges::stomp::frame::HeartBeat;
 use serv_edges::stomp::session::StompSettings;
 
+/// Most replicas a partition may have.
+const MAX_REPLICATION_FACTOR: usize = 7;
+
 const ABOUT: &str = "Run a Serv node: an actor-model distributed runtime with S3, STOMP and HTTP edges.";
 
 const LONG_ABOUT: &str = "\
@@ -134,6 +137,10 @@ pub struct Cli {
     /// [default: 64]
     #[arg(long, env = "SERV_PARTITIONS", value_name = "COUNT")]
     pub partitions: Option<u64>,
+    /// Replicas of each partition (the first of the ring's members for it; fewer while the
+    /// cluster has fewer members); give every node the same value [default: 3]
+    #[arg(long, env = "SERV_REPLICATION_FACTOR", value_name = "COUNT")]
+    pub replication_factor: Option<usize>,
     /// Base domain for virtual-host-style S3 requests (BUCKET.DOMAIN); path style always works
     #[arg(long, env = "SERV_S3_DOMAIN", value_name = "DOMAIN")]
     pub s3_domain: Option<String>,
@@ -252,6 +259,7 @@ struct FileConfig {
     drain_timeout_ms: Option<u64>,
     passivate_after_ms: Option<u64>,
     partitions: Option<u64>,
+    replication_factor: Option<usize>,
     max_restarts: Option<u32>,
     restart_window_ms: Option<u64>,
     s3_domain: Option<String>,
@@ -307,6 +315,8 @@ pub struct Config {
     pub passivate_after: Duration,
     /// `--partitions` as given (None: the stored count, or the default for a new data dir).
     pub partitions: Option<u64>,
+    /// Replicas of each partition.
+    pub replication_factor: usize,
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub s3_domain: Option<String>,
@@ -375,6 +385,14 @@ impl Config {
                 cli.passivate_after_ms.or(file.passivate_after_ms).unwrap_or(300_000),
             ),
             partitions: cli.partitions.or(file.partitions),
+            replication_factor: match cli.replication_factor.or(file.replication_factor).unwrap_or(3) {
+                factor @ 1..=MAX_REPLICATION_FACTOR => factor,
+                other => {
+                    return Err(format!(
+                        "--replication-factor must be between 1 and {MAX_REPLICATION_FACTOR}, not {other}"
+                    ));
+                }
+            },
             max_restarts: cli.max_restarts.or(file.max_restarts).unwrap_or(5),
             restart_window: Duration::from_millis(
                 cli.restart_window_ms.or(file.restart_window_ms).unwrap_or(60_000),

@@ -3,7 +3,6 @@
 
 mod cluster;
 mod config;
-mod rebalance;
 mod secrets;
 mod telemetry;
 
@@ -16,8 +15,7 @@ use serv_actors::group::Group;
 use serv_actors::module::{Module, ModuleRuntime};
 use serv_actors::route::Route;
 use serv_actors::topic::Topic;
-use serv_actors::{ActorKey, Directory, SupervisionConfig};
-use serv_cluster::partition::{PartitionOptions, Partitions};
+use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
 use serv_edges::gateway::{self, Gateway, GatewaySettings};
 use serv_edges::listener::LimitedListener;
@@ -69,17 +67,7 @@ async fn run(config: Config) -> Result<(), String> {
         restart_window: config.restart_window,
         ..SupervisionConfig::default()
     };
-    let partition_options = PartitionOptions { count: config.partitions, ..PartitionOptions::default() };
-    let partitions = Partitions::start(&storage, partition_options)
-        .await
-        .map_err(|e| format!("cannot start partitions: {e}"))?;
     let directory = Directory::start(storage.clone(), supervision).await?;
-    directory.set_commit_paths({
-        let partitions = partitions.clone();
-        std::sync::Arc::new(move |key: &ActorKey| {
-            partitions.commit_path(partitions.partition_of(&key.to_string()))
-        })
-    });
     directory.register::<Bucket>();
     directory.register::<Topic>();
     directory.register::<Group>();
@@ -114,7 +102,6 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on HTTP gateway address {}: {e}", config.http_addr))?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
-    let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let node = NodeInfo {
         id: storage.node_id().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -128,11 +115,14 @@ async fn run(config: Config) -> Result<(), String> {
         ]),
     };
     let cluster = cluster::join(&config, &node, &directory, &storage).await?;
+    // After the partitions replayed their logs: a block is garbage only if no manifest in the
+    // applied tables names it, and a crash may have left applied tables behind the log.
+    let collector = s3::spawn_block_collector(storage.clone(), config.block_gc_interval);
     let s3_settings = S3Settings {
         limits: config.s3_limits.clone(),
         region: config.s3_region.clone(),
         domain: config.s3_domain.clone(),
-        transfer: Some(cluster.transfer.clone()),
+        blocks: Some(cluster.blocks.clone()),
     };
     let s3_service = s3::service(directory.clone(), storage.clone(), keys.clone(), s3_settings)?;
     let gateway = Gateway::new(
@@ -153,7 +143,7 @@ async fn run(config: Config) -> Result<(), String> {
         auth,
         Some(cluster.members.clone()),
         Some(gateway.clone()),
-        Some(partitions.clone()),
+        Some(cluster.partitions.clone()),
     )
     .map_err(|e| format!("cannot open the audit log: {e}"))?;
     tracing::info!(
@@ -224,7 +214,7 @@ async fn run(config: Config) -> Result<(), String> {
         route_refresh.abort();
         collector.abort();
         directory.shutdown(config.drain_timeout).await;
-        partitions.shutdown().await; // after the entities, whose writes they carry
+        cluster.partitions.shutdown().await; // after the entities, whose writes they carry
         cluster.remote.stop();
     };
     let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();

@@ -35,6 +35,16 @@ const FORWARD_MARGIN: Duration = Duration::from_secs(1);
 /// Pause before asking again when two nodes disagree on an entity's owner.
 const OWNER_RETRY: Duration = Duration::from_millis(100);
 
+/// Longest a message waits for its entity to have a serving owner again (its partition electing
+/// a leader after a node died) before it is refused as unavailable: longer than a failover
+/// takes, far shorter than the call timeout, so that a cluster without a majority answers
+/// promptly.
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(8);
+
+/// Nodes a message may be sent on to without a pause (replica to leader, and once more while
+/// leadership moves).
+const MAX_QUICK_HOPS: usize = 3;
+
 /// How long a node may take to list its actors for a cluster-wide listing.
 const RECORDS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -141,6 +151,12 @@ impl Hub {
         if live.get(key).is_some_and(|i| i.cell.get_id() == cell.get_id()) {
             live.remove(key);
         }
+    }
+
+    /// The keys of the live incarnations that `pick` picks.
+    pub(crate) fn live_keys(&self, pick: impl Fn(&ActorKey) -> bool) -> Vec<ActorKey> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.keys().filter(|key| pick(key)).cloned().collect()
     }
 
     pub(crate) fn live_incarnation(&self, key: &ActorKey) -> Option<Incarnation> {
@@ -364,9 +380,10 @@ impl Directory {
         self.hub.placement.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Where a message for `key` goes: this node, or the owner's directory. A key whose owner is
-    /// down is [`DirectoryError::Unavailable`] at once rather than a wait for the timeout.
-    /// An entity that is moving to a new owner is waited for (until `deadline`).
+    /// Where a message for `key` goes: this node, or the owner's directory. A key whose
+    /// replicas are all down is [`DirectoryError::Unavailable`] at once rather than a wait for
+    /// the timeout; a key without a serving owner for the moment (an election, a move) is
+    /// waited for, up to [`FAILOVER_WAIT`] and never past `deadline`.
     async fn route<M: KindMessage>(
         &self,
         key: &ActorKey,
@@ -376,16 +393,17 @@ impl Directory {
             return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
         }
         let Some(placement) = self.placement() else { return Ok(Route::Local) };
+        let give_up = deadline.min(tokio::time::Instant::now() + FAILOVER_WAIT);
         loop {
             return match placement.place(key) {
                 Place::Here => Ok(Route::Local),
                 Place::There(owner) => Ok(Route::Remote(owner, placement)),
                 Place::Nowhere(reason) => Err(DirectoryError::Unavailable { key: key.to_string(), reason }),
-                Place::Moving(_) if tokio::time::Instant::now() < deadline => {
+                Place::Moving(_) if tokio::time::Instant::now() < give_up => {
                     tokio::time::sleep(OWNER_RETRY).await;
                     continue;
                 }
-                Place::Moving(reason) => Err(DirectoryError::Moving { key: key.to_string(), reason }),
+                Place::Moving(reason) => Err(DirectoryError::Unavailable { key: key.to_string(), reason }),
             };
         }
     }
@@ -430,6 +448,13 @@ impl Directory {
         let request =
             serv_storage::codec::encode(&request).map_err(|e| unavailable(format!("cannot encode: {e}")))?;
         let mut owner = owner.to_string();
+        // Asking a node that does not serve the key ends in a retry (towards the node it named,
+        // or wherever the placement says now) until the owner answers or FAILOVER_WAIT is up:
+        // such a node handled nothing. A node that could not be reached may have handled the
+        // message before it died, so that is an error for the caller (sending it again would
+        // deliver it twice).
+        let give_up = deadline.min(tokio::time::Instant::now() + FAILOVER_WAIT);
+        let mut hops = 0;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let answer = placement
@@ -438,13 +463,27 @@ impl Directory {
                 .map_err(unavailable)?;
             let answer: MeshReply = serv_storage::codec::decode(&answer)
                 .map_err(|e| unavailable(format!("node {owner} answered undecodably: {e}")))?;
+            hops += 1;
             match answer {
-                // The owner's view differs from ours, or the entity is on its way to it: ask
-                // again once the views agree or the hand-off is done.
-                Err(DirectoryError::NotOwner { .. } | DirectoryError::Moving { .. })
-                    if tokio::time::Instant::now() < deadline =>
+                // The node asked knows who serves the key: ask that one (after a pause once
+                // the nodes have sent the message around a few times).
+                Err(DirectoryError::NotOwner { owner: theirs, .. })
+                    if tokio::time::Instant::now() < give_up =>
                 {
-                    tokio::time::sleep(OWNER_RETRY.min(left)).await;
+                    placement.leader_named(key, &theirs);
+                    if hops > MAX_QUICK_HOPS {
+                        tokio::time::sleep(OWNER_RETRY).await;
+                    }
+                    if theirs == self.hub.node_id {
+                        let reason = "it is served by this node now".to_string();
+                        return Err(DirectoryError::Moving { key: key.to_string(), reason });
+                    }
+                    owner = theirs;
+                }
+                // No one serves it for the moment (an election): ask again wherever the
+                // placement says, once it has had time to change.
+                Err(DirectoryError::Moving { .. }) if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(OWNER_RETRY).await;
                     match placement.place(key) {
                         Place::Here => {
                             // It is this node's now: the caller routes it again.
@@ -453,16 +492,15 @@ impl Directory {
                         }
                         Place::There(next) => owner = next,
                         Place::Nowhere(reason) => return Err(unavailable(reason)),
-                        Place::Moving(reason) => {
-                            return Err(DirectoryError::Moving { key: key.to_string(), reason });
-                        }
+                        Place::Moving(_) => {}
                     }
                 }
                 Err(DirectoryError::NotOwner { owner: theirs, .. }) => {
                     return Err(unavailable(format!(
-                        "the nodes disagree on its owner ({owner} or {theirs})"
+                        "the nodes kept sending it on ({owner}, then {theirs}) until it was time to give up"
                     )));
                 }
+                Err(DirectoryError::Moving { reason, .. }) => return Err(unavailable(reason)),
                 answer => return answer,
             }
         }

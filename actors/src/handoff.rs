@@ -219,24 +219,6 @@ impl Directory {
             self.hub().spawner(key.kind).ok_or(DirectoryError::NotServed { kind: key.kind.to_string() })?;
         spawner.drop_state(&self.hub().storage, state).await.map_err(|e| storage_failed(&key.to_string(), e))
     }
-
-    /// Stops `key`'s live incarnation once it has handled every message it holds (it is not
-    /// started again here while the placement sends its messages elsewhere). `Timeout` if it
-    /// is still draining after the call timeout.
-    pub async fn evict(&self, key: &ActorKey) -> Result<(), DirectoryError> {
-        let deadline = tokio::time::Instant::now() + self.hub().config.call_timeout;
-        let Some(live) = self.close_gate(key) else { return Ok(()) };
-        // Drained, it handles what its mailbox holds, refuses anything later, then stops.
-        let _ = live.cell.drain();
-        while self.hub().live_incarnation(key).is_some_and(|l| l.cell.get_id() == live.cell.get_id()) {
-            if tokio::time::Instant::now() >= deadline {
-                let timeout_ms = self.hub().config.call_timeout.as_millis() as u64;
-                return Err(DirectoryError::Timeout { key: key.to_string(), timeout_ms });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
 }
 
 fn storage_failed(what: &str, error: StorageError) -> DirectoryError {

@@ -18,6 +18,7 @@
 pub mod bucket;
 pub mod directory;
 pub mod entity;
+mod evict;
 pub mod group;
 pub mod handoff;
 pub mod inspect;

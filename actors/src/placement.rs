@@ -54,6 +54,9 @@ pub trait Placement: Send + Sync + 'static {
     /// The whole state of `key` was handed over to this node: it may serve it now.
     fn arrived(&self, _key: &ActorKey) {}
 
+    /// Another node named `node` as the one that serves `key` (a hint for the next message).
+    fn leader_named(&self, _key: &ActorKey, _node: &str) {}
+
     /// Sends an encoded [`MeshRequest`] to `node`'s directory and returns its encoded answer.
     fn forward(&self, node: &str, request: Vec<u8>, timeout: Duration) -> Forwarded;
 }

@@ -375,7 +375,7 @@ pub fn single_owner(actors: &[Placed], ring_owner: &HashMap<String, String>, at_
             violations.push(Violation {
                 invariant: "single-owner",
                 message: format!(
-                    "{key} runs on {} but its ring owner is {}",
+                    "{key} runs on {} but its partition's leader is {}",
                     nodes.join(", "),
                     owner.map_or("?", |o| o)
                 ),

@@ -459,7 +459,7 @@ async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Dur
     anyhow::bail!("not ready within {patience:?}: {last}")
 }
 
-/// Every entity actor the cluster reports, and the ring owner of each.
+/// Every entity actor the cluster reports, and the node that serves each (its partition's leader).
 async fn placements(http: &Http, nodes: &Nodes) -> Result<(Vec<Placed>, HashMap<String, String>), String> {
     let admin = nodes.nodes[0].addr(nodes.nodes[0].ports.admin);
     let listing = http.admin_json(admin, "/v1/actors").await?;
@@ -472,7 +472,7 @@ async fn placements(http: &Http, nodes: &Nodes) -> Result<(Vec<Placed>, HashMap<
     for actor in placed.iter().filter(|a| !a.key.starts_with("supervisor/")) {
         let path = format!("/v1/cluster/ring/owner?key={}", encode_query(&actor.key));
         let answer = http.admin_json(admin, &path).await?;
-        if let Some(owner) = answer["preference_list"][0].as_str() {
+        if let Some(owner) = answer["leader"].as_str() {
             owners.insert(actor.key.clone(), owner.to_string());
         }
     }

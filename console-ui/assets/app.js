@@ -163,8 +163,9 @@ async function findOwner(event) {
   const key = $("owner-key").value.trim();
   try {
     const answer = await api(`/v1/cluster/ring/owner?key=${encodeURIComponent(key)}`);
-    const owner = answer.preference_list[0];
-    $("owner-result").textContent = `${answer.key} lands on ${short(owner)}`;
+    // The entity runs on its partition's leader; during an election, its first replica.
+    const owner = answer.leader || answer.preference_list[0];
+    $("owner-result").textContent = `${answer.key} is in partition ${answer.partition}, served by ${short(owner)}`;
     $("owner-result").dataset.owner = owner;
     if (view.ringNodes) drawRing(view.ringNodes, { at: Number(answer.point) / RING_SPAN });
   } catch (error) {

@@ -1,6 +1,7 @@
-//! Listings and queries across the cluster. An entity's table rows live on the node that owns
-//! it, so a list of every bucket or every topic is this node's rows plus every other node's,
-//! asked over the mesh with a directory query named after the table. [`answer`] and
+//! Listings and queries across the cluster. An entity's table rows live on the replicas of its
+//! partition, so a list of every bucket or every topic is this node's rows plus every other
+//! node's, asked over the mesh with a directory query named after the table, with the copies
+//! that several replicas hold listed once. [`answer`] and
 //! [`ask_peers`] are the typed sides of any directory query (bytes through our codec).
 
 use std::sync::Arc;
@@ -47,8 +48,9 @@ pub fn share<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
     answer(directory, &format!("rows/{}", table.name()), move |_| local(&table));
 }
 
-/// Every row of `table` on every node that is up, sorted by key; or the first node that could
-/// not answer, and why (a partial listing would look complete).
+/// Every row of `table` on every node that is up, sorted by key, each key once (the first
+/// node's copy: this node's, when it holds one); or the first node that could not answer, and
+/// why (a partial listing would look complete).
 pub async fn everywhere<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
     directory: &Directory,
     table: &Table<K, V>,
@@ -59,7 +61,8 @@ pub async fn everywhere<K: TableKey + Serialize + DeserializeOwned + Ord, V: Rec
             answer.map_err(|reason| format!("node {node} could not list its {}: {reason}", table.name()))?,
         );
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the first node's copy stays first
+    rows.dedup_by(|later, first| later.0 == first.0);
     Ok(rows)
 }
 

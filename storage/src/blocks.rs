@@ -122,8 +122,14 @@ struct Inner {
 #[derive(Default)]
 struct PinState {
     counts: HashMap<BlockHash, usize>,
-    /// Blocks that may have become garbage (last pin or reference gone).
+    /// Blocks that may have become garbage (their last reference gone).
     candidates: HashSet<BlockHash>,
+    /// Blocks whose last pin went, and when: collected only once [`PinState::grace`] has
+    /// passed, so that a replica still applying the manifest that names a block it was sent
+    /// keeps it (the edge's session, which pinned it, may end first).
+    unpinned: HashMap<BlockHash, std::time::Instant>,
+    /// How long an unpinned, unreferenced block is kept (zero unless set).
+    grace: std::time::Duration,
     /// New blocks being written, so that concurrent writers of one block count it once.
     writing: HashSet<BlockHash>,
 }
@@ -232,8 +238,26 @@ impl BlockStore {
 
     /// Removes the candidate blocks that are neither pinned nor referenced.
     pub fn collect_garbage(&self) -> Result<GcReport> {
-        let candidates = std::mem::take(&mut self.inner.lock_pins().candidates);
+        let candidates = {
+            let mut pins = self.inner.lock_pins();
+            let grace = pins.grace;
+            let mut due = std::mem::take(&mut pins.candidates);
+            pins.unpinned.retain(|hash, since| match since.elapsed() >= grace {
+                true => {
+                    due.insert(*hash);
+                    false
+                }
+                false => true,
+            });
+            due
+        };
         self.collect(candidates.into_iter())
+    }
+
+    /// Keeps a block that lost its last pin without gaining a reference for `grace` before
+    /// collecting it (a node whose blocks other nodes write sets this).
+    pub fn set_unpinned_grace(&self, grace: std::time::Duration) {
+        self.inner.lock_pins().grace = grace;
     }
 
     /// Checks every stored block (at start-up: a crash may have left unreferenced blocks behind).
@@ -335,7 +359,7 @@ impl Drop for Pins {
                 *count -= 1;
                 if *count == 0 {
                     pins.counts.remove(&hash);
-                    pins.candidates.insert(hash);
+                    pins.unpinned.insert(hash, std::time::Instant::now());
                 }
             }
         }

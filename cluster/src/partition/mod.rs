@@ -12,17 +12,20 @@
 //! openraft in the order they are staged, so an entity that pipelines its writes sees them
 //! applied in that order.
 //!
-//! This build runs every group with one replica, this node (the first step of replication:
-//! every write already takes the path that replicated writes will take). Replica sets from the
-//! ring, failover and membership changes come next.
+//! A founding node starts every group with itself as the one replica; a node that joins starts
+//! its groups empty and is added to those whose replica set names it (see [`replicas`]).
 
+mod blocks;
 mod log;
 mod machine;
 mod network;
 mod proposer;
 mod recent;
+mod replicas;
 
+pub use blocks::{BlockPlacement, PartitionBlocks, REPLICA_BLOCK_TIMEOUT};
 pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
+pub use replicas::{Reconciled, ReplicaSets, SERVING_LEASE, Serving, replica_set};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -50,6 +53,10 @@ pub const MAX_PARTITIONS: u64 = 4096;
 
 /// How long a node waits at start for every partition to have a leader.
 pub const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a group waits at start for openraft to publish the membership it holds: a group
+/// still empty after this (one waiting to be joined) has none.
+const MEMBERSHIP_LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Log entries past the last snapshot that make a partition take a new one (which lets the log
 /// before it go).
@@ -168,6 +175,9 @@ pub struct PartitionOptions {
     pub count: Option<u64>,
     /// The voting replicas of every new group (node ids); empty: this node alone.
     pub founders: BTreeSet<u64>,
+    /// This node joins a cluster that exists: its new groups start empty and wait for their
+    /// leaders to add it, rather than founding groups of their own.
+    pub join: bool,
     /// How groups reach their replicas on other nodes, and the server that answers them; none
     /// for groups of one.
     pub transport: Option<(RaftTransport, RaftServer)>,
@@ -182,11 +192,13 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The partitions of this node: one Raft group each.
 pub struct Partitions {
+    me: u64,
     groups: Vec<Arc<Group>>,
 }
 
 struct Group {
     partition: u64,
+    me: u64,
     raft: Raft<TypeConfig>,
     stats: Arc<Counters>,
     proposer: proposer::Proposer,
@@ -228,6 +240,7 @@ impl Partitions {
         );
         let started = Instant::now();
         let mut groups = Vec::with_capacity(count as usize);
+        let mut waiting_to_join = Vec::with_capacity(count as usize);
         for partition in 0..count {
             let recent = Arc::new(recent::Recent::default());
             let log = log::LogStore::open(storage, partition, recent.clone())?;
@@ -241,7 +254,8 @@ impl Partitions {
                 .is_initialized()
                 .await
                 .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
-            if fresh {
+            waiting_to_join.push(fresh && options.join);
+            if fresh && !options.join {
                 let members: BTreeMap<u64, EmptyNode> =
                     founders.iter().map(|id| (*id, EmptyNode {})).collect();
                 raft.initialize(members)
@@ -252,7 +266,7 @@ impl Partitions {
             let stats = Arc::<Counters>::default();
             let proposer =
                 proposer::Proposer::start(partition, raft.clone(), stats.clone(), proposal_timeout);
-            groups.push(Arc::new(Group { partition, raft, stats, proposer }));
+            groups.push(Arc::new(Group { partition, me: node, raft, stats, proposer }));
         }
         if let Some((_, server)) = &options.transport {
             server.install(node, Arc::new(groups.iter().map(|group| group.raft.clone()).collect()));
@@ -260,7 +274,12 @@ impl Partitions {
         // An entity loads its state from the applied tables, so none may start before its
         // partition has applied every entry its log holds: after a crash, entries acknowledged
         // (durable in the log) may not have reached the tables yet, and are applied again now.
-        for group in &groups {
+        // A group of this node alone is waited for here; a replicated one may have no majority
+        // up yet, and serves only once it has a leader that applied its log (see [`Serving`]).
+        for (group, waiting) in groups.iter().zip(waiting_to_join) {
+            if waiting || !group.alone().await {
+                continue;
+            }
             group
                 .raft
                 .wait(Some(LEADERSHIP_TIMEOUT))
@@ -282,7 +301,7 @@ impl Partitions {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions started"
         );
-        Ok(Arc::new(Self { groups }))
+        Ok(Arc::new(Self { me: node, groups }))
     }
 
     /// How many partitions the cluster has.
@@ -366,6 +385,18 @@ async fn partition_count(storage: &Storage, asked: Option<u64>) -> Result<u64, P
 }
 
 impl Group {
+    /// True when this node is the group's one voter (once openraft has published the
+    /// membership it loaded or was initialized with; a group still waiting to be joined has
+    /// none, and is not alone).
+    async fn alone(&self) -> bool {
+        let published = self
+            .raft
+            .wait(Some(MEMBERSHIP_LOAD_TIMEOUT))
+            .metrics(|m| m.membership_config.membership().nodes().next().is_some(), "membership published")
+            .await;
+        published.is_ok_and(|m| m.membership_config.membership().voter_ids().eq([self.me]))
+    }
+
     fn status(&self) -> PartitionStatus {
         let metrics = self.raft.metrics().borrow().clone();
         let role = match metrics.state {

@@ -34,6 +34,7 @@ fn options(mesh: &Mesh, founders: &BTreeSet<u64>, view: &watch::Sender<Vec<Membe
         founders: founders.clone(),
         transport: Some((RaftTransport::new(mesh.clone(), view.subscribe()), RaftServer::serve(mesh))),
         proposal_timeout: Some(Duration::from_secs(3)),
+        join: false,
     }
 }
 

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serv_actors::{ActorKind, Directory, RecordKind};
 use serv_cluster::membership::MemberView;
-use serv_cluster::partition::Partitions;
+use serv_cluster::partition::{Partitions, Serving};
 use serv_cluster::ring::Ring;
 use serv_storage::Storage;
 use tracing::Instrument;
@@ -285,8 +285,10 @@ async fn cluster_ring(State(state): State<AdminState>) -> Json<serde_json::Value
     Json(serde_json::json!({ "nodes": nodes, "settled": state.inner.directory.is_settled() }))
 }
 
-/// `{"key", "point", "preference_list": [...]}`: where `key` (an actor key such as
-/// `bucket/photos`) lives: the owner first, then its replicas (`n`, default 3).
+/// `{"key", "point", "partition", "leader", "preference_list": [...]}`: where `key` (an actor
+/// key such as `bucket/photos`) lives: its point on the ring, its partition, the partition's
+/// leader as this node knows it (the node that serves the entity; null during an election), and
+/// the partition's replica set on the ring (`n` replicas, default 3).
 async fn ring_owner(
     State(state): State<AdminState>,
     Query(params): Query<HashMap<String, String>>,
@@ -304,10 +306,27 @@ async fn ring_owner(
         None => 3,
     };
     let ring = live_ring(&state);
+    let Some(partitions) = &state.inner.partitions else {
+        return Ok(Json(serde_json::json!({
+            "key": key,
+            "point": Ring::key_point(key.as_bytes()),
+            "partition": null,
+            "leader": null,
+            "preference_list": ring.preference_list(key.as_bytes(), n),
+        })));
+    };
+    let partition = partitions.partition_of(key);
+    let leader = match partitions.serving(partition) {
+        Serving::Here => Some(state.inner.node.id.clone()),
+        Serving::Leader(id) => Some(serv_cluster::partition::node_name(id)),
+        Serving::Unknown(_) => None,
+    };
     Ok(Json(serde_json::json!({
         "key": key,
         "point": Ring::key_point(key.as_bytes()),
-        "preference_list": ring.preference_list(key.as_bytes(), n),
+        "partition": partition,
+        "leader": leader,
+        "preference_list": serv_cluster::partition::replica_set(&ring, partition, n),
     })))
 }
 

@@ -1,7 +1,8 @@
 //! Streaming bodies into content blocks and back out of them.
 //!
-//! A bucket's blocks live with the bucket's owner: this node's block store, or the owner's
-//! through a block session over the mesh ([`Blocks`]). Either way, what a request wrote or is
+//! A bucket's blocks live on its partition's replicas: this node's block store on a node of
+//! one, else wherever the partition layer places them ([`PartitionBlocks`]: a majority of the
+//! replicas holds each block before it counts as stored). Either way, what a request wrote or is
 //! reading stays pinned (a [`Hold`]) until the manifest is committed or the body has been sent.
 
 use std::ops::Range;
@@ -13,7 +14,7 @@ use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 use serv_actors::bucket::Chunk;
-use serv_cluster::transfer::BlockSession;
+use serv_cluster::partition::PartitionBlocks;
 use serv_storage::blocks::{BlockHash, BlockStore, Pins};
 
 use super::error;
@@ -23,15 +24,15 @@ use super::error;
 pub(super) enum Blocks {
     /// On this node.
     Local(BlockStore),
-    /// On the bucket's owner, reached through a session that pins what it touches.
-    Remote(Arc<BlockSession>),
+    /// On the bucket's partition's replicas, which hold what this request touches pinned.
+    Replicated(Arc<PartitionBlocks>),
 }
 
 /// Blocks held against collection until dropped.
 pub(super) enum Hold {
     Local(Pins),
-    /// The session pins, on the owner, everything it stored or pinned until it ends.
-    Remote(#[allow(dead_code)] Arc<BlockSession>),
+    /// The replicas keep pinned everything the request stored or pinned until it ends.
+    Replicated(#[allow(dead_code)] Arc<PartitionBlocks>),
 }
 
 impl Blocks {
@@ -39,7 +40,7 @@ impl Blocks {
     pub fn same_as(&self, other: &Blocks) -> bool {
         match (self, other) {
             (Blocks::Local(_), Blocks::Local(_)) => true,
-            (Blocks::Remote(a), Blocks::Remote(b)) => a.node() == b.node(),
+            (Blocks::Replicated(a), Blocks::Replicated(b)) => a.partition() == b.partition(),
             _ => false,
         }
     }
@@ -48,7 +49,7 @@ impl Blocks {
     pub fn hold_none(&self) -> Hold {
         match self {
             Blocks::Local(store) => Hold::Local(Pins::none(store)),
-            Blocks::Remote(session) => Hold::Remote(session.clone()),
+            Blocks::Replicated(replicas) => Hold::Replicated(replicas.clone()),
         }
     }
 
@@ -60,9 +61,9 @@ impl Blocks {
                     store.put(block).await.map_err(|e| error::internal("storing a block failed", e))?;
                 Ok((hash, Hold::Local(pins)))
             }
-            Blocks::Remote(session) => {
-                let hash = session.put(&block).await.map_err(|e| remote_failed(session, e))?;
-                Ok((hash, Hold::Remote(session.clone())))
+            Blocks::Replicated(replicas) => {
+                let hash = replicas.put(block).await.map_err(replicas_failed)?;
+                Ok((hash, Hold::Replicated(replicas.clone())))
             }
         }
     }
@@ -74,9 +75,9 @@ impl Blocks {
                 Ok(pinned) => Ok(pinned.map(Hold::Local)),
                 Err(e) => Err(error::internal("pinning blocks failed", e)),
             },
-            Blocks::Remote(session) => {
-                let pinned = session.pin(hashes).await.map_err(|e| remote_failed(session, e))?;
-                Ok(pinned.map(|()| Hold::Remote(session.clone())))
+            Blocks::Replicated(replicas) => {
+                let pinned = replicas.pin(hashes).await.map_err(replicas_failed)?;
+                Ok(pinned.map(|()| Hold::Replicated(replicas.clone())))
             }
         }
     }
@@ -85,7 +86,7 @@ impl Blocks {
     async fn get(&self, hash: &BlockHash) -> Result<Option<Bytes>, String> {
         match self {
             Blocks::Local(store) => store.get(hash).map_err(|e| e.to_string()),
-            Blocks::Remote(session) => session.get(hash).await.map_err(|e| e.to_string()),
+            Blocks::Replicated(replicas) => replicas.get(hash).await,
         }
     }
 }
@@ -95,17 +96,17 @@ impl Hold {
     fn absorb(&mut self, other: Hold) {
         match (self, other) {
             (Hold::Local(mine), Hold::Local(theirs)) => mine.absorb(theirs),
-            // A session holds everything it touched for as long as it lives.
-            (Hold::Remote(_), Hold::Remote(_)) => {}
+            // The replicas hold everything the request touched for as long as it lives.
+            (Hold::Replicated(_), Hold::Replicated(_)) => {}
             _ => unreachable!("one body is written to one store"),
         }
     }
 }
 
-fn remote_failed(session: &BlockSession, error: impl std::fmt::Display) -> S3Error {
+fn replicas_failed(error: String) -> S3Error {
     S3Error::with_message(
         S3ErrorCode::ServiceUnavailable,
-        format!("the bucket's owner, node {}, could not be reached for its blocks: {error}", session.node()),
+        format!("too few of the bucket's replicas could be reached for its blocks: {error}"),
     )
 }
 

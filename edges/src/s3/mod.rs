@@ -68,8 +68,8 @@ pub struct S3Settings {
     pub region: String,
     /// Base domain for virtual-host-style addressing (`bucket.DOMAIN`), if any.
     pub domain: Option<String>,
-    /// Block sessions to other nodes, for buckets another node owns.
-    pub transfer: Option<serv_cluster::transfer::BlockTransfer>,
+    /// Where the partition layer places a bucket's blocks (none: this node's store alone).
+    pub blocks: Option<serv_cluster::partition::BlockPlacement>,
 }
 
 /// Builds the S3 protocol service over the node's directory and storage.
@@ -88,7 +88,7 @@ pub fn service(
         keys.clone(),
         settings.limits.clone(),
         settings.region,
-        settings.transfer,
+        settings.blocks,
     );
     let mut builder = S3ServiceBuilder::new(s3);
     let mut config = s3s::config::S3Config::default();

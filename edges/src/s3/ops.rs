@@ -14,8 +14,8 @@ use serv_actors::bucket::{
     BUCKETS, BucketInfo, BucketMeta, BucketMsg, BucketReply, CannedAcl, Checksums, ListVersionsRequest,
     Listing, ObjectBody, ObjectMeta, ObjectRecord, PartRecord, Versioning, WriteCondition,
 };
-use serv_actors::{ActorKey, ActorKind, Directory, Place};
-use serv_cluster::transfer::BlockTransfer;
+use serv_actors::{ActorKey, ActorKind, Directory};
+use serv_cluster::partition::BlockPlacement;
 use serv_storage::{Storage, Table};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -110,7 +110,7 @@ pub(super) struct ServS3 {
     region: String,
     bodies: Arc<Semaphore>,
     /// Block sessions to other nodes, for buckets owned elsewhere (none on a lone node).
-    transfer: Option<BlockTransfer>,
+    blocks: Option<BlockPlacement>,
 }
 
 /// What a canned ACL must grant for an access.
@@ -172,29 +172,25 @@ impl ServS3 {
         keys: Keys,
         limits: S3Limits,
         region: String,
-        transfer: Option<BlockTransfer>,
+        blocks: Option<BlockPlacement>,
     ) -> Self {
         let buckets = storage.table(BUCKETS).ok();
         let bodies = Arc::new(Semaphore::new(limits.max_inflight_bodies));
-        Self { directory, storage, buckets, keys, limits, region, bodies, transfer }
+        Self { directory, storage, buckets, keys, limits, region, bodies, blocks }
     }
 
-    /// Where `bucket`'s blocks are stored: here, or on its owner through a new block session.
+    /// Where `bucket`'s blocks are stored: here on a node of one, else on its partition's
+    /// replicas, as the partition layer places them.
     async fn blocks_of(&self, bucket: &str) -> S3Result<Blocks> {
-        let unavailable = |message: String| S3Error::with_message(S3ErrorCode::ServiceUnavailable, message);
-        match self.directory.place(&ActorKey::new(ActorKind::Bucket, bucket)) {
-            Place::Here => Ok(Blocks::Local(self.storage.blocks().clone())),
-            Place::Nowhere(reason) | Place::Moving(reason) => {
-                Err(unavailable(format!("bucket {bucket} is unavailable: {reason}")))
-            }
-            Place::There(node) => {
-                let transfer =
-                    self.transfer.as_ref().ok_or_else(|| unavailable("no mesh to reach the owner".into()))?;
-                let session = transfer.open(&node).await.map_err(|e| {
-                    unavailable(format!("bucket {bucket}'s owner, node {node}, cannot be reached: {e}"))
-                })?;
-                Ok(Blocks::Remote(Arc::new(session)))
-            }
+        let Some(placement) = &self.blocks else { return Ok(Blocks::Local(self.storage.blocks().clone())) };
+        let key = ActorKey::new(ActorKind::Bucket, bucket).to_string();
+        match placement.for_key(&key).await {
+            Ok(None) => Ok(Blocks::Local(self.storage.blocks().clone())),
+            Ok(Some(replicas)) => Ok(Blocks::Replicated(Arc::new(replicas))),
+            Err(reason) => Err(S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                format!("bucket {bucket}'s blocks cannot be stored or read now: {reason}"),
+            )),
         }
     }
 

@@ -1,0 +1,226 @@
+//! Block placement: an object's body is stored on its partition's replicas, never in the log.
+//!
+//! Blocks are content-addressed, so writing one twice is harmless. A block is written to every
+//! replica of the partition that is up (this node's store when it is one of them, the others
+//! through block sessions) and counts as stored once a majority of the replica set holds it
+//! durably; only then may the manifest that names it be proposed. A replica that missed it (it
+//! was down, or joined later) is not refilled here: a reader asks the replicas in turn, so a
+//! block a majority holds stays readable through the loss of any minority.
+//!
+//! What a [`PartitionBlocks`] stored or pinned stays pinned, here and on every replica it
+//! reached, until it is dropped (the session pins on the peers, [`Pins`] here).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serv_storage::blocks::{BlockHash, BlockStore, Pins};
+
+use super::ReplicaSets;
+use crate::transfer::{BlockSession, BlockTransfer};
+
+/// Longest a replica may take to open a block session or to store one block before the write
+/// goes on without it (it is then left out for the rest of the body).
+pub const REPLICA_BLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the blocks of a partition are written and read from: its replica set and the
+/// sessions to reach it. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockPlacement {
+    pub sets: ReplicaSets,
+    pub transfer: BlockTransfer,
+    pub local: BlockStore,
+}
+
+impl BlockPlacement {
+    /// The replica set of the partition `key` belongs to: `None` when it is this node alone
+    /// (its block store is all there is), else the replicas reached through sessions.
+    pub async fn for_key(&self, key: &str) -> Result<Option<PartitionBlocks>, String> {
+        let partition = self.sets.partition_of(key);
+        let set = self.sets.of(partition);
+        if set.is_empty() {
+            return Err("this node has not joined its cluster yet".into());
+        }
+        if set.len() == 1 && set[0] == self.sets.me() {
+            return Ok(None);
+        }
+        let needed = set.len() / 2 + 1;
+        let local = set.iter().any(|node| node == self.sets.me()).then(|| self.local.clone());
+        let opening =
+            set.iter().filter(|node| *node != self.sets.me() && self.sets.is_up(node)).map(|node| {
+                let transfer = self.transfer.clone();
+                async move { tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, transfer.open(node)).await }
+            });
+        let remotes: Vec<Replica> = futures_util::future::join_all(opening)
+            .await
+            .into_iter()
+            .filter_map(|opened| opened.ok()?.ok())
+            .map(|session| Replica { session, failed: AtomicBool::new(false) })
+            .collect();
+        let reachable = remotes.len() + usize::from(local.is_some());
+        if reachable < needed {
+            return Err(format!(
+                "only {reachable} of the {} replicas of partition {partition} ({}) can be reached; {needed} must hold each block",
+                set.len(),
+                set.join(", ")
+            ));
+        }
+        let local = local.map(|store| {
+            let pins = Mutex::new(Pins::none(&store));
+            (store, pins)
+        });
+        Ok(Some(PartitionBlocks { partition, needed, local, remotes }))
+    }
+}
+
+/// One partition's replicas, for the blocks of one request.
+pub struct PartitionBlocks {
+    partition: u64,
+    /// Replicas that must hold a block for it to count as stored.
+    needed: usize,
+    /// This node's store, when this node is a replica, and what was pinned in it.
+    local: Option<(BlockStore, Mutex<Pins>)>,
+    remotes: Vec<Replica>,
+}
+
+struct Replica {
+    session: BlockSession,
+    /// The replica failed or was too slow once; its session is not used again (an abandoned
+    /// request may have left it mid-frame).
+    failed: AtomicBool,
+}
+
+impl Replica {
+    fn usable(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
+    }
+
+    fn fail(&self, error: impl std::fmt::Display) {
+        tracing::debug!(node = self.session.node(), %error, "a replica left out of a block write");
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+impl PartitionBlocks {
+    /// The partition these blocks belong to.
+    pub fn partition(&self) -> u64 {
+        self.partition
+    }
+
+    /// Stores `block` on every replica it can reach; answers its hash once a majority of the
+    /// replica set holds it durably.
+    pub async fn put(&self, block: Bytes) -> Result<BlockHash, String> {
+        let local = async {
+            let (store, pins) = self.local.as_ref()?;
+            Some(match store.put(block.clone()).await {
+                Ok((hash, pinned)) => {
+                    pins.lock().unwrap_or_else(PoisonError::into_inner).absorb(pinned);
+                    Ok(hash)
+                }
+                Err(error) => Err(format!("this node: {error}")),
+            })
+        };
+        let remote = self.remotes.iter().filter(|replica| replica.usable()).map(|replica| {
+            let block = &block;
+            async move {
+                match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, replica.session.put(block)).await {
+                    Ok(Ok(hash)) => Ok(hash),
+                    Ok(Err(error)) => {
+                        replica.fail(&error);
+                        Err(format!("node {}: {error}", replica.session.node()))
+                    }
+                    Err(_) => {
+                        replica.fail("timed out");
+                        Err(format!("node {}: timed out", replica.session.node()))
+                    }
+                }
+            }
+        });
+        let (local, remote) = tokio::join!(local, futures_util::future::join_all(remote));
+        let mut stored = 0;
+        let mut errors = Vec::new();
+        let mut hash = None;
+        for outcome in local.into_iter().chain(remote) {
+            match outcome {
+                Ok(theirs) => {
+                    // Content addressing: every replica names the same bytes the same way.
+                    assert!(hash.is_none_or(|ours| ours == theirs), "replicas hashed one block differently");
+                    hash = Some(theirs);
+                    stored += 1;
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        match hash {
+            Some(hash) if stored >= self.needed => Ok(hash),
+            _ => Err(format!(
+                "the block reached {stored} replicas of partition {}, {} needed ({})",
+                self.partition,
+                self.needed,
+                errors.join("; ")
+            )),
+        }
+    }
+
+    /// The bytes of a block: from this node's store, else from the replicas in turn.
+    pub async fn get(&self, hash: &BlockHash) -> Result<Option<Bytes>, String> {
+        let mut errors = Vec::new();
+        if let Some((store, _)) = &self.local {
+            match store.get(hash) {
+                Ok(Some(block)) => return Ok(Some(block)),
+                Ok(None) => {}
+                Err(error) => errors.push(format!("this node: {error}")),
+            }
+        }
+        for replica in self.remotes.iter().filter(|replica| replica.usable()) {
+            match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, replica.session.get(hash)).await {
+                Ok(Ok(Some(block))) => return Ok(Some(block)),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    errors.push(format!("node {}: {error}", replica.session.node()));
+                    replica.fail(error);
+                }
+                Err(_) => {
+                    errors.push(format!("node {}: timed out", replica.session.node()));
+                    replica.fail("timed out");
+                }
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(None),
+            false => Err(errors.join("; ")),
+        }
+    }
+
+    /// Pins blocks that must exist, on every replica that holds them all (one is enough to
+    /// read them; a block the object names was on a majority when it was written); answers a
+    /// hash that no replica holds instead.
+    pub async fn pin(&self, hashes: &[BlockHash]) -> Result<Result<(), BlockHash>, String> {
+        let mut pinned = 0usize;
+        let mut missing = None;
+        if let Some((store, pins)) = &self.local {
+            match store.pin_existing(hashes) {
+                Ok(Ok(held)) => {
+                    pins.lock().unwrap_or_else(PoisonError::into_inner).absorb(held);
+                    pinned += 1;
+                }
+                Ok(Err(hash)) => missing = Some(hash),
+                Err(error) => tracing::debug!(%error, "pinning blocks here failed"),
+            }
+        }
+        for replica in self.remotes.iter().filter(|replica| replica.usable()) {
+            match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, replica.session.pin(hashes)).await {
+                Ok(Ok(Ok(()))) => pinned += 1,
+                Ok(Ok(Err(hash))) => missing = missing.or(Some(hash)),
+                Ok(Err(error)) => replica.fail(error),
+                Err(_) => replica.fail("timed out"),
+            }
+        }
+        match (pinned, missing) {
+            (1.., _) => Ok(Ok(())),
+            (0, Some(hash)) => Ok(Err(hash)),
+            (0, None) => Err("no replica could be reached to pin the blocks".into()),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+"""Replication: on a 3-node cluster every partition's Raft group has a replica on each node, and
+SIGKILL of the node that serves a bucket or a queue loses nothing that was acknowledged; writes
+are served again through the other nodes within seconds (the time is printed)."""
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import stomp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from conftest import s3_client, wait_until
+from test_cluster_actors import FAST, node_id, trio  # noqa: F401 (trio is a fixture)
+from test_cluster_actors import owner_of as leader_of
+from test_stomp import WAIT, Client
+
+# How long the cluster may take to serve writes again after losing a node. The target is 5 s
+# (election timeout plus activation); the bound leaves room for a loaded CI machine.
+FAILOVER_BOUND = 20
+
+
+def partitions(node):
+    return node.get("/v1/cluster/partitions").json()["partitions"]
+
+
+def wait_replicated(nodes):
+    """Until every node sees every partition with all the nodes as voters and a leader."""
+    want = len(nodes)
+    for node in nodes:
+        wait_until(lambda node=node: all(len(p["replicas"]) == want and p["leader"] for p in partitions(node)),
+                   timeout=90, message=f"every partition has {want} replicas on {node_id(node)}")
+
+
+@pytest.fixture
+def replicated(trio):
+    """The 3-node cluster, once every partition has a replica on each node."""
+    wait_replicated(trio)
+    return trio
+
+
+def test_a_joining_node_becomes_a_replica_of_every_partition_with_the_data_written_before(
+        start_servd, tmp_path):
+    seed = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
+    bucket = f"early-{uuid.uuid4().hex[:8]}"
+    s3_client(seed).create_bucket(Bucket=bucket)
+    s3_client(seed).put_object(Bucket=bucket, Key="before", Body=b"written on a node of one")
+    seeds = ["--seeds", f"127.0.0.1:{seed.mesh_port}"]
+    others = [start_servd(args=[*FAST, *seeds], data_dir=tmp_path / f"n{i}").wait_ready() for i in (2, 3)]
+    wait_replicated([seed, *others])
+    # The partition's log reached the new replicas, which serve the object's listing from it;
+    # its blocks are on the seed alone (written when it was the only replica), and a node that
+    # lacks them reads them from another replica.
+    leader = leader_of(seed, f"bucket/{bucket}")
+    assert leader == node_id(seed), "the founder leads what it founded until something moves"
+    for node in others:
+        assert all(p["applied_index"] for p in partitions(node)), "every new replica applied its log"
+        s3 = s3_client(node)
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["before"]
+        assert s3.get_object(Bucket=bucket, Key="before")["Body"].read() == b"written on a node of one"
+
+
+def put_until_served(client, bucket, key, body, since):
+    """PUTs until the cluster takes the write; answers the seconds since `since`."""
+    last = None
+    while time.monotonic() - since < FAILOVER_BOUND:
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+            return time.monotonic() - since
+        except (ClientError, BotoCoreError) as error:
+            last = error
+            time.sleep(0.1)
+    pytest.fail(f"no write was served within {FAILOVER_BOUND} s of the kill: {last}")
+
+
+def test_killing_the_node_that_serves_a_bucket_loses_no_acknowledged_object(replicated):
+    trio = replicated
+    by_id = {node_id(n): n for n in trio}
+    bucket = f"rep-{uuid.uuid4().hex[:8]}"
+    s3_client(trio[0]).create_bucket(Bucket=bucket)
+    victim = by_id[leader_of(trio[0], f"bucket/{bucket}")]
+    survivors = [n for n in trio if n is not victim]
+    # Written through the node that is about to die and through a survivor; a large body
+    # spans several blocks, each of which must be on a majority before the PUT answers.
+    bodies = {f"k{i}": os.urandom(1000 + i) for i in range(12)}
+    bodies["large"] = os.urandom(3 * 1024 * 1024 + 17)
+    for i, (key, body) in enumerate(bodies.items()):
+        s3_client(trio[i % 3]).put_object(Bucket=bucket, Key=key, Body=body)
+    victim.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    client = s3_client(survivors[0])
+    served = put_until_served(client, bucket, "after", b"written after the kill", killed)
+    print(f"\nS3 writes served again {served:.2f} s after SIGKILL of the bucket's leader")
+    bodies["after"] = b"written after the kill"
+    new_leader = leader_of(survivors[0], f"bucket/{bucket}")
+    assert new_leader in {node_id(n) for n in survivors}
+    for node in survivors:
+        s3 = s3_client(node)
+        for key, body in bodies.items():
+            assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body, f"{key} through {node_id(node)}"
+        listed = s3.list_objects_v2(Bucket=bucket)
+        assert sorted(o["Key"] for o in listed["Contents"]) == sorted(bodies)
+
+
+def send_until_receipted(node, destination, body, since):
+    """Sends with a receipt, reconnecting after an ERROR, until the cluster takes it; answers
+    the seconds since `since`."""
+    last = None
+    while time.monotonic() - since < FAILOVER_BOUND:
+        client = None
+        try:
+            client = Client(node)
+            client.send(destination, body)
+            return time.monotonic() - since
+        except (AssertionError, stomp.exception.StompException, OSError) as error:
+            last = error
+            time.sleep(0.1)
+        finally:
+            if client is not None:
+                client.close()
+    pytest.fail(f"no message was receipted within {FAILOVER_BOUND} s of the kill: {last!r}")
+
+
+def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replicated):
+    trio = replicated
+    by_id = {node_id(n): n for n in trio}
+    queue = f"rep-{uuid.uuid4().hex[:8]}"
+    destination = f"/queue/{queue}"
+    producer = Client(trio[0])
+    try:
+        producer.send(destination, "first")
+        victim = by_id[leader_of(trio[0], f"topic/queue/{queue}")]
+        survivors = [n for n in trio if n is not victim]
+    finally:
+        producer.close()
+    sent = ["first"]
+    producer = Client(survivors[0])
+    try:
+        for i in range(40):
+            producer.send(destination, f"before-{i}")  # waits for its RECEIPT
+            sent.append(f"before-{i}")
+    finally:
+        producer.close()
+    victim.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    served = send_until_receipted(survivors[1], destination, "after", killed)
+    sent.append("after")
+    print(f"\nSTOMP sends receipted again {served:.2f} s after SIGKILL of the queue's leader")
+    consumer = Client(survivors[0])
+    try:
+        consumer.subscribe(destination, id="c", ack="auto")
+        wait_until(lambda: set(sent) <= set(consumer.bodies()), timeout=WAIT,
+                   message=f"missing after failover: {sorted(set(sent) - set(consumer.bodies()))[:5]}")
+    finally:
+        consumer.close()
