@@ -23,18 +23,6 @@ impl KindMessage for CountMsg {
 struct Count(u64);
 
 /// The bench's counter keeps nothing in storage: there is nothing to hand over.
-impl serv_actors::handoff::HandOff for Count {
-    fn state_tables(
-        _: &Storage,
-    ) -> Result<Vec<Box<dyn serv_actors::handoff::StateTable>>, serv_storage::StorageError> {
-        Ok(Vec::new())
-    }
-
-    fn names(_: &Storage) -> Result<Vec<String>, serv_storage::StorageError> {
-        Ok(Vec::new())
-    }
-}
-
 impl Entity for Count {
     type Msg = CountMsg;
 

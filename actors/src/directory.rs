@@ -3,9 +3,9 @@
 //!
 //! Delivery never loses a message to a race: a message enters an incarnation's [`Gate`] before it
 //! is sent, and an incarnation that is passivating or has crashed refuses the gate or the send;
-//! the directory then asks the supervisor for the next incarnation and retries. Today every
-//! owner is this node; the cluster layer will put a ring lookup in [`Directory::deliver`] and
-//! forward to the owner's directory, with the message encoded by the one codec.
+//! the directory then asks the supervisor for the next incarnation and retries. Where an entity
+//! runs is the [`Placement`]'s answer (in a cluster, its partition's leader): a message for
+//! another node goes to that node's directory, encoded by the one codec.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,6 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::entity::{EntityMsg, ReplyTo};
-use crate::handoff::HandOff;
 use crate::inspect::{Gate, RecordKind, Registry};
 use crate::placement::{MeshReply, MeshRequest, Place, Placement, Query};
 use crate::supervisor::{KindMsg, NodeMsg, NodeSupervisor, Spawn, Spawner};
@@ -84,7 +83,8 @@ pub enum DirectoryError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// The entity is moving to a new owner (the ring changed); ask again shortly.
+    /// No node serves the entity for the moment (its partition is electing a leader, or it
+    /// just came to this node); ask again shortly.
     #[error("{key} is moving: {reason}")]
     Moving { key: String, reason: String },
     /// The node asked does not own the entity in its view of the cluster (views differ while
@@ -235,7 +235,7 @@ impl Directory {
     }
 
     /// Serves entities of type `E`: from now on their kind's supervisor can activate them.
-    pub fn register<E: Entity + HandOff>(&self) {
+    pub fn register<E: Entity>(&self) {
         let kind = <E::Msg as KindMessage>::KIND;
         let spawner: Arc<dyn Spawn> = Arc::new(Spawner::<E>::new());
         self.hub.spawners.write().unwrap_or_else(|p| p.into_inner()).insert(kind, spawner);
@@ -357,12 +357,12 @@ impl Directory {
         *self.hub.placement.write().unwrap_or_else(|p| p.into_inner()) = Some(placement);
     }
 
-    /// False until this node has joined its cluster (settled on a ring with itself in it once).
+    /// False until this node has joined its cluster.
     pub fn is_joined(&self) -> bool {
         self.placement().is_none_or(|placement| placement.joined())
     }
 
-    /// False while this node is still taking entities over after a ring change.
+    /// False while the partitions this node leads are still moving to their replica sets.
     pub fn is_settled(&self) -> bool {
         self.placement().is_none_or(|placement| placement.settled())
     }
@@ -517,16 +517,6 @@ impl Directory {
                 .map_err(|e| DirectoryError::Unavailable { key: String::new(), reason: e.to_string() }),
             Ok(MeshRequest::Reset { key }) => self.reset(&key).await.map(|()| Vec::new()),
             Ok(MeshRequest::Passivate { key }) => self.passivate(&key).await.map(|()| Vec::new()),
-            Ok(MeshRequest::Import { key, state, last }) => {
-                let imported = self.import_state(&key, state).await;
-                if imported.is_ok()
-                    && last
-                    && let Some(placement) = self.placement()
-                {
-                    placement.arrived(&key);
-                }
-                imported
-            }
             Ok(MeshRequest::Query { name, args }) => {
                 let query = self.hub.queries.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
                 match query {

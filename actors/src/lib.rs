@@ -8,8 +8,7 @@
 //! - [`supervisor`]: `NodeSupervisor` → one supervisor per kind → entity actors, with restart
 //!   backoff, escalation and passivation of idle entities.
 //! - [`directory`]: `send(key, msg)` / `call(key, msg)`, activating the entity on first use.
-//! - [`placement`]: which node owns a key, and forwarding to an owner on another node.
-//! - [`handoff`]: moving an entity's durable state to its new owner.
+//! - [`placement`]: which node serves a key, and forwarding to it on another node.
 //! - [`inspect`]: the inspection record every actor keeps, read by the admin API and console.
 //! - [`route`]: the gateway route entity (its config and on/off switch).
 //! - [`module`]: the WASM module entity and the node's [`module::ModuleRuntime`].
@@ -20,7 +19,6 @@ pub mod directory;
 pub mod entity;
 mod evict;
 pub mod group;
-pub mod handoff;
 pub mod inspect;
 pub mod key;
 pub mod module;

@@ -1,12 +1,12 @@
-//! Placement: which node owns an entity, and how the directory reaches an owner elsewhere.
+//! Placement: which node serves an entity, and how the directory reaches it elsewhere.
 //!
 //! The directory asks its [`Placement`] where a key lives. On a single node (no placement set)
-//! everything lives here. In a cluster the placement is the ring over the members: the directory
-//! forwards a message for a remote owner as a [`MeshRequest`] in our codec, and the owner's
-//! directory delivers it locally (activating the entity on demand) and sends back the encoded
-//! reply. The owner checks that it still owns the key in its own view, so two nodes whose views
-//! differ for a moment never both run the entity: the sender is told [`DirectoryError::NotOwner`]
-//! and asks again once the views agree.
+//! everything lives here. In a cluster the placement is the leader of the key's partition: the
+//! directory forwards a message for another node as a [`MeshRequest`] in our codec, and that
+//! node's directory delivers it locally (activating the entity on demand) and sends back the
+//! encoded reply. The receiver checks that it serves the key in its own view, so two nodes whose
+//! views differ for a moment never both run the entity: the sender is told
+//! [`DirectoryError::NotOwner`] (with the node the receiver believes serves it) and asks that one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +25,7 @@ pub enum Place {
     There(String),
     /// On a node that is down or unreachable (the reason says which and why).
     Nowhere(String),
-    /// Moving to a new owner, which takes it once the state is handed over: ask again shortly.
+    /// Served by no node for the moment (its partition is electing a leader): ask again shortly.
     Moving(String),
 }
 
@@ -40,19 +40,16 @@ pub trait Placement: Send + Sync + 'static {
     /// The ids of the other nodes that are up.
     fn peers(&self) -> Vec<String>;
 
-    /// True unless this node is still taking over entities after a ring change.
+    /// True unless the partitions this node leads are still moving to their replica sets.
     fn settled(&self) -> bool {
         true
     }
 
-    /// True once this node has settled on a ring it belongs to at least once (it may serve its
-    /// keys); false for a node that has not managed to join its cluster yet.
+    /// True once this node is part of its cluster (it holds a replica, or sees other members);
+    /// false for a node that has not managed to join yet.
     fn joined(&self) -> bool {
         true
     }
-
-    /// The whole state of `key` was handed over to this node: it may serve it now.
-    fn arrived(&self, _key: &ActorKey) {}
 
     /// Another node named `node` as the one that serves `key` (a hint for the next message).
     fn leader_named(&self, _key: &ActorKey, _node: &str) {}
@@ -71,9 +68,6 @@ pub(crate) enum MeshRequest {
     Records,
     /// Restart the entity `key` (see [`crate::Directory::reset`]).
     Reset { key: ActorKey },
-    /// Take over `key`'s state from its previous owner (see [`crate::handoff`]).
-    /// `last` marks the final batch: the entity's whole state is here now.
-    Import { key: ActorKey, state: crate::handoff::EntityState, last: bool },
     /// Run the node-local query registered under `name` (see [`Query`]).
     Query { name: String, args: Vec<u8> },
     /// Passivate the entity `key` (see [`crate::Directory::passivate`]).

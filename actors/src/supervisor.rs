@@ -20,11 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::directory::{Hub, Incarnation, WeakDirectory};
 use crate::entity::{EntityActor, EntityArgs, EntityContext, EntityError};
-use crate::handoff::{self, EntityState, HandOff};
 use crate::inspect::{ActorStats, ActorStatus, Gate, RecordKind};
 use crate::placement::MeshReply;
 use crate::{ActorKey, ActorKind, Directory, DirectoryError, Entity};
-use serv_storage::{Storage, StorageError};
 
 /// Limits of supervision and passivation, all configurable.
 #[derive(Clone, Debug)]
@@ -66,27 +64,6 @@ type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send
 pub(crate) trait Spawn: Send + Sync {
     fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture;
 
-    /// The entities of this kind whose state the node holds.
-    fn names(&self, storage: &Storage) -> Result<Vec<String>, StorageError>;
-
-    /// The durable state of entity `name`.
-    fn export(&self, storage: &Storage, name: &str) -> Result<EntityState, StorageError>;
-
-    /// Writes state handed over by another node.
-    fn import<'a>(
-        &'a self,
-        storage: &'a Storage,
-        name: &'a str,
-        state: &'a EntityState,
-    ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>>;
-
-    /// Deletes this node's copy of handed-over state.
-    fn drop_state<'a>(
-        &'a self,
-        storage: &'a Storage,
-        state: &'a EntityState,
-    ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>>;
-
     /// Delivers a message of this kind that another node forwarded, still encoded.
     fn serve(
         &self,
@@ -105,32 +82,7 @@ impl<E> Spawner<E> {
     }
 }
 
-impl<E: Entity + HandOff> Spawn for Spawner<E> {
-    fn names(&self, storage: &Storage) -> Result<Vec<String>, StorageError> {
-        E::names(storage)
-    }
-
-    fn export(&self, storage: &Storage, name: &str) -> Result<EntityState, StorageError> {
-        handoff::export::<E>(storage, name)
-    }
-
-    fn import<'a>(
-        &'a self,
-        storage: &'a Storage,
-        name: &'a str,
-        state: &'a EntityState,
-    ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>> {
-        Box::pin(handoff::import::<E>(storage, name, state))
-    }
-
-    fn drop_state<'a>(
-        &'a self,
-        storage: &'a Storage,
-        state: &'a EntityState,
-    ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>> {
-        Box::pin(handoff::drop_state::<E>(storage, state))
-    }
-
+impl<E: Entity> Spawn for Spawner<E> {
     fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture {
         Box::pin(async move {
             Actor::spawn_linked(None, EntityActor::<E>::new(), args, supervisor)

@@ -14,7 +14,7 @@ pub(crate) struct TestNode {
     _dir: tempfile::TempDir,
 }
 
-pub(crate) async fn node_with<E: Entity + crate::handoff::HandOff>() -> TestNode {
+pub(crate) async fn node_with<E: Entity>() -> TestNode {
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = Storage::open(dir.path(), StorageOptions::default()).expect("storage");
     let config = SupervisionConfig {

@@ -584,39 +584,18 @@ async fn an_entity_whose_owner_is_down_is_refused_at_once() {
     assert!(started.elapsed() < Duration::from_millis(500), "no wait for the call timeout");
 }
 
-impl crate::handoff::HandOff for Probe {
-    fn state_tables(
-        storage: &Storage,
-    ) -> Result<Vec<Box<dyn crate::handoff::StateTable>>, serv_storage::StorageError> {
-        Ok(vec![Box::new(storage.table(COUNTERS)?)])
-    }
-
-    fn names(storage: &Storage) -> Result<Vec<String>, serv_storage::StorageError> {
-        storage.table(COUNTERS)?.entries().map(|e| e.map(|(name, _)| name)).collect()
-    }
-}
-
 #[tokio::test]
-async fn an_entity_handed_off_runs_on_its_new_owner_with_its_state_and_leaves_nothing_behind() {
-    let ((a, a_view), (b, _)) = pair(quick()).await;
-    let key = probe("moving");
-    assert_eq!(call(&a.directory, &key, ProbeMsg::Add(7)).await, Ok(7));
-    assert_eq!(a.directory.local_entities().unwrap(), vec![key.clone()]);
-    // The ring changes: B owns it now. A evicts it, exports it, B imports it, A drops its copy.
-    let b_id = b.directory.node_id().to_string();
-    a_view.lock().unwrap().insert("moving".into(), crate::Place::There(b_id.clone()));
-    a.directory.evict(&key).await.unwrap();
-    assert!(record(&a.directory, "probe/moving").is_none(), "evicted");
-    let state = a.directory.export_state(&key).unwrap();
-    assert_eq!(state.rows.len(), 1);
-    a.directory.send_state(&b_id, &key, state.clone(), true).await.unwrap();
-    a.directory.drop_state(&key, &state).await.unwrap();
-    assert!(a.directory.local_entities().unwrap().is_empty());
-    assert_eq!(b.directory.local_entities().unwrap(), vec![key.clone()]);
-    assert_eq!(call(&a.directory, &key, ProbeMsg::Add(1)).await, Ok(8), "the state moved with it");
-    assert!(record(&b.directory, "probe/moving").is_some());
-    // A row that is not the entity's is refused by the importer.
-    let mut forged = b.directory.export_state(&key).unwrap();
-    forged.rows[0].1 = b"another-entity".to_vec();
-    assert!(b.directory.send_state(&b_id, &probe("other"), forged, true).await.is_err());
+async fn evicting_stops_only_the_picked_entities_and_they_come_back_with_their_state() {
+    let ((a, _), _b) = pair(quick()).await;
+    for name in ["lost-1", "lost-2", "kept"] {
+        assert_eq!(call(&a.directory, &probe(name), ProbeMsg::Add(5)).await, Ok(5));
+    }
+    // What a node does when it stops serving a partition: its entities stop, the others run on.
+    let stopped = a.directory.evict_where(|key| key.name.starts_with("lost-")).await;
+    assert_eq!(stopped, 2);
+    assert!(record(&a.directory, "probe/lost-1").is_none() && record(&a.directory, "probe/lost-2").is_none());
+    assert!(record(&a.directory, "probe/kept").is_some(), "an entity not picked keeps running");
+    assert_eq!(a.directory.evict_where(|key| key.name.starts_with("lost-")).await, 0, "nothing left to stop");
+    // The next message starts it again from its durable state.
+    assert_eq!(call(&a.directory, &probe("lost-1"), ProbeMsg::Add(1)).await, Ok(6));
 }

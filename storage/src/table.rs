@@ -161,28 +161,6 @@ impl<K: TableKey, V: Record> Table<K, V> {
             .map(move |pair| pair.and_then(|(key, value)| self.decode_pair(&key, &value)))
     }
 
-    /// The rows whose keys start with `prefix`, as stored (key and value bytes): an entity's
-    /// state on its way to another node.
-    pub fn raw_rows(&self, prefix: &KeyPrefix) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.keyspace
-            .range::<Vec<u8>, _>((Bound::Included(prefix.bytes().to_vec()), Bound::Unbounded))
-            .map(|guard| guard.into_inner().map_err(|source| StorageError::Io { table: self.name, source }))
-            .take_while(|pair| pair.as_ref().map_or(true, |(key, _)| key.starts_with(prefix.bytes())))
-            .map(|pair| pair.map(|(key, value)| (key.to_vec(), value.to_vec())))
-            .collect()
-    }
-
-    /// The value stored under the key bytes `key`, as stored.
-    pub fn raw_row(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let value = self.keyspace.get(key).map_err(|source| StorageError::Io { table: self.name, source })?;
-        Ok(value.map(|value| value.to_vec()))
-    }
-
-    /// Decodes a row as stored (checks an imported row before it is written).
-    pub fn decode_raw(&self, key: &[u8], value: &[u8]) -> Result<(K, V)> {
-        self.decode_pair(key, value)
-    }
-
     fn decode_entry(&self, guard: fjall::Guard) -> Result<(K, V)> {
         let (key, value) =
             guard.into_inner().map_err(|source| StorageError::Io { table: self.name, source })?;

@@ -62,27 +62,6 @@ impl WriteSet {
         self.ops.push(Op::Delete { keyspace: Cow::Borrowed(table.name()), key: key_bytes(key) });
     }
 
-    /// Stores a row of `table` as it was stored elsewhere, once it decodes as one.
-    pub fn put_raw_row<K: TableKey, V: Record>(
-        &mut self,
-        table: &Table<K, V>,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<()> {
-        table.decode_raw(key, value)?;
-        self.ops.push(Op::Put {
-            keyspace: Cow::Borrowed(table.name()),
-            key: key.to_vec(),
-            value: bytes::Bytes::copy_from_slice(value),
-        });
-        Ok(())
-    }
-
-    /// Removes the row stored under the key bytes `key` from `table`.
-    pub fn delete_raw_row<K: TableKey, V: Record>(&mut self, table: &Table<K, V>, key: &[u8]) {
-        self.ops.push(Op::Delete { keyspace: Cow::Borrowed(table.name()), key: key.to_vec() });
-    }
-
     /// Every change as (keyspace, key, true for a put or false for a removal).
     pub(crate) fn rows(&self) -> impl Iterator<Item = (&str, &[u8], bool)> {
         self.ops.iter().map(|op| match op {

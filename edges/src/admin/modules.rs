@@ -254,7 +254,7 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<serde_j
             continue;
         };
         for head in part.heads {
-            // During a hand-off two nodes may hold a module: the newer record is the current one.
+            // Every replica of its partition holds a module: the newest record is the current one.
             if heads.get(&head.name).is_none_or(|known| known.updated_ms < head.updated_ms) {
                 heads.insert(head.name.clone(), head);
             }
