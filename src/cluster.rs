@@ -262,10 +262,8 @@ impl Placement for PartitionPlacement {
                     )),
                 }
             }
-            Serving::Unknown(reason) if self.partitions.voters(partition).contains(&self.partitions.me()) => {
-                Place::Moving(reason)
-            }
-            Serving::Unknown(_) => {
+            Serving::Unknown(reason) => Place::Moving(reason),
+            Serving::Elsewhere => {
                 let hint = self.hints.read().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned();
                 if let Some(hint) = hint.filter(|node| self.sets.is_up(node)) {
                     return Place::There(hint);

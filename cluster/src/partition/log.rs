@@ -93,19 +93,16 @@ impl LogStore {
             return Ok(held.into_iter().map(|(_, entry)| entry).collect());
         }
         let mut entries = BTreeMap::new();
-        {
-            let prefix = KeyPrefix::new().part(&self.partition);
-            for row in
-                self.log.scan(&prefix, start.checked_sub(1).map(|after| (self.partition, after)).as_ref())
-            {
-                let ((_, index), LogRecord(entry)) = row.or_raft(StorageIOError::read_logs)?;
-                if index >= end {
-                    break;
-                }
-                entries.insert(index, entry);
+        let prefix = KeyPrefix::new().part(&self.partition);
+        let after = start.checked_sub(1).map(|after| (self.partition, after));
+        for row in self.log.scan(&prefix, after.as_ref()) {
+            let ((_, index), LogRecord(entry)) = row.or_raft(StorageIOError::read_logs)?;
+            if index >= end {
+                break;
             }
-            entries.extend(held);
+            entries.insert(index, entry);
         }
+        entries.extend(held);
         Ok(entries.into_values().collect())
     }
 

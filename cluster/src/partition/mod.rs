@@ -192,7 +192,6 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The partitions of this node: one Raft group each.
 pub struct Partitions {
-    me: u64,
     groups: Vec<Arc<Group>>,
 }
 
@@ -301,7 +300,7 @@ impl Partitions {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions started"
         );
-        Ok(Arc::new(Self { me: node, groups }))
+        Ok(Arc::new(Self { groups }))
     }
 
     /// How many partitions the cluster has.
@@ -432,7 +431,7 @@ pub fn node_number(name: &str) -> Option<u64> {
 
 impl CommitPath for Group {
     fn stage(&self, changes: WriteSet) -> serv_storage::Result<Staged> {
-        self.proposer.stage(self.partition, changes)
+        self.proposer.stage(changes)
     }
 }
 

@@ -41,6 +41,7 @@ struct Waiting {
 
 /// Hands one partition's write sets to its Raft group, batched.
 pub(crate) struct Proposer {
+    partition: u64,
     queue: mpsc::UnboundedSender<Waiting>,
 }
 
@@ -53,11 +54,12 @@ impl Proposer {
     ) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
         tokio::spawn(run(partition, raft, waiting, stats, timeout));
-        Self { queue }
+        Self { partition, queue }
     }
 
     /// Queues `changes` behind everything staged before; resolves once committed and applied.
-    pub(crate) fn stage(&self, partition: u64, changes: WriteSet) -> serv_storage::Result<Staged> {
+    pub(crate) fn stage(&self, changes: WriteSet) -> serv_storage::Result<Staged> {
+        let partition = self.partition;
         let (done, outcome) = oneshot::channel();
         self.queue
             .send(Waiting { changes, done, staged: Instant::now() })
@@ -111,9 +113,8 @@ async fn run(
                     open = false;
                     continue;
                 };
-                let batch = gather(first, &mut waiting);
+                let mut batch = gather(first, &mut waiting);
                 let mut entry = WriteSet::new();
-                let mut batch = batch;
                 for waiter in &mut batch {
                     entry.extend(std::mem::take(&mut waiter.changes));
                 }

@@ -47,9 +47,12 @@ pub enum Serving {
     Here,
     /// Another replica leads the group (by this node's last word from it).
     Leader(u64),
-    /// No replica serves it as far as this node knows (an election, a lost majority, or this
-    /// node holds no replica of it); the reason says which.
+    /// This node is a voter of the group, and no replica serves it for the moment (an
+    /// election, or a leader here that is catching up or lost its majority); the reason says
+    /// which.
     Unknown(String),
+    /// This node is not a voter of the group and knows no leader: a replica can tell.
+    Elsewhere,
 }
 
 /// The replica set of `partition` on `ring`: the first `replicas` distinct members of the
@@ -76,22 +79,10 @@ impl Partitions {
         self.groups[partition as usize].serving()
     }
 
-    /// This node's id in its groups.
-    pub fn me(&self) -> u64 {
-        self.me
-    }
-
     /// True when this node holds a replica (a voter or a learner) of at least one partition:
     /// it has founded a cluster or been taken into one.
     pub fn holds_any(&self) -> bool {
         self.groups.iter().any(|group| group.is_member())
-    }
-
-    /// The voters of `partition` as this node knows them (none if it holds no replica).
-    pub fn voters(&self, partition: u64) -> BTreeSet<u64> {
-        let metrics = self.groups[partition as usize].raft.metrics();
-        let metrics = metrics.borrow();
-        metrics.membership_config.membership().voter_ids().collect()
     }
 
     /// One round of membership changes: every partition this node serves moves its voters one
@@ -162,9 +153,7 @@ impl Group {
         }
         match m.current_leader {
             Some(leader) if leader != self.me => Serving::Leader(leader),
-            _ if m.membership_config.membership().get_node(&self.me).is_none() => {
-                Serving::Unknown(format!("this node holds no replica of partition {}", self.partition))
-            }
+            _ if !m.membership_config.membership().voter_ids().any(|id| id == self.me) => Serving::Elsewhere,
             _ => Serving::Unknown(format!("partition {} is electing a leader", self.partition)),
         }
     }

@@ -319,7 +319,7 @@ async fn ring_owner(
     let leader = match partitions.serving(partition) {
         Serving::Here => Some(state.inner.node.id.clone()),
         Serving::Leader(id) => Some(serv_cluster::partition::node_name(id)),
-        Serving::Unknown(_) => None,
+        Serving::Unknown(_) | Serving::Elsewhere => None,
     };
     Ok(Json(serde_json::json!({
         "key": key,
