@@ -8,7 +8,8 @@
 //! block a majority holds stays readable through the loss of any minority.
 //!
 //! What a [`PartitionBlocks`] stored or pinned stays pinned, here and on every replica it
-//! reached, until it is dropped (the session pins on the peers, [`Pins`] here).
+//! reached, until it is dropped (the session pins on the peers, [`Pins`] here). A read pins the
+//! blocks only where it reads them; a write, a copy included, stores them on a majority.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -16,9 +17,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serv_storage::blocks::{BlockHash, BlockStore, Pins};
+use tokio::sync::OnceCell;
 
 use super::ReplicaSets;
-use crate::transfer::{BlockSession, BlockTransfer};
+use crate::transfer::{BlockSession, BlockTransfer, TransferError};
 
 /// Longest a replica may take to open a block session or to store one block before the write
 /// goes on without it (it is then left out for the rest of the body).
@@ -35,42 +37,41 @@ pub struct BlockPlacement {
 
 impl BlockPlacement {
     /// The replica set of the partition `key` belongs to: `None` when it is this node alone
-    /// (its block store is all there is), else the replicas reached through sessions.
-    pub async fn for_key(&self, key: &str) -> Result<Option<PartitionBlocks>, String> {
+    /// (its block store is all there is), else the replicas, reached through sessions opened
+    /// when first needed (a read this node's store answers opens none).
+    pub fn for_key(&self, key: &str) -> Result<Option<PartitionBlocks>, String> {
         let partition = self.sets.partition_of(key);
         let set = self.sets.of(partition);
+        let me = self.sets.me();
         if set.is_empty() {
             return Err("this node has not joined its cluster yet".into());
         }
-        if set.len() == 1 && set[0] == self.sets.me() {
+        if set.len() == 1 && set[0] == me {
             return Ok(None);
         }
         let needed = set.len() / 2 + 1;
-        let local = set.iter().any(|node| node == self.sets.me()).then(|| self.local.clone());
-        let opening =
-            set.iter().filter(|node| *node != self.sets.me() && self.sets.is_up(node)).map(|node| {
-                let transfer = self.transfer.clone();
-                async move { tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, transfer.open(node)).await }
-            });
-        let remotes: Vec<Replica> = futures_util::future::join_all(opening)
-            .await
-            .into_iter()
-            .filter_map(|opened| opened.ok()?.ok())
-            .map(|session| Replica { session, failed: AtomicBool::new(false) })
+        let local = set
+            .iter()
+            .any(|node| node == me)
+            .then(|| (self.local.clone(), Mutex::new(Pins::none(&self.local))));
+        let remotes: Vec<Replica> = set
+            .iter()
+            .filter(|node| *node != me && self.sets.is_up(node))
+            .map(|node| Replica {
+                node: node.clone(),
+                session: OnceCell::new(),
+                failed: AtomicBool::new(false),
+            })
             .collect();
         let reachable = remotes.len() + usize::from(local.is_some());
         if reachable < needed {
             return Err(format!(
-                "only {reachable} of the {} replicas of partition {partition} ({}) can be reached; {needed} must hold each block",
+                "only {reachable} of the {} replicas of partition {partition} ({}) are up; {needed} must hold each block",
                 set.len(),
                 set.join(", ")
             ));
         }
-        let local = local.map(|store| {
-            let pins = Mutex::new(Pins::none(&store));
-            (store, pins)
-        });
-        Ok(Some(PartitionBlocks { partition, needed, local, remotes }))
+        Ok(Some(PartitionBlocks { partition, needed, local, remotes, transfer: self.transfer.clone() }))
     }
 }
 
@@ -81,24 +82,75 @@ pub struct PartitionBlocks {
     needed: usize,
     /// This node's store, when this node is a replica, and what was pinned in it.
     local: Option<(BlockStore, Mutex<Pins>)>,
+    /// The other replicas that are up, preferred first.
     remotes: Vec<Replica>,
+    transfer: BlockTransfer,
 }
 
 struct Replica {
-    session: BlockSession,
+    node: String,
+    /// The session, once opened (`None`: it could not be).
+    session: OnceCell<Option<BlockSession>>,
     /// The replica failed or was too slow once; its session is not used again (an abandoned
     /// request may have left it mid-frame).
     failed: AtomicBool,
 }
 
 impl Replica {
-    fn usable(&self) -> bool {
-        !self.failed.load(Ordering::Acquire)
+    /// The session with the replica, opened on first use; `None` once it failed.
+    async fn session(&self, transfer: &BlockTransfer) -> Option<&BlockSession> {
+        if self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let opened = self
+            .session
+            .get_or_init(|| async {
+                match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, transfer.open(&self.node)).await {
+                    Ok(Ok(session)) => Some(session),
+                    Ok(Err(error)) => {
+                        self.fail(error);
+                        None
+                    }
+                    Err(_) => {
+                        self.fail("opening a block session timed out");
+                        None
+                    }
+                }
+            })
+            .await;
+        opened.as_ref().filter(|_| !self.failed.load(Ordering::Acquire))
     }
 
     fn fail(&self, error: impl std::fmt::Display) {
-        tracing::debug!(node = self.session.node(), %error, "a replica left out of a block write");
+        tracing::debug!(node = %self.node, %error, "a replica left out of a block request");
         self.failed.store(true, Ordering::Release);
+    }
+
+    /// `request` on the replica's session within [`REPLICA_BLOCK_TIMEOUT`]; a replica that
+    /// fails or is too slow is left out from then on.
+    async fn ask<'a, T, F>(
+        &'a self,
+        transfer: &BlockTransfer,
+        request: impl FnOnce(&'a BlockSession) -> F,
+    ) -> Result<T, String>
+    where
+        F: Future<Output = Result<T, TransferError>>,
+    {
+        let session =
+            self.session(transfer).await.ok_or_else(|| format!("node {}: unreachable", self.node))?;
+        match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, request(session)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => {
+                let reason = format!("node {}: {error}", self.node);
+                self.fail(&reason);
+                Err(reason)
+            }
+            Err(_) => {
+                let reason = format!("node {}: timed out", self.node);
+                self.fail(&reason);
+                Err(reason)
+            }
+        }
     }
 }
 
@@ -121,22 +173,9 @@ impl PartitionBlocks {
                 Err(error) => Err(format!("this node: {error}")),
             })
         };
-        let remote = self.remotes.iter().filter(|replica| replica.usable()).map(|replica| {
-            let block = &block;
-            async move {
-                match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, replica.session.put(block)).await {
-                    Ok(Ok(hash)) => Ok(hash),
-                    Ok(Err(error)) => {
-                        replica.fail(&error);
-                        Err(format!("node {}: {error}", replica.session.node()))
-                    }
-                    Err(_) => {
-                        replica.fail("timed out");
-                        Err(format!("node {}: timed out", replica.session.node()))
-                    }
-                }
-            }
-        });
+        let block = &block;
+        let remote =
+            self.remotes.iter().map(|replica| replica.ask(&self.transfer, |session| session.put(block)));
         let (local, remote) = tokio::join!(local, futures_util::future::join_all(remote));
         let mut stored = 0;
         let mut errors = Vec::new();
@@ -173,18 +212,11 @@ impl PartitionBlocks {
                 Err(error) => errors.push(format!("this node: {error}")),
             }
         }
-        for replica in self.remotes.iter().filter(|replica| replica.usable()) {
-            match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, replica.session.get(hash)).await {
-                Ok(Ok(Some(block))) => return Ok(Some(block)),
-                Ok(Ok(None)) => {}
-                Ok(Err(error)) => {
-                    errors.push(format!("node {}: {error}", replica.session.node()));
-                    replica.fail(error);
-                }
-                Err(_) => {
-                    errors.push(format!("node {}: timed out", replica.session.node()));
-                    replica.fail("timed out");
-                }
+        for replica in &self.remotes {
+            match replica.ask(&self.transfer, |session| session.get(hash)).await {
+                Ok(Some(block)) => return Ok(Some(block)),
+                Ok(None) => {}
+                Err(error) => errors.push(error),
             }
         }
         match errors.is_empty() {
@@ -193,34 +225,28 @@ impl PartitionBlocks {
         }
     }
 
-    /// Pins blocks that must exist, on every replica that holds them all (one is enough to
-    /// read them; a block the object names was on a majority when it was written); answers a
-    /// hash that no replica holds instead.
+    /// Pins blocks that must exist where they will be read: this node's store when it holds
+    /// them all, else the first replica that does (reads ask in that order); answers a hash
+    /// that no replica holds instead.
     pub async fn pin(&self, hashes: &[BlockHash]) -> Result<Result<(), BlockHash>, String> {
-        let mut pinned = 0usize;
         let mut missing = None;
         if let Some((store, pins)) = &self.local {
             match store.pin_existing(hashes) {
                 Ok(Ok(held)) => {
                     pins.lock().unwrap_or_else(PoisonError::into_inner).absorb(held);
-                    pinned += 1;
+                    return Ok(Ok(()));
                 }
                 Ok(Err(hash)) => missing = Some(hash),
                 Err(error) => tracing::debug!(%error, "pinning blocks here failed"),
             }
         }
-        for replica in self.remotes.iter().filter(|replica| replica.usable()) {
-            match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, replica.session.pin(hashes)).await {
-                Ok(Ok(Ok(()))) => pinned += 1,
-                Ok(Ok(Err(hash))) => missing = missing.or(Some(hash)),
-                Ok(Err(error)) => replica.fail(error),
-                Err(_) => replica.fail("timed out"),
+        for replica in &self.remotes {
+            match replica.ask(&self.transfer, |session| session.pin(hashes)).await {
+                Ok(Ok(())) => return Ok(Ok(())),
+                Ok(Err(hash)) => missing = missing.or(Some(hash)),
+                Err(_) => {}
             }
         }
-        match (pinned, missing) {
-            (1.., _) => Ok(Ok(())),
-            (0, Some(hash)) => Ok(Err(hash)),
-            (0, None) => Err("no replica could be reached to pin the blocks".into()),
-        }
+        missing.map(Err).ok_or_else(|| "no replica could be reached to pin the blocks".to_string())
     }
 }

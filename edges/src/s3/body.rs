@@ -36,13 +36,11 @@ pub(super) enum Hold {
 }
 
 impl Blocks {
-    /// True when both are the same store, so blocks of one are already in the other.
+    /// True when both are this node's store, so blocks of one are already in the other (a
+    /// copy between replicated buckets stores its blocks on a majority again, as any write does:
+    /// a read pinned them on one replica only).
     pub fn same_as(&self, other: &Blocks) -> bool {
-        match (self, other) {
-            (Blocks::Local(_), Blocks::Local(_)) => true,
-            (Blocks::Replicated(a), Blocks::Replicated(b)) => a.partition() == b.partition(),
-            _ => false,
-        }
+        matches!((self, other), (Blocks::Local(_), Blocks::Local(_)))
     }
 
     /// Nothing held yet.

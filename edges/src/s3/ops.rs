@@ -184,7 +184,7 @@ impl ServS3 {
     async fn blocks_of(&self, bucket: &str) -> S3Result<Blocks> {
         let Some(placement) = &self.blocks else { return Ok(Blocks::Local(self.storage.blocks().clone())) };
         let key = ActorKey::new(ActorKind::Bucket, bucket).to_string();
-        match placement.for_key(&key).await {
+        match placement.for_key(&key) {
             Ok(None) => Ok(Blocks::Local(self.storage.blocks().clone())),
             Ok(Some(replicas)) => Ok(Blocks::Replicated(Arc::new(replicas))),
             Err(reason) => Err(S3Error::with_message(
