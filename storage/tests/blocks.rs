@@ -46,6 +46,39 @@ async fn identical_content_is_stored_once_and_kept_while_referenced() {
 }
 
 #[tokio::test]
+async fn a_block_sent_here_outlives_its_senders_pin_for_the_grace_and_no_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let blocks = storage.blocks();
+    let grace = std::time::Duration::from_millis(300);
+    blocks.set_unpinned_grace(grace);
+    // Another node's edge stored it here and its session ended before the manifest that names
+    // the block was applied on this replica.
+    let (hash, pinned) = blocks.put(Bytes::from_static(b"sent by a peer")).await.unwrap();
+    drop(pinned);
+    assert_eq!(blocks.collect_garbage().unwrap().removed, 0, "kept within the grace");
+    assert!(blocks.get(&hash).unwrap().is_some());
+    // A block whose last reference an owner released is not kept for the grace.
+    let (released, pinned) = blocks.put(Bytes::from_static(b"released by its owner")).await.unwrap();
+    let mut changes = storage.write_set();
+    changes.put(blocks.refs(), &(released, "bucket/r".to_string()), &BlockRef).unwrap();
+    storage.commit(changes).await.unwrap();
+    drop(pinned);
+    let mut changes = storage.write_set();
+    changes.delete(blocks.refs(), &(released, "bucket/r".to_string()));
+    storage.commit(changes).await.unwrap();
+    blocks.released([released]);
+    let report = blocks.collect_garbage().unwrap();
+    assert_eq!(report.removed, 1);
+    assert_eq!(blocks.get(&released).unwrap(), None);
+    assert!(blocks.get(&hash).unwrap().is_some(), "the unpinned one waits for its grace");
+    // Past the grace, with still no manifest naming it, it goes.
+    tokio::time::sleep(grace).await;
+    assert_eq!(blocks.collect_garbage().unwrap().removed, 1);
+    assert_eq!(blocks.get(&hash).unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_restart_counts_stored_blocks_and_the_sweep_removes_orphans() {
     let dir = tempfile::tempdir().unwrap();
     let (kept, orphan) = {
