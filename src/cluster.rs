@@ -19,6 +19,7 @@ use serv_cluster::membership::{MemberState, MemberView, Membership, NodeIdentity
 use serv_cluster::mesh::Mesh;
 use serv_cluster::partition::{
     BlockPlacement, PartitionOptions, Partitions, RaftServer, RaftTransport, ReplicaSets, Serving, node_name,
+    spawn_block_repair,
 };
 use serv_cluster::remote::Remote;
 use serv_cluster::transfer::{self, BlockTransfer};
@@ -132,6 +133,7 @@ pub async fn join(
     directory.set_placement(placement.clone());
     tokio::spawn(reconcile(placement.clone()));
     tokio::spawn(stop_what_is_lost(partitions.clone(), directory.clone()));
+    spawn_block_repair(partitions.clone(), blocks.clone(), storage.clone());
     Ok(Cluster { membership, members, remote, partitions, blocks })
 }
 

@@ -165,6 +165,22 @@ impl BlockStore {
     }
 
     /// The reference rows, for owners that write them in their own write sets.
+    /// Those of `hashes` this store does not hold.
+    pub fn missing(&self, hashes: impl IntoIterator<Item = BlockHash>) -> Result<Vec<BlockHash>> {
+        let mut missing = Vec::new();
+        for hash in hashes {
+            let held = self
+                .inner
+                .blocks
+                .contains_key(hash.0)
+                .map_err(|source| StorageError::Io { table: BLOCKS_KEYSPACE, source })?;
+            if !held {
+                missing.push(hash);
+            }
+        }
+        Ok(missing)
+    }
+
     pub fn refs(&self) -> &Table<(BlockHash, String), BlockRef> {
         &self.inner.refs
     }

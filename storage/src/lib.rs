@@ -176,6 +176,11 @@ impl Storage {
         owned::replace_owned(&self.inner.keyspaces, owner, rows)
     }
 
+    /// The keys of `table` that `owner` holds (see [`WriteSet::owned_by`]).
+    pub fn owned_keys<K: TableKey, V: Record>(&self, owner: u64, table: &Table<K, V>) -> Result<Vec<K>> {
+        owned::owned_keys(&self.inner.keyspaces, owner, table)
+    }
+
     /// Counters of the commit path: commits, fsyncs and group sizes.
     pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()

@@ -118,6 +118,24 @@ impl<'a> View<'a> {
     }
 }
 
+/// The keys of `table` that `owner` holds, from the index alone (no row is read).
+pub(crate) fn owned_keys<K: crate::TableKey, V: crate::Record>(
+    keyspaces: &Keyspaces,
+    owner: u64,
+    table: &Table<K, V>,
+) -> Result<Vec<K>> {
+    let index = keyspaces.resolve(OWNED_ROWS)?;
+    let prefix = index_key(owner, table.name(), &[]);
+    let mut keys = Vec::new();
+    for guard in index.prefix(&prefix) {
+        let entry = guard.key().map_err(|source| StorageError::Io { table: OWNED_ROWS, source })?;
+        let key = K::decode_key(&entry[prefix.len()..])
+            .ok_or_else(|| StorageError::Corrupt { table: table.name(), detail: "undecodable key".into() })?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
 /// The changes that replace everything `owner` holds now with `rows` (and index them).
 pub(crate) fn replace_owned(keyspaces: &Keyspaces, owner: u64, rows: Vec<OwnedRow>) -> Result<WriteSet> {
     let index = keyspaces.resolve(OWNED_ROWS)?;

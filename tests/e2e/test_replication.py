@@ -11,7 +11,7 @@ import pytest
 import stomp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conftest import s3_client, wait_until
+from conftest import run_servd, s3_client, wait_until
 from test_cluster_actors import FAST, node_id, trio  # noqa: F401 (trio is a fixture)
 from test_cluster_actors import owner_of as leader_of
 from test_stomp import WAIT, Client
@@ -154,3 +154,56 @@ def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replica
                    message=f"missing after failover: {sorted(set(sent) - set(consumer.bodies()))[:5]}")
     finally:
         consumer.close()
+
+
+def test_replication_factor_one_over_two_nodes_moves_each_partition_to_its_one_replica(start_servd, tmp_path):
+    """With --replication-factor 1 a partition has one replica, the first node of its ring
+    preference list: when a second node joins, the partitions the ring gives it leave the
+    founder (which hands their leadership over by leaving the group), data included."""
+    args = [*FAST, "--replication-factor", "1", "--partitions", "16"]
+    seed = start_servd(args=args, data_dir=tmp_path / "n1").wait_ready()
+    buckets = [f"one-{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
+    for bucket in buckets:
+        s3_client(seed).create_bucket(Bucket=bucket)
+        s3_client(seed).put_object(Bucket=bucket, Key="k", Body=bucket.encode())
+    other = start_servd(args=[*args, "--seeds", f"127.0.0.1:{seed.mesh_port}"], data_dir=tmp_path / "n2").wait_ready()
+    ids = {node_id(seed), node_id(other)}
+
+    def leaders():
+        """Each partition's leader, as the node that leads it says, with its voters."""
+        led = {}
+        for node in (seed, other):
+            for p in partitions(node):
+                if p["role"] == "leader":
+                    led[p["partition"]] = (p["leader"], p["replicas"])
+        return led
+
+    def moved():
+        led = leaders()
+        return (len(led) == 16 and all(replicas == [leader] for leader, replicas in led.values())
+                and {leader for leader, _ in led.values()} == ids
+                and all(n.get("/v1/cluster/ring").json()["settled"] for n in (seed, other)))
+    wait_until(moved, timeout=60, message=lambda: f"every partition led by its one replica, some on each node: {leaders()}")
+    # The founder no longer claims the partitions it left.
+    for p in partitions(seed):
+        if p["role"] == "none":
+            assert p["leader"] is None and p["replicas"] == [node_id(other)], p
+    # The blocks of the moved partitions were on the founder alone: the new replica fetches them
+    # (block repair), after which every object reads back through either node.
+    for bucket in buckets:
+        for node in (seed, other):
+            wait_until(lambda node=node, bucket=bucket: readable(node, bucket, bucket.encode()), timeout=40,
+                       message=f"{bucket} reads back through {node_id(node)}")
+
+
+def readable(node, bucket, body):
+    try:
+        return s3_client(node).get_object(Bucket=bucket, Key="k")["Body"].read() == body
+    except ClientError:
+        return False
+
+
+def test_a_replication_factor_out_of_range_is_refused(tmp_path):
+    for bad in ("0", "8"):
+        done = run_servd(["--data-dir", str(tmp_path / bad), "--replication-factor", bad])
+        assert done.returncode == 2 and "--replication-factor must be between 1 and 7" in done.stderr, done.stderr

@@ -179,21 +179,18 @@ impl PartitionBlocks {
         let (local, remote) = tokio::join!(local, futures_util::future::join_all(remote));
         let mut stored = 0;
         let mut errors = Vec::new();
-        let mut hash = None;
+        // Content addressing: a replica that names the bytes otherwise did not store them.
+        let expected = BlockHash::of(block);
         for outcome in local.into_iter().chain(remote) {
             match outcome {
-                Ok(theirs) => {
-                    // Content addressing: every replica names the same bytes the same way.
-                    assert!(hash.is_none_or(|ours| ours == theirs), "replicas hashed one block differently");
-                    hash = Some(theirs);
-                    stored += 1;
-                }
+                Ok(theirs) if theirs == expected => stored += 1,
+                Ok(theirs) => errors.push(format!("a replica answered {theirs} for block {expected}")),
                 Err(error) => errors.push(error),
             }
         }
-        match hash {
-            Some(hash) if stored >= self.needed => Ok(hash),
-            _ => Err(format!(
+        match stored >= self.needed {
+            true => Ok(expected),
+            false => Err(format!(
                 "the block reached {stored} replicas of partition {}, {} needed ({})",
                 self.partition,
                 self.needed,

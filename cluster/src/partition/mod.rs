@@ -21,10 +21,12 @@ mod machine;
 mod network;
 mod proposer;
 mod recent;
+mod repair;
 mod replicas;
 
 pub use blocks::{BlockPlacement, PartitionBlocks, REPLICA_BLOCK_TIMEOUT};
 pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
+pub use repair::{REPAIR_EVERY, Repaired, repair, spawn_block_repair};
 pub use replicas::{Reconciled, ReplicaSets, SERVING_LEASE, Serving, replica_set};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -147,7 +149,8 @@ pub struct PartitionStatus {
     pub replicas: Vec<String>,
     pub leader: Option<String>,
     pub term: u64,
-    /// This node's role in the group: `leader`, `follower`, `candidate` or `learner`.
+    /// This node's role in the group: `leader`, `follower`, `candidate`, `learner`, or `none`
+    /// (it holds no replica: never added, or removed).
     pub role: String,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
@@ -398,17 +401,24 @@ impl Group {
 
     fn status(&self) -> PartitionStatus {
         let metrics = self.raft.metrics().borrow().clone();
+        let member = metrics.membership_config.membership().get_node(&self.me).is_some();
         let role = match metrics.state {
             ServerState::Leader => "leader",
             ServerState::Follower => "follower",
             ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
+            ServerState::Learner if member => "learner",
+            // Never added to the group, or removed from it.
+            ServerState::Learner => "none",
             ServerState::Shutdown => "shutdown",
         };
+        // A node removed from the group while it led it keeps its own id as the last leader it
+        // knew; it no longer hears who leads.
+        let leader =
+            metrics.current_leader.filter(|id| *id != self.me || metrics.state == ServerState::Leader);
         PartitionStatus {
             partition: self.partition,
             replicas: metrics.membership_config.membership().voter_ids().map(node_name).collect(),
-            leader: metrics.current_leader.map(node_name),
+            leader: leader.map(node_name),
             term: metrics.current_term,
             role: role.to_string(),
             last_log_index: metrics.last_log_index,

@@ -79,6 +79,11 @@ impl Partitions {
         self.groups[partition as usize].serving()
     }
 
+    /// True when this node holds a replica (a voter or a learner) of `partition`.
+    pub fn holds(&self, partition: u64) -> bool {
+        self.groups[partition as usize].is_member()
+    }
+
     /// True when this node holds a replica (a voter or a learner) of at least one partition:
     /// it has founded a cluster or been taken into one.
     pub fn holds_any(&self) -> bool {
