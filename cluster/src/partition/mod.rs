@@ -26,7 +26,7 @@ mod replicas;
 
 pub use blocks::{BlockPlacement, PartitionBlocks, REPLICA_BLOCK_TIMEOUT};
 pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
-pub use repair::{REPAIR_EVERY, Repaired, repair, spawn_block_repair};
+pub use repair::{REPAIR_EVERY, spawn_block_repair};
 pub use replicas::{Reconciled, ReplicaSets, SERVING_LEASE, Serving, replica_set};
 
 use std::collections::{BTreeMap, BTreeSet};

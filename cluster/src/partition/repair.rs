@@ -22,10 +22,10 @@ pub const REPAIR_EVERY: Duration = Duration::from_secs(10);
 
 /// What one partition's repair did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Repaired {
-    pub fetched: usize,
+struct Repaired {
+    fetched: usize,
     /// Blocks no member that was asked holds (yet: a write may be on its way).
-    pub unfound: usize,
+    unfound: usize,
 }
 
 /// Checks the blocks of every partition this node holds, every [`REPAIR_EVERY`].
@@ -54,7 +54,7 @@ pub fn spawn_block_repair(
 }
 
 /// Fetches the blocks `partition`'s references name and this node lacks.
-pub async fn repair(
+async fn repair(
     partition: u64,
     placement: &BlockPlacement,
     storage: &Storage,
