@@ -73,6 +73,28 @@ impl BlockPlacement {
         }
         Ok(Some(PartitionBlocks { partition, needed, local, remotes, transfer: self.transfer.clone() }))
     }
+
+    /// Every other member that is up, as a source to read `partition`'s blocks from: its
+    /// replicas first, then the rest (a node that left the replica set may hold the only copies
+    /// of blocks written before). Reads only: nothing is written through it.
+    pub(super) fn sources(&self, partition: u64) -> PartitionBlocks {
+        let me = self.sets.me();
+        let mut nodes = self.sets.of(partition);
+        nodes.extend(self.sets.members().into_iter().map(|(id, _)| id));
+        let mut seen = std::collections::HashSet::new();
+        nodes.retain(|node| node != me && self.sets.is_up(node) && seen.insert(node.clone()));
+        let remotes = nodes
+            .into_iter()
+            .map(|node| Replica { node, session: OnceCell::new(), failed: AtomicBool::new(false) })
+            .collect();
+        PartitionBlocks {
+            partition,
+            needed: usize::MAX,
+            local: None,
+            remotes,
+            transfer: self.transfer.clone(),
+        }
+    }
 }
 
 /// One partition's replicas, for the blocks of one request.
@@ -211,7 +233,12 @@ impl PartitionBlocks {
         }
         for replica in &self.remotes {
             match replica.ask(&self.transfer, |session| session.get(hash)).await {
-                Ok(Some(block)) => return Ok(Some(block)),
+                // Checked: another node's answer is input like any other.
+                Ok(Some(block)) if BlockHash::of(&block) == *hash => return Ok(Some(block)),
+                Ok(Some(_)) => {
+                    replica.fail("it answered other bytes for a block");
+                    errors.push(format!("node {}: other bytes for block {hash}", replica.node));
+                }
                 Ok(None) => {}
                 Err(error) => errors.push(error),
             }
