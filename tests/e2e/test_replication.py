@@ -26,10 +26,12 @@ def partitions(node):
 
 
 def wait_replicated(nodes):
-    """Until every node sees every partition with all the nodes as voters and a leader."""
+    """Until every node sees every partition with all the nodes as voters (no change of them
+    half done) and a leader."""
     want = len(nodes)
     for node in nodes:
-        wait_until(lambda node=node: all(len(p["replicas"]) == want and p["leader"] for p in partitions(node)),
+        wait_until(lambda node=node: all(len(p["replicas"]) == want and not p["changing"] and p["leader"]
+                                         for p in partitions(node)),
                    timeout=90, message=f"every partition has {want} replicas on {node_id(node)}")
 
 

@@ -145,8 +145,11 @@ pub enum PartitionError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PartitionStatus {
     pub partition: u64,
-    /// Node ids of the voting replicas.
+    /// Node ids of the voting replicas (of both configurations while `changing`).
     pub replicas: Vec<String>,
+    /// A change of the voters is being committed (old and new voters must both agree; the
+    /// partition is not yet on its new replicas).
+    pub changing: bool,
     pub leader: Option<String>,
     pub term: u64,
     /// This node's role in the group: `leader`, `follower`, `candidate`, `learner`, or `none`
@@ -418,6 +421,7 @@ impl Group {
         PartitionStatus {
             partition: self.partition,
             replicas: metrics.membership_config.membership().voter_ids().map(node_name).collect(),
+            changing: metrics.membership_config.membership().get_joint_config().len() > 1,
             leader: leader.map(node_name),
             term: metrics.current_term,
             role: role.to_string(),

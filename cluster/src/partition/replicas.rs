@@ -105,8 +105,9 @@ impl Partitions {
                 continue;
             }
             match group.next_step(&wanted) {
-                None => round.settled += 1,
-                Some(step) => {
+                Progress::Settled => round.settled += 1,
+                Progress::Waiting => round.pending += 1,
+                Progress::Take(step) => {
                     round.pending += 1;
                     steps.push(async move {
                         let outcome = tokio::time::timeout(CHANGE_TIMEOUT, group.take(step)).await;
@@ -120,6 +121,16 @@ impl Partitions {
         futures_util::future::join_all(steps).await;
         round
     }
+}
+
+/// Where a group stands on its way to its replica set.
+#[derive(Debug)]
+enum Progress {
+    /// Its voters are the replica set.
+    Settled,
+    /// A change is being committed, or a new replica is catching up.
+    Waiting,
+    Take(Step),
 }
 
 /// One membership step of a group.
@@ -163,23 +174,22 @@ impl Group {
         }
     }
 
-    /// The next step towards `wanted`, or `None` when the voters are `wanted` already (or a
-    /// change is under way).
-    fn next_step(&self, wanted: &BTreeSet<u64>) -> Option<Step> {
+    /// The next step towards `wanted`.
+    fn next_step(&self, wanted: &BTreeSet<u64>) -> Progress {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         if membership.get_joint_config().len() > 1 {
-            return None; // a joint change is being committed
+            return Progress::Waiting; // a joint change is being committed
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         if &voters == wanted {
-            return None;
+            return Progress::Settled;
         }
         let known: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
         let missing: BTreeSet<u64> = wanted.difference(&known).copied().collect();
         if !missing.is_empty() {
-            return Some(Step::AddLearners(missing));
+            return Progress::Take(Step::AddLearners(missing));
         }
         let last = m.last_log_index.unwrap_or(0);
         let matched = |node: &u64| {
@@ -189,8 +199,10 @@ impl Group {
                 .and_then(|matched| matched.map(|id| id.index))
                 .is_some_and(|index| index + CAUGHT_UP_SLACK >= last)
         };
-        let caught_up = wanted.iter().filter(|node| !voters.contains(node)).all(matched);
-        caught_up.then(|| Step::Voters(wanted.clone()))
+        match wanted.iter().filter(|node| !voters.contains(node)).all(matched) {
+            true => Progress::Take(Step::Voters(wanted.clone())),
+            false => Progress::Waiting,
+        }
     }
 
     async fn take(&self, step: Step) -> Result<(), String> {
