@@ -78,7 +78,7 @@ impl Directory {
             let answer: MeshReply = serv_storage::codec::decode(&answer)
                 .map_err(|e| unavailable(format!("node {owner} answered undecodably: {e}")))?;
             hops += 1;
-            match answer {
+            let named = match answer {
                 // The node asked knows who serves the key: ask that one (after a pause once
                 // the nodes have sent the message around a few times).
                 Err(DirectoryError::NotOwner { owner: theirs, .. })
@@ -88,26 +88,13 @@ impl Directory {
                     if hops > MAX_QUICK_HOPS {
                         tokio::time::sleep(OWNER_RETRY).await;
                     }
-                    if theirs == self.hub.node_id {
-                        let reason = "it is served by this node now".to_string();
-                        return Err(DirectoryError::Moving { key: key.to_string(), reason });
-                    }
-                    owner = theirs;
+                    Some(theirs)
                 }
-                // No one serves it for the moment (an election): ask again wherever the
-                // placement says, once it has had time to change.
+                // No one serves it for the moment (an election): ask again once the placement
+                // has had time to change.
                 Err(DirectoryError::Moving { .. }) if tokio::time::Instant::now() < give_up => {
                     tokio::time::sleep(OWNER_RETRY).await;
-                    match placement.place(key) {
-                        Place::Here => {
-                            // It is this node's now: the caller routes it again.
-                            let reason = "it moved to this node".to_string();
-                            return Err(DirectoryError::Moving { key: key.to_string(), reason });
-                        }
-                        Place::There(next) => owner = next,
-                        Place::Nowhere(reason) => return Err(unavailable(reason)),
-                        Place::Moving(_) => {}
-                    }
+                    None
                 }
                 Err(DirectoryError::NotOwner { owner: theirs, .. }) => {
                     return Err(unavailable(format!(
@@ -116,6 +103,21 @@ impl Directory {
                 }
                 Err(DirectoryError::Moving { reason, .. }) => return Err(unavailable(reason)),
                 answer => return answer,
+            };
+            match named {
+                Some(theirs) if theirs != self.hub.node_id => owner = theirs,
+                // Named this node, or no one: wherever this node's placement says now (a node
+                // that names this one while this one disagrees is asked again).
+                _ => match placement.place(key) {
+                    Place::Here => {
+                        // It is this node's now: the caller routes it again.
+                        let reason = "it is served by this node now".to_string();
+                        return Err(DirectoryError::Moving { key: key.to_string(), reason });
+                    }
+                    Place::There(next) => owner = next,
+                    Place::Nowhere(reason) => return Err(unavailable(reason)),
+                    Place::Moving(_) => {}
+                },
             }
         }
     }
