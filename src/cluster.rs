@@ -57,8 +57,8 @@ pub struct Cluster {
 }
 
 /// How often a node checks which partitions it serves, to stop the entities of those it no
-/// longer serves.
-const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+/// longer serves and take up those it leads anew.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 
 /// How often the leader of a partition moves its voters towards the replica set.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
@@ -132,7 +132,7 @@ pub async fn join(
     });
     directory.set_placement(placement.clone());
     tokio::spawn(reconcile(placement.clone()));
-    tokio::spawn(stop_what_is_lost(partitions.clone(), directory.clone()));
+    tokio::spawn(follow_leadership(partitions.clone(), directory.clone()));
     spawn_block_repair(partitions.clone(), blocks.clone(), storage.clone());
     Ok(Cluster { membership, members, remote, partitions, blocks })
 }
@@ -148,8 +148,10 @@ async fn reconcile(placement: Arc<PartitionPlacement>) {
 }
 
 /// Stops the entities of every partition this node stops serving (it lost the leadership or its
-/// majority), so that none of them answers from state another leader may be changing.
-async fn stop_what_is_lost(partitions: Arc<Partitions>, directory: Directory) {
+/// majority), so that none of them answers from state another leader may be changing; and takes
+/// up each new term of leadership once the entities an earlier term left are stopped, so that
+/// none answers from state older than the term.
+async fn follow_leadership(partitions: Arc<Partitions>, directory: Directory) {
     let mut served = vec![false; partitions.count() as usize];
     loop {
         tokio::time::sleep(LEADERSHIP_CHECK).await;
@@ -161,13 +163,33 @@ async fn stop_what_is_lost(partitions: Arc<Partitions>, directory: Directory) {
             }
             *was = now;
         }
-        if lost.is_empty() {
-            continue;
+        if !lost.is_empty() {
+            let stopped = evict_partitions(&partitions, &directory, &lost).await;
+            tracing::info!(partitions = ?lost, entities = stopped, "stopped serving partitions");
         }
-        let stopped =
-            directory.evict_where(|key| lost.contains(&partitions.partition_of(&key.to_string()))).await;
-        tracing::info!(partitions = ?lost, entities = stopped, "stopped serving partitions");
+        let taking_up = partitions.to_take_up();
+        if !taking_up.is_empty() {
+            let leftover = taking_up.iter().map(|(partition, _)| *partition).collect();
+            let stopped = evict_partitions(&partitions, &directory, &leftover).await;
+            for (partition, term) in &taking_up {
+                partitions.take_up(*partition, *term);
+            }
+            tracing::debug!(
+                partitions = taking_up.len(),
+                leftover = stopped,
+                "serving partitions in new terms"
+            );
+        }
     }
+}
+
+/// Stops this node's entities of `which` partitions; answers how many there were.
+async fn evict_partitions(
+    partitions: &Partitions,
+    directory: &Directory,
+    which: &std::collections::HashSet<u64>,
+) -> usize {
+    directory.evict_where(|key| which.contains(&partitions.partition_of(&key.to_string()))).await
 }
 
 /// The membership view with every member remembered in storage added (as down) when the view

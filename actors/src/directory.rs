@@ -43,6 +43,21 @@ enum Route {
     Remote(String, Arc<dyn Placement>),
 }
 
+/// A message this node could not hand to a local entity.
+pub(crate) enum Undelivered<M> {
+    /// The node does not serve the entity (any more): the message, to route again.
+    NotHere(M, DirectoryError),
+    Failed(DirectoryError),
+}
+
+impl<M> From<Undelivered<M>> for DirectoryError {
+    fn from(undelivered: Undelivered<M>) -> Self {
+        match undelivered {
+            Undelivered::NotHere(_, error) | Undelivered::Failed(error) => error,
+        }
+    }
+}
+
 /// Why a message could not be delivered or answered; the same error crosses the mesh.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum DirectoryError {
@@ -274,7 +289,7 @@ impl Directory {
     /// with that incarnation, so anything a client is told succeeded must go through [`call`].
     ///
     /// [`call`]: Directory::call
-    pub async fn send<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<(), DirectoryError> {
+    pub async fn send<M: KindMessage>(&self, key: &ActorKey, mut msg: M) -> Result<(), DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
         loop {
             match self.route::<M>(key, deadline).await? {
@@ -286,11 +301,13 @@ impl Directory {
                         outcome => return outcome.map(drop),
                     }
                 }
-                Route::Local => {
-                    return tokio::time::timeout_at(deadline, self.deliver(key, msg, None))
-                        .await
-                        .map_err(|_| self.timed_out(key))?;
-                }
+                Route::Local => match tokio::time::timeout_at(deadline, self.deliver(key, msg, None)).await {
+                    Err(_) => return Err(self.timed_out(key)),
+                    Ok(Err(Undelivered::NotHere(back, _))) if tokio::time::Instant::now() < deadline => {
+                        msg = back;
+                    }
+                    Ok(outcome) => return outcome.map_err(DirectoryError::from),
+                },
             }
         }
     }
@@ -301,7 +318,7 @@ impl Directory {
     }
 
     /// Delivers `msg` to the entity `key` and waits for its answer (up to the call timeout).
-    pub async fn call<M: KindMessage>(&self, key: &ActorKey, msg: M) -> Result<M::Reply, DirectoryError> {
+    pub async fn call<M: KindMessage>(&self, key: &ActorKey, mut msg: M) -> Result<M::Reply, DirectoryError> {
         let deadline = tokio::time::Instant::now() + self.hub.config.call_timeout;
         loop {
             match self.route::<M>(key, deadline).await? {
@@ -319,26 +336,31 @@ impl Directory {
                         }
                     });
                 }
-                Route::Local => return self.call_here(key, msg, deadline).await,
+                Route::Local => match self.call_here(key, msg, deadline).await {
+                    Err(Undelivered::NotHere(back, _)) if tokio::time::Instant::now() < deadline => {
+                        msg = back
+                    }
+                    outcome => return outcome.map_err(DirectoryError::from),
+                },
             }
         }
     }
 
     /// Delivers `msg` to the entity `key` on this node and waits for its answer.
-    async fn call_here<M: KindMessage>(
+    pub(crate) async fn call_here<M: KindMessage>(
         &self,
         key: &ActorKey,
         msg: M,
         deadline: tokio::time::Instant,
-    ) -> Result<M::Reply, DirectoryError> {
+    ) -> Result<M::Reply, Undelivered<M>> {
         let (reply, answer) = oneshot::channel();
         tokio::time::timeout_at(deadline, self.deliver(key, msg, Some(reply)))
             .await
-            .map_err(|_| self.timed_out(key))??;
+            .map_err(|_| Undelivered::Failed(self.timed_out(key)))??;
         match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(self.timed_out(key)),
-            Ok(Err(_)) => Err(DirectoryError::Crashed { key: key.to_string() }),
-            Ok(Ok(answer)) => answer,
+            Err(_) => Err(Undelivered::Failed(self.timed_out(key))),
+            Ok(Err(_)) => Err(Undelivered::Failed(DirectoryError::Crashed { key: key.to_string() })),
+            Ok(Ok(answer)) => answer.map_err(Undelivered::Failed),
         }
     }
 
@@ -438,20 +460,32 @@ impl Directory {
         Some(live)
     }
 
-    async fn deliver<M: KindMessage>(
+    /// Hands `msg` to the entity `key` on this node, activating it if needed; gives the message
+    /// back if this node does not serve the entity (any more), for the caller to route again.
+    pub(crate) async fn deliver<M: KindMessage>(
         &self,
         key: &ActorKey,
         msg: M,
         reply: Option<ReplyTo<M>>,
-    ) -> Result<(), DirectoryError> {
+    ) -> Result<(), Undelivered<M>> {
         if key.kind != M::KIND {
-            return Err(DirectoryError::WrongKind { key: key.to_string(), expected: M::KIND.to_string() });
+            let expected = M::KIND.to_string();
+            return Err(Undelivered::Failed(DirectoryError::WrongKind { key: key.to_string(), expected }));
         }
         let mut envelope = EntityMsg::Deliver { msg, reply, traceparent: trace::current_traceparent() };
         for attempt in 0..MAX_DELIVERY_ATTEMPTS {
             let incarnation = match self.hub.live(key) {
                 Some(live) if attempt == 0 => live,
-                _ => self.activate(key).await?,
+                _ => match self.activate(key).await {
+                    Ok(incarnation) => incarnation,
+                    Err(error @ DirectoryError::Moving { .. }) => {
+                        let EntityMsg::Deliver { msg, .. } = envelope else {
+                            unreachable!("only deliveries are sent here")
+                        };
+                        return Err(Undelivered::NotHere(msg, error));
+                    }
+                    Err(error) => return Err(Undelivered::Failed(error)),
+                },
             };
             if !incarnation.gate.try_enter() {
                 tokio::task::yield_now().await;
@@ -469,17 +503,16 @@ impl Directory {
                 }
                 Err(error) => {
                     incarnation.gate.leave();
-                    return Err(DirectoryError::Unavailable {
+                    let reason = error.to_string();
+                    return Err(Undelivered::Failed(DirectoryError::Unavailable {
                         key: key.to_string(),
-                        reason: error.to_string(),
-                    });
+                        reason,
+                    }));
                 }
             }
         }
-        Err(DirectoryError::Unavailable {
-            key: key.to_string(),
-            reason: "it kept stopping during delivery".into(),
-        })
+        let reason = "it kept stopping during delivery".into();
+        Err(Undelivered::Failed(DirectoryError::Unavailable { key: key.to_string(), reason }))
     }
 
     fn supervisor_of(&self, key: &ActorKey) -> Result<ActorRef<KindMsg>, DirectoryError> {
@@ -492,8 +525,21 @@ impl Directory {
         })
     }
 
-    /// Asks the kind supervisor for the live incarnation of `key`, starting it if needed.
+    /// Asks the kind supervisor for the live incarnation of `key`, starting it if needed; an
+    /// entity this node does not serve (any more) is `Moving` instead, never started here.
     async fn activate(&self, key: &ActorKey) -> Result<Incarnation, DirectoryError> {
+        if let Some(placement) = self.placement() {
+            match placement.place(key) {
+                Place::Here => {}
+                Place::Moving(reason) | Place::Nowhere(reason) => {
+                    return Err(DirectoryError::Moving { key: key.to_string(), reason });
+                }
+                Place::There(node) => {
+                    let reason = format!("node {node} serves it");
+                    return Err(DirectoryError::Moving { key: key.to_string(), reason });
+                }
+            }
+        }
         let supervisor = self.supervisor_of(key)?;
         let (reply, answer) = oneshot::channel();
         supervisor.cast(KindMsg::Activate { name: key.name.clone(), reply }).map_err(|_| {

@@ -599,3 +599,45 @@ async fn evicting_stops_only_the_picked_entities_and_they_come_back_with_their_s
     // The next message starts it again from its durable state.
     assert_eq!(call(&a.directory, &probe("lost-1"), ProbeMsg::Add(1)).await, Ok(6));
 }
+
+/// A placement that says "here" once, then "moving" until it is let go, then "here" again: a
+/// node that loses an entity's partition between routing a message and delivering it.
+struct LostInBetween {
+    asked: std::sync::atomic::AtomicU32,
+    back: std::sync::atomic::AtomicBool,
+}
+
+impl crate::Placement for LostInBetween {
+    fn place(&self, _key: &ActorKey) -> crate::Place {
+        use std::sync::atomic::Ordering::SeqCst;
+        let first = self.asked.fetch_add(1, SeqCst) == 0;
+        match first || self.back.load(SeqCst) {
+            true => crate::Place::Here,
+            false => crate::Place::Moving("the partition is electing a leader".into()),
+        }
+    }
+
+    fn peers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn forward(&self, node: &str, _request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
+        let node = node.to_string();
+        Box::pin(async move { Err(format!("no node {node} in this test")) })
+    }
+}
+
+#[tokio::test]
+async fn an_entity_is_never_started_on_a_node_that_stopped_serving_it_after_routing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let node = node(quick()).await;
+    let placement = std::sync::Arc::new(LostInBetween { asked: 0.into(), back: false.into() });
+    node.directory.set_placement(placement.clone());
+    let directory = node.directory.clone();
+    let call = tokio::spawn(async move { call(&directory, &probe("raced"), ProbeMsg::Add(3)).await });
+    wait_until("the router asked again", || placement.asked.load(SeqCst) > 3).await;
+    assert!(record(&node.directory, "probe/raced").is_none(), "started while its partition was moving");
+    assert!(!call.is_finished(), "the message waits for a node that serves its entity");
+    placement.back.store(true, SeqCst);
+    assert_eq!(call.await.unwrap(), Ok(3), "delivered once the node serves it again");
+}

@@ -191,9 +191,10 @@ impl Directory {
             return tokio::time::timeout_at(deadline, self.deliver(&key, msg, None))
                 .await
                 .map_err(|_| self.timed_out(&key))?
-                .map(|()| Vec::new());
+                .map(|()| Vec::new())
+                .map_err(DirectoryError::from);
         }
-        let answer = self.call_here(&key, msg, deadline).await?;
+        let answer = self.call_here(&key, msg, deadline).await.map_err(DirectoryError::from)?;
         serv_storage::codec::encode(&answer)
             .map_err(|e| DirectoryError::Entity { key: key.to_string(), message: e.to_string() })
     }

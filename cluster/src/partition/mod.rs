@@ -207,7 +207,13 @@ struct Group {
     raft: Raft<TypeConfig>,
     stats: Arc<Counters>,
     proposer: proposer::Proposer,
+    /// The term of this node's leadership the node has taken up (stopped whatever entities an
+    /// earlier term left) and serves in; [`NO_TERM`] before the first.
+    taken_up: std::sync::atomic::AtomicU64,
 }
+
+/// [`Group::taken_up`] before any term was.
+const NO_TERM: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Counters {
@@ -271,7 +277,8 @@ impl Partitions {
             let stats = Arc::<Counters>::default();
             let proposer =
                 proposer::Proposer::start(partition, raft.clone(), stats.clone(), proposal_timeout);
-            groups.push(Arc::new(Group { partition, me: node, raft, stats, proposer }));
+            let taken_up = NO_TERM.into();
+            groups.push(Arc::new(Group { partition, me: node, raft, stats, proposer, taken_up }));
         }
         if let Some((_, server)) = &options.transport {
             server.install(node, Arc::new(groups.iter().map(|group| group.raft.clone()).collect()));
@@ -319,9 +326,14 @@ impl Partitions {
         partition_of(key, self.count())
     }
 
-    /// Where the writes of partition `partition` go.
+    /// Where the writes of an entity of `partition` activated now go: its group's log, fenced to
+    /// the term of the group this node knows now. Once this node no longer leads in that term
+    /// (even if it leads again later) the path refuses every write as `NotLeader`, so an entity
+    /// can only write under the leadership whose state it loaded.
     pub fn commit_path(&self, partition: u64) -> Arc<dyn CommitPath> {
-        self.groups[partition as usize].clone()
+        let group = self.groups[partition as usize].clone();
+        let term = group.raft.metrics().borrow().current_term;
+        Arc::new(Fenced { group, term })
     }
 
     /// Every partition's state, in partition order.
@@ -443,9 +455,16 @@ pub fn node_number(name: &str) -> Option<u64> {
     u64::from_str_radix(name, 16).ok().filter(|_| name.len() == 16)
 }
 
-impl CommitPath for Group {
+/// A group's log as one leadership term of this node writes to it (see
+/// [`Partitions::commit_path`]).
+struct Fenced {
+    group: Arc<Group>,
+    term: u64,
+}
+
+impl CommitPath for Fenced {
     fn stage(&self, changes: WriteSet) -> serv_storage::Result<Staged> {
-        self.proposer.stage(changes)
+        self.group.proposer.stage(changes, Some(self.term))
     }
 }
 

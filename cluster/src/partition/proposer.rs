@@ -7,6 +7,11 @@
 //! time, and everything that queued meanwhile (up to [`MAX_BATCH_SETS`] sets and
 //! [`MAX_BATCH_BYTES`]) becomes the next entry, applied in order. Under load an fsync covers many
 //! writes, as the node's group commit did before; alone, a write waits for nothing but its own.
+//!
+//! A write set may be **fenced** to one term of this node's leadership (an entity's writes are:
+//! see [`super::Partitions::commit_path`]): it is refused, never proposed, unless this node still
+//! leads the group in that term when the set is handed to openraft. An entity activated under one
+//! leadership can then never write under a later one, whose state it has not seen.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +40,8 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// A write set waiting to be proposed, and where its outcome goes.
 struct Waiting {
     changes: WriteSet,
+    /// The term of this node's leadership the set belongs to, if it is fenced.
+    term: Option<u64>,
     done: oneshot::Sender<Result<(), StorageError>>,
     staged: Instant,
 }
@@ -58,11 +65,12 @@ impl Proposer {
     }
 
     /// Queues `changes` behind everything staged before; resolves once committed and applied.
-    pub(crate) fn stage(&self, changes: WriteSet) -> serv_storage::Result<Staged> {
+    /// With a `term`, the set is refused unless this node leads the group in that term.
+    pub(crate) fn stage(&self, changes: WriteSet, term: Option<u64>) -> serv_storage::Result<Staged> {
         let partition = self.partition;
         let (done, outcome) = oneshot::channel();
         self.queue
-            .send(Waiting { changes, done, staged: Instant::now() })
+            .send(Waiting { changes, term, done, staged: Instant::now() })
             .map_err(|_| StorageError::Commit(format!("partition {partition} has stopped")))?;
         Ok(Staged::new(async move {
             outcome.await.unwrap_or_else(|_| {
@@ -113,12 +121,20 @@ async fn run(
                     open = false;
                     continue;
                 };
-                let mut batch = gather(first, &mut waiting);
+                let batch = gather(first, &mut waiting);
+                stats.proposals.fetch_add(batch.len() as u64, Relaxed);
+                let (mut batch, stale) = fence(&raft, batch);
+                if !stale.is_empty() {
+                    let leader = raft.metrics().borrow().current_leader;
+                    answer(partition, stale, Outcome::NotLeader(leader), &stats);
+                }
+                if batch.is_empty() {
+                    continue;
+                }
                 let mut entry = WriteSet::new();
                 for waiter in &mut batch {
                     entry.extend(std::mem::take(&mut waiter.changes));
                 }
-                stats.proposals.fetch_add(batch.len() as u64, Relaxed);
                 // Handed to openraft here, in order; only the wait happens in the future.
                 let pending = propose(&raft, entry, timeout);
                 in_flight.push_back(async move { (batch, pending.await) });
@@ -141,6 +157,20 @@ fn gather(first: Waiting, waiting: &mut mpsc::UnboundedReceiver<Waiting>) -> Vec
         }
     }
     batch
+}
+
+/// The sets of `batch` that may be proposed now, and those fenced to a term in which this node
+/// no longer leads (or never led).
+fn fence(raft: &Raft<TypeConfig>, batch: Vec<Waiting>) -> (Vec<Waiting>, Vec<Waiting>) {
+    if batch.iter().all(|waiter| waiter.term.is_none()) {
+        return (batch, Vec::new());
+    }
+    let leading = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        (m.state == openraft::ServerState::Leader).then_some(m.current_term)
+    };
+    batch.into_iter().partition(|waiter| waiter.term.is_none() || waiter.term == leading)
 }
 
 fn answer(partition: u64, batch: Vec<Waiting>, outcome: Outcome, stats: &Counters) {

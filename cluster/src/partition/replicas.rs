@@ -15,6 +15,9 @@
 //! within [`SERVING_LEASE`]: a majority that acknowledged the leader at `t` grants no other
 //! candidate a vote before `t` plus openraft's leader lease (the election timeout's upper bound),
 //! so a leader cut off from its majority stops serving reads before another can be elected.
+//! Each term of leadership is **taken up** before it is served: the node first stops any entity
+//! an earlier term left behind (one activated by a request that raced a loss of leadership), so
+//! no entity answers from state older than the term it serves in.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -77,6 +80,18 @@ impl Partitions {
     /// Who serves `partition` now.
     pub fn serving(&self, partition: u64) -> Serving {
         self.groups[partition as usize].serving()
+    }
+
+    /// The partitions this node is ready to serve in a term it has not taken up yet, with the
+    /// term: each is served once [`Partitions::take_up`] says its earlier entities are gone.
+    pub fn to_take_up(&self) -> Vec<(u64, u64)> {
+        self.groups.iter().filter_map(|group| group.ready().map(|term| (group.partition, term))).collect()
+    }
+
+    /// This node serves `partition` in `term` from now on (while it leads in that term): every
+    /// entity of the partition left from an earlier term has been stopped.
+    pub fn take_up(&self, partition: u64, term: u64) {
+        self.groups[partition as usize].taken_up.store(term, std::sync::atomic::Ordering::Release);
     }
 
     /// True when this node holds a replica (a voter or a learner) of `partition`.
@@ -149,23 +164,48 @@ impl Group {
         metrics.membership_config.membership().get_node(&self.me).is_some()
     }
 
+    /// This node's leadership of the group: `None` where it does not lead; else the term it can
+    /// serve in (taken up or not: it has applied its own term's first entry and holds its
+    /// majority), or why it cannot yet.
+    fn leadership(&self, m: &openraft::RaftMetrics<u64, EmptyNode>) -> Option<Result<u64, String>> {
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let current = m.last_applied.is_some_and(|id| id.leader_id.get_term() == m.current_term);
+        let held = m.millis_since_quorum_ack.is_some_and(|ms| ms <= SERVING_LEASE.as_millis() as u64);
+        Some(match (current, held) {
+            (true, true) => Ok(m.current_term),
+            (false, _) => {
+                Err(format!("partition {} has a new leader that is still applying its log", self.partition))
+            }
+            (true, false) => Err(format!(
+                "partition {}'s leader here has not heard from a majority of its replicas",
+                self.partition
+            )),
+        })
+    }
+
+    /// The term this node can serve the group in and has not taken up yet.
+    fn ready(&self) -> Option<u64> {
+        let term = self.leadership(&self.raft.metrics().borrow())?.ok()?;
+        (self.taken_up.load(std::sync::atomic::Ordering::Acquire) != term).then_some(term)
+    }
+
     fn serving(&self) -> Serving {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        if m.state == ServerState::Leader {
-            let current = m.last_applied.is_some_and(|id| id.leader_id.get_term() == m.current_term);
-            let held = m.millis_since_quorum_ack.is_some_and(|ms| ms <= SERVING_LEASE.as_millis() as u64);
-            return match (current, held) {
-                (true, true) => Serving::Here,
-                (false, _) => Serving::Unknown(format!(
-                    "partition {} has a new leader that is still applying its log",
+        match self.leadership(&m) {
+            Some(Ok(term)) if self.taken_up.load(std::sync::atomic::Ordering::Acquire) == term => {
+                return Serving::Here;
+            }
+            Some(Ok(_)) => {
+                return Serving::Unknown(format!(
+                    "partition {}'s new leader is taking it up",
                     self.partition
-                )),
-                (true, false) => Serving::Unknown(format!(
-                    "partition {}'s leader here has not heard from a majority of its replicas",
-                    self.partition
-                )),
-            };
+                ));
+            }
+            Some(Err(reason)) => return Serving::Unknown(reason),
+            None => {}
         }
         match m.current_leader {
             Some(leader) if leader != self.me => Serving::Leader(leader),

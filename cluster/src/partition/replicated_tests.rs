@@ -284,3 +284,53 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
         node.partitions.shutdown().await;
     }
 }
+
+/// Asks `node` to stand for election in `partition`, until it leads.
+async fn elect(nodes: &[Node], node: usize, partition: u64) {
+    let raft = nodes[node].partitions.groups[partition as usize].raft.clone();
+    let id = nodes[node].id;
+    eventually("the node asked to stand leads", Duration::from_secs(15), || {
+        if leader_of(nodes, partition) == Some(id) {
+            return Some(());
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move { raft.trigger().elect().await });
+        None
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_path_of_an_earlier_leadership_refuses_writes_when_the_node_leads_again() {
+    let nodes = cluster().await;
+    let partition = nodes[0].partitions.partition_of("bucket/fenced");
+    elect(&nodes, 0, partition).await;
+    let stale = nodes[0].partitions.commit_path(partition);
+    let write = |path: Arc<dyn CommitPath>, value: u64| {
+        let notes = nodes[0].storage.table(NOTES).unwrap();
+        let mut changes = WriteSet::new();
+        changes.put(&notes, &"bucket/fenced".to_string(), &Note(value)).unwrap();
+        let storage = nodes[0].storage.with_commit_path(path);
+        async move { storage.commit(changes).await }
+    };
+    write(stale.clone(), 1).await.expect("the path of the current leadership writes");
+
+    // Another replica leads for a while, then this node again, in a later term.
+    elect(&nodes, 1, partition).await;
+    nodes[1].write("bucket/fenced", 2).await.expect("the new leader writes");
+    elect(&nodes, 0, partition).await;
+    eventually("the node applied the other leader's write", Duration::from_secs(10), || {
+        (nodes[0].note("bucket/fenced") == Some(Note(2))).then_some(())
+    })
+    .await;
+    match write(stale, 3).await {
+        Err(StorageError::NotLeader { partition: p, .. }) => assert_eq!(p, partition),
+        other => panic!("a path of an earlier leadership must refuse, got {other:?}"),
+    }
+    assert_eq!(nodes[0].note("bucket/fenced"), Some(Note(2)), "the refused write changed nothing");
+    write(nodes[0].partitions.commit_path(partition), 4).await.expect("a path of this leadership writes");
+    assert_eq!(nodes[0].note("bucket/fenced"), Some(Note(4)));
+    for node in &nodes {
+        node.partitions.shutdown().await;
+    }
+}
