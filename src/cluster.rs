@@ -18,8 +18,8 @@ use serv_cluster::identity::ClusterIdentity;
 use serv_cluster::membership::{MemberState, MemberView, Membership, NodeIdentity, NodeMeta};
 use serv_cluster::mesh::Mesh;
 use serv_cluster::partition::{
-    BlockPlacement, PartitionOptions, Partitions, RaftServer, RaftTransport, ReplicaSets, Serving, node_name,
-    spawn_block_repair,
+    BlockPlacement, MAX_HAND_OVERS, PartitionOptions, Partitions, RaftServer, RaftTransport, ReplicaSets,
+    Serving, node_name, spawn_block_repair,
 };
 use serv_cluster::remote::Remote;
 use serv_cluster::transfer::{self, BlockTransfer};
@@ -109,6 +109,7 @@ pub async fn join(
         Arc::new(move |key: &ActorKey| partitions.commit_path(partitions.partition_of(&key.to_string())))
     });
     let sets = ReplicaSets::new(&node.id, config.replication_factor, partitions.count(), members.clone());
+    partitions.follow(sets.clone());
 
     let serving = directory.clone();
     let handler: serv_cluster::remote::Handler = Arc::new(move |request| {
@@ -131,19 +132,34 @@ pub async fn join(
         remote: remote.clone(),
     });
     directory.set_placement(placement.clone());
-    tokio::spawn(reconcile(placement.clone()));
+    tokio::spawn(reconcile(placement.clone(), directory.clone()));
     tokio::spawn(follow_leadership(partitions.clone(), directory.clone()));
     spawn_block_repair(partitions.clone(), blocks.clone(), storage.clone());
     Ok(Cluster { membership, members, remote, partitions, blocks })
 }
 
-/// Moves every partition this node leads towards its replica set, round after round.
-async fn reconcile(placement: Arc<PartitionPlacement>) {
+/// Moves every partition this node leads towards its replica set, and hands those it should
+/// not lead to their preferred leaders (a few at a time), round after round.
+async fn reconcile(placement: Arc<PartitionPlacement>, directory: Directory) {
+    let partitions = &placement.partitions;
     loop {
         tokio::time::sleep(RECONCILE_EVERY).await;
         let sets = &placement.sets;
-        let round = placement.partitions.reconcile(|partition| sets.numbers(partition)).await;
-        placement.settled.store(round.pending == 0, Ordering::Release);
+        let round = partitions.reconcile(|partition| sets.numbers(partition)).await;
+        let settled = round.pending == 0 && partitions.led_as_preferred();
+        placement.settled.store(settled, Ordering::Release);
+        let mut hand_overs = tokio::task::JoinSet::new();
+        for (partition, to) in partitions.hand_overs(MAX_HAND_OVERS) {
+            let (partitions, directory) = (partitions.clone(), directory.clone());
+            hand_overs.spawn(async move {
+                let only = std::collections::HashSet::from([partition]);
+                let drain = async {
+                    evict_partitions(&partitions, &directory, &only).await;
+                };
+                let _ = partitions.hand_over(partition, to, drain).await;
+            });
+        }
+        hand_overs.join_all().await;
     }
 }
 
@@ -267,7 +283,8 @@ pub struct PartitionPlacement {
     sets: ReplicaSets,
     /// Leaders other nodes named, for partitions this node holds no replica of.
     hints: RwLock<HashMap<u64, String>>,
-    /// Every partition this node leads has the replica set as its voters.
+    /// Every partition this node leads has the replica set as its voters and this node as its
+    /// preferred leader.
     settled: AtomicBool,
     remote: Remote,
 }

@@ -40,7 +40,8 @@ pub trait Placement: Send + Sync + 'static {
     /// The ids of the other nodes that are up.
     fn peers(&self) -> Vec<String>;
 
-    /// True unless the partitions this node leads are still moving to their replica sets.
+    /// True unless the partitions this node leads are still moving to their replica sets (or
+    /// their preferred leaders).
     fn settled(&self) -> bool {
         true
     }

@@ -27,12 +27,20 @@ def partitions(node):
 
 def wait_replicated(nodes):
     """Until every node sees every partition with all the nodes as voters (no change of them
-    half done) and a leader."""
+    half done) and led by its preferred leader."""
     want = len(nodes)
     for node in nodes:
-        wait_until(lambda node=node: all(len(p["replicas"]) == want and not p["changing"] and p["leader"]
+        wait_until(lambda node=node: all(len(p["replicas"]) == want and not p["changing"]
+                                         and p["leader"] and p["leader"] == p["preferred_leader"]
                                          for p in partitions(node)),
-                   timeout=90, message=f"every partition has {want} replicas on {node_id(node)}")
+                   timeout=90, message=f"every partition has {want} replicas and its preferred leader on {node_id(node)}")
+
+
+def leaders_per_node(node):
+    led = {}
+    for p in partitions(node):
+        led[p["leader"]] = led.get(p["leader"], 0) + 1
+    return led
 
 
 @pytest.fixture
@@ -54,8 +62,10 @@ def test_a_joining_node_becomes_a_replica_of_every_partition_with_the_data_writt
     # The partition's log reached the new replicas, which serve the object's listing from it;
     # its blocks are on the seed alone (written when it was the only replica), and a node that
     # lacks them reads them from another replica.
-    leader = leader_of(seed, f"bucket/{bucket}")
-    assert leader == node_id(seed), "the founder leads what it founded until something moves"
+    # The founder led every partition; each is now led by its preferred replica, so every node
+    # leads a share of them.
+    led = leaders_per_node(seed)
+    assert sorted(led) == sorted(node_id(n) for n in [seed, *others]), f"leaders per node: {led}"
     for node in others:
         assert all(p["applied_index"] for p in partitions(node)), "every new replica applied its log"
         s3 = s3_client(node)
@@ -156,6 +166,37 @@ def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replica
                    message=f"missing after failover: {sorted(set(sent) - set(consumer.bodies()))[:5]}")
     finally:
         consumer.close()
+
+
+def test_leaders_spread_over_the_nodes_and_come_back_to_a_node_that_restarts(replicated, start_servd):
+    trio = replicated
+    count = len(partitions(trio[0]))
+    led = leaders_per_node(trio[0])
+    print(f"\nleaders per node of {count} partitions: {sorted(led.values())}")
+    assert sorted(led) == sorted(node_id(n) for n in trio), f"every node leads some partitions: {led}"
+    assert max(led.values()) < count, "no node leads everything"
+
+    victim, survivors = trio[2], trio[:2]
+    victim_id = node_id(victim)
+    bucket = f"spread-{uuid.uuid4().hex[:8]}"
+    s3_client(survivors[0]).create_bucket(Bucket=bucket)
+    victim.stop(signal.SIGKILL)
+    # The survivors lead everything while it is away...
+    wait_until(lambda: set(leaders_per_node(survivors[0])) <= {node_id(n) for n in survivors},
+               timeout=30, message="the survivors lead every partition")
+    s3_client(survivors[1]).put_object(Bucket=bucket, Key="while-away", Body=b"written without it")
+    # ...and hand its share back once it is up again with every entry.
+    seeds = ["--seeds", f"127.0.0.1:{survivors[0].mesh_port}"]
+    back = start_servd(args=[*FAST, *seeds], data_dir=victim.data_dir).wait_ready()
+    assert node_id(back) == victim_id
+    wait_replicated(trio[:2] + [back])
+    again = leaders_per_node(back)
+    assert again.get(victim_id) == led[victim_id], f"{victim_id} leads its share again: {again}"
+    s3 = s3_client(back)
+    assert s3.get_object(Bucket=bucket, Key="while-away")["Body"].read() == b"written without it"
+    s3.put_object(Bucket=bucket, Key="after", Body=b"served by its preferred leader")
+    assert s3_client(survivors[0]).get_object(Bucket=bucket, Key="after")["Body"].read() == \
+        b"served by its preferred leader"
 
 
 def test_replication_factor_one_over_two_nodes_moves_each_partition_to_its_one_replica(start_servd, tmp_path):

@@ -16,6 +16,7 @@
 //! its groups empty and is added to those whose replica set names it (see [`replicas`]).
 
 mod blocks;
+mod leadership;
 mod log;
 mod machine;
 mod network;
@@ -25,6 +26,7 @@ mod repair;
 mod replicas;
 
 pub use blocks::{BlockPlacement, PartitionBlocks, REPLICA_BLOCK_TIMEOUT};
+pub use leadership::{HAND_OVER_TIMEOUT, MAX_HAND_OVERS};
 pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
 pub use repair::{REPAIR_EVERY, spawn_block_repair};
 pub use replicas::{Reconciled, ReplicaSets, SERVING_LEASE, Serving, replica_set};
@@ -151,6 +153,9 @@ pub struct PartitionStatus {
     /// partition is not yet on its new replicas).
     pub changing: bool,
     pub leader: Option<String>,
+    /// The replica that should lead: the first of the replica set that is up. The leader hands
+    /// the partition over to it once it holds the whole log.
+    pub preferred_leader: Option<String>,
     pub term: u64,
     /// This node's role in the group: `leader`, `follower`, `candidate`, `learner`, or `none`
     /// (it holds no replica: never added, or removed).
@@ -199,6 +204,10 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The partitions of this node: one Raft group each.
 pub struct Partitions {
     groups: Vec<Arc<Group>>,
+    /// How this node reaches the other replicas (none for a node whose groups are alone).
+    transport: Option<RaftTransport>,
+    /// The replica sets the groups follow, once the node knows its cluster's members.
+    sets: std::sync::OnceLock<ReplicaSets>,
 }
 
 struct Group {
@@ -210,6 +219,10 @@ struct Group {
     /// The term of this node's leadership the node has taken up (stopped whatever entities an
     /// earlier term left) and serves in; [`NO_TERM`] before the first.
     taken_up: std::sync::atomic::AtomicU64,
+    /// When this node took up its current term of leadership.
+    taken_up_at: std::sync::Mutex<Instant>,
+    /// This node is handing its leadership to another replica: it does not serve meanwhile.
+    handing_over: std::sync::atomic::AtomicBool,
 }
 
 /// [`Group::taken_up`] before any term was.
@@ -277,8 +290,16 @@ impl Partitions {
             let stats = Arc::<Counters>::default();
             let proposer =
                 proposer::Proposer::start(partition, raft.clone(), stats.clone(), proposal_timeout);
-            let taken_up = NO_TERM.into();
-            groups.push(Arc::new(Group { partition, me: node, raft, stats, proposer, taken_up }));
+            groups.push(Arc::new(Group {
+                partition,
+                me: node,
+                raft,
+                stats,
+                proposer,
+                taken_up: NO_TERM.into(),
+                taken_up_at: Instant::now().into(),
+                handing_over: false.into(),
+            }));
         }
         if let Some((_, server)) = &options.transport {
             server.install(node, Arc::new(groups.iter().map(|group| group.raft.clone()).collect()));
@@ -313,7 +334,7 @@ impl Partitions {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions started"
         );
-        Ok(Arc::new(Self { groups }))
+        Ok(Arc::new(Self { groups, transport, sets: std::sync::OnceLock::new() }))
     }
 
     /// How many partitions the cluster has.
@@ -338,7 +359,20 @@ impl Partitions {
 
     /// Every partition's state, in partition order.
     pub fn status(&self) -> Vec<PartitionStatus> {
-        self.groups.iter().map(|group| group.status()).collect()
+        let sets = self.sets.get();
+        self.groups
+            .iter()
+            .map(|group| {
+                let preferred = sets.and_then(|sets| sets.preferred(group.partition));
+                PartitionStatus { preferred_leader: preferred.map(node_name), ..group.status() }
+            })
+            .collect()
+    }
+
+    /// The replica sets (of the cluster's members) that the groups follow: their voters and
+    /// their preferred leaders. Set once, when the node knows its members.
+    pub fn follow(&self, sets: ReplicaSets) {
+        let _ = self.sets.set(sets);
     }
 
     /// Counters of this node's proposals, summed over its partitions.
@@ -435,6 +469,7 @@ impl Group {
             replicas: metrics.membership_config.membership().voter_ids().map(node_name).collect(),
             changing: metrics.membership_config.membership().get_joint_config().len() > 1,
             leader: leader.map(node_name),
+            preferred_leader: None,
             term: metrics.current_term,
             role: role.to_string(),
             last_log_index: metrics.last_log_index,

@@ -56,6 +56,8 @@ enum Request {
         meta: SnapshotMeta<u64, EmptyNode>,
         rows: Vec<OwnedRow>,
     },
+    /// Stand for election now: the leader is handing the partition over.
+    Elect,
 }
 
 /// A request with its address: the partition, and the node it is meant for (a peer that now
@@ -72,6 +74,8 @@ enum Reply {
     Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     Snapshot(Result<SnapshotResponse<u64>, Fatal<u64>>),
+    /// The election was called (its outcome shows in the leader's metrics), or why not.
+    Elect(Result<(), String>),
     /// The request could not be handed to a group (no such partition, not this node, not ready).
     Refused(String),
 }
@@ -110,6 +114,28 @@ impl RaftTransport {
         };
         tokio::time::timeout(ttl, exchange).await.map_err(|_| RpcFailure::Timeout)?
     }
+}
+
+impl RaftTransport {
+    /// Asks `node`'s group of `partition` to stand for election at once.
+    pub(crate) async fn ask_to_elect(&self, partition: u64, node: u64) -> Result<(), String> {
+        let envelope = Envelope { partition, to: node, request: Request::Elect };
+        match self.call(node, &envelope, REQUEST_TIMEOUT).await {
+            Ok(Reply::Elect(outcome)) => outcome,
+            Ok(Reply::Refused(reason)) => Err(format!("node {} refused: {reason}", node_name(node))),
+            Ok(_) => Err(format!("node {} answered another request", node_name(node))),
+            Err(failure) => Err(failure.into_unreachable(node).to_string()),
+        }
+    }
+}
+
+/// Calls an election in `raft` (this node's group, `me` in it), if this node is one of its voters.
+async fn stand_for_election(raft: &Raft<TypeConfig>, me: u64) -> Result<(), String> {
+    let voter = raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == me);
+    if !voter {
+        return Err(format!("node {} is not a voter of this partition", node_name(me)));
+    }
+    raft.trigger().elect().await.map_err(|e| e.to_string())
 }
 
 /// Why an RPC got no answer from the peer's group.
@@ -217,6 +243,7 @@ impl RaftServer {
                 let snapshot = Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Rows(rows)) };
                 Reply::Snapshot(raft.install_full_snapshot(vote, snapshot).await)
             }
+            Request::Elect => Reply::Elect(stand_for_election(raft, node).await),
         }
     }
 }

@@ -91,7 +91,9 @@ impl Partitions {
     /// This node serves `partition` in `term` from now on (while it leads in that term): every
     /// entity of the partition left from an earlier term has been stopped.
     pub fn take_up(&self, partition: u64, term: u64) {
-        self.groups[partition as usize].taken_up.store(term, std::sync::atomic::Ordering::Release);
+        let group = &self.groups[partition as usize];
+        *group.taken_up_at.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
+        group.taken_up.store(term, std::sync::atomic::Ordering::Release);
     }
 
     /// True when this node holds a replica (a voter or a learner) of `partition`.
@@ -171,6 +173,12 @@ impl Group {
         if m.state != ServerState::Leader {
             return None;
         }
+        if self.handing_over.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(Err(format!(
+                "partition {} is handing its leadership to another replica",
+                self.partition
+            )));
+        }
         let current = m.last_applied.is_some_and(|id| id.leader_id.get_term() == m.current_term);
         let held = m.millis_since_quorum_ack.is_some_and(|ms| ms <= SERVING_LEASE.as_millis() as u64);
         Some(match (current, held) {
@@ -191,7 +199,7 @@ impl Group {
         (self.taken_up.load(std::sync::atomic::Ordering::Acquire) != term).then_some(term)
     }
 
-    fn serving(&self) -> Serving {
+    pub(super) fn serving(&self) -> Serving {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match self.leadership(&m) {
@@ -308,6 +316,11 @@ impl ReplicaSets {
     pub fn of(&self, partition: u64) -> Vec<String> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         replica_set(&current.1, partition, self.replicas)
+    }
+
+    /// The replica that should lead `partition`: the first member of its set that is up.
+    pub fn preferred(&self, partition: u64) -> Option<u64> {
+        self.of(partition).iter().find(|node| self.is_up(node)).and_then(|node| super::node_number(node))
     }
 
     /// The replica set of `partition` as Raft node ids.

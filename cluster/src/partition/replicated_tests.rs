@@ -334,3 +334,45 @@ async fn a_write_path_of_an_earlier_leadership_refuses_writes_when_the_node_lead
         node.partitions.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_its_partition_to_the_preferred_replica_with_every_write() {
+    let nodes = cluster().await;
+    for node in &nodes {
+        let sets = ReplicaSets::new(node.storage.node_id(), 3, PARTITIONS, node.view.subscribe());
+        node.partitions.follow(sets);
+    }
+    let partition = nodes[0].partitions.partition_of("bucket/handed");
+    let preferred =
+        node_number(nodes[0].partitions.status()[partition as usize].preferred_leader.as_ref().unwrap())
+            .unwrap();
+    let other = nodes.iter().position(|node| node.id != preferred).unwrap();
+    elect(&nodes, other, partition).await;
+    for node in &nodes {
+        node.partitions.take_up(partition, node.partitions.status()[partition as usize].term);
+    }
+    nodes[other].write("bucket/handed", 1).await.expect("the current leader writes");
+
+    // Once it has led for longer than its leader lease, the leader offers the partition.
+    eventually("the leader offers the partition to the preferred replica", Duration::from_secs(5), || {
+        nodes[other].partitions.hand_overs(MAX_HAND_OVERS).contains(&(partition, preferred)).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let drained = std::sync::atomic::AtomicBool::new(false);
+    let drain = async { drained.store(true, std::sync::atomic::Ordering::SeqCst) };
+    nodes[other].partitions.hand_over(partition, preferred, drain).await.expect("handed over");
+    assert!(drained.load(std::sync::atomic::Ordering::SeqCst), "the entities were stopped first");
+    eventually("the preferred replica leads", Duration::from_secs(5), || {
+        (leader_of(&nodes, partition) == Some(preferred)).then_some(())
+    })
+    .await;
+    println!("handed over in {} ms", started.elapsed().as_millis());
+    let successor = nodes.iter().find(|node| node.id == preferred).unwrap();
+    assert_eq!(successor.note("bucket/handed"), Some(Note(1)), "the successor has every write");
+    successor.write("bucket/handed", 2).await.expect("the successor writes");
+    assert!(!nodes[other].partitions.hand_overs(MAX_HAND_OVERS).contains(&(partition, preferred)));
+    for node in &nodes {
+        node.partitions.shutdown().await;
+    }
+}

@@ -1,0 +1,140 @@
+//! Leadership hand-over: each partition is led by its preferred replica whenever that replica
+//! is up, so the leaders (and with them the entities and their work) spread over the nodes as
+//! the replica sets do, and come back to a node that returns after a failure.
+//!
+//! A partition's **preferred leader** is the first member of its replica set that is up (see
+//! [`super::ReplicaSets::preferred`]). A leader that is not the preferred one hands the partition over
+//! once the preferred replica is a voter and holds the whole log:
+//! 1. it stops serving the partition, and its entities are drained and stopped (a message that
+//!    arrives meanwhile waits for the next leader, as in a failover);
+//! 2. it waits until it has applied every entry and the successor holds them all;
+//! 3. it asks the successor to stand for election.
+//!
+//! openraft 0.9 has no leadership transfer, but the election wins at once: the old leader grants
+//! the vote, which with three replicas is a majority, and steps down when it grants it. (A
+//! replica refuses any vote within the leader lease, 2 s, of its own vote changing: for the
+//! leader, of its election. So a partition is handed over only once its leader has led it for
+//! [`LED_BEFORE_HAND_OVER`].) With five or more replicas the other followers refuse until their
+//! lease runs out, and the hand-over takes up to that much longer. A hand-over that has not
+//! ended within [`HAND_OVER_TIMEOUT`] gives the partition back to its leader, which serves it
+//! again.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::ServerState;
+
+use super::{Group, Partitions, Serving, node_name};
+
+/// Most hand-overs a node runs at once: each leaves its partition unserved while it runs
+/// (requests wait), so they are spread over the rounds.
+pub const MAX_HAND_OVERS: usize = 16;
+
+/// Longest one step of a hand-over may take before the leader serves its partition again.
+pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a leader must have served a partition before it hands it over: past openraft's
+/// leader lease (`election_timeout_max`), within which it would refuse its successor's vote.
+pub const LED_BEFORE_HAND_OVER: Duration = Duration::from_millis(2500);
+
+impl Partitions {
+    /// Partitions this node serves whose preferred leader is another voter holding the whole
+    /// log, with that replica: what this node should hand over (at most `most`).
+    pub fn hand_overs(&self, most: usize) -> Vec<(u64, u64)> {
+        let Some(sets) = self.sets.get() else { return Vec::new() };
+        self.groups
+            .iter()
+            .filter(|group| group.serving() == Serving::Here)
+            .filter_map(|group| {
+                let to = sets.preferred(group.partition)?;
+                (to != group.me && group.can_hand_to(to)).then_some((group.partition, to))
+            })
+            .take(most)
+            .collect()
+    }
+
+    /// True when every partition this node leads is led by its preferred replica (this node),
+    /// or its preferred replica cannot take it (not a voter, or down).
+    pub fn led_as_preferred(&self) -> bool {
+        let Some(sets) = self.sets.get() else { return true };
+        self.groups.iter().all(|group| {
+            let metrics = group.raft.metrics();
+            let m = metrics.borrow();
+            let preferred = sets.preferred(group.partition);
+            m.state != ServerState::Leader
+                || preferred.is_none_or(|to| {
+                    to == group.me || !m.membership_config.membership().voter_ids().any(|id| id == to)
+                })
+        })
+    }
+
+    /// Hands `partition` to `to`: stops serving it, awaits `drain` (which stops its entities
+    /// here), and asks `to` to stand for election once it holds every entry. Answers once this
+    /// node stepped down, or why the partition stays here.
+    pub async fn hand_over(
+        &self,
+        partition: u64,
+        to: u64,
+        drain: impl Future<Output = ()>,
+    ) -> Result<(), String> {
+        let group = &self.groups[partition as usize];
+        let Some(transport) = &self.transport else {
+            return Err("this node runs its partitions without a mesh".into());
+        };
+        group.handing_over.store(true, Ordering::Release);
+        let outcome = async {
+            drain.await;
+            group
+                .raft
+                .wait(Some(HAND_OVER_TIMEOUT))
+                .metrics(
+                    |m| {
+                        let last = m.last_log_index;
+                        m.last_applied.map(|id| id.index) == last && matched(m, to) == last
+                    },
+                    "every entry applied here and held by the successor",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            transport.ask_to_elect(partition, to).await?;
+            group
+                .raft
+                .wait(Some(HAND_OVER_TIMEOUT))
+                .metrics(|m| m.state != ServerState::Leader, "stepped down")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        group.handing_over.store(false, Ordering::Release);
+        match &outcome {
+            Ok(()) => tracing::info!(partition, to = %node_name(to), "handed the leadership over"),
+            Err(error) => {
+                tracing::info!(partition, to = %node_name(to), %error, "hand-over did not end; leading on")
+            }
+        }
+        outcome
+    }
+}
+
+/// The last entry `node` is known to hold, by the leader's replication metrics.
+fn matched(m: &openraft::RaftMetrics<u64, openraft::EmptyNode>, node: u64) -> Option<u64> {
+    m.replication.as_ref()?.get(&node)?.map(|id| id.index)
+}
+
+impl Group {
+    /// True when this node leads the group, no change of voters is under way, and `to` is a
+    /// voter holding every entry.
+    fn can_hand_to(&self, to: u64) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let led = self.taken_up_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
+        m.state == ServerState::Leader
+            && led >= LED_BEFORE_HAND_OVER
+            && membership.get_joint_config().len() == 1
+            && membership.voter_ids().any(|id| id == to)
+            && matched(&m, to) == m.last_log_index
+    }
+}
