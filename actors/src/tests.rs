@@ -641,3 +641,45 @@ async fn an_entity_is_never_started_on_a_node_that_stopped_serving_it_after_rout
     placement.back.store(true, SeqCst);
     assert_eq!(call.await.unwrap(), Ok(3), "delivered once the node serves it again");
 }
+
+/// A placement whose entities live on node `a` until it is deposed, and node `a` never answers.
+struct SilentOwner {
+    deposed: std::sync::atomic::AtomicBool,
+}
+
+impl crate::Placement for SilentOwner {
+    fn place(&self, _key: &ActorKey) -> crate::Place {
+        match self.deposed.load(std::sync::atomic::Ordering::SeqCst) {
+            false => crate::Place::There("a".into()),
+            true => crate::Place::There("b".into()),
+        }
+    }
+
+    fn peers(&self) -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    fn forward(&self, _node: &str, _request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_request_held_by_a_deposed_owner_fails_once_another_serves_the_key() {
+    let node = node(quick()).await;
+    let placement = std::sync::Arc::new(SilentOwner { deposed: false.into() });
+    node.directory.set_placement(placement.clone());
+    let directory = node.directory.clone();
+    let call = tokio::spawn(async move { call(&directory, &probe("held"), ProbeMsg::Add(1)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "the owner is still the owner: its answer is waited for");
+    placement.deposed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answer =
+        tokio::time::timeout(Duration::from_secs(2), call).await.expect("told within a poll").unwrap();
+    match answer {
+        Err(DirectoryError::Unavailable { reason, .. }) => {
+            assert!(reason.contains("node b serves it now"), "{reason}")
+        }
+        other => panic!("the caller must learn the request may be lost, got {other:?}"),
+    }
+}

@@ -123,7 +123,12 @@ def send_until_receipted(node, destination, body, since):
         client = None
         try:
             client = Client(node)
-            client.send(destination, body)
+            receipt = client.send(destination, body, wait=False)
+            # Until the RECEIPT, or the ERROR that refuses the SEND (and ends the connection).
+            client.listener.wait(lambda c: receipt in c.receipts or c.errors or c.disconnected,
+                                 what=f"RECEIPT {receipt} or an ERROR")
+            assert receipt in client.listener.receipts, \
+                [(e.headers, e.body) for e in client.listener.errors] or "disconnected"
             return time.monotonic() - since
         except (AssertionError, stomp.exception.StompException, OSError) as error:
             last = error
@@ -134,18 +139,23 @@ def send_until_receipted(node, destination, body, since):
     pytest.fail(f"no message was receipted within {FAILOVER_BOUND} s of the kill: {last!r}")
 
 
-def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replicated):
-    trio = replicated
-    by_id = {node_id(n): n for n in trio}
-    queue = f"rep-{uuid.uuid4().hex[:8]}"
+def queue_and_its_leader(trio, prefix):
+    """A new queue holding the message "first": its destination, the node that leads it, and
+    the other nodes."""
+    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
     destination = f"/queue/{queue}"
     producer = Client(trio[0])
     try:
         producer.send(destination, "first")
-        victim = by_id[leader_of(trio[0], f"topic/queue/{queue}")]
-        survivors = [n for n in trio if n is not victim]
     finally:
         producer.close()
+    leader = leader_of(trio[0], f"topic/queue/{queue}")
+    victim = next(n for n in trio if node_id(n) == leader)
+    return destination, victim, [n for n in trio if n is not victim]
+
+
+def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replicated):
+    destination, victim, survivors = queue_and_its_leader(replicated, "rep")
     sent = ["first"]
     producer = Client(survivors[0])
     try:
@@ -164,6 +174,42 @@ def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replica
         consumer.subscribe(destination, id="c", ack="auto")
         wait_until(lambda: set(sent) <= set(consumer.bodies()), timeout=WAIT,
                    message=f"missing after failover: {sorted(set(sent) - set(consumer.bodies()))[:5]}")
+    finally:
+        consumer.close()
+
+
+def test_a_consumer_on_a_surviving_node_keeps_its_subscription_through_a_failover(replicated):
+    destination, victim, (consumer_node, producer_node) = queue_and_its_leader(replicated, "held")
+    consumer = Client(consumer_node)
+    producer = Client(producer_node)
+    try:
+        consumer.subscribe(destination, id="held", ack="client-individual")
+        for i in range(9):
+            producer.send(destination, f"before-{i}")
+        consumer.listener.wait_count(10)
+        delivered = consumer.messages
+        assert all(m.headers.get("redelivered", "false") == "false" for m in delivered)
+        for message in delivered[:5]:
+            consumer.ack(message)
+        unacked = {m.body for m in delivered[5:]}
+
+        victim.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        producer.close()
+        served = send_until_receipted(producer_node, destination, "after", killed)
+        print(f"\nSTOMP sends receipted again {served:.2f} s after SIGKILL of the queue's leader "
+              "(consumer kept)")
+        # The same connection and subscription get what was delivered but not acknowledged,
+        # marked as redelivered, and what was sent after the failover.
+        consumer.listener.wait(
+            lambda c: "after" in c.bodies() and unacked <= {
+                m.body for m in c.messages[10:] if m.headers.get("redelivered") == "true"},
+            timeout=FAILOVER_BOUND, what="redeliveries and the message sent after the failover")
+        assert consumer.conn.is_connected() and not consumer.listener.errors, \
+            [(e.headers, e.body) for e in consumer.listener.errors]
+        acked = {m.body for m in delivered[:5]}
+        again = [m.body for m in consumer.messages[10:] if m.body in acked]
+        assert not again, f"acknowledged before the failover and delivered again: {again}"
     finally:
         consumer.close()
 

@@ -71,10 +71,12 @@ impl Directory {
         let mut hops = 0;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let answer = placement
-                .forward(&owner, request.clone(), left + FORWARD_MARGIN)
-                .await
-                .map_err(unavailable)?;
+            let answer = tokio::select! {
+                answer = placement.forward(&owner, request.clone(), left + FORWARD_MARGIN) => {
+                    answer.map_err(unavailable)?
+                }
+                reason = gone_from(placement, key, &owner) => return Err(unavailable(reason)),
+            };
             let answer: MeshReply = serv_storage::codec::decode(&answer)
                 .map_err(|e| unavailable(format!("node {owner} answered undecodably: {e}")))?;
             hops += 1;
@@ -251,5 +253,32 @@ impl Directory {
             answers.extend(done.ok());
         }
         answers
+    }
+}
+
+/// Resolves once `owner` is no longer where `key` lives while it has a request for it: it went
+/// down, or another node serves the key now (so `owner` was deposed, and cannot acknowledge a
+/// write any more). The answer says why. An election still under way is waited out.
+async fn gone_from(placement: &dyn Placement, key: &ActorKey, owner: &str) -> String {
+    loop {
+        tokio::time::sleep(OWNER_RETRY).await;
+        if !placement.peers().iter().any(|peer| peer == owner) {
+            return format!("node {owner} went down while it had the request (it may have handled it)");
+        }
+        match placement.place(key) {
+            Place::There(now) if now == owner => {}
+            Place::Moving(_) => {}
+            Place::There(now) => {
+                return format!(
+                    "node {now} serves it now; node {owner} had the request (it may have handled it)"
+                );
+            }
+            Place::Here => {
+                return format!(
+                    "this node serves it now; node {owner} had the request (it may have handled it)"
+                );
+            }
+            Place::Nowhere(reason) => return reason,
+        }
     }
 }
