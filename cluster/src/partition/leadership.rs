@@ -15,9 +15,10 @@
 //! replica refuses any vote within the leader lease, 2 s, of its own vote changing: for the
 //! leader, of its election. So a partition is handed over only once its leader has led it for
 //! [`LED_BEFORE_HAND_OVER`].) With five or more replicas the other followers refuse until their
-//! lease runs out, and the hand-over takes up to that much longer. A hand-over that has not
-//! ended within [`HAND_OVER_TIMEOUT`] gives the partition back to its leader, which serves it
-//! again.
+//! lease runs out, and the hand-over takes up to that much longer. A hand-over that fails (the
+//! successor cannot be reached) or has not ended within [`HAND_OVER_TIMEOUT`] gives the
+//! partition back to its leader, which serves it again and does not try again for
+//! [`HAND_OVER_BACKOFF`].
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -33,6 +34,11 @@ pub const MAX_HAND_OVERS: usize = 16;
 
 /// Longest one step of a hand-over may take before the leader serves its partition again.
 pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a leader waits before it tries again to hand over a partition whose last hand-over
+/// did not end (the successor could not be reached, say): each try leaves the partition
+/// unserved for a moment.
+pub const HAND_OVER_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How long a leader must have served a partition before it hands it over: past openraft's
 /// leader lease (`election_timeout_max`), within which it would refuse its successor's vote.
@@ -111,7 +117,9 @@ impl Partitions {
         match &outcome {
             Ok(()) => tracing::info!(partition, to = %node_name(to), "handed the leadership over"),
             Err(error) => {
-                tracing::info!(partition, to = %node_name(to), %error, "hand-over did not end; leading on")
+                *group.hand_over_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(std::time::Instant::now());
+                tracing::warn!(partition, to = %node_name(to), %error, "hand-over did not end; leading on");
             }
         }
         outcome
@@ -124,15 +132,17 @@ fn matched(m: &openraft::RaftMetrics<u64, openraft::EmptyNode>, node: u64) -> Op
 }
 
 impl Group {
-    /// True when this node leads the group, no change of voters is under way, and `to` is a
-    /// voter holding every entry.
+    /// True when this node leads the group (for long enough, and no hand-over of it failed
+    /// lately), no change of voters is under way, and `to` is a voter holding every entry.
     fn can_hand_to(&self, to: u64) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let led = self.taken_up_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
+        let failed = *self.hand_over_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.state == ServerState::Leader
             && led >= LED_BEFORE_HAND_OVER
+            && failed.is_none_or(|at| at.elapsed() >= HAND_OVER_BACKOFF)
             && membership.get_joint_config().len() == 1
             && membership.voter_ids().any(|id| id == to)
             && matched(&m, to) == m.last_log_index

@@ -223,6 +223,8 @@ struct Group {
     taken_up_at: std::sync::Mutex<Instant>,
     /// This node is handing its leadership to another replica: it does not serve meanwhile.
     handing_over: std::sync::atomic::AtomicBool,
+    /// When this node's last hand-over of the group failed.
+    hand_over_failed: std::sync::Mutex<Option<Instant>>,
 }
 
 /// [`Group::taken_up`] before any term was.
@@ -299,6 +301,7 @@ impl Partitions {
                 taken_up: NO_TERM.into(),
                 taken_up_at: Instant::now().into(),
                 handing_over: false.into(),
+                hand_over_failed: None.into(),
             }));
         }
         if let Some((_, server)) = &options.transport {

@@ -45,6 +45,10 @@ pub const MAX_SNAPSHOT_BYTES: usize = MAX_RAFT_FRAME_BYTES as usize - 1024 * 102
 /// How long a node waits for the rest of a request once a peer opened its stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a leader handing a partition over waits for the successor to say it called the
+/// election: the partition is not served meanwhile.
+const ELECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What one node's group asks a peer's group of the same partition.
 #[derive(Serialize, Deserialize)]
 enum Request {
@@ -120,7 +124,7 @@ impl RaftTransport {
     /// Asks `node`'s group of `partition` to stand for election at once.
     pub(crate) async fn ask_to_elect(&self, partition: u64, node: u64) -> Result<(), String> {
         let envelope = Envelope { partition, to: node, request: Request::Elect };
-        match self.call(node, &envelope, REQUEST_TIMEOUT).await {
+        match self.call(node, &envelope, ELECT_TIMEOUT).await {
             Ok(Reply::Elect(outcome)) => outcome,
             Ok(Reply::Refused(reason)) => Err(format!("node {} refused: {reason}", node_name(node))),
             Ok(_) => Err(format!("node {} answered another request", node_name(node))),

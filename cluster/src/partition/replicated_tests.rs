@@ -285,19 +285,19 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     }
 }
 
-/// Asks `node` to stand for election in `partition`, until it leads.
+/// Asks `node` to stand for election in `partition` (again each second: a replica refuses
+/// votes within its leader lease), until it leads.
 async fn elect(nodes: &[Node], node: usize, partition: u64) {
-    let raft = nodes[node].partitions.groups[partition as usize].raft.clone();
-    let id = nodes[node].id;
-    eventually("the node asked to stand leads", Duration::from_secs(15), || {
-        if leader_of(nodes, partition) == Some(id) {
-            return Some(());
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move { raft.trigger().elect().await });
-        None
-    })
-    .await;
+    let raft = &nodes[node].partitions.groups[partition as usize].raft;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader_of(nodes, partition) != Some(nodes[node].id) {
+        assert!(Instant::now() < deadline, "node {} was asked to stand and does not lead", nodes[node].id);
+        raft.trigger().elect().await.unwrap();
+        let _ = raft
+            .wait(Some(Duration::from_secs(1)))
+            .metrics(|m| m.state == openraft::ServerState::Leader, "leads")
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,29 +335,34 @@ async fn a_write_path_of_an_earlier_leadership_refuses_writes_when_the_node_lead
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_hands_its_partition_to_the_preferred_replica_with_every_write() {
-    let nodes = cluster().await;
-    for node in &nodes {
+/// Makes the nodes follow their replica sets, and another replica than `key`'s preferred leader
+/// lead its partition, having taken it up and written `key`, until it offers the partition to
+/// the preferred one: (partition, preferred leader, index of the leading node).
+async fn led_elsewhere_than_preferred(nodes: &[Node], key: &str) -> (u64, u64, usize) {
+    for node in nodes {
         let sets = ReplicaSets::new(node.storage.node_id(), 3, PARTITIONS, node.view.subscribe());
         node.partitions.follow(sets);
     }
-    let partition = nodes[0].partitions.partition_of("bucket/handed");
-    let preferred =
-        node_number(nodes[0].partitions.status()[partition as usize].preferred_leader.as_ref().unwrap())
-            .unwrap();
+    let partition = nodes[0].partitions.partition_of(key);
+    let status = nodes[0].partitions.status()[partition as usize].clone();
+    let preferred = node_number(status.preferred_leader.as_ref().unwrap()).unwrap();
     let other = nodes.iter().position(|node| node.id != preferred).unwrap();
-    elect(&nodes, other, partition).await;
-    for node in &nodes {
-        node.partitions.take_up(partition, node.partitions.status()[partition as usize].term);
-    }
-    nodes[other].write("bucket/handed", 1).await.expect("the current leader writes");
-
+    elect(nodes, other, partition).await;
+    let term = nodes[other].partitions.status()[partition as usize].term;
+    nodes[other].partitions.take_up(partition, term);
+    nodes[other].write(key, 1).await.expect("the current leader writes");
     // Once it has led for longer than its leader lease, the leader offers the partition.
     eventually("the leader offers the partition to the preferred replica", Duration::from_secs(5), || {
         nodes[other].partitions.hand_overs(MAX_HAND_OVERS).contains(&(partition, preferred)).then_some(())
     })
     .await;
+    (partition, preferred, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_its_partition_to_the_preferred_replica_with_every_write() {
+    let nodes = cluster().await;
+    let (partition, preferred, other) = led_elsewhere_than_preferred(&nodes, "bucket/handed").await;
     let started = Instant::now();
     let drained = std::sync::atomic::AtomicBool::new(false);
     let drain = async { drained.store(true, std::sync::atomic::Ordering::SeqCst) };
@@ -373,6 +378,27 @@ async fn a_leader_hands_its_partition_to_the_preferred_replica_with_every_write(
     successor.write("bucket/handed", 2).await.expect("the successor writes");
     assert!(!nodes[other].partitions.hand_overs(MAX_HAND_OVERS).contains(&(partition, preferred)));
     for node in &nodes {
+        node.partitions.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_to_an_unreachable_replica_gives_the_partition_back_and_is_not_retried_at_once() {
+    let nodes = cluster().await;
+    let (partition, preferred, other) = led_elsewhere_than_preferred(&nodes, "bucket/kept").await;
+    // The preferred replica dies before it can be asked (the members' view still says it is up).
+    nodes.iter().find(|node| node.id == preferred).unwrap().kill().await;
+    let started = Instant::now();
+    let refused = nodes[other].partitions.hand_over(partition, preferred, async {}).await;
+    assert!(refused.is_err(), "a hand-over to a dead replica cannot succeed");
+    assert!(started.elapsed() < HAND_OVER_TIMEOUT, "given back within {:?}", started.elapsed());
+    assert_eq!(nodes[other].partitions.serving(partition), Serving::Here, "the leader serves again");
+    nodes[other].write("bucket/kept", 2).await.expect("and writes with the third replica");
+    assert!(
+        !nodes[other].partitions.hand_overs(MAX_HAND_OVERS).contains(&(partition, preferred)),
+        "not offered again before the back-off"
+    );
+    for node in nodes.iter().filter(|node| node.id != preferred) {
         node.partitions.shutdown().await;
     }
 }
