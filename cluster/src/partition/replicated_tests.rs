@@ -300,36 +300,43 @@ async fn elect(nodes: &[Node], node: usize, partition: u64) {
     }
 }
 
+/// Makes `nodes[node]` lead `partition` and write `value` under `key` through a path of that
+/// leadership (again, should another replica win an election in between); answers the path.
+async fn lead_and_write(nodes: &[Node], node: usize, key: &str, value: u64) -> Arc<dyn CommitPath> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let partition = nodes[node].partitions.partition_of(key);
+        elect(nodes, node, partition).await;
+        let path = nodes[node].partitions.commit_path(partition);
+        let notes = nodes[node].storage.table(NOTES).unwrap();
+        let mut changes = WriteSet::new();
+        changes.put(&notes, &key.to_string(), &Note(value)).unwrap();
+        match nodes[node].storage.with_commit_path(path.clone()).commit(changes).await {
+            Ok(()) => return path,
+            Err(StorageError::NotLeader { .. }) if Instant::now() < deadline => continue,
+            Err(error) => panic!("the path of the current leadership must write: {error}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_path_of_an_earlier_leadership_refuses_writes_when_the_node_leads_again() {
     let nodes = cluster().await;
     let partition = nodes[0].partitions.partition_of("bucket/fenced");
-    elect(&nodes, 0, partition).await;
-    let stale = nodes[0].partitions.commit_path(partition);
-    let write = |path: Arc<dyn CommitPath>, value: u64| {
-        let notes = nodes[0].storage.table(NOTES).unwrap();
-        let mut changes = WriteSet::new();
-        changes.put(&notes, &"bucket/fenced".to_string(), &Note(value)).unwrap();
-        let storage = nodes[0].storage.with_commit_path(path);
-        async move { storage.commit(changes).await }
-    };
-    write(stale.clone(), 1).await.expect("the path of the current leadership writes");
-
+    let stale = lead_and_write(&nodes, 0, "bucket/fenced", 1).await;
     // Another replica leads for a while, then this node again, in a later term.
-    elect(&nodes, 1, partition).await;
-    nodes[1].write("bucket/fenced", 2).await.expect("the new leader writes");
-    elect(&nodes, 0, partition).await;
-    eventually("the node applied the other leader's write", Duration::from_secs(10), || {
-        (nodes[0].note("bucket/fenced") == Some(Note(2))).then_some(())
-    })
-    .await;
-    match write(stale, 3).await {
+    lead_and_write(&nodes, 1, "bucket/fenced", 2).await;
+    lead_and_write(&nodes, 0, "bucket/fenced", 3).await;
+    assert_eq!(nodes[0].note("bucket/fenced"), Some(Note(3)));
+
+    let notes = nodes[0].storage.table(NOTES).unwrap();
+    let mut changes = WriteSet::new();
+    changes.put(&notes, &"bucket/fenced".to_string(), &Note(4)).unwrap();
+    match nodes[0].storage.with_commit_path(stale).commit(changes).await {
         Err(StorageError::NotLeader { partition: p, .. }) => assert_eq!(p, partition),
         other => panic!("a path of an earlier leadership must refuse, got {other:?}"),
     }
-    assert_eq!(nodes[0].note("bucket/fenced"), Some(Note(2)), "the refused write changed nothing");
-    write(nodes[0].partitions.commit_path(partition), 4).await.expect("a path of this leadership writes");
-    assert_eq!(nodes[0].note("bucket/fenced"), Some(Note(4)));
+    assert_eq!(nodes[0].note("bucket/fenced"), Some(Note(3)), "the refused write changed nothing");
     for node in &nodes {
         node.partitions.shutdown().await;
     }
@@ -347,10 +354,9 @@ async fn led_elsewhere_than_preferred(nodes: &[Node], key: &str) -> (u64, u64, u
     let status = nodes[0].partitions.status()[partition as usize].clone();
     let preferred = node_number(status.preferred_leader.as_ref().unwrap()).unwrap();
     let other = nodes.iter().position(|node| node.id != preferred).unwrap();
-    elect(nodes, other, partition).await;
+    lead_and_write(nodes, other, key, 1).await;
     let term = nodes[other].partitions.status()[partition as usize].term;
     nodes[other].partitions.take_up(partition, term);
-    nodes[other].write(key, 1).await.expect("the current leader writes");
     // Once it has led for longer than its leader lease, the leader offers the partition.
     eventually("the leader offers the partition to the preferred replica", Duration::from_secs(5), || {
         nodes[other].partitions.hand_overs(MAX_HAND_OVERS).contains(&(partition, preferred)).then_some(())
