@@ -37,8 +37,11 @@ const SESSION_CHECK: Duration = Duration::from_secs(1);
 /// How long an opened session may take to become usable before it is opened again.
 const SESSION_GRACE: Duration = Duration::from_secs(3);
 
-/// How long a request waits for a session with its node to be ready.
-const SESSION_WAIT: Duration = Duration::from_secs(3);
+/// How long a request waits for a session with its node to be ready: nothing has been sent
+/// yet, so waiting is safe. A session with a node that restarted can take one
+/// [`SESSION_GRACE`] and a new attempt to open (about 4 s measured), while the node already
+/// leads partitions.
+const SESSION_WAIT: Duration = Duration::from_secs(8);
 
 /// Largest request or reply one call carries (ractor_cluster refuses bigger frames; object
 /// bodies never go this way, they travel on their own streams).

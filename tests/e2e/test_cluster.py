@@ -96,6 +96,9 @@ def test_a_killed_node_is_seen_down_and_rejoins_with_its_old_id(start_servd, tmp
     for node in (seed, second):
         wait_until(lambda node=node: victim_id in alive(node), timeout=15, message="the victim joins")
 
+    # Its start time comes with its metadata, which may trail its first sighting.
+    wait_until(lambda: members(seed)[victim_id]["started_ms"] is not None, timeout=15,
+               message="the victim's start time is known")
     first_start = members(seed)[victim_id]["started_ms"]
     victim.stop(signal.SIGKILL)
     killed_at = time.monotonic()
