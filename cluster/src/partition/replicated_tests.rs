@@ -285,16 +285,25 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     }
 }
 
-/// Asks `node` to stand for election in `partition` (again each second: a replica refuses
-/// votes within its leader lease), until it leads.
+/// Asks `node` to stand for election in `partition` until it leads. Each call waits until the
+/// term has not changed for longer than the leader lease (2 s): within it the replicas refuse
+/// votes, and a failed call starts a term whose election the old leader may win again, which
+/// would restart the lease.
 async fn elect(nodes: &[Node], node: usize, partition: u64) {
     let raft = &nodes[node].partitions.groups[partition as usize].raft;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut term = (raft.metrics().borrow().current_term, Instant::now() - leadership::LED_BEFORE_HAND_OVER);
     while leader_of(nodes, partition) != Some(nodes[node].id) {
         assert!(Instant::now() < deadline, "node {} was asked to stand and does not lead", nodes[node].id);
-        raft.trigger().elect().await.unwrap();
+        let now = raft.metrics().borrow().current_term;
+        if now != term.0 {
+            term = (now, Instant::now());
+        }
+        if term.1.elapsed() >= leadership::LED_BEFORE_HAND_OVER {
+            raft.trigger().elect().await.unwrap();
+        }
         let _ = raft
-            .wait(Some(Duration::from_secs(1)))
+            .wait(Some(Duration::from_millis(500)))
             .metrics(|m| m.state == openraft::ServerState::Leader, "leads")
             .await;
     }
@@ -303,7 +312,7 @@ async fn elect(nodes: &[Node], node: usize, partition: u64) {
 /// Makes `nodes[node]` lead `partition` and write `value` under `key` through a path of that
 /// leadership (again, should another replica win an election in between); answers the path.
 async fn lead_and_write(nodes: &[Node], node: usize, key: &str, value: u64) -> Arc<dyn CommitPath> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let partition = nodes[node].partitions.partition_of(key);
         elect(nodes, node, partition).await;
