@@ -22,6 +22,7 @@ use serv_cluster::partition::{
     Serving, node_name, spawn_block_repair,
 };
 use serv_cluster::remote::Remote;
+use serv_cluster::removed::RemovedMembers;
 use serv_cluster::transfer::{self, BlockTransfer};
 use serv_edges::admin::NodeInfo;
 use serv_storage::{Record, Storage, TableDef};
@@ -52,6 +53,8 @@ pub struct Cluster {
     pub remote: Remote,
     /// This node's replicas of the partitions.
     pub partitions: Arc<Partitions>,
+    /// The members an operator removed: left out of `members`.
+    pub removed: RemovedMembers,
     /// Where object blocks go: the replicas of their bucket's partition.
     pub blocks: BlockPlacement,
 }
@@ -92,7 +95,8 @@ pub async fn join(
     addresses.insert("mesh".to_string(), advertised.to_string());
     let meta = NodeMeta { version: node.version.clone(), addresses, ..NodeMeta::default() };
     let membership = Membership::start(me, meta, mesh.clone(), datagrams, config.membership.clone(), seeds);
-    let members = remember_members(storage, membership.watch())?;
+    let removed = RemovedMembers::open(storage).map_err(|e| format!("removed members: {e}"))?;
+    let members = remember_members(storage, membership.watch(), &removed)?;
 
     let options = PartitionOptions {
         count: config.partitions,
@@ -135,7 +139,7 @@ pub async fn join(
     tokio::spawn(reconcile(placement.clone(), directory.clone()));
     tokio::spawn(follow_leadership(partitions.clone(), directory.clone()));
     spawn_block_repair(partitions.clone(), blocks.clone(), storage.clone());
-    Ok(Cluster { membership, members, remote, partitions, blocks })
+    Ok(Cluster { membership, members, remote, partitions, blocks, removed })
 }
 
 /// Moves every partition this node leads towards its replica set, and hands those it should
@@ -209,10 +213,12 @@ async fn evict_partitions(
 }
 
 /// The membership view with every member remembered in storage added (as down) when the view
-/// lacks it; members seen for the first time are remembered.
+/// lacks it, and every member an operator removed left out; members seen for the first time
+/// are remembered.
 fn remember_members(
     storage: &Storage,
     mut view: watch::Receiver<Vec<MemberView>>,
+    removed: &RemovedMembers,
 ) -> Result<watch::Receiver<Vec<MemberView>>, String> {
     let table = storage.table(KNOWN_MEMBERS).map_err(|e| e.to_string())?;
     let mut known = std::collections::BTreeMap::new();
@@ -220,10 +226,15 @@ fn remember_members(
         let (id, member) = entry.map_err(|e| format!("remembered members: {e}"))?;
         known.insert(id, member.addr);
     }
-    let merge = |view: &[MemberView], known: &std::collections::BTreeMap<String, SocketAddr>| {
-        let mut merged = view.to_vec();
+    let me = storage.node_id().to_string();
+    let mut removals = removed.watch();
+    let removed = removed.clone();
+    // A removed node still sees itself (and says so in /readyz).
+    let merge = move |view: &[MemberView], known: &std::collections::BTreeMap<String, SocketAddr>| {
+        let kept = |id: &String| *id == me || !removed.contains(id);
+        let mut merged: Vec<MemberView> = view.iter().filter(|m| kept(&m.id)).cloned().collect();
         for (id, addr) in known {
-            if !view.iter().any(|m| &m.id == id) {
+            if kept(id) && !view.iter().any(|m| &m.id == id) {
                 merged.push(MemberView {
                     id: id.clone(),
                     addr: *addr,
@@ -257,8 +268,9 @@ fn remember_members(
                 tracing::warn!(%error, "new members could not be remembered");
             }
             publish.send_replace(merge(&current, &known));
-            if view.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = view.changed() => if changed.is_err() { return },
+                changed = removals.changed() => if changed.is_err() { return },
             }
         }
     });

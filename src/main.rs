@@ -144,6 +144,7 @@ async fn run(config: Config) -> Result<(), String> {
         Some(cluster.members.clone()),
         Some(gateway.clone()),
         Some(cluster.partitions.clone()),
+        Some(cluster.removed.clone()),
     )
     .map_err(|e| format!("cannot open the audit log: {e}"))?;
     tracing::info!(

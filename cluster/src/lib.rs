@@ -7,6 +7,7 @@
 //! - [`ring`]: the consistent-hash ring that places every entity on a node and lists replicas.
 //! - [`remote`]: ractor_cluster node sessions over mesh streams, and request/reply between the
 //!   directories of two nodes.
+//! - [`removed`]: the members an operator removed, kept as tombstones every node merges.
 //! - [`transfer`]: block sessions that carry object bodies to and from a bucket's owner.
 
 pub mod identity;
@@ -14,5 +15,6 @@ pub mod membership;
 pub mod mesh;
 pub mod partition;
 pub mod remote;
+pub mod removed;
 pub mod ring;
 pub mod transfer;

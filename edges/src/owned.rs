@@ -28,6 +28,25 @@ pub fn answer<T: Serialize>(
     );
 }
 
+/// Answers the directory query `name` from other nodes by decoding its argument and handing it
+/// to `apply`; the answer is empty once applied.
+pub fn accept<T, Applied>(
+    directory: &Directory,
+    name: &str,
+    apply: impl Fn(T) -> Applied + Send + Sync + 'static,
+) where
+    T: DeserializeOwned,
+    Applied: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    directory.register_query(
+        name,
+        Arc::new(move |args| {
+            let applied = serv_storage::codec::decode::<T>(&args).map(&apply).map_err(|e| e.to_string());
+            Box::pin(async move { applied?.await.map(|()| Vec::new()) })
+        }),
+    );
+}
+
 /// Asks every other node that is up the directory query `name`: each node's decoded answer, or
 /// why there is none.
 pub async fn ask_peers<T: DeserializeOwned>(

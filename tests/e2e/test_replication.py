@@ -169,11 +169,16 @@ def test_killing_the_node_that_serves_a_queue_loses_no_receipted_message(replica
     served = send_until_receipted(survivors[1], destination, "after", killed)
     sent.append("after")
     print(f"\nSTOMP sends receipted again {served:.2f} s after SIGKILL of the queue's leader")
-    consumer = Client(survivors[0])
+    consume_all(survivors[0], destination, sent)
+
+
+def consume_all(node, destination, sent):
+    """Subscribes through `node` and waits until every message of `sent` has arrived."""
+    consumer = Client(node)
     try:
         consumer.subscribe(destination, id="c", ack="auto")
         wait_until(lambda: set(sent) <= set(consumer.bodies()), timeout=WAIT,
-                   message=f"missing after failover: {sorted(set(sent) - set(consumer.bodies()))[:5]}")
+                   message=f"missing: {sorted(set(sent) - set(consumer.bodies()))[:5]}")
     finally:
         consumer.close()
 

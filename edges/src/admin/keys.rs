@@ -33,16 +33,10 @@ pub fn replicate(directory: &Directory, keys: AccessKeys) {
     let exporting = keys.clone();
     crate::owned::answer(directory, EXPORT_QUERY, move |_| exporting.export().map_err(|e| e.to_string()));
     let merging = keys.clone();
-    directory.register_query(
-        MERGE_QUERY,
-        std::sync::Arc::new(move |args| {
-            let keys = merging.clone();
-            Box::pin(async move {
-                let sync: KeySync = serv_storage::codec::decode(&args).map_err(|e| e.to_string())?;
-                keys.merge(sync).await.map(|_| Vec::new()).map_err(|e| e.to_string())
-            })
-        }),
-    );
+    crate::owned::accept(directory, MERGE_QUERY, move |sync: KeySync| {
+        let keys = merging.clone();
+        async move { keys.merge(sync).await.map(drop).map_err(|e| e.to_string()) }
+    });
     let directory = directory.clone();
     tokio::spawn(async move {
         // Every second until some other node has answered (a node that just started catches

@@ -7,6 +7,7 @@ mod buckets;
 mod error;
 mod events;
 mod keys;
+mod members;
 mod metrics;
 mod modules;
 mod requeue;
@@ -75,6 +76,8 @@ struct Inner {
     members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
     /// The node's partitions (their Raft groups), when it runs them.
     partitions: Option<Arc<Partitions>>,
+    /// The members an operator removed, when the node runs the mesh.
+    removed: Option<serv_cluster::removed::RemovedMembers>,
 }
 
 impl AdminState {
@@ -87,8 +90,12 @@ impl AdminState {
         members: Option<tokio::sync::watch::Receiver<Vec<MemberView>>>,
         gateway: Option<crate::gateway::Gateway>,
         partitions: Option<Arc<Partitions>>,
+        removed: Option<serv_cluster::removed::RemovedMembers>,
     ) -> Result<Self, serv_storage::StorageError> {
         keys::replicate(&directory, storage.access_keys().clone());
+        if let Some(removed) = &removed {
+            members::replicate(&directory, removed.clone());
+        }
         // Other nodes' topic listings include the destinations this node owns.
         if let Ok(topics) = storage.table(serv_actors::topic::TOPICS) {
             crate::owned::share(&directory, topics);
@@ -107,6 +114,7 @@ impl AdminState {
             draining: AtomicBool::new(false),
             members,
             partitions,
+            removed,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -136,6 +144,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))
+        .route("/v1/cluster/members/{id}", delete(members::remove))
         .route("/v1/cluster/ring", get(cluster_ring))
         .route("/v1/cluster/partitions", get(cluster_partitions))
         .route("/v1/cluster/ring/owner", get(ring_owner))
@@ -182,6 +191,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
     if !state.inner.directory.is_ready() {
         return ApiError::new(ErrorCode::NotReady, "supervisors are not up").into_response();
+    }
+    if state.inner.removed.as_ref().is_some_and(|removed| removed.contains(&state.inner.node.id)) {
+        let message =
+            "an operator removed this node from its cluster: start it on a new data dir to join again";
+        return ApiError::new(ErrorCode::NotReady, message).into_response();
     }
     if !state.inner.directory.is_joined() {
         let message = "not joined: the node has not yet settled on its cluster's ring (check --seeds and SERV_CLUSTER_SECRET)";
