@@ -4,9 +4,7 @@ and every partition's replicas are the members left. A node whose data dir was w
 under a new id; once the old id is removed it becomes a replica of every partition, with every
 acknowledged object and message, and the cluster then survives the loss of another node."""
 
-import os
 import shutil
-import signal
 import time
 import uuid
 
@@ -15,8 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from conftest import s3_client, wait_until
 from test_cluster_actors import FAST, kill_and_wait_down, node_id, states, trio  # noqa: F401 (trio is a fixture)
-from test_replication import consume_all, partitions, wait_replicated
-from test_stomp import Client
+from test_replication import consume_all, partitions, wait_replicated, write_acknowledged
 
 
 def remove(via, member):
@@ -95,20 +92,7 @@ def get_when_served(node, bucket, key):
 def test_a_wiped_node_rejoins_under_a_new_id_and_is_refilled_once_the_old_id_is_removed(trio, start_servd):
     wait_replicated(trio)
     n1, n2, n3 = trio
-    bucket = f"wipe-{uuid.uuid4().hex[:8]}"
-    s3_client(n1).create_bucket(Bucket=bucket)
-    bodies = {f"k{i}": os.urandom(500 + i) for i in range(8)}
-    bodies["large"] = os.urandom(3 * 1024 * 1024 + 5)
-    for i, (key, body) in enumerate(bodies.items()):
-        s3_client(trio[i % 3]).put_object(Bucket=bucket, Key=key, Body=body)
-    destination = f"/queue/wipe-{uuid.uuid4().hex[:8]}"
-    producer = Client(n2)
-    sent = [f"m{i}" for i in range(20)]
-    try:
-        for body in sent:
-            producer.send(destination, body)  # waits for its RECEIPT
-    finally:
-        producer.close()
+    bucket, bodies, destination, sent = write_acknowledged(trio, "wipe")
 
     old = node_id(n3)
     kill_and_wait_down(n3, n1)

@@ -14,8 +14,11 @@
 //! the vote, which with three replicas is a majority, and steps down when it grants it. (A
 //! replica refuses any vote within the leader lease, 2 s, of its own vote changing: for the
 //! leader, of its election. So a partition is handed over only once its leader has led it for
-//! [`LED_BEFORE_HAND_OVER`].) With five or more replicas the other followers refuse until their
-//! lease runs out, and the hand-over takes up to that much longer. A hand-over that fails (the
+//! [`LED_BEFORE_HAND_OVER`].) With four or more voters the two are no majority: the others
+//! refuse within their lease, the old leader has stepped down, and whoever wins the election
+//! that follows leads (measured on 5 nodes at R=5: the old leader won again and again, 56
+//! hand-overs of 16 partitions in 90 s). Such groups are not handed over, for now: a transfer
+//! there needs the leader to fall silent for a lease first. A hand-over that fails (the
 //! successor cannot be reached) or has not ended within [`HAND_OVER_TIMEOUT`] gives the
 //! partition back to its leader, which serves it again and does not try again for
 //! [`HAND_OVER_BACKOFF`].
@@ -34,6 +37,10 @@ pub const MAX_HAND_OVERS: usize = 16;
 
 /// Longest one step of a hand-over may take before the leader serves its partition again.
 pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most voters a group may have to be handed over: the old leader's vote and its successor's
+/// must be a majority.
+pub const MAX_VOTERS_TO_HAND_OVER: usize = 3;
 
 /// How long a leader waits before it tries again to hand over a partition whose last hand-over
 /// did not end (the successor could not be reached, say): each try leaves the partition
@@ -61,17 +68,18 @@ impl Partitions {
     }
 
     /// True when every partition this node leads is led by its preferred replica (this node),
-    /// or its preferred replica cannot take it (not a voter, or down).
+    /// or its preferred replica cannot take it (not a voter, or down), or it is not handed over
+    /// (more than [`MAX_VOTERS_TO_HAND_OVER`] voters).
     pub fn led_as_preferred(&self) -> bool {
         let Some(sets) = self.sets.get() else { return true };
         self.groups.iter().all(|group| {
             let metrics = group.raft.metrics();
             let m = metrics.borrow();
             let preferred = sets.preferred(group.partition);
+            let voters = m.membership_config.membership().voter_ids().collect::<Vec<_>>();
             m.state != ServerState::Leader
-                || preferred.is_none_or(|to| {
-                    to == group.me || !m.membership_config.membership().voter_ids().any(|id| id == to)
-                })
+                || voters.len() > MAX_VOTERS_TO_HAND_OVER
+                || preferred.is_none_or(|to| to == group.me || !voters.contains(&to))
         })
     }
 
@@ -144,6 +152,7 @@ impl Group {
             && led >= LED_BEFORE_HAND_OVER
             && failed.is_none_or(|at| at.elapsed() >= HAND_OVER_BACKOFF)
             && membership.get_joint_config().len() == 1
+            && membership.voter_ids().count() <= MAX_VOTERS_TO_HAND_OVER
             && membership.voter_ids().any(|id| id == to)
             && matched(&m, to) == m.last_log_index
     }

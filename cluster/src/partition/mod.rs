@@ -154,7 +154,8 @@ pub struct PartitionStatus {
     pub changing: bool,
     pub leader: Option<String>,
     /// The replica that should lead: the first of the replica set that is up. The leader hands
-    /// the partition over to it once it holds the whole log.
+    /// the partition over to it once it holds the whole log. None for a group of more than
+    /// three voters, which is not handed over.
     pub preferred_leader: Option<String>,
     pub term: u64,
     /// This node's role in the group: `leader`, `follower`, `candidate`, `learner`, or `none`
@@ -366,8 +367,10 @@ impl Partitions {
         self.groups
             .iter()
             .map(|group| {
-                let preferred = sets.and_then(|sets| sets.preferred(group.partition));
-                PartitionStatus { preferred_leader: preferred.map(node_name), ..group.status() }
+                let status = group.status();
+                let handed_over = status.replicas.len() <= leadership::MAX_VOTERS_TO_HAND_OVER;
+                let preferred = sets.filter(|_| handed_over).and_then(|sets| sets.preferred(group.partition));
+                PartitionStatus { preferred_leader: preferred.map(node_name), ..status }
             })
             .collect()
     }
