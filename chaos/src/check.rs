@@ -415,8 +415,10 @@ pub fn available_during_faults(ops: &[Op], faulted: &[(usize, u64, u64)]) -> Vec
 }
 
 /// With `--expect-availability`, invariant 3: a node cut off from the others (a minority of
-/// one) acknowledges no write while the partition holds. `partitions` holds (node, start ms, end
-/// ms) of each partition.
+/// one) acknowledges no write while the partition holds. `partitions` holds (node, from ms,
+/// until ms) of each partition, the time it was certainly in place. A write asked for after
+/// the cut was complete and acknowledged before it began to heal is a violation; one
+/// acknowledged later may have been committed once the majority was back.
 pub fn minority_acknowledged_nothing(ops: &[Op], partitions: &[(usize, u64, u64)]) -> Vec<Violation> {
     let writes = ops.iter().filter(|op| {
         op.outcome == Outcome::Ok
@@ -426,7 +428,7 @@ pub fn minority_acknowledged_nothing(ops: &[Op], partitions: &[(usize, u64, u64)
     for op in writes {
         let cut = partitions
             .iter()
-            .find(|(node, start, end)| *node == op.node && op.invoke_ms >= *start && op.invoke_ms <= *end);
+            .find(|(node, start, end)| *node == op.node && op.invoke_ms >= *start && op.complete_ms <= *end);
         if cut.is_some() {
             violations.push(Violation {
                 invariant: "minority-acknowledged-write",

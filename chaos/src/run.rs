@@ -77,8 +77,14 @@ pub struct RunConfig {
 pub struct FaultEvent {
     pub kind: String,
     pub node: usize,
+    /// From just before the fault was injected to just after it was healed: when it may have
+    /// been in effect.
     pub start_ms: u64,
     pub end_ms: u64,
+    /// From just after it was injected to just before it was healed: when it was certainly in
+    /// effect.
+    pub held_from_ms: u64,
+    pub held_until_ms: u64,
     pub detail: String,
 }
 
@@ -286,8 +292,11 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     if config.expect_availability {
         let windows: Vec<_> = faults.iter().map(|f| (f.node, f.start_ms, f.end_ms)).collect();
         violations.extend(check::available_during_faults(&ops, &windows));
-        let partitions: Vec<_> =
-            faults.iter().filter(|f| f.kind == "partition").map(|f| (f.node, f.start_ms, f.end_ms)).collect();
+        let partitions: Vec<_> = faults
+            .iter()
+            .filter(|f| f.kind == "partition")
+            .map(|f| (f.node, f.held_from_ms, f.held_until_ms))
+            .collect();
         violations.extend(check::minority_acknowledged_nothing(&ops, &partitions));
     }
     for (index, node) in nodes.nodes.iter().enumerate() {
@@ -335,6 +344,8 @@ async fn inject(
                     node: index,
                     start_ms: now,
                     end_ms: now,
+                    held_from_ms: now,
+                    held_until_ms: now,
                     detail: format!("exited on its own: {status}; log tail:\n{}", nodes.log_tail(index, 20)),
                 });
                 let _ = nodes.start(index);
@@ -367,7 +378,9 @@ async fn apply(nodes: &mut Nodes, network: Option<&Network>, fault: &Fault, hist
             on_network(network, |n| n.degrade(index)).map(|()| format!("netem {}", NETEM.join(" ")))
         }
     });
+    let held_from_ms = history.now_ms();
     tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
+    let held_until_ms = history.now_ms();
     let healed = tokio::task::block_in_place(|| match fault.kind {
         FaultKind::Pause => nodes.resume(index),
         FaultKind::Partition => on_network(network, |n| n.heal_partition(index)),
@@ -378,7 +391,8 @@ async fn apply(nodes: &mut Nodes, network: Option<&Network>, fault: &Fault, hist
         (Ok(what), Ok(())) => what,
         (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
     };
-    FaultEvent { kind: fault.kind.name().into(), node: index, start_ms, end_ms: history.now_ms(), detail }
+    let (kind, end_ms) = (fault.kind.name().into(), history.now_ms());
+    FaultEvent { kind, node: index, start_ms, end_ms, held_from_ms, held_until_ms, detail }
 }
 
 fn on_network(network: Option<&Network>, act: impl FnOnce(&Network) -> Result<()>) -> Result<()> {

@@ -125,7 +125,13 @@ fn with_availability_expected_the_majority_reads_and_the_minority_acknowledges_n
     put.node = 2;
     assert!(minority_acknowledged_nothing(&[put.clone()], &faults).is_empty(), "the majority acknowledges");
     put.node = 0;
+    put.complete_ms = 230;
+    assert!(
+        minority_acknowledged_nothing(&[put.clone()], &faults).is_empty(),
+        "asked during the partition, acknowledged once it healed: committed with the majority back"
+    );
     put.invoke_ms = 250;
+    put.complete_ms = 260;
     assert!(minority_acknowledged_nothing(&[put], &faults).is_empty(), "after the partition healed");
 }
 
