@@ -30,6 +30,13 @@ pub trait KindMessage: Serialize + DeserializeOwned + Send + 'static {
     const KIND: ActorKind;
     /// What the entity answers to one message.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// True for a message that changes nothing (a read): when the node that had it goes down or
+    /// is deposed before it answers, the directory sends it again to the next leader rather
+    /// than tell the caller it may have been handled.
+    fn is_read_only(&self) -> bool {
+        false
+    }
 }
 
 /// A kind of entity: how it loads from storage and handles its messages.

@@ -40,6 +40,10 @@ type ProbeReply = (u64, Option<String>);
 impl KindMessage for ProbeMsg {
     const KIND: ActorKind = ActorKind::Probe;
     type Reply = ProbeReply;
+
+    fn is_read_only(&self) -> bool {
+        matches!(self, ProbeMsg::Get)
+    }
 }
 
 struct Probe {
@@ -642,16 +646,18 @@ async fn an_entity_is_never_started_on_a_node_that_stopped_serving_it_after_rout
     assert_eq!(call.await.unwrap(), Ok(3), "delivered once the node serves it again");
 }
 
-/// A placement whose entities live on node `a` until it is deposed, and node `a` never answers.
+/// A placement whose entities live on node `a` until it is deposed, then on `successor`; node
+/// `a` never answers.
 struct SilentOwner {
     deposed: std::sync::atomic::AtomicBool,
+    successor: crate::Place,
 }
 
 impl crate::Placement for SilentOwner {
     fn place(&self, _key: &ActorKey) -> crate::Place {
         match self.deposed.load(std::sync::atomic::Ordering::SeqCst) {
             false => crate::Place::There("a".into()),
-            true => crate::Place::There("b".into()),
+            true => self.successor.clone(),
         }
     }
 
@@ -667,7 +673,10 @@ impl crate::Placement for SilentOwner {
 #[tokio::test]
 async fn a_request_held_by_a_deposed_owner_fails_once_another_serves_the_key() {
     let node = node(quick()).await;
-    let placement = std::sync::Arc::new(SilentOwner { deposed: false.into() });
+    let placement = std::sync::Arc::new(SilentOwner {
+        deposed: false.into(),
+        successor: crate::Place::There("b".into()),
+    });
     node.directory.set_placement(placement.clone());
     let directory = node.directory.clone();
     let call = tokio::spawn(async move { call(&directory, &probe("held"), ProbeMsg::Add(1)).await });
@@ -682,4 +691,20 @@ async fn a_request_held_by_a_deposed_owner_fails_once_another_serves_the_key() {
         }
         other => panic!("the caller must learn the request may be lost, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_read_held_by_a_deposed_owner_is_asked_again_of_the_next() {
+    let node = node(quick()).await;
+    assert_eq!(call(&node.directory, &probe("read"), ProbeMsg::Add(4)).await, Ok(4));
+    let placement = std::sync::Arc::new(SilentOwner { deposed: false.into(), successor: crate::Place::Here });
+    node.directory.set_placement(placement.clone());
+    let directory = node.directory.clone();
+    let read = tokio::spawn(async move { call(&directory, &probe("read"), ProbeMsg::Get).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!read.is_finished(), "the owner's answer is waited for");
+    placement.deposed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answer =
+        tokio::time::timeout(Duration::from_secs(2), read).await.expect("answered within a poll").unwrap();
+    assert_eq!(answer, Ok(4), "a read changes nothing: the next owner answers it");
 }

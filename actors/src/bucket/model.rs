@@ -210,6 +210,19 @@ pub enum BucketMsg {
 impl KindMessage for BucketMsg {
     const KIND: ActorKind = ActorKind::Bucket;
     type Reply = BucketReply;
+
+    fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            BucketMsg::Head
+                | BucketMsg::ListVersions(_)
+                | BucketMsg::GetObject { .. }
+                | BucketMsg::List(_)
+                | BucketMsg::GetUpload { .. }
+                | BucketMsg::ListParts { .. }
+                | BucketMsg::ListUploads { .. }
+        )
+    }
 }
 
 /// A page of a listing by prefix (and delimiter).

@@ -52,6 +52,7 @@ impl Directory {
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, DirectoryError> {
         let unavailable = |reason: String| DirectoryError::Unavailable { key: key.to_string(), reason };
+        let read_only = msg.is_read_only();
         let msg = serv_storage::codec::encode(msg).map_err(|e| unavailable(format!("cannot encode: {e}")))?;
         let request = MeshRequest::Deliver {
             key: key.clone(),
@@ -71,11 +72,15 @@ impl Directory {
         let mut hops = 0;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // A read that the node lost is asked again (the caller routes it anew); anything
+            // else may have been handled, so the caller is told.
+            let lost = |reason: String| match read_only {
+                true => DirectoryError::Moving { key: key.to_string(), reason },
+                false => unavailable(reason),
+            };
             let answer = tokio::select! {
-                answer = placement.forward(&owner, request.clone(), left + FORWARD_MARGIN) => {
-                    answer.map_err(unavailable)?
-                }
-                reason = gone_from(placement, key, &owner) => return Err(unavailable(reason)),
+                answer = placement.forward(&owner, request.clone(), left + FORWARD_MARGIN) => answer.map_err(lost)?,
+                reason = gone_from(placement, key, &owner) => return Err(lost(reason)),
             };
             let answer: MeshReply = serv_storage::codec::decode(&answer)
                 .map_err(|e| unavailable(format!("node {owner} answered undecodably: {e}")))?;
