@@ -115,7 +115,7 @@ pub(crate) struct Hub {
     live: RwLock<HashMap<ActorKey, Incarnation>>,
     supervisors: RwLock<HashMap<ActorKind, ActorRef<KindMsg>>>,
     spawners: RwLock<HashMap<ActorKind, Arc<dyn Spawn>>>,
-    placement: RwLock<Option<Arc<dyn Placement>>>,
+    pub(crate) placement: RwLock<Option<Arc<dyn Placement>>>,
     queries: RwLock<HashMap<String, Query>>,
     modules: std::sync::OnceLock<Arc<crate::module::ModuleRuntime>>,
     commit_paths: std::sync::OnceLock<CommitPaths>,

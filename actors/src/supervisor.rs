@@ -297,6 +297,9 @@ impl KindState {
     /// Schedules a restart of `name` after a crash, or escalates; a crash that is not `counted`
     /// (another entity was unreachable) restarts it without counting towards escalation.
     fn crashed(&mut self, name: String, error: String, counted: bool) {
+        if !self.serves(&name) {
+            return self.forget(name, error);
+        }
         let key = self.key(&name).to_string();
         let config = &self.hub.config;
         let Some(child) = self.children.get_mut(&name) else { return };
@@ -329,6 +332,31 @@ impl KindState {
         child.phase = Phase::Backoff(waiters);
         let generation = child.generation;
         self.myself.send_after(backoff, move || KindMsg::Respawn { name, generation });
+    }
+
+    /// False when this node's placement puts the entity `name` on another node (or on none for
+    /// now): it lost the entity's partition.
+    fn serves(&self, name: &str) -> bool {
+        let placement = self.hub.placement.read().unwrap_or_else(|p| p.into_inner()).clone();
+        placement.is_none_or(|placement| placement.place(&self.key(name)) == crate::Place::Here)
+    }
+
+    /// Drops an entity that failed on a node that no longer serves it: it is not restarted here
+    /// (where it could only fail again, its writes fenced) and leaves no failed record; whoever
+    /// waited for it routes again.
+    fn forget(&mut self, name: String, error: String) {
+        let key = self.key(&name).to_string();
+        tracing::debug!(%key, %error, "an entity failed where its partition is no longer served; not restarted here");
+        let Some(child) = self.children.remove(&name) else { return };
+        self.hub.registry.remove(&child.stats);
+        let waiters = match child.phase {
+            Phase::Starting(waiters) | Phase::Stopping(waiters) | Phase::Backoff(waiters) => waiters,
+            Phase::Running(_) | Phase::Failed(_) => Vec::new(),
+        };
+        for waiter in waiters {
+            let reason = format!("it failed on a node that no longer serves it: {error}");
+            let _ = waiter.send(Err(DirectoryError::Moving { key: key.clone(), reason }));
+        }
     }
 
     fn respawn(&mut self, name: String, generation: u64) {

@@ -708,3 +708,45 @@ async fn a_read_held_by_a_deposed_owner_is_asked_again_of_the_next() {
         tokio::time::timeout(Duration::from_secs(2), read).await.expect("answered within a poll").unwrap();
     assert_eq!(answer, Ok(4), "a read changes nothing: the next owner answers it");
 }
+
+/// A placement that places every key here until told the node lost them.
+struct Losable {
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl crate::Placement for Losable {
+    fn place(&self, _key: &ActorKey) -> crate::Place {
+        match self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            false => crate::Place::Here,
+            true => crate::Place::Moving("the partition is electing a leader".into()),
+        }
+    }
+
+    fn peers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn forward(&self, node: &str, _request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
+        let node = node.to_string();
+        Box::pin(async move { Err(format!("no node {node} in this test")) })
+    }
+}
+
+#[tokio::test]
+async fn an_entity_that_fails_after_its_node_lost_it_is_not_restarted_there() {
+    let node = node(quick()).await;
+    let placement = std::sync::Arc::new(Losable { lost: false.into() });
+    node.directory.set_placement(placement.clone());
+    assert_eq!(call(&node.directory, &probe("lost"), ProbeMsg::Add(1)).await, Ok(1));
+    assert!(record(&node.directory, "probe/lost").is_some());
+    // The node loses the partition while the entity still runs, and the entity then fails.
+    placement.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    let delivered = node.directory.deliver(&probe("lost"), ProbeMsg::Panic, None).await;
+    assert!(delivered.is_ok(), "the live entity takes the message");
+    wait_until("the failed entity is gone, not restarting", || {
+        record(&node.directory, "probe/lost").is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // past the restart backoff
+    assert!(record(&node.directory, "probe/lost").is_none(), "restarted on a node that does not serve it");
+}
