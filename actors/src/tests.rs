@@ -626,8 +626,7 @@ impl crate::Placement for LostInBetween {
     }
 
     fn forward(&self, node: &str, _request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
-        let node = node.to_string();
-        Box::pin(async move { Err(format!("no node {node} in this test")) })
+        no_such_node(node)
     }
 }
 
@@ -727,8 +726,7 @@ impl crate::Placement for Losable {
     }
 
     fn forward(&self, node: &str, _request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
-        let node = node.to_string();
-        Box::pin(async move { Err(format!("no node {node} in this test")) })
+        no_such_node(node)
     }
 }
 
@@ -749,4 +747,10 @@ async fn an_entity_that_fails_after_its_node_lost_it_is_not_restarted_there() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await; // past the restart backoff
     assert!(record(&node.directory, "probe/lost").is_none(), "restarted on a node that does not serve it");
+}
+
+/// What forwarding to `node` answers in a test with no other nodes.
+fn no_such_node(node: &str) -> crate::placement::Forwarded {
+    let node = node.to_string();
+    Box::pin(async move { Err(format!("no node {node} in this test")) })
 }
