@@ -708,37 +708,16 @@ async fn a_read_held_by_a_deposed_owner_is_asked_again_of_the_next() {
     assert_eq!(answer, Ok(4), "a read changes nothing: the next owner answers it");
 }
 
-/// A placement that places every key here until told the node lost them.
-struct Losable {
-    lost: std::sync::atomic::AtomicBool,
-}
-
-impl crate::Placement for Losable {
-    fn place(&self, _key: &ActorKey) -> crate::Place {
-        match self.lost.load(std::sync::atomic::Ordering::SeqCst) {
-            false => crate::Place::Here,
-            true => crate::Place::Moving("the partition is electing a leader".into()),
-        }
-    }
-
-    fn peers(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn forward(&self, node: &str, _request: Vec<u8>, _timeout: Duration) -> crate::placement::Forwarded {
-        no_such_node(node)
-    }
-}
-
 #[tokio::test]
 async fn an_entity_that_fails_after_its_node_lost_it_is_not_restarted_there() {
     let node = node(quick()).await;
-    let placement = std::sync::Arc::new(Losable { lost: false.into() });
+    // Here from the first question on while `back`; taking `back` away loses the entity.
+    let placement = std::sync::Arc::new(LostInBetween { asked: 0.into(), back: true.into() });
     node.directory.set_placement(placement.clone());
     assert_eq!(call(&node.directory, &probe("lost"), ProbeMsg::Add(1)).await, Ok(1));
     assert!(record(&node.directory, "probe/lost").is_some());
     // The node loses the partition while the entity still runs, and the entity then fails.
-    placement.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    placement.back.store(false, std::sync::atomic::Ordering::SeqCst);
     let delivered = node.directory.deliver(&probe("lost"), ProbeMsg::Panic, None).await;
     assert!(delivered.is_ok(), "the live entity takes the message");
     wait_until("the failed entity is gone, not restarting", || {
