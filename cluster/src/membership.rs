@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
+use foca::{AccumulatingRuntime, Foca, Incarnation, Member, OwnedNotification, State, Timer};
 use rand_foca::SeedableRng;
 use rand_foca::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -191,6 +191,8 @@ enum Event {
     Timer(Timer<NodeIdentity>),
     Announce(SocketAddr),
     Leave,
+    /// Time to declare down the members suspect past their time ([`Suspicions`]).
+    Overdue,
 }
 
 /// A running membership: the view, and a handle to act on it.
@@ -302,6 +304,8 @@ async fn run(
     // again now and then makes sure every member hears every other's metadata.
     let mut rebroadcast = tokio::time::interval(config.probe_period * 10);
     rebroadcast.tick().await;
+    let mut suspicions = Suspicions::default();
+    let mut overdue = tokio::time::interval(config.suspect_to_down_after);
     loop {
         let event = tokio::select! {
             event = inbox.recv() => match event {
@@ -313,8 +317,16 @@ async fn run(
                 broadcast_meta(&mut foca, &meta);
                 continue;
             }
+            _ = overdue.tick() => Event::Overdue,
         };
         let outcome = match event {
+            Event::Overdue => {
+                let overdue = suspicions.overdue(config.suspect_to_down_after * SUSPICION_LOST_AFTER);
+                for member in &overdue {
+                    tracing::info!(member = %member.id().id, "a member suspect past its time is declared down");
+                }
+                foca.apply_many(overdue.into_iter(), true, &mut runtime)
+            }
             Event::Data(data) => foca.handle_data(&data, &mut runtime),
             Event::Timer(timer) => foca.handle_timer(timer, &mut runtime),
             Event::Announce(addr) => {
@@ -356,8 +368,45 @@ async fn run(
                 _ => {}
             }
         }
+        suspicions.follow(&foca);
         // Membership or metadata may have changed with any input; an unchanged view is not sent.
         publish_view(&foca, &me, &meta, &table, &down, &publish);
+    }
+}
+
+/// A suspect held this many times `suspect_to_down_after` lost its timer (see [`Suspicions`]).
+const SUSPICION_LOST_AFTER: u32 = 2;
+
+/// The members foca holds as suspect, and since when. A suspect either refutes (a higher
+/// incarnation) or is declared down when its timer fires; but foca drops every pending timer
+/// when it resets (this node came back under a renewed identity, or had lost every member),
+/// and a suspect it held then stayed suspect for ever. Found by the chaos harness: after a
+/// partition healed, a node held another suspect for minutes. Declaring such a member down is
+/// what the lost timer would have done; the member then rejoins under a renewed identity.
+#[derive(Default)]
+struct Suspicions(HashMap<NodeIdentity, (Incarnation, Instant)>);
+
+impl Suspicions {
+    fn follow(&mut self, foca: &Foca<NodeIdentity, WireCodec, StdRng, MetaHandler>) {
+        let now = Instant::now();
+        let suspects: HashMap<&NodeIdentity, Incarnation> = foca
+            .iter_membership_state()
+            .filter(|member| member.state() == State::Suspect)
+            .map(|member| (member.id(), member.incarnation()))
+            .collect();
+        self.0.retain(|id, (incarnation, _)| suspects.get(id) == Some(incarnation));
+        for (id, incarnation) in suspects {
+            self.0.entry(id.clone()).or_insert((incarnation, now));
+        }
+    }
+
+    /// The members suspect for longer than `after`, as down.
+    fn overdue(&self, after: Duration) -> Vec<Member<NodeIdentity>> {
+        self.0
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() > after)
+            .map(|(id, (incarnation, _))| Member::new(id.clone(), *incarnation, State::Down))
+            .collect()
     }
 }
 
