@@ -1,5 +1,6 @@
 //! `serv-chaos run ...`: one seeded chaos run against real servd nodes (see the crate doc).
-//! Exit status: 0 when every invariant held, 1 on any violation, 2 when the run itself failed.
+//! Exit status: 0 when every invariant held, 1 on any violation, 2 when the run itself failed
+//! (a fault that could not be injected or healed fails the run too).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -232,6 +233,20 @@ fn main() -> ExitCode {
     };
     if let Err(error) = report::write(&report_dir, &result) {
         eprintln!("serv-chaos: {error:#}");
+        return ExitCode::from(2);
+    }
+    let failed: Vec<_> = result.faults.iter().filter(|fault| fault.failed).collect();
+    if !failed.is_empty() {
+        // A fault that was never in effect proves nothing: the run fails, whatever it found.
+        eprintln!(
+            "serv-chaos: {} of {} faults could not be injected or healed:",
+            failed.len(),
+            result.faults.len()
+        );
+        for fault in failed {
+            eprintln!("  {} of n{} at {} ms: {}", fault.kind, fault.node + 1, fault.start_ms, fault.detail);
+        }
+        eprintln!("report: {}", report_dir.join("report.html").display());
         return ExitCode::from(2);
     }
     let s = &result.stats;

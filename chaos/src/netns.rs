@@ -121,6 +121,13 @@ impl Network {
         let host = &self.hosts[index];
         in_namespace(&host.namespace, "tc", &["qdisc", "del", "dev", &host.link, "root"])
     }
+
+    /// Checks, before a run counts on it, that this kernel can degrade a link (many kernels
+    /// are built without `sch_netem`): a run whose netem faults all failed proves nothing.
+    pub fn probe_netem(&self) -> Result<()> {
+        self.degrade(0).context("this kernel cannot inject netem faults (no sch_netem?)")?;
+        self.restore(0)
+    }
 }
 
 impl Drop for Network {

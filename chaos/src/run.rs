@@ -77,8 +77,9 @@ pub struct RunConfig {
 pub struct FaultEvent {
     pub kind: String,
     pub node: usize,
-    /// From just before the fault was injected to just after it was healed: when it may have
-    /// been in effect.
+    /// From just before the fault was injected to when the node was whole again after the heal
+    /// (ready, and seeing every member alive): when it may have been in effect, or its node
+    /// not yet back as a full member.
     pub start_ms: u64,
     pub end_ms: u64,
     /// From just after it was injected to just before it was healed: when it was certainly in
@@ -86,6 +87,11 @@ pub struct FaultEvent {
     pub held_from_ms: u64,
     pub held_until_ms: u64,
     pub detail: String,
+    /// The harness could not inject or heal it: the run proves nothing about this fault.
+    pub failed: bool,
+    /// When the node was whole again after the heal; `None` when it was not within the
+    /// rejoin patience.
+    pub rejoined_ms: Option<u64>,
 }
 
 /// What a run found (the report is written from it).
@@ -140,13 +146,15 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
     for index in 0..nodes.len() {
         nodes.start(index)?;
         if index == 0 {
-            wait_cluster(&http, &nodes, &[0], Duration::from_secs(30))
+            wait_cluster(&http, &nodes, &[0], 1, true, Duration::from_secs(30))
                 .await
                 .context("the first node did not start")?;
         }
     }
     let all: Vec<usize> = (0..nodes.len()).collect();
-    wait_cluster(&http, &nodes, &all, Duration::from_secs(60)).await.context("the cluster did not form")?;
+    wait_cluster(&http, &nodes, &all, nodes.len(), true, Duration::from_secs(60))
+        .await
+        .context("the cluster did not form")?;
 
     let s3_addrs: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.s3)).collect();
     let stomp_addrs: Vec<SocketAddr> = nodes.nodes.iter().map(|n| n.addr(n.ports.stomp)).collect();
@@ -221,7 +229,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
         kinds: config.faults.clone(),
     };
     let planned = schedule::draw(config.seed, &shape);
-    let faults = inject(&mut nodes, network.as_ref(), &planned, &history, shape.duration_ms).await;
+    let faults = inject(&mut nodes, network.as_ref(), &http, &planned, &history, shape.duration_ms).await;
 
     stop_writers.store(true, Ordering::Relaxed);
     for writer in writers {
@@ -236,7 +244,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
             let _ = network.restore(index);
         }
     }
-    if let Err(error) = wait_cluster(&http, &nodes, &all, config.heal_timeout).await {
+    if let Err(error) = wait_cluster(&http, &nodes, &all, nodes.len(), true, config.heal_timeout).await {
         notes.push(format!("after heal: {error:#}"));
     }
 
@@ -299,6 +307,19 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
             .collect();
         violations.extend(check::minority_acknowledged_nothing(&ops, &partitions));
     }
+    violations.extend(faults.iter().filter(|f| f.kind != "crash" && f.rejoined_ms.is_none()).map(|f| {
+        Violation {
+            invariant: "node-rejoins",
+            message: format!(
+                "n{} was not whole again after its {} was healed: {}",
+                f.node + 1,
+                f.kind,
+                f.detail
+            ),
+            ops: Vec::new(),
+            at_ms: f.end_ms,
+        }
+    }));
     for (index, node) in nodes.nodes.iter().enumerate() {
         if nodes.running(index) && node.starts > 1 {
             notes.push(format!("{} was started {} times", node.name(), node.starts));
@@ -326,6 +347,7 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
 async fn inject(
     nodes: &mut Nodes,
     network: Option<&Network>,
+    http: &Http,
     planned: &[Fault],
     history: &History,
     duration_ms: u64,
@@ -347,6 +369,8 @@ async fn inject(
                     held_from_ms: now,
                     held_until_ms: now,
                     detail: format!("exited on its own: {status}; log tail:\n{}", nodes.log_tail(index, 20)),
+                    failed: false,
+                    rejoined_ms: None,
                 });
                 let _ = nodes.start(index);
             }
@@ -354,7 +378,7 @@ async fn inject(
         match next.peek() {
             Some(fault) if fault.at_ms <= now => {
                 let fault = next.next().expect("peeked");
-                events.push(apply(nodes, network, fault, history).await);
+                events.push(apply(nodes, network, http, fault, history).await);
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -362,8 +386,19 @@ async fn inject(
     events
 }
 
-/// One fault: inject, hold, heal.
-async fn apply(nodes: &mut Nodes, network: Option<&Network>, fault: &Fault, history: &History) -> FaultEvent {
+/// How long a healed node may take to be whole again (ready, every member alive) before the
+/// run says it did not rejoin.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One fault: inject, hold, heal, and wait until the node is whole again, so that the next
+/// fault (of another node, perhaps) never meets a cluster that is still missing this one.
+async fn apply(
+    nodes: &mut Nodes,
+    network: Option<&Network>,
+    http: &Http,
+    fault: &Fault,
+    history: &History,
+) -> FaultEvent {
     let index = fault.node;
     let start_ms = history.now_ms();
     let injected = tokio::task::block_in_place(|| match fault.kind {
@@ -387,12 +422,31 @@ async fn apply(nodes: &mut Nodes, network: Option<&Network>, fault: &Fault, hist
         FaultKind::Netem => on_network(network, |n| n.restore(index)),
         FaultKind::Kill | FaultKind::Restart | FaultKind::Wipe => nodes.start(index),
     });
-    let detail = match (injected, healed) {
-        (Ok(what), Ok(())) => what,
-        (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
+    let (mut detail, failed) = match (injected, healed) {
+        (Ok(what), Ok(())) => (what, false),
+        (Err(e), _) | (_, Err(e)) => (format!("{e:#}"), true),
     };
-    let (kind, end_ms) = (fault.kind.name().into(), history.now_ms());
-    FaultEvent { kind, node: index, start_ms, end_ms, held_from_ms, held_until_ms, detail }
+    let rejoined = wait_cluster(http, nodes, &[index], nodes.len(), false, REJOIN_PATIENCE).await;
+    let end_ms = history.now_ms();
+    let rejoined_ms = match rejoined {
+        Ok(()) => Some(end_ms),
+        Err(error) => {
+            detail.push_str(&format!("; healed, but {error:#}"));
+            None
+        }
+    };
+    let kind = fault.kind.name().into();
+    FaultEvent {
+        kind,
+        node: index,
+        start_ms,
+        end_ms,
+        held_from_ms,
+        held_until_ms,
+        detail,
+        failed,
+        rejoined_ms,
+    }
 }
 
 fn on_network(network: Option<&Network>, act: impl FnOnce(&Network) -> Result<()>) -> Result<()> {
@@ -418,6 +472,9 @@ fn network(config: &RunConfig, notes: &mut Vec<String>) -> Result<Option<Network
         }
         (HostMode::Auto | HostMode::Netns, None) => {
             let network = Network::create(config.nodes).context("cannot make the nodes' namespaces")?;
+            if config.faults.contains(&FaultKind::Netem) {
+                network.probe_netem()?;
+            }
             notes.push(format!(
                 "each node ran in its own network namespace: {}",
                 network
@@ -432,10 +489,17 @@ fn network(config: &RunConfig, notes: &mut Vec<String>) -> Result<Option<Network
     }
 }
 
-/// Waits until each of `which` answers /readyz and reports a settled ring of every node.
-async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Duration) -> Result<()> {
+/// Waits until each of `which` answers /readyz and sees `want` members alive, and (when
+/// `need_settled`) reports a settled ring of them: leaders where they are preferred.
+async fn wait_cluster(
+    http: &Http,
+    nodes: &Nodes,
+    which: &[usize],
+    want: usize,
+    need_settled: bool,
+    patience: Duration,
+) -> Result<()> {
     let started = Instant::now();
-    let want = if which.len() == 1 { 1 } else { nodes.len() };
     let mut last = String::new();
     while started.elapsed() < patience {
         let mut ready = true;
@@ -446,7 +510,7 @@ async fn wait_cluster(http: &Http, nodes: &Nodes, which: &[usize], patience: Dur
             let ring = http.admin_json(admin, "/v1/cluster/ring").await;
             let settled = match &ring {
                 Ok(ring) => {
-                    ring["settled"] == true
+                    (!need_settled || ring["settled"] == true)
                         && ring["nodes"].as_array().is_some_and(|nodes| nodes.len() >= want)
                 }
                 Err(_) => false,
