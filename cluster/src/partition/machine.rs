@@ -99,6 +99,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut changes = WriteSet::new();
         let mut replies = Vec::new();
         let (mut last, mut membership) = self.applied.clone();
+        #[cfg(test)]
+        let mut steps = Vec::new();
         for entry in entries {
             assert!(
                 Some(entry.log_id) > last,
@@ -107,6 +109,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 entry.log_id,
                 last
             );
+            #[cfg(test)]
+            steps.push(observed::Applied::of(&self.storage, self.partition, &entry));
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(set) => {
@@ -137,6 +141,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.recent.applied(last.index);
         }
         self.applied = (last, membership);
+        #[cfg(test)]
+        observed::record(steps);
         Ok(replies)
     }
 
@@ -174,6 +180,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.recent.applied(last.index);
         }
         self.applied = (meta.last_log_id, meta.last_membership.clone());
+        #[cfg(test)]
+        observed::record(vec![observed::Applied::snapshot(&self.storage, self.partition, meta.last_log_id)]);
         Ok(())
     }
 
@@ -204,5 +212,70 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .await
             .or_raft(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Here) })
+    }
+}
+
+/// What every state machine of this process applied, in the order each applied it (tests only):
+/// the simulation checks that replicas agree on what each index holds and that no write is
+/// applied twice.
+#[cfg(test)]
+pub(crate) mod observed {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::sync::{Mutex, PoisonError};
+
+    use openraft::{Entry, EntryPayload, LogId};
+    use serv_storage::{Storage, WriteSet, codec};
+
+    use crate::partition::TypeConfig;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Step {
+        Blank,
+        Membership,
+        /// A write set, by a hash of its encoding.
+        Write(u64),
+        /// The replica's rows were replaced by a snapshot up to the log id.
+        Snapshot,
+    }
+
+    #[derive(Clone, Debug)]
+    pub(crate) struct Applied {
+        pub node: String,
+        pub partition: u64,
+        pub log_id: Option<LogId<u64>>,
+        pub step: Step,
+    }
+
+    static APPLIED: Mutex<Vec<Applied>> = Mutex::new(Vec::new());
+
+    impl Applied {
+        pub(crate) fn of(storage: &Storage, partition: u64, entry: &Entry<TypeConfig>) -> Self {
+            let step = match &entry.payload {
+                EntryPayload::Blank => Step::Blank,
+                EntryPayload::Membership(_) => Step::Membership,
+                EntryPayload::Normal(set) => Step::Write(hash_of(set)),
+            };
+            Self { node: storage.node_id().to_string(), partition, log_id: Some(entry.log_id), step }
+        }
+
+        pub(crate) fn snapshot(storage: &Storage, partition: u64, log_id: Option<LogId<u64>>) -> Self {
+            Self { node: storage.node_id().to_string(), partition, log_id, step: Step::Snapshot }
+        }
+    }
+
+    /// A write set, known by a hash of its encoding.
+    pub(crate) fn hash_of(set: &WriteSet) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        codec::encode(set).expect("a logged write set encodes").hash(&mut hasher);
+        hasher.finish()
+    }
+
+    pub(crate) fn record(steps: Vec<Applied>) {
+        APPLIED.lock().unwrap_or_else(PoisonError::into_inner).extend(steps);
+    }
+
+    /// Everything applied since the last call, which forgets it.
+    pub(crate) fn take() -> Vec<Applied> {
+        std::mem::take(&mut *APPLIED.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }

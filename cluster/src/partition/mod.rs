@@ -514,3 +514,6 @@ mod tests;
 
 #[cfg(test)]
 mod replicated_tests;
+
+#[cfg(test)]
+mod simulation_tests;

@@ -89,12 +89,44 @@ enum Reply {
 pub struct RaftTransport {
     mesh: Mesh,
     view: watch::Receiver<Vec<MemberView>>,
+    /// What a simulated network does to each RPC (tests only).
+    #[cfg(test)]
+    weather: Option<Weather>,
+}
+
+/// What a simulated network does to an RPC, asked with the node it is for and its partition.
+#[cfg(test)]
+pub(crate) type Weather = Arc<dyn Fn(u64, u64) -> Fate + Send + Sync>;
+
+/// One RPC's fate on a simulated network.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Fate {
+    Deliver,
+    /// The request is lost: the caller hears nothing within its time to live.
+    Drop,
+    /// The request arrives and is acted on; the reply is lost.
+    LoseReply,
+    Delay(Duration),
+    /// The request arrives twice (both are acted on); the first reply counts.
+    Duplicate,
 }
 
 impl RaftTransport {
     /// A transport over `mesh`, finding nodes' addresses in the membership `view`.
     pub fn new(mesh: Mesh, view: watch::Receiver<Vec<MemberView>>) -> Self {
-        Self { mesh, view }
+        Self {
+            mesh,
+            view,
+            #[cfg(test)]
+            weather: None,
+        }
+    }
+
+    /// This transport on a network that does to each RPC what `weather` says.
+    #[cfg(test)]
+    pub(crate) fn in_weather(self, weather: Weather) -> Self {
+        Self { weather: Some(weather), ..self }
     }
 
     fn address_of(&self, node: u64) -> Option<SocketAddr> {
@@ -105,18 +137,56 @@ impl RaftTransport {
     async fn call(&self, node: u64, envelope: &Envelope, ttl: Duration) -> Result<Reply, RpcFailure> {
         let addr = self.address_of(node).ok_or(RpcFailure::Unknown)?;
         let body = codec::encode(envelope).map_err(|e| RpcFailure::Network(e.to_string()))?;
-        let exchange = async {
-            let (mut send, mut recv) = self
-                .mesh
-                .open(addr, StreamKind::Raft)
+        #[cfg(test)]
+        if let Some(weather) = &self.weather {
+            let fate = weather(node, envelope.partition);
+            return tokio::time::timeout(ttl, self.suffer(fate, addr, &body, ttl))
                 .await
-                .map_err(|e| RpcFailure::Unreachable(e.to_string()))?;
-            write_frame(&mut send, &body).await.map_err(RpcFailure::Network)?;
-            let _ = send.finish();
-            let answer = read_frame(&mut recv).await.map_err(RpcFailure::Network)?;
-            codec::decode::<Reply>(&answer).map_err(|e| RpcFailure::Network(e.to_string()))
-        };
-        tokio::time::timeout(ttl, exchange).await.map_err(|_| RpcFailure::Timeout)?
+                .map_err(|_| RpcFailure::Timeout)?;
+        }
+        tokio::time::timeout(ttl, self.exchange(addr, &body)).await.map_err(|_| RpcFailure::Timeout)?
+    }
+
+    /// One request sent and its reply read, on a stream of its own.
+    async fn exchange(&self, addr: SocketAddr, body: &[u8]) -> Result<Reply, RpcFailure> {
+        let (mut send, mut recv) = self
+            .mesh
+            .open(addr, StreamKind::Raft)
+            .await
+            .map_err(|e| RpcFailure::Unreachable(e.to_string()))?;
+        write_frame(&mut send, body).await.map_err(RpcFailure::Network)?;
+        let _ = send.finish();
+        let answer = read_frame(&mut recv).await.map_err(RpcFailure::Network)?;
+        codec::decode::<Reply>(&answer).map_err(|e| RpcFailure::Network(e.to_string()))
+    }
+
+    /// The exchange as the simulated network's `fate` for it has it.
+    #[cfg(test)]
+    async fn suffer(
+        &self,
+        fate: Fate,
+        addr: SocketAddr,
+        body: &[u8],
+        ttl: Duration,
+    ) -> Result<Reply, RpcFailure> {
+        match fate {
+            Fate::Deliver => self.exchange(addr, body).await,
+            Fate::Drop => {
+                tokio::time::sleep(ttl).await;
+                Err(RpcFailure::Timeout)
+            }
+            Fate::LoseReply => {
+                let _ = self.exchange(addr, body).await;
+                Err(RpcFailure::Timeout)
+            }
+            Fate::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                self.exchange(addr, body).await
+            }
+            Fate::Duplicate => {
+                futures_util::future::join(self.exchange(addr, body), self.exchange(addr, body)).await.0
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serv_storage::{Storage, StorageOptions};
 use tokio::sync::watch;
 
+use super::network::Weather;
 use super::tests::{NOTES, Note};
 use super::*;
 use crate::identity::ClusterIdentity;
@@ -16,23 +17,35 @@ use crate::membership::{MemberState, MemberView};
 use crate::mesh::Mesh;
 
 const SECRET: &str = "partition-test-cluster-secret";
-const PARTITIONS: u64 = 4;
+pub(super) const PARTITIONS: u64 = 4;
 
-struct Node {
-    id: u64,
-    storage: Storage,
+pub(super) struct Node {
+    pub(super) id: u64,
+    pub(super) storage: Storage,
     mesh: Mesh,
-    partitions: Arc<Partitions>,
+    pub(super) partitions: Arc<Partitions>,
     /// What this node's transport knows of the members' addresses.
     view: watch::Sender<Vec<MemberView>>,
+    /// What the network does to the RPCs this node sends (simulations only).
+    weather: Option<Weather>,
     _dir: tempfile::TempDir,
 }
 
-fn options(mesh: &Mesh, founders: &BTreeSet<u64>, view: &watch::Sender<Vec<MemberView>>) -> PartitionOptions {
+fn options(
+    mesh: &Mesh,
+    founders: &BTreeSet<u64>,
+    view: &watch::Sender<Vec<MemberView>>,
+    weather: Option<&Weather>,
+) -> PartitionOptions {
+    let transport = RaftTransport::new(mesh.clone(), view.subscribe());
+    let transport = match weather {
+        Some(weather) => transport.in_weather(weather.clone()),
+        None => transport,
+    };
     PartitionOptions {
         count: Some(PARTITIONS),
         founders: founders.clone(),
-        transport: Some((RaftTransport::new(mesh.clone(), view.subscribe()), RaftServer::serve(mesh))),
+        transport: Some((transport, RaftServer::serve(mesh))),
         proposal_timeout: Some(Duration::from_secs(3)),
         join: false,
     }
@@ -54,11 +67,11 @@ fn member(storage: &Storage, mesh: &Mesh) -> MemberView {
 }
 
 impl Node {
-    fn note(&self, key: &str) -> Option<Note> {
+    pub(super) fn note(&self, key: &str) -> Option<Note> {
         self.storage.table(NOTES).unwrap().get(&key.to_string()).unwrap()
     }
 
-    async fn write(&self, key: &str, value: u64) -> serv_storage::Result<()> {
+    pub(super) async fn write(&self, key: &str, value: u64) -> serv_storage::Result<()> {
         let notes = self.storage.table(NOTES).unwrap();
         let mut changes = WriteSet::new();
         changes.put(&notes, &key.to_string(), &Note(value)).unwrap();
@@ -67,7 +80,7 @@ impl Node {
     }
 
     /// Stops the node as a crash would, as far as its peers can tell.
-    async fn kill(&self) {
+    pub(super) async fn kill(&self) {
         self.mesh.close();
         self.partitions.shutdown().await;
     }
@@ -75,8 +88,14 @@ impl Node {
 
 /// Three nodes whose partitions have all three as replicas.
 async fn cluster() -> Vec<Node> {
+    cluster_in(3, |_| None).await
+}
+
+/// `count` nodes whose partitions have them all as replicas, each node's RPCs in the weather
+/// `weather` gives for its id (none: a plain network).
+pub(super) async fn cluster_in(count: usize, weather: impl Fn(u64) -> Option<Weather>) -> Vec<Node> {
     let mut prepared = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..count {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
         let mesh = mesh_of(&storage);
@@ -86,34 +105,37 @@ async fn cluster() -> Vec<Node> {
     let founders: BTreeSet<u64> =
         prepared.iter().map(|(_, storage, _)| node_number(storage.node_id()).unwrap()).collect();
     let views: Vec<_> = prepared.iter().map(|_| watch::channel(view.clone()).0).collect();
-    let starts = prepared
-        .iter()
-        .zip(&views)
-        .map(|((_, storage, mesh), view)| Partitions::start(storage, options(mesh, &founders, view)));
+    let weathers: Vec<_> =
+        prepared.iter().map(|(_, storage, _)| weather(node_number(storage.node_id()).unwrap())).collect();
+    let starts = prepared.iter().zip(&views).zip(&weathers).map(|(((_, storage, mesh), view), weather)| {
+        Partitions::start(storage, options(mesh, &founders, view, weather.as_ref()))
+    });
     let started = futures_util::future::join_all(starts).await;
     prepared
         .into_iter()
         .zip(started)
         .zip(views)
-        .map(|(((dir, storage, mesh), partitions), view)| Node {
+        .zip(weathers)
+        .map(|((((dir, storage, mesh), partitions), view), weather)| Node {
             id: node_number(storage.node_id()).unwrap(),
-            partitions: partitions.expect("the three nodes start their partitions together"),
+            partitions: partitions.expect("the nodes start their partitions together"),
             storage,
             mesh,
             view,
+            weather,
             _dir: dir,
         })
         .collect()
 }
 
-fn leader_of(nodes: &[Node], partition: u64) -> Option<u64> {
+pub(super) fn leader_of(nodes: &[Node], partition: u64) -> Option<u64> {
     nodes.iter().find_map(|node| {
         let status = &node.partitions.status()[partition as usize];
         (status.role == "leader").then_some(node.id)
     })
 }
 
-async fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub(super) async fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(found) = check() {
@@ -209,7 +231,7 @@ async fn a_replica_cut_off_from_the_others_acknowledges_nothing() {
 
 /// Starts `nodes[index]` again from its storage (after [`Node::kill`]) on a new mesh address,
 /// which every node's view learns.
-async fn restart(nodes: &mut [Node], index: usize) {
+pub(super) async fn restart(nodes: &mut [Node], index: usize) {
     let mesh = mesh_of(&nodes[index].storage);
     let moved = member(&nodes[index].storage, &mesh);
     for node in nodes.iter() {
@@ -221,7 +243,8 @@ async fn restart(nodes: &mut [Node], index: usize) {
     }
     let founders: BTreeSet<u64> = nodes.iter().map(|node| node.id).collect();
     let node = &mut nodes[index];
-    node.partitions = Partitions::start(&node.storage, options(&mesh, &founders, &node.view)).await.unwrap();
+    let options = options(&mesh, &founders, &node.view, node.weather.as_ref());
+    node.partitions = Partitions::start(&node.storage, options).await.unwrap();
     node.mesh = mesh;
 }
 
