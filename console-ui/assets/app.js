@@ -107,12 +107,50 @@ function renderMembers() {
 }
 
 async function loadOverview() {
-  const [members, ring] = await Promise.all([api("/v1/cluster/members"), api("/v1/cluster/ring")]);
+  const [members, ring, partitions] = await Promise.all([api("/v1/cluster/members"), api("/v1/cluster/ring"),
+    api("/v1/cluster/partitions")]);
   banner("");
   view.members = members.members;
   renderMembers();
+  renderPartitions(partitions);
   $("ring-state").textContent = `${ring.nodes.length} node(s) on the ring; ${ring.settled ? "settled" : "still moving entities"}.`;
   drawRing(ring.nodes);
+}
+
+async function loadPartitions() {
+  renderPartitions(await api("/v1/cluster/partitions"));
+}
+
+// Why a partition is under-replicated, from one of its shortfalls.
+function shortfall(s) {
+  const nodes = (ids) => ids.map(short).join(", ");
+  if (s.reason === "no_leader") return "no leader";
+  if (s.reason === "too_few_voters") return `${s.alive} of ${s.wanted} replicas alive${s.down.length ? ` (${nodes(s.down)} down)` : ""}`;
+  if (s.reason === "lagging") return `${nodes(s.voters)} far behind the leader`;
+  return s.reason;
+}
+
+// Leaders per member (those leading none show 0) and the under-replicated partitions, as the
+// node this page talks to sees them.
+function renderPartitions({ count, node, partitions }) {
+  const led = new Map(view.members.map((m) => [m.id, 0]));
+  for (const p of partitions) if (p.leader) led.set(p.leader, (led.get(p.leader) || 0) + 1);
+  $("leaders").tBodies[0].replaceChildren(...[...led].map(([id, n]) => row([
+    [short(id), { title: id }], [String(n), { className: "num", dataset: "led" }],
+  ], { "data-node": id })));
+  const under = partitions.filter((p) => p.under_replicated);
+  $("under-replicated").tBodies[0].replaceChildren(...under.map((p) => row([
+    [String(p.partition), { className: "num" }], [p.replicas.map(short).join(", "), { title: p.replicas.join(", ") }],
+    [p.leader ? short(p.leader) : "none", { title: p.leader || "" }], [p.shortfalls.map(shortfall).join("; "), { dataset: "why" }],
+  ], { "data-partition": p.partition })));
+  $("under-replicated-empty").hidden = under.length > 0;
+  // A node that holds no replica of a partition knows neither its leader nor its replicas.
+  const unheld = partitions.filter((p) => p.role === "none").length;
+  const state = $("partitions-state");
+  state.textContent = `${count} partitions as node ${short(node)} sees them, ${under.length} under-replicated` +
+    (unheld ? `; ${unheld} not held by this node, whose leaders it does not know.` : ".");
+  state.dataset.count = count;
+  state.dataset.under = under.length;
 }
 
 const RING_SPAN = 2 ** 64;
@@ -564,7 +602,10 @@ function dispatch(block) {
     if (!$("routes").hidden) reload("routes", loadRoutes);
     if (!$("modules").hidden) reload("modules", loadModules);
   }
-  if (event === "members") { view.members = body.members; if (!$("overview").hidden) renderMembers(); }
+  if (event === "members") {
+    view.members = body.members;
+    if (!$("overview").hidden) { renderMembers(); reload("partitions", loadPartitions); }
+  }
 }
 
 // ----- start -----

@@ -15,9 +15,10 @@ import pytest
 
 import requests
 
-from conftest import s3_client, wait_until
+from conftest import metric, s3_client, wait_until
 from test_cluster_actors import node_id, owner_of, trio  # noqa: F401 (trio is a fixture)
 from test_gateway import Upstream
+from test_replication import leaders_per_node, partitions, replicated  # noqa: F401 (replicated is a fixture)
 from test_stomp import Client
 
 JS = Path(__file__).parent / "js"
@@ -26,6 +27,23 @@ CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() or not (JS / "node_modules" / "playwright-core").exists() or shutil.which("node") is None,
     reason="the console tests need Debian's chromium and playwright-core (npm ci in tests/e2e/js)")
+
+
+def drive(script, *args, on_kill=lambda: None, timeout=120):
+    """Runs the console driver `script` of tests/e2e/js with `args`, calling `on_kill()` when it
+    asks for a node to be killed; answers what it saw (its last line), failing with its output
+    if it failed."""
+    process = subprocess.Popen(["node", str(JS / script), *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if '"kill"' in line:
+            on_kill()
+    err = process.stderr.read()
+    process.wait(timeout=timeout)
+    assert process.returncode == 0, "".join(lines) + err
+    return json.loads(lines[-1])
 
 
 def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_path):
@@ -89,26 +107,20 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     producer.start()
     shots = tmp_path / "shots"
     shots.mkdir()
+    def kill():
+        # The route the console disabled is off on node 2 before its owner may die.
+        wait_until(lambda: requests.get(f"{n2.http}/{route}/x", timeout=10).status_code == 503, timeout=10,
+                   message="node 2's gateway sees the route disabled")
+        victim.stop(signal.SIGKILL)  # while the bucket's page is open
+
     try:
-        script = subprocess.Popen(["node", str(JS / "console.mjs"), n1.admin, n1.token, str(shots), f"bucket/{bucket}",
-                                   owner, f"topic/topic/{topic}", f"bucket/{idle}", owner_of(n1, f"bucket/{idle}"), f"queue/{queue}.dlq", route, "shape", "gate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
-        lines = []
-        for line in script.stdout:
-            lines.append(line)
-            if '"kill"' in line:
-                # The route the console disabled is off on node 2 before its owner may die.
-                wait_until(lambda: requests.get(f"{n2.http}/{route}/x", timeout=10).status_code == 503, timeout=10,
-                           message="node 2's gateway sees the route disabled")
-                victim.stop(signal.SIGKILL)  # while the bucket's page is open
-        err = script.stderr.read()
-        script.wait(timeout=120)
+        seen = drive("console.mjs", n1.admin, n1.token, shots, f"bucket/{bucket}", owner, f"topic/topic/{topic}",
+                     f"bucket/{idle}", owner_of(n1, f"bucket/{idle}"), f"queue/{queue}.dlq", route, "shape", "gate",
+                     on_kill=kill)
     finally:
         stop.set()
         producer.join(timeout=10)
         upstream.close()
-    assert script.returncode == 0, "".join(lines) + err
-    seen = json.loads(lines[-1])
     phases = seen["phases"]
 
     assert "refused" in phases["wrongToken"]["error"] and phases["wrongToken"]["navHidden"]
@@ -174,10 +186,7 @@ def test_a_session_that_expires_sends_the_person_back_to_sign_in(start_servd, tm
     node = start_servd(args=["--admin-session-ttl-ms", "4000"]).wait_ready()
     shots = tmp_path / "shots"
     shots.mkdir()
-    script = subprocess.run(["node", str(JS / "session.mjs"), node.admin, node.token, str(shots)],
-                            capture_output=True, text=True, timeout=120)
-    assert script.returncode == 0, script.stdout + script.stderr
-    seen = json.loads(script.stdout.splitlines()[-1])
+    seen = drive("session.mjs", node.admin, node.token, shots)
     phases = seen["phases"]
     assert phases["login"]["session"].startswith("session ends") and not phases["login"]["adminTokenKept"]
     assert phases["login"]["sessionToken"].startswith("serv-session.v1.")
@@ -192,3 +201,49 @@ def test_a_session_that_expires_sends_the_person_back_to_sign_in(start_servd, tm
                   if not (e["phase"] in ("expiry", "session-token") and "401" in e["text"])]
     assert unexpected == []
     assert (shots / "session-expired.png").stat().st_size > 5_000
+
+
+def test_the_cluster_page_shows_leaders_per_node_and_the_partitions_a_killed_node_leaves_under_replicated(
+        replicated, tmp_path):
+    """Every partition has a replica on each of the three nodes: with all up, the page shows who
+    leads how many and no under-replicated partition; once one node is killed, every partition
+    lacks a replica, and the page, /metrics and /v1/cluster/partitions of a survivor say so."""
+    n1, n2, victim = replicated
+    victim_id, ids = node_id(victim), sorted(node_id(n) for n in replicated)
+    count = len(partitions(n1))
+    led_before = leaders_per_node(n1)
+    changes_before = metric(n1, "serv_raft_leader_changes_total")
+    assert metric(n1, "serv_partitions_under_replicated") == 0
+    # On a leader, every replica's lag; elsewhere, none.
+    for p in partitions(n1):
+        assert sorted(p["lag"]) == (sorted(p["replicas"]) if p["role"] == "leader" else []), p
+    shots = tmp_path / "shots"
+    shots.mkdir()
+
+    seen = drive("partitions.mjs", n1.admin, n1.token, shots, victim_id, on_kill=lambda: victim.stop(signal.SIGKILL))
+
+    up, down = seen["phases"]["allUp"], seen["phases"]["nodeDown"]
+    assert up["leaders"] == led_before and sorted(up["leaders"]) == ids, up
+    assert sum(up["leaders"].values()) == count, up
+    assert up["under"] == [] and up["emptyShown"], up
+    # The killed node leads nothing any more, and every partition shows why it is short.
+    assert down["leaders"][victim_id] == 0 and sum(down["leaders"].values()) == count, down
+    assert sorted(row["partition"] for row in down["under"]) == list(range(count)), down["state"]
+    assert all(f"2 of 3 replicas alive ({victim_id[:8]} down)" in row["why"] for row in down["under"]), down["under"]
+    assert not down["emptyShown"]
+    assert metric(n1, "serv_partitions_under_replicated") == count
+    # Each partition the killed node led has a new leader, which its survivors saw change.
+    assert metric(n1, "serv_raft_leader_changes_total") >= changes_before + led_before[victim_id]
+    # Writes to a partition a survivor leads reach the other survivor, not the killed node: its
+    # lag grows on the leader, in /v1/cluster/partitions and in /metrics.
+    bucket = next(name for name in (f"lag-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+                  if owner_of(n1, f"bucket/{name}") == node_id(n1))
+    s3_client(n1).create_bucket(Bucket=bucket)
+    for i in range(3):
+        s3_client(n1).put_object(Bucket=bucket, Key=f"k{i}", Body=b"written while a replica is down")
+    partition = n1.get("/v1/cluster/ring/owner", params={"key": f"bucket/{bucket}"}).json()["partition"]
+    follower = node_id(n2)
+    lag = wait_until(lambda: (lambda lag: lag if lag[follower] == 0 else None)(partitions(n1)[partition]["lag"]),
+                     timeout=10, message="the live follower caught up")
+    assert lag[victim_id] >= 4, lag  # the bucket's creation and its three objects, at least
+    assert metric(n1, "serv_raft_replication_lag_entries", follower=victim_id) >= lag[victim_id]

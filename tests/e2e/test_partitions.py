@@ -28,8 +28,11 @@ def test_s3_and_stomp_writes_go_through_the_partition_logs(start_servd):
     for p in layout["partitions"]:
         assert p["replicas"] == [node_id] and p["leader"] == node_id and p["role"] == "leader", p
         assert p["term"] >= 1 and p["applied_index"] == p["last_log_index"], p
+        # A node of one is every replica its partitions want.
+        assert p["lag"] == {node_id: 0} and not p["under_replicated"] and p["shortfalls"] == [], p
     assert metric(node, "serv_partitions") == 16
     assert metric(node, "serv_partitions_led") == 16
+    assert metric(node, "serv_partitions_under_replicated") == 0
     before_applied, before_proposals = applied(node), metric(node, "serv_raft_proposals_total")
 
     s3 = s3_client(node)

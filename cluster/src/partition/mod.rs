@@ -16,6 +16,7 @@
 //! its groups empty and is added to those whose replica set names it (see [`replicas`]).
 
 mod blocks;
+mod health;
 mod leadership;
 mod log;
 mod machine;
@@ -26,6 +27,7 @@ mod repair;
 mod replicas;
 
 pub use blocks::{BlockPlacement, PartitionBlocks, REPLICA_BLOCK_TIMEOUT};
+pub use health::{LAGGING_ENTRIES, Shortfall, shortfalls};
 pub use leadership::{HAND_OVER_TIMEOUT, MAX_HAND_OVERS};
 pub use network::{MAX_RAFT_FRAME_BYTES, MAX_SNAPSHOT_BYTES, RaftServer, RaftTransport};
 pub use repair::{REPAIR_EVERY, spawn_block_repair};
@@ -166,6 +168,13 @@ pub struct PartitionStatus {
     pub snapshot_index: Option<u64>,
     /// The log before (and at) this index is gone: a replica behind it gets a snapshot.
     pub purged_index: Option<u64>,
+    /// Entries of this node's log each replica lacks, by node (see [`health`]); only where this
+    /// node leads, empty elsewhere. (openraft 0.9 publishes no commit index, so none is shown.)
+    pub lag: BTreeMap<String, u64>,
+    /// The partition lacks a leader or healthy voters, as this node judges (see [`shortfalls`]).
+    pub under_replicated: bool,
+    /// Why it is under-replicated; empty when it is not.
+    pub shortfalls: Vec<Shortfall>,
 }
 
 /// Counters of the proposals this node made, for `/metrics`.
@@ -237,6 +246,8 @@ struct Counters {
     committed: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
     latency_us_sum: std::sync::atomic::AtomicU64,
+    /// Changes of the group's leader this node saw (see [`health::count_leader_changes`]).
+    leader_changes: std::sync::atomic::AtomicU64,
 }
 
 impl Partitions {
@@ -291,6 +302,7 @@ impl Partitions {
             }
             let proposal_timeout = options.proposal_timeout.unwrap_or(PROPOSAL_TIMEOUT);
             let stats = Arc::<Counters>::default();
+            health::count_leader_changes(&raft, stats.clone());
             let proposer =
                 proposer::Proposer::start(partition, raft.clone(), stats.clone(), proposal_timeout);
             groups.push(Arc::new(Group {
@@ -370,7 +382,7 @@ impl Partitions {
                 let status = group.status();
                 let handed_over = status.replicas.len() <= leadership::MAX_VOTERS_TO_HAND_OVER;
                 let preferred = sets.filter(|_| handed_over).and_then(|sets| sets.preferred(group.partition));
-                PartitionStatus { preferred_leader: preferred.map(node_name), ..status }
+                PartitionStatus { preferred_leader: preferred.map(node_name), ..status }.judged(sets)
             })
             .collect()
     }
@@ -482,6 +494,9 @@ impl Group {
             applied_index: metrics.last_applied.map(|id| id.index),
             snapshot_index: metrics.snapshot.map(|id| id.index),
             purged_index: metrics.purged.map(|id| id.index),
+            lag: health::lag(&metrics),
+            under_replicated: false,
+            shortfalls: Vec::new(),
         }
     }
 }

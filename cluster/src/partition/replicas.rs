@@ -37,7 +37,7 @@ pub const SERVING_LEASE: Duration = Duration::from_millis(1000);
 
 /// A learner within this many entries of the leader's log counts as caught up and is made a
 /// voter.
-const CAUGHT_UP_SLACK: u64 = 64;
+pub(super) const CAUGHT_UP_SLACK: u64 = 64;
 
 /// Longest one membership step of one partition may take before the round moves on (the next
 /// round tries again).

@@ -157,11 +157,14 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }
 
-/// The partitions and the proposals this node made to their Raft groups.
+/// The partitions, their replication as this node sees it, and the proposals this node made to
+/// their Raft groups.
 fn render_partitions(out: &mut String, partitions: &serv_cluster::partition::Partitions) {
     let led = partitions.led();
     let stats = partitions.proposal_stats();
-    let families: [(&'static str, &str, &str, u64); 4] = [
+    let statuses = partitions.status();
+    let under_replicated = statuses.iter().filter(|status| status.under_replicated).count();
+    let families: [(&'static str, &str, &str, u64); 6] = [
         (
             "serv_partitions",
             "gauge",
@@ -169,6 +172,18 @@ fn render_partitions(out: &mut String, partitions: &serv_cluster::partition::Par
             partitions.count(),
         ),
         ("serv_partitions_led", "gauge", "Partitions whose Raft group this node leads.", led as u64),
+        (
+            "serv_partitions_under_replicated",
+            "gauge",
+            "Partitions of which this node holds a replica that have no leader, fewer alive voters than their replica set, or (where this node leads) a lagging voter.",
+            under_replicated as u64,
+        ),
+        (
+            "serv_raft_leader_changes_total",
+            "counter",
+            "Times a partition's leader became another node, as this node saw it.",
+            partitions.leader_changes(),
+        ),
         (
             "serv_raft_proposals_total",
             "counter",
@@ -193,6 +208,21 @@ fn render_partitions(out: &mut String, partitions: &serv_cluster::partition::Par
     )
     .sample("_sum", &[], stats.latency_us_sum as f64 / 1e6)
     .sample("_count", &[], stats.committed);
+    // Per follower, the most entries it lacks of any partition this node leads: one sample per
+    // other node, however many partitions there are.
+    let mut lag = std::collections::BTreeMap::<&str, u64>::new();
+    for status in statuses.iter().filter(|status| status.role == "leader") {
+        for (node, entries) in status.lag.iter().filter(|(node, _)| Some(*node) != status.leader.as_ref()) {
+            let most = lag.entry(node).or_default();
+            *most = (*most).max(*entries);
+        }
+    }
+    let help =
+        "Log entries a follower lacks, the most over the partitions this node leads, by follower node id.";
+    let mut family = Family::new(out, "serv_raft_replication_lag_entries", "gauge", help);
+    for (node, entries) in lag {
+        family.sample("", &[("follower", node)], entries);
+    }
 }
 
 /// This node's gateway counters, by route (and by status class for the answers).

@@ -228,7 +228,8 @@ async fn cluster_members(State(state): State<AdminState>) -> Json<serde_json::Va
 }
 
 /// `{"count", "node", "partitions": [...]}`: every partition's replicas, leader, term, this
-/// node's role and its log, applied and snapshot indexes, as this node's groups see them.
+/// node's role and its log, applied and snapshot indexes, each replica's lag (where this node
+/// leads) and whether it is under-replicated and why, as this node's groups see them.
 async fn cluster_partitions(State(state): State<AdminState>) -> Json<serde_json::Value> {
     let Some(partitions) = &state.inner.partitions else {
         return Json(serde_json::json!({"count": 0, "node": state.inner.node.id, "partitions": []}));
