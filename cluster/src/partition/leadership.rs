@@ -60,26 +60,21 @@ impl Partitions {
             .iter()
             .filter(|group| group.serving() == Serving::Here)
             .filter_map(|group| {
-                let to = sets.preferred(group.partition)?;
-                (to != group.me && group.can_hand_to(to)).then_some((group.partition, to))
+                let to = group.hand_over_target(sets)?;
+                group.ready_to_hand_to(to).then_some((group.partition, to))
             })
             .take(most)
             .collect()
     }
 
-    /// True when every partition this node leads is led by its preferred replica (this node),
-    /// or its preferred replica cannot take it (not a voter, or down), or it is not handed over
-    /// (more than [`MAX_VOTERS_TO_HAND_OVER`] voters).
+    /// True when no partition this node leads is to be handed over: each is led by its
+    /// preferred replica (this node), or its preferred replica cannot take it (not a voter, or
+    /// down), or it is not handed over (more than [`MAX_VOTERS_TO_HAND_OVER`] voters).
     pub fn led_as_preferred(&self) -> bool {
         let Some(sets) = self.sets.get() else { return true };
         self.groups.iter().all(|group| {
-            let metrics = group.raft.metrics();
-            let m = metrics.borrow();
-            let preferred = sets.preferred(group.partition);
-            let voters = m.membership_config.membership().voter_ids().collect::<Vec<_>>();
-            m.state != ServerState::Leader
-                || voters.len() > MAX_VOTERS_TO_HAND_OVER
-                || preferred.is_none_or(|to| to == group.me || !voters.contains(&to))
+            group.raft.metrics().borrow().state != ServerState::Leader
+                || group.hand_over_target(sets).is_none()
         })
     }
 
@@ -140,20 +135,27 @@ fn matched(m: &openraft::RaftMetrics<u64, openraft::EmptyNode>, node: u64) -> Op
 }
 
 impl Group {
-    /// True when this node leads the group (for long enough, and no hand-over of it failed
-    /// lately), no change of voters is under way, and `to` is a voter holding every entry.
-    fn can_hand_to(&self, to: u64) -> bool {
+    /// The replica this group's leader should hand it to: its preferred leader, when that is
+    /// another voter and the group has few enough voters to be handed over.
+    fn hand_over_target(&self, sets: &super::ReplicaSets) -> Option<u64> {
+        let to = sets.preferred(self.partition).filter(|to| *to != self.me)?;
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        (voters.len() <= MAX_VOTERS_TO_HAND_OVER && voters.contains(&to)).then_some(to)
+    }
+
+    /// True when this node leads the group (for long enough, and no hand-over of it failed
+    /// lately), no change of voters is under way, and `to` holds every entry.
+    fn ready_to_hand_to(&self, to: u64) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let led = self.taken_up_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
         let failed = *self.hand_over_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.state == ServerState::Leader
             && led >= LED_BEFORE_HAND_OVER
             && failed.is_none_or(|at| at.elapsed() >= HAND_OVER_BACKOFF)
-            && membership.get_joint_config().len() == 1
-            && membership.voter_ids().count() <= MAX_VOTERS_TO_HAND_OVER
-            && membership.voter_ids().any(|id| id == to)
+            && m.membership_config.membership().get_joint_config().len() == 1
             && matched(&m, to) == m.last_log_index
     }
 }
