@@ -59,6 +59,71 @@ pub async fn ask_peers<T: DeserializeOwned>(
     answers.into_iter().map(|(node, answer)| (node, answer.and_then(decode))).collect()
 }
 
+/// A set every node keeps whole by merging what the others hold (access keys, member
+/// removals): a change is pushed to the other nodes that are up ([`push`]), and each node pulls
+/// the others' sets ([`keep_merged`]), so a node that was down catches up.
+pub trait Merged: Clone + Send + Sync + 'static {
+    /// What one node sends another: its whole set, or the change it pushes.
+    type Sync: Serialize + DeserializeOwned + Send + 'static;
+    /// Names the set's directory queries (`{NAME}/export`, `{NAME}/merge`) and its log lines.
+    const NAME: &'static str;
+    fn export(&self) -> Result<Self::Sync, String>;
+    /// Merges `from` durably; how many entries it changed.
+    fn merge(&self, from: Self::Sync) -> impl std::future::Future<Output = Result<usize, String>> + Send;
+}
+
+/// Answers the other nodes' pulls and pushes of `set`, and pulls theirs: every second until
+/// some node has answered (a node that just started catches up at once), then every `every`.
+pub fn keep_merged<S: Merged>(directory: &Directory, set: S, every: std::time::Duration) {
+    let exporting = set.clone();
+    answer(directory, &format!("{}/export", S::NAME), move |_| exporting.export());
+    let merging = set.clone();
+    accept(directory, &format!("{}/merge", S::NAME), move |sync: S::Sync| {
+        let set = merging.clone();
+        async move { set.merge(sync).await.map(drop) }
+    });
+    let directory = directory.clone();
+    tokio::spawn(async move {
+        let mut heard = false;
+        loop {
+            tokio::time::sleep(if heard { every } else { std::time::Duration::from_secs(1) }).await;
+            heard |= pull(&directory, &set).await;
+        }
+    });
+}
+
+/// Merges what every other node holds into `set`; true if any node answered.
+async fn pull<S: Merged>(directory: &Directory, set: &S) -> bool {
+    let mut heard = false;
+    for (node, sync) in ask_peers::<S::Sync>(directory, &format!("{}/export", S::NAME), Vec::new()).await {
+        heard |= sync.is_ok();
+        match sync {
+            Ok(sync) => match set.merge(sync).await {
+                Ok(0) => {}
+                Ok(changes) => {
+                    tracing::info!(%node, changes, set = S::NAME, "merged what another node holds")
+                }
+                Err(error) => {
+                    tracing::warn!(%node, %error, set = S::NAME, "what another node holds not merged")
+                }
+            },
+            Err(error) => tracing::debug!(%node, %error, set = S::NAME, "nothing pulled from another node"),
+        }
+    }
+    heard
+}
+
+/// Pushes `change` of a [`Merged`] set to every other node that is up (best effort: the nodes'
+/// pulls repair whatever this misses).
+pub async fn push<S: Merged>(directory: &Directory, change: &S::Sync) {
+    let Ok(args) = serv_storage::codec::encode(change) else { return };
+    for (node, answer) in directory.query_peers(&format!("{}/merge", S::NAME), args).await {
+        if let Err(error) = answer {
+            tracing::warn!(%node, %error, set = S::NAME, "change not pushed; the node will pull it");
+        }
+    }
+}
+
 /// Answers other nodes' listings of `table` with this node's rows.
 pub fn share<K: TableKey + Serialize + DeserializeOwned + Ord, V: Record>(
     directory: &Directory,

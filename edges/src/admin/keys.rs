@@ -25,57 +25,28 @@ pub(super) struct CreateKey {
 /// How often a node pulls the keys the others know.
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-const EXPORT_QUERY: &str = "keys/export";
-const MERGE_QUERY: &str = "keys/merge";
+impl crate::owned::Merged for AccessKeys {
+    type Sync = KeySync;
+    const NAME: &'static str = "keys";
+
+    fn export(&self) -> Result<KeySync, String> {
+        AccessKeys::export(self).map_err(|e| e.to_string())
+    }
+
+    async fn merge(&self, sync: KeySync) -> Result<usize, String> {
+        AccessKeys::merge(self, sync).await.map_err(|e| e.to_string())
+    }
+}
 
 /// Shares this node's keys with the others and keeps pulling theirs.
 pub fn replicate(directory: &Directory, keys: AccessKeys) {
-    let exporting = keys.clone();
-    crate::owned::answer(directory, EXPORT_QUERY, move |_| exporting.export().map_err(|e| e.to_string()));
-    let merging = keys.clone();
-    crate::owned::accept(directory, MERGE_QUERY, move |sync: KeySync| {
-        let keys = merging.clone();
-        async move { keys.merge(sync).await.map(drop).map_err(|e| e.to_string()) }
-    });
-    let directory = directory.clone();
-    tokio::spawn(async move {
-        // Every second until some other node has answered (a node that just started catches
-        // up at once), then every SYNC_INTERVAL.
-        let mut heard = false;
-        loop {
-            tokio::time::sleep(if heard { SYNC_INTERVAL } else { std::time::Duration::from_secs(1) }).await;
-            heard |= pull(&directory, &keys).await;
-        }
-    });
+    crate::owned::keep_merged(directory, keys, SYNC_INTERVAL);
 }
 
-/// Merges what every other node knows into this node's keys; true if any node answered.
-async fn pull(directory: &Directory, keys: &AccessKeys) -> bool {
-    let mut heard = false;
-    for (node, sync) in crate::owned::ask_peers::<KeySync>(directory, EXPORT_QUERY, Vec::new()).await {
-        heard |= sync.is_ok();
-        match sync {
-            Ok(sync) => match keys.merge(sync).await {
-                Ok(0) => {}
-                Ok(changes) => tracing::info!(%node, changes, "access keys merged from another node"),
-                Err(error) => tracing::warn!(%node, %error, "access keys from another node not merged"),
-            },
-            Err(error) => tracing::debug!(%node, %error, "no access keys from another node"),
-        }
-    }
-    heard
-}
-
-/// Pushes this node's keys to every other node that is up (best effort: the periodic pull
-/// repairs whatever this misses).
+/// Pushes this node's keys to every other node that is up.
 async fn push(state: &AdminState) {
     let Ok(sync) = state.inner.storage.access_keys().export() else { return };
-    let Ok(sync) = serv_storage::codec::encode(&sync) else { return };
-    for (node, answer) in state.inner.directory.query_peers(MERGE_QUERY, sync).await {
-        if let Err(error) = answer {
-            tracing::warn!(%node, %error, "access key change not pushed; the node will pull it");
-        }
-    }
+    crate::owned::push::<AccessKeys>(&state.inner.directory, &sync).await;
 }
 
 fn refused(refusal: KeyRefusal) -> ApiError {

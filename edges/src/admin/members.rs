@@ -18,38 +18,24 @@ use super::{AdminState, ApiError, ErrorCode, audit};
 /// How often a node pulls the removals the others know.
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-const EXPORT_QUERY: &str = "members/removed";
-const MERGE_QUERY: &str = "members/removed/merge";
-
 type Removals = Vec<(String, u64)>;
+
+impl crate::owned::Merged for RemovedMembers {
+    type Sync = Removals;
+    const NAME: &'static str = "members/removed";
+
+    fn export(&self) -> Result<Removals, String> {
+        Ok(self.list())
+    }
+
+    async fn merge(&self, removals: Removals) -> Result<usize, String> {
+        RemovedMembers::merge(self, removals).await.map_err(|e| e.to_string())
+    }
+}
 
 /// Shares this node's removals with the others and keeps pulling theirs.
 pub fn replicate(directory: &Directory, removed: RemovedMembers) {
-    let exporting = removed.clone();
-    crate::owned::answer(directory, EXPORT_QUERY, move |_| Ok(exporting.list()));
-    let merging = removed.clone();
-    crate::owned::accept(directory, MERGE_QUERY, move |removals: Removals| {
-        let removed = merging.clone();
-        async move { removed.merge(removals).await.map(drop).map_err(|e| e.to_string()) }
-    });
-    let directory = directory.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(SYNC_INTERVAL).await;
-            for (node, removals) in
-                crate::owned::ask_peers::<Removals>(&directory, EXPORT_QUERY, Vec::new()).await
-            {
-                let Ok(removals) = removals else { continue };
-                match removed.merge(removals).await {
-                    Ok(0) => {}
-                    Ok(new) => tracing::info!(%node, new, "member removals learned from another node"),
-                    Err(error) => {
-                        tracing::warn!(%node, %error, "member removals from another node not stored")
-                    }
-                }
-            }
-        }
-    });
+    crate::owned::keep_merged(directory, removed, SYNC_INTERVAL);
 }
 
 /// `DELETE /v1/cluster/members/{id}`: `{"removed": ID}`.
@@ -97,11 +83,6 @@ async fn removal(state: &AdminState, id: &str) -> Result<(), ApiError> {
         ApiError::new(ErrorCode::Internal, "the removal could not be made durable")
     })?;
     tracing::warn!(member = %id, "member removed by an operator; its partitions move to the other members");
-    let Ok(args) = serv_storage::codec::encode(&removal) else { return Ok(()) };
-    for (node, answer) in state.inner.directory.query_peers(MERGE_QUERY, args).await {
-        if let Err(error) = answer {
-            tracing::warn!(%node, %error, "member removal not pushed; the node will pull it");
-        }
-    }
+    crate::owned::push::<RemovedMembers>(&state.inner.directory, &removal).await;
     Ok(())
 }
