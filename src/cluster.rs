@@ -152,19 +152,33 @@ async fn reconcile(placement: Arc<PartitionPlacement>, directory: Directory) {
         let round = partitions.reconcile(|partition| sets.numbers(partition)).await;
         let settled = round.pending == 0 && partitions.led_as_preferred();
         placement.settled.store(settled, Ordering::Release);
-        let mut hand_overs = tokio::task::JoinSet::new();
-        for (partition, to) in partitions.hand_overs(MAX_HAND_OVERS) {
-            let (partitions, directory) = (partitions.clone(), directory.clone());
-            hand_overs.spawn(async move {
-                let only = std::collections::HashSet::from([partition]);
-                let drain = async {
-                    evict_partitions(&partitions, &directory, &only).await;
-                };
-                let _ = partitions.hand_over(partition, to, drain).await;
-            });
-        }
-        hand_overs.join_all().await;
+        hand_over(partitions, &directory, partitions.hand_overs(MAX_HAND_OVERS)).await;
     }
+}
+
+/// Hands each partition of `moves` to its replica, all at once, each after its entities here
+/// are stopped; answers how many moved.
+async fn hand_over(partitions: &Arc<Partitions>, directory: &Directory, moves: Vec<(u64, u64)>) -> usize {
+    let mut hand_overs = tokio::task::JoinSet::new();
+    for (partition, to) in moves {
+        let (partitions, directory) = (partitions.clone(), directory.clone());
+        hand_overs.spawn(async move {
+            let only = std::collections::HashSet::from([partition]);
+            let drain = async {
+                evict_partitions(&partitions, &directory, &only).await;
+            };
+            partitions.hand_over(partition, to, drain).await.is_ok()
+        });
+    }
+    hand_overs.join_all().await.into_iter().filter(|moved| *moved).count()
+}
+
+/// Before this node stops: hands every partition it leads to another replica that can take it
+/// at once, so that a planned stop costs them a hand-over rather than an election after the
+/// drain. Answers (handed over, led before).
+pub async fn step_down(partitions: &Arc<Partitions>, directory: &Directory) -> (usize, usize) {
+    let led = partitions.led();
+    (hand_over(partitions, directory, partitions.successors()).await, led)
 }
 
 /// Stops the entities of every partition this node stops serving (it lost the leadership or its

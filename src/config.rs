@@ -58,7 +58,8 @@ FILES:
   DATA_DIR/secrets.key Seals the secrets of access keys in the database (mode 0600).
 
 SIGNALS:
-  SIGTERM, SIGINT      Stop accepting, finish in-flight work, flush, exit 0 (within
+  SIGTERM, SIGINT      Hand the partitions this node leads to other replicas, stop
+                       accepting, finish in-flight work, flush, exit 0 (within
                        --drain-timeout-ms; exit 1 if draining took longer).
 
 EXIT STATUS:

@@ -204,24 +204,52 @@ async fn run(config: Config) -> Result<(), String> {
 
     let signal = signals.next().await;
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
-    cluster.membership.leave().await; // the others hear it now rather than by probing
     state.set_draining();
-    let _ = stop_tx.send(true);
+    let step = std::sync::Mutex::new(("handing over partitions", std::time::Instant::now()));
+    let reached = |name| {
+        *step.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (name, std::time::Instant::now())
+    };
     let drain = async {
+        // While this node still leads: its partitions move in a hand-over each, not an election.
+        // At most half the drain: what is not handed over by then is elected away after.
+        let stepped = tokio::time::timeout(
+            config.drain_timeout / 2,
+            cluster::step_down(&cluster.partitions, &directory),
+        );
+        match stepped.await {
+            Ok((handed, led)) => tracing::info!(handed, led, "handed over the partitions this node led"),
+            Err(_) => tracing::warn!("hand-overs did not end within half the drain timeout; stopping anyway"),
+        }
+        let _ = stop_tx.send(true);
+        reached("closing the admin API's connections");
         let _ = admin_server.await;
+        reached("closing S3 connections");
         let _ = s3_server.await;
+        reached("closing STOMP connections");
         let _ = stomp_server.await;
+        reached("closing the gateway's connections");
         let _ = http_server.await;
         route_refresh.abort();
         collector.abort();
+        // Only once the requests in flight are answered: the others end their sessions with a
+        // member that left, and a request this node forwards would wait for one.
+        reached("leaving the membership");
+        cluster.membership.leave().await; // the others hear it now rather than by probing
+        reached("stopping the entities");
         directory.shutdown(config.drain_timeout).await;
+        reached("stopping the partitions");
         cluster.partitions.shutdown().await; // after the entities, whose writes they carry
         cluster.remote.stop();
     };
     let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();
     storage.close().map_err(|e| format!("final flush failed: {e}"))?;
     if !drained {
-        return Err(format!("in-flight work did not finish within {} ms", config.drain_timeout.as_millis()));
+        let (name, since) = *step.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        return Err(format!(
+            "in-flight work did not finish within {} ms (still {name}, for {} ms)",
+            config.drain_timeout.as_millis(),
+            since.elapsed().as_millis()
+        ));
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -4,7 +4,7 @@
 //!
 //! A partition's **preferred leader** is the first member of its replica set that is up (see
 //! [`super::ReplicaSets::preferred`]). A leader that is not the preferred one hands the partition over
-//! once the preferred replica is a voter and holds the whole log:
+//! once the preferred replica is a voter within a few entries of its log:
 //! 1. it stops serving the partition, and its entities are drained and stopped (a message that
 //!    arrives meanwhile waits for the next leader, as in a failover);
 //! 2. it waits until it has applied every entry and the successor holds them all;
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
-use super::{Group, Partitions, Serving, node_name};
+use super::{Group, Partitions, Serving, node_name, node_number};
 
 /// Most hand-overs a node runs at once: each leaves its partition unserved while it runs
 /// (requests wait), so they are spread over the rounds.
@@ -67,6 +67,24 @@ impl Partitions {
             .collect()
     }
 
+    /// Every partition this node leads that another replica can take now, with that replica:
+    /// the first of the replica set, after this node, that is up and caught up. What a
+    /// node about to stop hands over, so that its partitions are led again within a hand-over
+    /// (tens of ms) rather than an election once it is gone (seconds, and a drain before it).
+    pub fn successors(&self) -> Vec<(u64, u64)> {
+        let Some(sets) = self.sets.get() else { return Vec::new() };
+        self.groups
+            .iter()
+            .filter_map(|group| {
+                let mut others = sets.of(group.partition).into_iter().filter(|node| sets.is_up(node));
+                let to = others.find_map(|node| {
+                    node_number(&node).filter(|to| *to != group.me && group.ready_to_hand_to(*to))
+                })?;
+                Some((group.partition, to))
+            })
+            .collect()
+    }
+
     /// True when no partition this node leads is to be handed over: each is led by its
     /// preferred replica (this node), or its preferred replica cannot take it (not a voter, or
     /// down), or it is not handed over (more than [`MAX_VOTERS_TO_HAND_OVER`] voters).
@@ -92,6 +110,8 @@ impl Partitions {
             return Err("this node runs its partitions without a mesh".into());
         };
         group.handing_over.store(true, Ordering::Release);
+        // Served again however this ends, also if the caller gives up on it (a drain's deadline).
+        let _serve_again = ServeAgain(&group.handing_over);
         let outcome = async {
             drain.await;
             group
@@ -116,7 +136,6 @@ impl Partitions {
             Ok(())
         }
         .await;
-        group.handing_over.store(false, Ordering::Release);
         match &outcome {
             Ok(()) => tracing::info!(partition, to = %node_name(to), "handed the leadership over"),
             Err(error) => {
@@ -127,6 +146,24 @@ impl Partitions {
         }
         outcome
     }
+}
+
+/// Ends a hand-over's hold on its partition when dropped.
+struct ServeAgain<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for ServeAgain<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// True when `node` holds the leader's log but for a few entries: a partition being written
+/// never has a successor holding every entry at the instant it is looked at, and the hand-over
+/// waits for the rest once the partition's writes have stopped.
+fn caught_up(m: &openraft::RaftMetrics<u64, openraft::EmptyNode>, node: u64) -> bool {
+    let held = matched(m, node).map_or(0, |index| index + 1);
+    let entries = m.last_log_index.map_or(0, |index| index + 1);
+    entries.saturating_sub(held) <= super::replicas::CAUGHT_UP_SLACK
 }
 
 /// The last entry `node` is known to hold, by the leader's replication metrics.
@@ -146,16 +183,21 @@ impl Group {
     }
 
     /// True when this node leads the group (for long enough, and no hand-over of it failed
-    /// lately), no change of voters is under way, and `to` holds every entry.
+    /// lately), no change of voters is under way, and `to` is a caught-up voter of few enough
+    /// voters to be handed over.
     fn ready_to_hand_to(&self, to: u64) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        if voters.len() > MAX_VOTERS_TO_HAND_OVER || !voters.contains(&to) {
+            return false;
+        }
         let led = self.taken_up_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
         let failed = *self.hand_over_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.state == ServerState::Leader
             && led >= LED_BEFORE_HAND_OVER
             && failed.is_none_or(|at| at.elapsed() >= HAND_OVER_BACKOFF)
             && m.membership_config.membership().get_joint_config().len() == 1
-            && matched(&m, to) == m.last_log_index
+            && caught_up(&m, to)
     }
 }
