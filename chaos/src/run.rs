@@ -401,6 +401,11 @@ async fn apply(
 ) -> FaultEvent {
     let index = fault.node;
     let start_ms = history.now_ms();
+    // A wiped node comes back as a new member; its old id is removed as an operator would.
+    let wiped_id = match fault.kind {
+        FaultKind::Wipe => node_id(http, nodes, index).await,
+        _ => None,
+    };
     let injected = tokio::task::block_in_place(|| match fault.kind {
         FaultKind::Kill => nodes.kill(index).map(|()| "SIGKILL".to_string()),
         FaultKind::Pause => nodes.pause(index).map(|()| "SIGSTOP".to_string()),
@@ -426,7 +431,18 @@ async fn apply(
         (Ok(what), Ok(())) => (what, false),
         (Err(e), _) | (_, Err(e)) => (format!("{e:#}"), true),
     };
-    let rejoined = wait_cluster(http, nodes, &[index], nodes.len(), false, REJOIN_PATIENCE).await;
+    let mut rejoined = wait_cluster(http, nodes, &[index], nodes.len(), false, REJOIN_PATIENCE).await;
+    if let (Some(old), Ok(())) = (&wiped_id, &rejoined) {
+        // Then its partitions are re-replicated to the new member before the next fault.
+        rejoined = match remove_member(http, nodes, index, old).await {
+            Ok(()) => {
+                detail.push_str(&format!("; old id {old} removed"));
+                let all: Vec<usize> = (0..nodes.len()).collect();
+                wait_cluster(http, nodes, &all, nodes.len(), true, REJOIN_PATIENCE).await
+            }
+            Err(error) => Err(error),
+        };
+    }
     let end_ms = history.now_ms();
     let rejoined_ms = match rejoined {
         Ok(()) => Some(end_ms),
@@ -446,6 +462,33 @@ async fn apply(
         detail,
         failed,
         rejoined_ms,
+    }
+}
+
+/// The node id `index` runs under, if it answers.
+async fn node_id(http: &Http, nodes: &Nodes, index: usize) -> Option<String> {
+    let node = &nodes.nodes[index];
+    let answer = http.admin_json(node.addr(node.ports.admin), "/v1/node").await.ok()?;
+    answer["id"].as_str().map(str::to_string)
+}
+
+/// Removes member `old` (down for good) through a node other than `index`, as an operator
+/// would (`DELETE /v1/cluster/members/ID`); retried while the nodes still see it up.
+async fn remove_member(http: &Http, nodes: &Nodes, index: usize, old: &str) -> Result<()> {
+    let asked = &nodes.nodes[(index + 1) % nodes.len()];
+    let path = format!("/v1/cluster/members/{old}");
+    let started = Instant::now();
+    loop {
+        let answer = http.admin("DELETE", asked.addr(asked.ports.admin), &path).await;
+        let why = match answer {
+            Ok(response) if response.status == 200 => return Ok(()),
+            Ok(response) => format!("HTTP {} {}", response.status, String::from_utf8_lossy(&response.body)),
+            Err(failure) => failure.error,
+        };
+        if started.elapsed() > REJOIN_PATIENCE {
+            anyhow::bail!("the wiped node's old id {old} could not be removed: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
