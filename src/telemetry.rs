@@ -37,6 +37,16 @@ pub fn init(format: LogFormat, level: &str) -> Result<Telemetry, String> {
     if !level.contains("openraft") {
         directives.push_str(",openraft=off");
     }
+    // The actor sessions between nodes narrate every connection at info and every session a
+    // restarted or departed peer ends at warn; membership says what matters (a member down).
+    if !level.contains("ractor") {
+        directives.push_str(",ractor_cluster=error,ractor=warn");
+    }
+    // The S3 library logs every refused request (a 404, a 403) at error, body and all; the S3
+    // edge logs each answer itself, a refusal at debug and a failure (5xx) at info.
+    if !level.contains("s3s") {
+        directives.push_str(",s3s=off");
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&directives))
         .map_err(|e| format!("invalid log filter {level:?}: {e}"))?;

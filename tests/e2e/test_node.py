@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import stat
 import time
@@ -309,3 +310,45 @@ def wait_for(check, timeout=30.0):
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_refused_s3_requests_are_logged_at_debug_and_failures_in_one_info_line(start_servd):
+    """A 404 or a 403 is the client's business: at the default level the node logs no line for
+    it (the S3 library's error-level dump of each refusal is off); a 5xx is one info line; with
+    debug, each refusal is one line too."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from conftest import s3_client
+
+    quiet = start_servd().wait_ready()
+    s3 = s3_client(quiet)
+    s3.create_bucket(Bucket="logged-bucket")
+    stranger = boto3.client("s3", endpoint_url=quiet.s3, aws_access_key_id="AKIDUNKNOWN",
+                            aws_secret_access_key="x" * 40, region_name="us-east-1")
+    for attempt in (lambda: s3.head_bucket(Bucket="no-such-bucket"),
+                    lambda: s3.get_object(Bucket="no-such-bucket", Key="k"),
+                    lambda: stranger.list_buckets(),
+                    lambda: s3.get_bucket_ownership_controls(Bucket="logged-bucket")):
+        try:
+            attempt()
+            raise AssertionError("the request was not refused")
+        except ClientError:
+            pass
+    assert quiet.stop() == 0
+    output = re.sub(r"\x1b\[[0-9;]*m", "", quiet.output())
+    assert "servd is ready" in output
+    noisy = [line for line in output.splitlines() if " ERROR " in line or " WARN " in line]
+    assert noisy == [], noisy
+    assert "no-such-bucket" not in output and "AKIDUNKNOWN" not in output
+    failed = [line for line in output.splitlines() if "S3 request failed" in line]
+    assert len(failed) == 1 and " INFO " in failed[0] and "status=501" in failed[0], failed
+
+    chatty = start_servd(args=["--log-level", "debug"]).wait_ready()
+    try:
+        s3_client(chatty).get_object(Bucket="no-such-bucket", Key="k")
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "NoSuchBucket"
+    assert chatty.stop() == 0
+    refused = [line for line in chatty.output().splitlines() if "S3 request refused" in line]
+    assert any("/no-such-bucket/k" in line and "404" in line for line in refused), refused[-3:]

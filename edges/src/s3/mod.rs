@@ -153,8 +153,9 @@ pub async fn serve(
     crate::http1::serve(listener, move |_| service.clone(), limits, shutdown).await
 }
 
-/// Closes the connection after answering a request that asked `Expect: 100-continue` when the
-/// answer may have come before its body was read: an empty body, or any answer but a success.
+/// Logs each refused (debug) or failed (info) answer in one line, and closes the connection
+/// after answering a request that asked `Expect: 100-continue` when the answer may have come
+/// before its body was read: an empty body, or any answer but a success.
 ///
 /// hyper sends `100 Continue` only when the body is read. botocore mishandles the two cases
 /// where it never is:
@@ -180,10 +181,17 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCl
         let headers = request.headers();
         let expect = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let empty = headers.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+        let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let answer = hyper::service::Service::call(&self.0, request);
         Box::pin(async move {
             let mut response = answer.await?;
-            if expect && (empty || !response.status().is_success()) {
+            let status = response.status();
+            if status.is_server_error() {
+                tracing::info!(%method, %path, status = status.as_u16(), "S3 request failed");
+            } else if status.is_client_error() {
+                tracing::debug!(%method, %path, status = status.as_u16(), "S3 request refused");
+            }
+            if expect && (empty || !status.is_success()) {
                 response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
             Ok(response)
