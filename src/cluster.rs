@@ -94,6 +94,9 @@ pub async fn join(
     let mut addresses = node.addresses.clone();
     addresses.insert("mesh".to_string(), advertised.to_string());
     let meta = NodeMeta { version: node.version.clone(), addresses, ..NodeMeta::default() };
+    if !seeds.is_empty() {
+        tokio::spawn(warn_until_joined(directory.clone(), mesh.clone(), seeds.clone()));
+    }
     let membership = Membership::start(me, meta, mesh.clone(), datagrams, config.membership.clone(), seeds);
     let removed = RemovedMembers::open(storage).map_err(|e| format!("removed members: {e}"))?;
     let members = remember_members(storage, membership.watch(), &removed)?;
@@ -289,6 +292,34 @@ fn remember_members(
         }
     });
     Ok(merged)
+}
+
+/// How often a node that has not joined its cluster says so, and why.
+const JOIN_WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Logs a warning every [`JOIN_WARN_EVERY`] until this node has joined its cluster, with what
+/// each seed answered: a node with the wrong cluster secret (a refused handshake) or unreachable
+/// seeds would otherwise say only, on `/readyz`, that it has not joined.
+async fn warn_until_joined(directory: Directory, mesh: Mesh, seeds: Vec<SocketAddr>) {
+    let mut tick = tokio::time::interval(JOIN_WARN_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if directory.is_joined() {
+            return;
+        }
+        let answers: Vec<String> = seeds
+            .iter()
+            .map(|seed| match mesh.connect_failure(*seed) {
+                Some(failure) => format!("{seed}: {failure}"),
+                None => format!("{seed}: connected, no membership answer yet"),
+            })
+            .collect();
+        tracing::warn!(
+            seeds = %answers.join("; "),
+            "not joined the cluster yet (a refused handshake means another SERV_CLUSTER_SECRET)"
+        );
+    }
 }
 
 async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {

@@ -59,13 +59,21 @@ pub struct Mesh {
     connections: Connections,
     handlers: StreamHandlers,
     datagrams: mpsc::Sender<Bytes>,
+    /// Why the last connection attempt to an address failed, until one succeeds.
+    failures: Arc<Mutex<HashMap<SocketAddr, String>>>,
 }
 
 impl Mesh {
     /// Starts accepting connections on `endpoint`; the receiver gets every datagram that arrives.
     pub fn start(endpoint: quinn::Endpoint) -> (Self, mpsc::Receiver<Bytes>) {
         let (datagrams, inbox) = mpsc::channel(DATAGRAM_BACKLOG);
-        let mesh = Self { endpoint, connections: Arc::default(), handlers: Arc::default(), datagrams };
+        let mesh = Self {
+            endpoint,
+            connections: Arc::default(),
+            handlers: Arc::default(),
+            datagrams,
+            failures: Arc::default(),
+        };
         tokio::spawn(mesh.clone().accept());
         (mesh, inbox)
     }
@@ -123,11 +131,28 @@ impl Mesh {
     }
 
     async fn connect(&self, to: SocketAddr) -> Result<quinn::Connection, MeshError> {
-        let connecting =
-            self.endpoint.connect(to, SERVER_NAME).map_err(|e| MeshError::Connect(e.to_string()))?;
-        let connection = connecting.await.map_err(|e| MeshError::Connect(e.to_string()))?;
-        self.adopt(connection.clone());
-        Ok(connection)
+        let connected = match self.endpoint.connect(to, SERVER_NAME) {
+            Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        match connected {
+            Ok(connection) => {
+                failures.remove(&to);
+                drop(failures);
+                self.adopt(connection.clone());
+                Ok(connection)
+            }
+            Err(error) => {
+                failures.insert(to, error.clone());
+                Err(MeshError::Connect(error))
+            }
+        }
+    }
+
+    /// Why the last attempt to connect to `to` failed, if it did (and none succeeded since).
+    pub fn connect_failure(&self, to: SocketAddr) -> Option<String> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).get(&to).cloned()
     }
 
     /// Keeps `connection` for later sends and serves what the peer sends on it.

@@ -73,6 +73,11 @@ def test_nodes_join_through_one_seed_and_a_stranger_is_refused(start_servd, tmp_
     # It never joins, and its readiness says so (a load balancer keeps traffic away from it).
     not_ready = requests.get(f"{stranger.admin}/readyz", timeout=5)
     assert not_ready.status_code == 503 and "not joined" in not_ready.json()["error"], not_ready.text
+    # And its log says why, every few seconds: the seed refused its handshake.
+    wait_until(lambda: "not joined the cluster yet" in stranger.output(), timeout=15,
+               message="the stranger warns that it has not joined")
+    warning = next(line for line in stranger.output().splitlines() if "not joined the cluster yet" in line)
+    assert "WARN" in warning and seed_mesh in warning and "SERV_CLUSTER_SECRET" in warning, warning
 
     # Every node computes the same ring from the same view.
     ring = seed.get("/v1/cluster/ring").json()["nodes"]
