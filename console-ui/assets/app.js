@@ -347,8 +347,8 @@ async function loadAudit() {
   const { entries, unreachable } = await api("/v1/audit");
   banner("");
   $("audit-table").tBodies[0].replaceChildren(...entries.map((e) => row([
-    [new Date(e.at_ms).toLocaleString()], [short(e.node), { title: e.node }], [e.action], [e.target],
-    [e.outcome, { dataset: "outcome" }], [e.trace_id, { className: "wide" }],
+    [new Date(e.at_ms).toLocaleString()], [short(e.node), { title: e.node }], [e.actor, { dataset: "actor" }],
+    [e.action], [e.target], [e.outcome, { dataset: "outcome" }], [e.trace_id, { className: "wide" }],
   ], { "data-target": e.target, "data-action": e.action, "data-node": e.node })));
   $("audit-empty").hidden = entries.length > 0;
   missing("audit-missing", unreachable, "entries");

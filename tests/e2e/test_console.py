@@ -138,6 +138,7 @@ def test_a_person_logs_in_and_sees_members_the_ring_and_live_actors(trio, tmp_pa
     restart = phases["restart"]
     assert bucket in restart["dialog"] and restart["outcome"] == "ok", restart
     assert restart["node"] == node_id(n1), "the audit entry names the node whose API took the action"
+    assert restart["actor"].startswith("session "), "the console's actions are its session's"
     assert restart["after"] == restart["before"] + 1, "the restart count went up by one on screen"
     audit = n1.get("/v1/audit").json()["entries"]
     assert [(a["action"], a["target"], a["outcome"]) for a in audit[:4]] == [

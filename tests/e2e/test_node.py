@@ -90,8 +90,8 @@ def test_restarting_an_actor_counts_one_restart_and_is_audited_durably(start_ser
     entries = node.get("/v1/audit").json()["entries"]
     assert [(e["action"], e["target"], e["outcome"] == "ok") for e in entries] == [
         ("passivate", "topic/topic/audited", True), ("restart", "topic/topic/audited", True),
-        ("restart", "bucket/never-used", False)]
-    assert all(e["trace_id"] and e["at_ms"] > 0 for e in entries)
+        ("restart", "bucket/never-used", False), ("put", "topic/topic/audited", True)]
+    assert all(e["trace_id"] and e["at_ms"] > 0 and e["actor"] == "admin token" for e in entries)
     assert node.get("/v1/audit", params={"limit": "1"}).json()["entries"] == entries[:1]
     assert node.get("/v1/audit", params={"limit": "0"}).status_code == 400
     node.stop()
@@ -352,3 +352,36 @@ def test_refused_s3_requests_are_logged_at_debug_and_failures_in_one_info_line(s
     assert chatty.stop() == 0
     refused = [line for line in chatty.output().splitlines() if "S3 request refused" in line]
     assert any("/no-such-bucket/k" in line and "404" in line for line in refused), refused[-3:]
+
+
+def test_every_admin_change_is_audited_with_who_asked(servd):
+    """Routes, topics and keys put and deleted, with the admin token or a console session: each
+    change is in the audit log with its actor (a session by its token's fingerprint, never the
+    token), and a refused change with why."""
+    token = {"Authorization": f"Bearer {servd.token}"}
+    session = requests.post(f"{servd.admin}/v1/sessions", headers=token, timeout=10).json()["token"]
+    as_session = {"Authorization": f"Bearer {session}"}
+    route = {"upstreams": ["http://127.0.0.1:9"]}
+    calls = [
+        ("PUT", "/v1/routes/audited", token, json.dumps(route)),
+        ("DELETE", "/v1/routes/audited", as_session, None),
+        ("PUT", "/v1/topics/queue/audited", as_session, None),
+        ("DELETE", "/v1/topics/queue/audited", token, None),
+        ("POST", "/v1/keys", token, json.dumps({"name": "audited-key"})),
+        ("POST", "/v1/keys", token, json.dumps({"name": "audited-key"})),
+    ]
+    for method, path, headers, body in calls:
+        answer = requests.request(method, f"{servd.admin}{path}", headers={**headers, "Content-Type": "application/json"},
+                                  data=body, timeout=10)
+        assert answer.status_code < 500, (path, answer.text)
+    access_key = next(k["access_key"] for k in servd.get("/v1/keys").json()["keys"] if k["name"] == "audited-key")
+    assert requests.delete(f"{servd.admin}/v1/keys/{access_key}", headers=as_session, timeout=10).status_code == 204
+    entries = servd.get("/v1/audit").json()["entries"][::-1]  # oldest first
+    seen = [(e["action"], e["target"], e["actor"].split()[0], e["outcome"] == "ok") for e in entries]
+    assert seen == [
+        ("put", "route/audited", "admin", True), ("delete", "route/audited", "session", True),
+        ("put", "topic/queue/audited", "session", True), ("delete", "topic/queue/audited", "admin", True),
+        ("create", "key/audited-key", "admin", True), ("create", "key/audited-key", "admin", False),
+        ("revoke", f"key/{access_key}", "session", True)], seen
+    actors = {e["actor"] for e in entries if e["actor"].startswith("session ")}
+    assert len(actors) == 1 and session not in str(entries), "one session, known by a fingerprint only"

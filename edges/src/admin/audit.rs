@@ -1,7 +1,8 @@
-//! The audit log and the actions it records. Every action taken through the admin API (restart
-//! or passivate an actor, requeue a dead-letter topic) is written, once it has ended, to the
-//! `audit` table of the node that took the request, made durable before the answer: when, what,
-//! on what, how it ended, and the request's trace id. `GET /v1/audit` lists every node's entries,
+//! The audit log and the actions it records. Every change made through the admin API (restart
+//! or passivate an actor, requeue a dead-letter topic, put or delete a route, topic or module,
+//! create or revoke a key, remove a member) is written, once it has ended, to the `audit` table
+//! of the node that took the request, made durable before the answer: when, who (the admin
+//! token, or which console session), what, on what, how it ended, and the request's trace id. `GET /v1/audit` lists every node's entries,
 //! newest first, each naming its node.
 
 use std::collections::HashMap;
@@ -41,10 +42,35 @@ pub struct AuditEntry {
     pub outcome: String,
     /// The trace id of the request that asked for it.
     pub trace_id: String,
+    /// Who asked: `admin token`, or `session` and the session token's fingerprint.
+    pub actor: String,
+}
+
+/// An entry as written before entries named who asked (format 1).
+#[derive(Deserialize)]
+struct AuditEntryV1 {
+    at_ms: u64,
+    action: String,
+    target: String,
+    outcome: String,
+    trace_id: String,
 }
 
 impl Record for AuditEntry {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, serv_storage::codec::CodecError>> {
+        (format == 1).then(|| {
+            serv_storage::codec::decode::<AuditEntryV1>(body).map(|v1| AuditEntry {
+                at_ms: v1.at_ms,
+                action: v1.action,
+                target: v1.target,
+                outcome: v1.outcome,
+                trace_id: v1.trace_id,
+                actor: "unknown (recorded before actors were)".into(),
+            })
+        })
+    }
 }
 
 /// A key after every earlier one: microseconds now, or one past the last key handed out.
@@ -125,6 +151,7 @@ pub(super) async fn record(
         target: target.into(),
         outcome,
         trace_id: current_trace_id(),
+        actor: super::auth::ACTOR.try_with(Clone::clone).unwrap_or_else(|_| "unknown".into()),
     };
     state
         .inner
@@ -132,6 +159,21 @@ pub(super) async fn record(
         .append(&entry)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("audit log: {e}")))
+}
+
+/// Records `action` on `target` as `result` ended (`ok`, or its error), and hands it back.
+pub(super) async fn recorded<T>(
+    state: &AdminState,
+    action: &str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(error) => error.error.clone(),
+    };
+    record(state, action, target, outcome).await?;
+    result
 }
 
 /// `GET /v1/audit[?limit=N]`: `{"entries": [...], "unreachable": [...]}`: the newest `limit`
@@ -277,6 +319,31 @@ mod tests {
 
     use super::{AuditEntry, AuditLog};
 
+    #[test]
+    fn an_entry_written_before_actors_were_reads_as_of_an_unknown_actor() {
+        use serv_storage::Record;
+        #[derive(serde::Serialize)]
+        struct V1 {
+            at_ms: u64,
+            action: String,
+            target: String,
+            outcome: String,
+            trace_id: String,
+        }
+        let old = V1 {
+            at_ms: 7,
+            action: "restart".into(),
+            target: "bucket/b".into(),
+            outcome: "ok".into(),
+            trace_id: "t".into(),
+        };
+        let body = serv_storage::codec::encode(&old).unwrap();
+        let read = AuditEntry::upgrade(1, &body).expect("format 1 is known").unwrap();
+        assert_eq!((read.at_ms, read.action.as_str(), read.target.as_str()), (7, "restart", "bucket/b"));
+        assert!(read.actor.starts_with("unknown"), "{}", read.actor);
+        assert!(AuditEntry::upgrade(3, &body).is_none(), "a format it does not know is not guessed");
+    }
+
     fn entry(n: usize) -> AuditEntry {
         AuditEntry {
             at_ms: n as u64,
@@ -284,6 +351,7 @@ mod tests {
             target: format!("bucket/b{n}"),
             outcome: "ok".into(),
             trace_id: String::new(),
+            actor: "admin token".into(),
         }
     }
 

@@ -20,6 +20,20 @@ pub(super) enum Credential {
     },
 }
 
+tokio::task_local! {
+    /// Who the request being served came with, for the audit log: `admin token`, or `session`
+    /// and a fingerprint of the session token (which tells one console session from another
+    /// without keeping the token).
+    pub(super) static ACTOR: String;
+}
+
+fn fingerprint(token: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    token.hash(&mut hasher);
+    format!("{:08x}", hasher.finish() as u32)
+}
+
 /// Lets the request through only with `Authorization: Bearer <admin token or session token>`.
 pub(super) async fn require_token(
     State(state): State<AdminState>,
@@ -59,8 +73,12 @@ pub(super) async fn require_token(
             return ApiError::new(ErrorCode::InvalidToken, "the admin token is not valid").into_response();
         }
     };
+    let actor = match (credential, given) {
+        (Credential::Session { .. }, Some(token)) => format!("session {}", fingerprint(token)),
+        _ => "admin token".to_string(),
+    };
     request.extensions_mut().insert(credential);
-    next.run(request).await
+    ACTOR.scope(actor, next.run(request)).await
 }
 
 /// Compares in time independent of where the inputs differ (tokens, passcodes).

@@ -74,8 +74,9 @@ pub(super) async fn create(
             format!("expected {{\"name\": \"...\"}}: {}", rejection.body_text()),
         )
     })?;
-    let created = state.inner.storage.access_keys().create(&request.name).await.map_err(failed)?;
-    let key = created.map_err(refused)?;
+    let created = state.inner.storage.access_keys().create(&request.name).await.map_err(failed);
+    let created = created.and_then(|created| created.map_err(refused));
+    let key = super::audit::recorded(&state, "create", &format!("key/{}", request.name), created).await?;
     push(&state).await;
     tracing::info!(access_key = %key.access_key, name = %key.name, "access key created");
     Ok((StatusCode::CREATED, Json(key)).into_response())
@@ -89,8 +90,9 @@ pub(super) async fn revoke(
     State(state): State<AdminState>,
     Path(access_key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let revoked = state.inner.storage.access_keys().revoke(&access_key).await.map_err(failed)?;
-    revoked.map_err(refused)?;
+    let revoked = state.inner.storage.access_keys().revoke(&access_key).await.map_err(failed);
+    let revoked = revoked.and_then(|revoked| revoked.map_err(refused));
+    super::audit::recorded(&state, "revoke", &format!("key/{access_key}"), revoked).await?;
     push(&state).await;
     tracing::info!(%access_key, "access key revoked");
     Ok(StatusCode::NO_CONTENT)

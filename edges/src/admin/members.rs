@@ -44,12 +44,8 @@ pub(super) async fn remove(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let outcome = removal(&state, &id).await;
-    let recorded = match &outcome {
-        Ok(()) => "ok".to_string(),
-        Err(error) => error.error.clone(),
-    };
-    audit::record(&state, "remove-member", &id, recorded).await?;
-    outcome.map(|()| Json(serde_json::json!({ "removed": id })))
+    audit::recorded(&state, "remove-member", &id, outcome).await?;
+    Ok(Json(serde_json::json!({ "removed": id })))
 }
 
 async fn removal(state: &AdminState, id: &str) -> Result<(), ApiError> {

@@ -77,7 +77,8 @@ pub(super) async fn put(
         let hooks = [serv_wasm_host::Hook::Request, serv_wasm_host::Hook::Response];
         super::modules::check_hook(&state, module, &hooks, "route middleware").await?;
     }
-    route(&name, ask(&state, &name, RouteMsg::Put(config)).await?)
+    let put = ask(&state, &name, RouteMsg::Put(config)).await;
+    route(&name, audit::recorded(&state, "put", &format!("route/{name}"), put).await?)
 }
 
 pub(super) async fn get(
@@ -91,7 +92,8 @@ pub(super) async fn delete(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    ask(&state, &name, RouteMsg::Delete).await?;
+    let deleted = ask(&state, &name, RouteMsg::Delete).await;
+    audit::recorded(&state, "delete", &format!("route/{name}"), deleted).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -119,13 +121,8 @@ async fn switch(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     checked_name(&name)?;
     let result = ask(&state, &name, RouteMsg::SetEnabled(enabled)).await;
-    let outcome = match &result {
-        Ok(_) => "ok".to_string(),
-        Err(error) => error.error.clone(),
-    };
     let action = if enabled { "enable" } else { "disable" };
-    audit::record(&state, action, &format!("route/{name}"), outcome).await?;
-    route(&name, result?)
+    route(&name, audit::recorded(&state, action, &format!("route/{name}"), result).await?)
 }
 
 /// Counters of one route summed over nodes, with each node's circuit state.

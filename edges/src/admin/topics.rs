@@ -82,11 +82,16 @@ pub(super) async fn put(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<TopicInfo>, ApiError> {
+    let put = configure(&state, &name, &body).await;
+    super::audit::recorded(&state, "put", &format!("topic/{name}"), put).await
+}
+
+async fn configure(state: &AdminState, name: &str, body: &[u8]) -> Result<Json<TopicInfo>, ApiError> {
     // No body: create with defaults. A body is JSON, whatever its Content-Type says.
     let change: ConfigChange = if body.iter().all(u8::is_ascii_whitespace) {
         ConfigChange::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        serde_json::from_slice(body).map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidParameter,
                 format!("the body must be a JSON object of settings: {e}"),
@@ -94,15 +99,15 @@ pub(super) async fn put(
         })?
     };
     if let Some(Some(module)) = &change.transform {
-        super::modules::check_hook(&state, module, &[Hook::Transform], "topic transform").await?;
+        super::modules::check_hook(state, module, &[Hook::Transform], "topic transform").await?;
     }
     let created =
-        ask(&state, &name, TopicMsg::Ensure { config: change.applied_to(&TopicConfig::default()) }).await?;
+        ask(state, name, TopicMsg::Ensure { config: change.applied_to(&TopicConfig::default()) }).await?;
     let TopicReply::Info(current) = created else { return info(created) };
     if change.is_empty() || change.applied_to(&current.config) == current.config {
         return Ok(Json(current));
     }
-    info(ask(&state, &name, TopicMsg::Configure(change.applied_to(&current.config))).await?)
+    info(ask(state, name, TopicMsg::Configure(change.applied_to(&current.config))).await?)
 }
 
 pub(super) async fn get(
@@ -116,7 +121,8 @@ pub(super) async fn delete(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    ask(&state, &name, TopicMsg::Delete).await?;
+    let deleted = ask(&state, &name, TopicMsg::Delete).await;
+    super::audit::recorded(&state, "delete", &format!("topic/{name}"), deleted).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

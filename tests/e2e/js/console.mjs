@@ -74,7 +74,8 @@ try {
   const auditRow = `#audit-table tr[data-target="${bucketKey}"][data-action=restart]`;
   await page.waitForSelector(auditRow);
   seen.phases.restart = { dialog, before: restartsBefore, after: restartsAfter,
-    outcome: await page.textContent(`${auditRow} td[data-field=outcome]`), node: await page.getAttribute(auditRow, "data-node") };
+    outcome: await page.textContent(`${auditRow} td[data-field=outcome]`), node: await page.getAttribute(auditRow, "data-node"),
+    actor: await page.textContent(`${auditRow} td[data-field=actor]`) };
   await shot("audit");
 
   step("passivate");
