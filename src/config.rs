@@ -211,7 +211,7 @@ pub struct Cli {
     /// A STOMP connection that moves no byte (not even a heart-beat) for this long is closed [default: 3600000]
     #[arg(long, env = "SERV_STOMP_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub stomp_idle_timeout_ms: Option<u64>,
-    /// Largest STOMP message body accepted [default: 1048576]
+    /// Largest STOMP message body accepted [default: 4194304, as on RabbitMQ]
     #[arg(long, env = "SERV_STOMP_MAX_BODY_BYTES", value_name = "BYTES")]
     pub stomp_max_body_bytes: Option<usize>,
     /// Heart-beat interval the STOMP server offers and asks for, both ways (0: none) [default: 10000]
@@ -489,8 +489,7 @@ impl Config {
                     settings.heart_beat = HeartBeat { send_ms: ms, receive_ms: ms };
                 }
                 if let Some(max) = cli.stomp_max_body_bytes.or(file.stomp_max_body_bytes) {
-                    settings.limits.max_body_bytes = max;
-                    settings.limits.max_frame_bytes = max + settings.limits.max_header_bytes + 1024;
+                    settings.limits = settings.limits.with_max_body_bytes(max);
                 }
                 settings
             },

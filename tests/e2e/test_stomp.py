@@ -110,9 +110,11 @@ class Client:
         return f"{prefix}-{self._next}"
 
     def send(self, destination, body, headers=None, wait=True, **extra):
+        """SEND with a receipt, and wait for it unless told not to or inside a transaction (whose
+        frames are receipted at COMMIT)."""
         receipt = self._receipt("send")
         self.conn.send(destination, body, headers=dict(headers or {}), receipt=receipt, **extra)
-        if wait:
+        if wait and "transaction" not in extra:
             self.listener.wait_receipt(receipt)
         return receipt
 
@@ -136,7 +138,9 @@ class Client:
                    receipt=receipt)
         else:
             method(frame.headers["message-id"], transaction=transaction, receipt=receipt)
-        self.listener.wait_receipt(receipt)
+        if transaction is None:  # inside a transaction, the receipt comes at COMMIT
+            self.listener.wait_receipt(receipt)
+        return receipt
 
     @property
     def messages(self):
@@ -328,8 +332,8 @@ def test_each_protocol_version_connects_sends_and_receives(servd, clients, versi
     client = clients(servd, version=version)
     connected = client.listener.connected
     assert connected.headers.get("version") == version, connected.headers
-    if version != "1.0":
-        assert connected.headers.get("heart-beat") == "10000,10000", connected.headers
+    # What was agreed: this client asked for none (1.0 has none), so none both ways.
+    assert connected.headers.get("heart-beat") == "0,0", connected.headers
     client.subscribe("/queue/versions", id="v-sub", ack="client-individual")
     client.send("/queue/versions", "hello", headers={"x-colour": "blue"})
     client.listener.wait_count(1)
@@ -358,14 +362,15 @@ def test_bad_credentials_are_refused(servd, clients):
         with pytest.raises(ConnectFailedException):
             conn.connect(login, passcode, wait=True)
         listener.wait(lambda c: c.errors, what="ERROR frame")
-        assert listener.errors[0].headers.get("message") == "access refused", listener.errors[0].headers
+        assert listener.errors[0].headers.get("message") == "Bad CONNECT", listener.errors[0].headers
+        assert listener.errors[0].body == f"Access refused for user '{login}'", listener.errors[0].body
         listener.wait(lambda c: c.disconnected, what="connection closed")
 
     # The same over a raw socket: ERROR, then the server closes.
     raw = RawStomp(servd)
     raw.send_frame("CONNECT", {"accept-version": "1.2", "host": "localhost", "login": ACCESS_KEY,
                                "passcode": "nope"}, escaped=False)
-    expect_error_then_close(raw, "access refused")
+    expect_error_then_close(raw, "Access refused for user")
     raw.close()
 
     # The right credentials still work.
@@ -379,7 +384,8 @@ def test_a_client_that_promised_heart_beats_and_goes_silent_is_closed(start_serv
     servd = start_servd(args=["--stomp-heart-beat-ms", "1000"]).wait_ready()
     silent, beating = RawStomp(servd), RawStomp(servd)
     connected = silent.connect(heart_beat="1000,0")
-    assert connected.headers.get("heart-beat") == "1000,1000", connected.headers
+    # What was agreed: the server sends none (the client asked for none), the client every 1000 ms.
+    assert connected.headers.get("heart-beat") == "0,1000", connected.headers
     beating.connect(heart_beat="1000,0")
     started = time.monotonic()
 
@@ -474,7 +480,7 @@ def test_message_frames_carry_destination_subscription_ids_and_headers(servd, cl
         assert frame.headers["subscription"] == "sub-x"
         assert frame.headers["message-id"] == f"sub-x:{offset}"
         assert frame.headers["ack"] == frame.headers["message-id"]
-        assert "redelivered" not in frame.headers
+        assert frame.headers.get("redelivered") == "false", frame.headers
     assert first.headers["x-order"] == "17" and first.headers["content-type"] == "text/plain"
     assert "x-order" not in second.headers
     assert (first.body, second.body) == ("zero", "one")
@@ -487,7 +493,7 @@ def test_an_invalid_destination_is_an_error_and_other_clients_are_unaffected(ser
     raw = RawStomp(servd)
     raw.connect()
     raw.send_frame("SEND", {"destination": destination, "receipt": "r"}, b"body")
-    expect_error_then_close(raw, "invalid destination")
+    assert expect_error_then_close(raw, destination).headers["message"] == "Invalid destination"
     raw.close()
     bystander.send("/queue/ok", "still working")
     bystander.listener.wait_body("still working")
@@ -530,7 +536,7 @@ def test_client_ack_acknowledges_everything_up_to_the_message(servd, clients):
     for frame in again.messages[:2]:
         assert frame.headers.get("redelivered") == "true", frame.headers
         assert frame.headers.get("redelivery-count") == "1", frame.headers
-    assert "redelivered" not in again.messages[2].headers
+    assert again.messages[2].headers.get("redelivered") == "false", again.messages[2].headers
 
 
 def test_client_individual_ack_acknowledges_only_that_message(servd, clients):
@@ -562,7 +568,7 @@ def test_nack_redelivers_with_a_redelivered_marker_and_count(servd, clients):
     client.send("/queue/retry", "flaky")
     client.listener.wait_count(1)
     first = client.messages[0]
-    assert "redelivered" not in first.headers and "redelivery-count" not in first.headers
+    assert first.headers.get("redelivered") == "false" and "redelivery-count" not in first.headers
     client.nack(first)
     client.listener.wait_count(2)
     second = client.messages[1]
@@ -858,7 +864,7 @@ def test_a_durable_group_resumes_where_it_left_off(servd, clients):
     for body in ["entry-3", "entry-4", "entry-5"]:
         assert by_body[body].headers.get("redelivered") == "true", by_body[body].headers
     for body in ["entry-6", "entry-7", "marker"]:
-        assert "redelivered" not in by_body[body].headers, by_body[body].headers
+        assert by_body[body].headers.get("redelivered") == "false", by_body[body].headers
 
 
 def test_a_new_group_replays_from_the_offset_it_names(servd, clients):
@@ -912,7 +918,7 @@ def test_a_new_group_replays_from_the_offset_it_names(servd, clients):
 BAD_INPUTS = {
     "unknown command": (b"FROBNICATE\ndestination:/queue/x\n\nbody\x00", "unknown command"),
     "garbage bytes": (bytes(range(256))[::-1] * 4, ""),
-    "oversized body": (None, "body"),
+    "oversized body": (None, "--stomp-max-body-bytes"),
 }
 
 
@@ -923,8 +929,8 @@ def test_bad_frames_get_an_error_and_a_close_while_others_keep_working(servd, cl
     bystander.subscribe("/queue/calm", id="calm")
     raw = RawStomp(servd)
     raw.connect()
-    if data is None:  # a body over the 1 MiB default limit, announced by content-length
-        body = b"x" * (1024 * 1024 + 1)
+    if data is None:  # a body over the 4 MiB default limit, announced by content-length
+        body = b"x" * (4 * 1024 * 1024 + 1)
         head = f"SEND\ndestination:/queue/big\ncontent-length:{len(body)}\n\n".encode()
         collected = {}
 
@@ -962,8 +968,9 @@ def test_garbage_before_connect_gets_an_error_and_a_close(servd):
     raw.close()
 
 
-@pytest.mark.parametrize("ack_id", ["s:999", "nosuch:0", "not-an-id"])
-def test_an_ack_for_an_unknown_message_is_an_error(servd, clients, ack_id):
+@pytest.mark.parametrize("ack_id, summary", [
+    ("s:999", "Unknown message"), ("nosuch:0", "Subscription not found"), ("not-an-id", "Invalid header")])
+def test_an_ack_for_an_unknown_message_is_an_error(servd, clients, ack_id, summary):
     bystander = clients(servd)
     bystander.subscribe("/queue/calm", id="calm")
     raw = RawStomp(servd)
@@ -973,7 +980,8 @@ def test_an_ack_for_an_unknown_message_is_an_error(servd, clients, ack_id):
     receipt = raw.read_frame()
     assert receipt.command == "RECEIPT", receipt
     raw.send_frame("ACK", {"id": ack_id, "receipt": "ack"})
-    error = expect_error_then_close(raw, "unknown")
+    error = expect_error_then_close(raw, summary)
+    assert error.headers["message"] == summary, error
     assert error.headers.get("receipt-id") in (None, "ack"), error
     raw.close()
     bystander.send("/queue/calm", "unaffected")

@@ -33,4 +33,4 @@ def test_stompjs_with_a_wrong_passcode_is_refused(servd):
     assert seen["outcome"] in ("stomp-error", "closed"), seen
     assert seen["received"] == []
     if seen["outcome"] == "stomp-error":
-        assert seen["message"] == "access refused"
+        assert seen["message"] == "Bad CONNECT"

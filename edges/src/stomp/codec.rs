@@ -56,16 +56,29 @@ pub struct FrameLimits {
     pub max_frame_bytes: usize,
 }
 
+impl FrameLimits {
+    /// The limits with `max_body_bytes` as the body limit and a frame limit that leaves room for
+    /// the most header bytes besides.
+    pub fn with_max_body_bytes(self, max_body_bytes: usize) -> Self {
+        let max_frame_bytes = max_body_bytes.saturating_add(self.max_header_bytes).saturating_add(1024);
+        Self { max_body_bytes, max_frame_bytes, ..self }
+    }
+}
+
 impl Default for FrameLimits {
+    /// The body limit is RabbitMQ's STOMP default (`stomp.max_frame_size`, 4 MiB): what clients of
+    /// the most used broker expect to get through, and well under the 16 MiB a message may take
+    /// between cluster nodes.
     fn default() -> Self {
         Self {
             max_command_line_bytes: 64,
             max_header_lines: 128,
             max_header_line_bytes: 8 * 1024,
             max_header_bytes: 64 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_frame_bytes: 1024 * 1024 + 128 * 1024,
+            max_body_bytes: 0,
+            max_frame_bytes: 0,
         }
+        .with_max_body_bytes(4 * 1024 * 1024)
     }
 }
 

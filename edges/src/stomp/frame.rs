@@ -236,6 +236,15 @@ impl fmt::Display for HeartBeat {
     }
 }
 
+impl From<HeartBeatIntervals> for HeartBeat {
+    /// The server's `heart-beat` header for what was agreed: how often it sends, how often it
+    /// expects the client to; `0,0` when neither side beats.
+    fn from(agreed: HeartBeatIntervals) -> Self {
+        let millis = |every: Option<Duration>| every.map_or(0, |every| every.as_millis() as u64);
+        HeartBeat { send_ms: millis(agreed.server_to_client), receive_ms: millis(agreed.client_to_server) }
+    }
+}
+
 /// How often each side of a connection sends heart-beats, once negotiated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeartBeatIntervals {
@@ -308,5 +317,16 @@ mod tests {
         let agreed = HeartBeat::negotiate(client, server);
         assert_eq!(agreed.client_to_server, Some(Duration::from_millis(3000)));
         assert_eq!(agreed.server_to_client, None);
+    }
+
+    #[test]
+    fn the_agreed_intervals_read_back_as_the_servers_header() {
+        let agreed = HeartBeat::negotiate(
+            HeartBeat { send_ms: 1000, receive_ms: 0 },
+            HeartBeat { send_ms: 5000, receive_ms: 3000 },
+        );
+        assert_eq!(HeartBeat::from(agreed), HeartBeat { send_ms: 0, receive_ms: 3000 });
+        let none = HeartBeat::negotiate(HeartBeat::default(), HeartBeat { send_ms: 5000, receive_ms: 3000 });
+        assert_eq!(HeartBeat::from(none).to_string(), "0,0");
     }
 }

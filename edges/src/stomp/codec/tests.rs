@@ -277,7 +277,8 @@ fn a_content_length_past_the_limit_fails_before_the_body_arrives() {
     let error = decode_with(None, small_limits(), b"SEND\ncontent-length:33\n\n").unwrap_err();
     assert!(matches!(error, FrameError::BodyTooLarge { max_bytes: 32 }), "{error}");
     let error = frames(None, b"SEND\ncontent-length:99999999999999999999999\n\n").unwrap_err();
-    assert_eq!(error.to_string(), "frame body exceeds 1048576 bytes");
+    let max_bytes = FrameLimits::default().max_body_bytes;
+    assert_eq!(error.to_string(), format!("frame body exceeds {max_bytes} bytes"));
 }
 
 #[test]
