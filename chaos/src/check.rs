@@ -392,6 +392,13 @@ pub fn single_owner(actors: &[Placed], ring_owner: &HashMap<String, String>, at_
 pub fn available_during_faults(ops: &[Op], faulted: &[(usize, u64, u64)]) -> Vec<Violation> {
     let mut violations = Vec::new();
     for op in ops.iter().filter(|op| op.kind == OpKind::S3Get && op.outcome != Outcome::Ok) {
+        // A read in flight when its own node was faulted failed for that fault.
+        let own = faulted
+            .iter()
+            .any(|(node, start, end)| *node == op.node && *start <= op.complete_ms && *end >= op.invoke_ms);
+        if own {
+            continue;
+        }
         let during = faulted
             .iter()
             .find(|(node, start, end)| *node != op.node && op.invoke_ms >= *start && op.invoke_ms <= *end);

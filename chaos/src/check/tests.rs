@@ -117,6 +117,9 @@ fn with_availability_expected_the_majority_reads_and_the_minority_acknowledges_n
     get.node = 1;
     let faults = [(0, 100, 200)];
     assert_eq!(available_during_faults(&[get.clone()], &faults)[0].invariant, "available-during-fault");
+    // A read through another node, in flight when its own node was faulted next, failed for that.
+    let in_flight = [(0, 100, 200), (1, 155, 300)];
+    assert!(available_during_faults(&[get.clone()], &in_flight).is_empty(), "its own node's fault");
     get.node = 0;
     assert!(available_during_faults(&[get], &faults).is_empty(), "the faulted node itself may fail");
 
