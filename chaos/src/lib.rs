@@ -4,6 +4,7 @@
 //! JSON and HTML report. It depends on no Serv crate: it sees the nodes the way a user does.
 
 pub mod check;
+pub mod faults;
 pub mod history;
 pub mod http;
 pub mod messages;

@@ -59,6 +59,7 @@ def test_a_seeded_run_with_kills_pauses_and_restarts_keeps_every_acknowledged_wr
         assert f"<td>{fault['kind']}</td><td>n{fault['node'] + 1}</td>" in page
     for n in (1, 2, 3):
         assert (report / "nodes" / f"n{n}.log").stat().st_size > 0
+        assert not (report / "nodes" / f"n{n}").exists(), "a run without a violation keeps no data dir"
 
 
 NAMESPACES = os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("tc") is not None
@@ -115,6 +116,7 @@ def test_the_checker_catches_and_names_a_lost_write_and_a_lost_message(tmp_path)
                          "--concurrency", "2", "--heal-timeout", "5s", "--servd-env", "SERV_FAULT_LOSE_EVERY=10",
                          servd=LOSSY)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert (report / "nodes" / "n1" / "db").is_dir(), "a run with a violation keeps the nodes' data for a post-mortem"
     history = {op["id"]: op for op in result["history"]}
     by_invariant = {}
     for violation in result["violations"]:
