@@ -362,15 +362,12 @@ impl Placement for PartitionPlacement {
             }
             Serving::Unknown(reason) => Place::Moving(reason),
             Serving::Elsewhere => {
-                let me = self.sets.me();
                 let hint = self.hints.read().unwrap_or_else(|p| p.into_inner()).get(&partition).cloned();
-                // Never this node: it holds no replica, so a hint naming it is stale (it led the
-                // partition before the partition moved off it), and following it would send the
-                // message to itself until the caller gave up (found by the chaos harness, 5 nodes).
-                if let Some(hint) = hint.filter(|node| node != me && self.sets.is_up(node)) {
+                if let Some(hint) = hint.filter(|node| self.sets.is_up(node)) {
                     return Place::There(hint);
                 }
                 let replicas = self.sets.of(partition);
+                let me = self.sets.me();
                 match replicas.iter().find(|node| *node != me && self.sets.is_up(node)) {
                     Some(replica) => Place::There(replica.clone()),
                     None if replicas.iter().all(|node| node == me) => {
@@ -388,12 +385,15 @@ impl Placement for PartitionPlacement {
     fn leader_named(&self, key: &ActorKey, node: &str) {
         let partition = self.sets.partition_of(&key.to_string());
         let mut hints = self.hints.write().unwrap_or_else(|p| p.into_inner());
-        match node == self.sets.me() {
-            // A node that names this one while this one does not serve the partition knows
-            // something stale: forget the hint rather than keep it.
-            true => hints.remove(&partition),
-            false => hints.insert(partition, node.to_string()),
-        };
+        // A peer that names this node, which does not serve the partition (else it would not
+        // route by hint), knows something stale: the node led the partition before it moved off
+        // it. Keeping that hint sent the message to itself until the caller gave up (found by
+        // the chaos harness, 5 nodes); without one, the node asks a replica.
+        if node == self.sets.me() {
+            hints.remove(&partition);
+        } else {
+            hints.insert(partition, node.to_string());
+        }
     }
 
     fn peers(&self) -> Vec<String> {
