@@ -17,6 +17,7 @@ use serv_actors::route::Route;
 use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
+use serv_edges::credentials::{ClusterCredentials, Pins};
 use serv_edges::gateway::{self, Gateway, GatewaySettings};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
@@ -58,8 +59,10 @@ async fn run(config: Config) -> Result<(), String> {
     let signals = Signals::watch()?;
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
     let storage = Storage::open(&config.data_dir, StorageOptions::default()).map_err(|e| e.to_string())?;
-    let admin_token = secrets::admin_token(&config.data_dir)?;
-    let (root_access, root_secret) = secrets::root_credentials(&config.data_dir)?;
+    // A node started without seeds founds its cluster (as its partitions do): it makes the
+    // credentials it lacks; any other node adopts the cluster's from the nodes it reaches.
+    let founding = config.seeds.is_empty();
+    let credentials = ClusterCredentials::open(&config.data_dir, Pins::from_env(), founding)?;
 
     let supervision = SupervisionConfig {
         passivate_after: config.passivate_after,
@@ -89,7 +92,7 @@ async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on S3 address {}: {e}", config.s3_addr))?;
     let s3_addr = s3_listener.local_addr().map_err(|e| e.to_string())?;
     let mesh_addr = config.mesh_advertise.unwrap_or(config.mesh_addr);
-    let keys = Keys::new(root_access, root_secret, storage.access_keys().clone());
+    let keys = Keys::new(credentials.clone(), storage.access_keys().clone());
     let stomp_listener = TcpListener::bind(config.stomp_addr)
         .await
         .map_err(|e| format!("cannot listen on STOMP address {}: {e}", config.stomp_addr))?;
@@ -135,7 +138,7 @@ async fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot open the route table: {e}"))?;
     let route_refresh = gateway.spawn_refresh();
-    let auth = AdminAuth { token: admin_token, session_ttl: config.admin_session_ttl };
+    let auth = AdminAuth { credentials, session_ttl: config.admin_session_ttl };
     let state = AdminState::new(
         node,
         directory.clone(),

@@ -1,7 +1,7 @@
-//! Secrets a node needs from its first start: the admin token and the root credentials.
-//!
-//! Each comes from the environment when set. Otherwise it is generated once, stored with mode
-//! 0600 in the data directory and printed once, on the start that created it.
+//! The cluster secret, which a node needs before it can reach any other node. It comes from the
+//! environment when set; otherwise it is generated once, stored with mode 0600 in the data
+//! directory and printed once, on the start that created it. (The admin token and the root
+//! credentials are the cluster's, shared over the mesh: `serv_edges::credentials`.)
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -9,21 +9,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serv_storage::keys::random_hex;
-
-/// The admin API's bearer token.
-pub fn admin_token(data_dir: &Path) -> Result<String, String> {
-    if let Some(token) = from_env("SERV_ADMIN_TOKEN") {
-        return Ok(token);
-    }
-    load_or_generate(
-        data_dir,
-        "admin-token",
-        || random_hex(32),
-        |path, token| {
-            format!("servd: generated admin token {token} (stored in {}, mode 0600)", path.display())
-        },
-    )
-}
 
 /// The cluster secret: nodes that share it form one cluster (mutual TLS on the mesh).
 pub fn cluster_secret(data_dir: &Path) -> Result<String, String> {
@@ -41,25 +26,6 @@ pub fn cluster_secret(data_dir: &Path) -> Result<String, String> {
             )
         },
     )
-}
-
-/// Root credentials of the S3 and STOMP edges: (access key, secret key).
-pub fn root_credentials(data_dir: &Path) -> Result<(String, String), String> {
-    if let (Some(access), Some(secret)) = (from_env("SERV_ACCESS_KEY"), from_env("SERV_SECRET_KEY")) {
-        return Ok((access, secret));
-    }
-    let generate = || format!("{}:{}", format!("SV{}", random_hex(9)).to_uppercase(), random_hex(20));
-    let stored = load_or_generate(data_dir, "root-credentials", generate, |path, pair| {
-        let (access, secret) = pair.split_once(':').unwrap_or_default();
-        format!(
-            "servd: generated root credentials: access key {access}, secret key {secret} (stored in {}, mode 0600)",
-            path.display()
-        )
-    })?;
-    let (access, secret) = stored.split_once(':').ok_or_else(|| {
-        format!("{}/root-credentials is malformed; remove it to generate a new pair", data_dir.display())
-    })?;
-    Ok((access.to_string(), secret.to_string()))
 }
 
 fn from_env(name: &str) -> Option<String> {

@@ -4,6 +4,7 @@
 //!
 //! - [`admin`]: the admin API (axum): health, readiness, Prometheus metrics, node and actor
 //!   inspection, JSON errors with trace ids, bearer-token auth.
+//! - [`credentials`]: the admin token and root key pair every node of a cluster shares.
 //! - [`listener`]: TCP listeners with a connection cap and an idle timeout, for every edge.
 //! - [`http1`]: HTTP/1.1 serving with header deadlines and size caps (the S3 edge).
 //! - [`s3`]: the S3 edge (s3s) over bucket actors and content blocks.
@@ -12,6 +13,7 @@
 //!   types from one place each.
 
 pub mod admin;
+pub mod credentials;
 pub mod fault_injection;
 pub mod gateway;
 pub mod http1;

@@ -25,12 +25,15 @@ default.";
 
 const AFTER_HELP: &str = "\
 ENVIRONMENT:
-  SERV_ADMIN_TOKEN     Bearer token for the /v1 admin API. When unset, a token is generated on
-                       first start, stored with mode 0600 in DATA_DIR/admin-token and printed once.
+  SERV_ADMIN_TOKEN     Bearer token for the /v1 admin API, pinned on this node. When unset, the
+                       cluster's token is used: a node started without --seeds generates it on
+                       first start and prints it once; a joining node adopts it. Either way it
+                       is kept with mode 0600 in DATA_DIR/cluster-credentials (a copy in
+                       DATA_DIR/admin-token).
   SERV_ACCESS_KEY,
-  SERV_SECRET_KEY      Root credentials of the S3 and STOMP edges. When unset, a pair is generated
-                       on first start, stored with mode 0600 in DATA_DIR/root-credentials and
-                       printed once.
+  SERV_SECRET_KEY      Root credentials of the S3 and STOMP edges, pinned on this node. When
+                       unset, the cluster's pair is used, generated or adopted like the admin
+                       token (a copy in DATA_DIR/root-credentials, ACCESS:SECRET).
   SERV_CLUSTER_SECRET  Nodes that share it form one cluster (mutual TLS on the mesh). When unset,
                        one is generated on first start, stored with mode 0600 in
                        DATA_DIR/cluster-secret and printed once.

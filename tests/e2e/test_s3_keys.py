@@ -28,6 +28,16 @@ def test_keys_are_created_listed_without_secrets_and_revoked(servd):
     assert (bad.status_code, bad.json()["code"]) == (400, "InvalidParameter")
     unauthenticated = requests.post(f"{servd.admin}/v1/keys", json={"name": "x"}, timeout=10)
     assert unauthenticated.status_code == 401
+    # Like every JSON endpoint, it takes a body without a Content-Type (curl -d sends a form's).
+    for content_type in (None, "application/x-www-form-urlencoded"):
+        headers = {"Authorization": f"Bearer {servd.token}", **({"Content-Type": content_type} if content_type else {})}
+        untyped = requests.post(f"{servd.admin}/v1/keys", data=f'{{"name": "untyped-{len(headers)}"}}',
+                                headers=headers, timeout=10)
+        assert untyped.status_code == 201, (content_type, untyped.text)
+    not_json = requests.post(f"{servd.admin}/v1/keys", data="name=x",
+                             headers={"Authorization": f"Bearer {servd.token}"}, timeout=10)
+    assert (not_json.status_code, not_json.json()["code"]) == (400, "InvalidParameter")
+    assert '{"name": "..."}' in not_json.json()["error"]
 
     alt = s3_client(servd, key["access_key"], key["secret_key"])
     assert alt.list_buckets()["Buckets"] == []

@@ -275,12 +275,7 @@ async fn act(
     body: axum::body::Bytes,
     action: Action,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let request: ActorRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("the body must be {{\"key\": \"kind/name\"}}: {e}"),
-        )
-    })?;
+    let request: ActorRequest = super::error::json_body(&body, r#"{"key": "kind/name"}"#)?;
     let key = request
         .key
         .split_once('/')

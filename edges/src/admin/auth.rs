@@ -46,7 +46,12 @@ pub(super) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let admin_token = state.inner.token.as_bytes();
+    let Some(admin_token) = state.inner.credentials.admin_token() else {
+        let message = "this node has not adopted its cluster's admin token yet: it does once it reaches \
+                       a node named in --seeds (see /readyz)";
+        return ApiError::new(ErrorCode::NotReady, message).into_response();
+    };
+    let admin_token = admin_token.as_bytes();
     let credential = match given {
         None => {
             return ApiError::new(

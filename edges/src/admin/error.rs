@@ -141,3 +141,10 @@ pub(super) fn directory_failed(error: serv_actors::DirectoryError) -> ApiError {
         other => ApiError::new(ErrorCode::Internal, other.to_string()),
     }
 }
+
+/// Decodes a request's JSON body, whatever its Content-Type says (every endpoint takes a body
+/// without one: one rule for curl users). `shape` says what the body must be, in the error.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, format!("the body must be {shape}: {e}")))
+}

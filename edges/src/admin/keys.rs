@@ -6,7 +6,6 @@
 //! others know, so a node that was down catches up.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -66,14 +65,9 @@ fn failed(error: serv_storage::StorageError) -> ApiError {
 
 pub(super) async fn create(
     State(state): State<AdminState>,
-    body: Result<Json<CreateKey>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|rejection| {
-        ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("expected {{\"name\": \"...\"}}: {}", rejection.body_text()),
-        )
-    })?;
+    let request: CreateKey = super::error::json_body(&body, r#"{"name": "..."}"#)?;
     let created = state.inner.storage.access_keys().create(&request.name).await.map_err(failed);
     let created = created.and_then(|created| created.map_err(refused));
     let key = super::audit::recorded(&state, "create", &format!("key/{}", request.name), created).await?;

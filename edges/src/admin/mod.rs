@@ -4,6 +4,7 @@
 mod audit;
 pub(crate) mod auth;
 mod buckets;
+mod credentials;
 mod error;
 mod events;
 mod keys;
@@ -47,10 +48,10 @@ pub struct NodeInfo {
 }
 
 /// Who may use the `/v1` API: the admin token, and console sessions signed with it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminAuth {
-    /// The bearer token of the admin API.
-    pub token: String,
+    /// The bearer token of the admin API: the cluster's, once this node has adopted it.
+    pub credentials: crate::credentials::ClusterCredentials,
     /// The longest a console session lasts (`POST /v1/sessions`).
     pub session_ttl: Duration,
 }
@@ -65,7 +66,7 @@ struct Inner {
     node: NodeInfo,
     directory: Directory,
     storage: Storage,
-    token: String,
+    credentials: crate::credentials::ClusterCredentials,
     session_ttl: Duration,
     audit: Arc<audit::AuditLog>,
     /// This node's HTTP gateway, told when a route changes through this node.
@@ -93,6 +94,7 @@ impl AdminState {
         removed: Option<serv_cluster::removed::RemovedMembers>,
     ) -> Result<Self, serv_storage::StorageError> {
         keys::replicate(&directory, storage.access_keys().clone());
+        credentials::replicate(&directory, auth.credentials.clone());
         if let Some(removed) = &removed {
             members::replicate(&directory, removed.clone());
         }
@@ -106,7 +108,7 @@ impl AdminState {
             node,
             directory,
             storage,
-            token: auth.token,
+            credentials: auth.credentials,
             session_ttl: auth.session_ttl,
             audit,
             gateway,
@@ -144,6 +146,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{access_key}", delete(keys::revoke))
         .route("/v1/cluster/members", get(cluster_members))
+        .route("/v1/cluster/rotate-admin-token", axum::routing::post(credentials::rotate_admin_token))
+        .route("/v1/cluster/rotate-root-credentials", axum::routing::post(credentials::rotate_root_secret))
         .route("/v1/cluster/members/{id}", delete(members::remove))
         .route("/v1/cluster/ring", get(cluster_ring))
         .route("/v1/cluster/partitions", get(cluster_partitions))
@@ -199,6 +203,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
     if !state.inner.directory.is_joined() {
         let message = "not joined: the node has not yet settled on its cluster's ring (check --seeds and SERV_CLUSTER_SECRET)";
+        return ApiError::new(ErrorCode::NotReady, message).into_response();
+    }
+    if !state.inner.credentials.adopted() {
+        let message =
+            "joined, but the cluster's admin token and root credentials have not reached this node yet";
         return ApiError::new(ErrorCode::NotReady, message).into_response();
     }
     Json(serde_json::json!({ "status": "ready" })).into_response()

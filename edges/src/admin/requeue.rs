@@ -31,12 +31,7 @@ pub(super) async fn requeue(
     State(state): State<AdminState>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let request: RequeueRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("the body must be {{\"dlq\": \"queue/NAME.dlq\"}}: {e}"),
-        )
-    })?;
+    let request: RequeueRequest = super::error::json_body(&body, r#"{"dlq": "queue/NAME.dlq"}"#)?;
     if !request.dlq.ends_with(".dlq") {
         return Err(ApiError::new(
             ErrorCode::InvalidParameter,

@@ -70,9 +70,7 @@ pub(super) async fn put(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let config: RouteConfig = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidParameter, format!("the body must be a JSON route config: {e}"))
-    })?;
+    let config: RouteConfig = super::error::json_body(&body, "a JSON route config")?;
     if let Some(module) = &config.middleware {
         let hooks = [serv_wasm_host::Hook::Request, serv_wasm_host::Hook::Response];
         super::modules::check_hook(&state, module, &hooks, "route middleware").await?;

@@ -88,12 +88,7 @@ pub(super) async fn open(
     }
     let request: SessionRequest = match body.is_empty() {
         true => SessionRequest::default(),
-        false => serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("the body must be {{\"ttl_ms\": N}} or empty: {e}"),
-            )
-        })?,
+        false => super::error::json_body(&body, r#"{"ttl_ms": N} or empty"#)?,
     };
     let longest = state.inner.session_ttl;
     let ttl = match request.ttl_ms.map(Duration::from_millis) {
@@ -112,7 +107,11 @@ pub(super) async fn open(
         }
     };
     let expires_at_ms = now_ms().saturating_add(ttl.as_millis() as u64);
-    let token = issue(state.inner.token.as_bytes(), expires_at_ms);
+    // The request came in with the admin token, and a node never forgets the one it has.
+    let admin_token = state.inner.credentials.admin_token().ok_or_else(|| {
+        ApiError::new(ErrorCode::NotReady, "this node has not adopted its cluster's admin token yet")
+    })?;
+    let token = issue(admin_token.as_bytes(), expires_at_ms);
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token, "expires_at_ms": expires_at_ms }))))
 }
 

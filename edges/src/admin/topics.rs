@@ -91,12 +91,7 @@ async fn configure(state: &AdminState, name: &str, body: &[u8]) -> Result<Json<T
     let change: ConfigChange = if body.iter().all(u8::is_ascii_whitespace) {
         ConfigChange::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("the body must be a JSON object of settings: {e}"),
-            )
-        })?
+        super::error::json_body(body, "a JSON object of settings")?
     };
     if let Some(Some(module)) = &change.transform {
         super::modules::check_hook(state, module, &[Hook::Transform], "topic transform").await?;

@@ -11,6 +11,8 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Result, s3_error};
 use serv_storage::keys::AccessKeys;
 
+use crate::credentials::ClusterCredentials;
+
 /// The access keys the S3 edge accepts.
 #[derive(Clone)]
 pub struct Keys {
@@ -18,28 +20,28 @@ pub struct Keys {
 }
 
 struct KeysInner {
-    root_access: String,
-    root_secret: String,
+    root: ClusterCredentials,
     managed: AccessKeys,
 }
 
 impl Keys {
-    /// The node's root pair plus the keys managed through the admin API.
-    pub fn new(root_access: String, root_secret: String, managed: AccessKeys) -> Self {
-        Self { inner: Arc::new(KeysInner { root_access, root_secret, managed }) }
+    /// The cluster's root pair (once this node has adopted it) plus the keys managed through
+    /// the admin API.
+    pub fn new(root: ClusterCredentials, managed: AccessKeys) -> Self {
+        Self { inner: Arc::new(KeysInner { root, managed }) }
     }
 
     /// True for the root access key, which may do anything.
     pub fn is_root(&self, access_key: &str) -> bool {
-        access_key == self.inner.root_access
+        self.inner.root.root().is_some_and(|root| root.access_key == access_key)
     }
 
     /// The secret of `access_key` (root or managed), if it is a live key: STOMP logs in with it.
     pub fn secret(&self, access_key: &str) -> Option<String> {
-        if access_key == self.inner.root_access {
-            return Some(self.inner.root_secret.clone());
+        match self.inner.root.root() {
+            Some(root) if root.access_key == access_key => Some(root.secret_key),
+            _ => self.inner.managed.secret(access_key),
         }
-        self.inner.managed.secret(access_key)
     }
 }
 
