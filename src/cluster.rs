@@ -66,6 +66,9 @@ const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 /// How often the leader of a partition moves its voters towards the replica set.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a node looks for partitions whose replica set left it, to drop its copy.
+const LEAVE_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a block another node stored here is kept without a manifest naming it: the edge's
 /// session (which pinned it) may end before this replica has applied the manifest.
 const UNPINNED_BLOCK_GRACE: Duration = Duration::from_secs(60);
@@ -140,6 +143,7 @@ pub async fn join(
     });
     directory.set_placement(placement.clone());
     tokio::spawn(reconcile(placement.clone(), directory.clone()));
+    tokio::spawn(leave_replica_sets(partitions.clone(), blocks.clone()));
     tokio::spawn(follow_leadership(partitions.clone(), directory.clone()));
     spawn_block_repair(partitions.clone(), blocks.clone(), storage.clone());
     Ok(Cluster { membership, members, remote, partitions, blocks, removed })
@@ -156,6 +160,15 @@ async fn reconcile(placement: Arc<PartitionPlacement>, directory: Directory) {
         let settled = round.pending == 0 && partitions.led_as_preferred();
         placement.settled.store(settled, Ordering::Release);
         hand_over(partitions, &directory, partitions.hand_overs(MAX_HAND_OVERS)).await;
+    }
+}
+
+/// Drops this node's copy of each partition whose replica set moved off it, once the
+/// partition's leader confirms the group left it (see `serv_cluster::partition::leave`).
+async fn leave_replica_sets(partitions: Arc<Partitions>, blocks: BlockPlacement) {
+    loop {
+        tokio::time::sleep(LEAVE_CHECK_EVERY).await;
+        partitions.drop_left(|partition| blocks.sets.numbers(partition), &blocks).await;
     }
 }
 

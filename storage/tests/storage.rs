@@ -316,3 +316,28 @@ fn a_scan_past_a_prefix_skips_every_key_under_it() {
     assert_eq!(after("b\0"), ["b/1", "c"], "an escaped NUL at the end of the prefix");
     assert!(after("c").is_empty());
 }
+
+/// Installing a snapshot deletes a partition's rows and puts the new ones in one set: a row in
+/// both must come out as put, in memory and after a reopen.
+#[tokio::test]
+async fn a_delete_then_a_put_of_one_key_in_one_set_leaves_the_put() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = open(dir.path(), DurabilityMode::Group);
+    let table = storage.table(NOTES).expect("table");
+    let key = "both".to_string();
+    let mut first = storage.write_set();
+    first.put(&table, &key, &note_for(1)).expect("put");
+    storage.commit(first).await.expect("commit");
+    for round in 2..40 {
+        let mut changes = storage.write_set();
+        changes.delete(&table, &key);
+        changes.put(&table, &key, &note_for(round)).expect("put");
+        storage.commit(changes).await.expect("commit");
+        assert_eq!(table.get(&key).expect("get"), Some(note_for(round)), "round {round}");
+    }
+    storage.close().expect("close");
+    drop((table, storage));
+    let reopened = open(dir.path(), DurabilityMode::Group);
+    let table = reopened.table(NOTES).expect("table");
+    assert_eq!(table.get(&key).expect("get"), Some(note_for(39)), "after a reopen");
+}

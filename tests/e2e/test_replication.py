@@ -12,7 +12,7 @@ import pytest
 import stomp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conftest import run_servd, s3_client, wait_until
+from conftest import metric, run_servd, s3_client, wait_until
 from test_cluster_actors import FAST, node_id, trio  # noqa: F401 (trio is a fixture)
 from test_cluster_actors import owner_of as leader_of
 from test_stomp import WAIT, Client, RawStomp
@@ -324,13 +324,15 @@ def test_leaders_spread_over_the_nodes_and_come_back_to_a_node_that_restarts(rep
 def test_replication_factor_one_over_two_nodes_moves_each_partition_to_its_one_replica(start_servd, tmp_path):
     """With --replication-factor 1 a partition has one replica, the first node of its ring
     preference list: when a second node joins, the partitions the ring gives it leave the
-    founder (which hands their leadership over by leaving the group), data included."""
+    founder (which hands their leadership over by leaving the group), data included, and the
+    founder then drops its copy of them."""
     args = [*FAST, "--replication-factor", "1", "--partitions", "16"]
     seed = start_servd(args=args, data_dir=tmp_path / "n1").wait_ready()
     buckets = [f"one-{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
     for bucket in buckets:
         s3_client(seed).create_bucket(Bucket=bucket)
         s3_client(seed).put_object(Bucket=bucket, Key="k", Body=bucket.encode())
+    blocks_before = metric(seed, "serv_block_bytes_stored")
     other = start_servd(args=[*args, "--seeds", f"127.0.0.1:{seed.mesh_port}"], data_dir=tmp_path / "n2").wait_ready()
     ids = {node_id(seed), node_id(other)}
 
@@ -353,12 +355,27 @@ def test_replication_factor_one_over_two_nodes_moves_each_partition_to_its_one_r
     for p in partitions(seed):
         if p["role"] == "none":
             assert p["leader"] is None and p["replicas"] == [node_id(other)], p
-    # The blocks of the moved partitions were on the founder alone: the new replica fetches them
-    # (block repair), after which every object reads back through either node.
+    # The founder drops its copy of each partition it left (rows, log, and the blocks no other
+    # partition names), once the new replica holds the partition's blocks: those were on the
+    # founder alone, and the new replica fetches them (block repair) first.
+    def dropped():
+        left = [p for p in partitions(seed) if p["role"] == "none"]
+        return left and all(p["last_log_index"] is None and p["applied_index"] is None for p in left)
+    wait_until(dropped, timeout=90, message=lambda: f"the founder dropped what it left: {partitions(seed)}")
+    kept = {p["partition"] for p in partitions(seed) if p["role"] != "none"}
+    moved_buckets = [b for b in buckets if partition_of(seed, f"bucket/{b}") not in kept]
+    assert moved_buckets, "some bucket moved to the new node"
+    wait_until(lambda: metric(seed, "serv_block_bytes_stored") <= blocks_before - sum(len(b) for b in moved_buckets),
+               timeout=30, message="the founder collects the blocks of the partitions it dropped")
+    # Every object reads back through either node: no block was lost with the copy.
     for bucket in buckets:
         for node in (seed, other):
             wait_until(lambda node=node, bucket=bucket: readable(node, bucket, bucket.encode()), timeout=40,
                        message=f"{bucket} reads back through {node_id(node)}")
+
+
+def partition_of(node, key):
+    return node.get("/v1/cluster/ring/owner", params={"key": key}).json()["partition"]
 
 
 def readable(node, bucket, body):

@@ -26,6 +26,9 @@ use crate::transfer::{BlockSession, BlockTransfer, TransferError};
 /// goes on without it (it is then left out for the rest of the body).
 pub const REPLICA_BLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most block hashes one pin request carries when a node checks that another holds them.
+const PIN_BATCH: usize = 4096;
+
 /// Where the blocks of a partition are written and read from: its replica set and the
 /// sessions to reach it. Cheap to clone.
 #[derive(Clone)]
@@ -77,6 +80,43 @@ impl BlockPlacement {
     /// Every other member that is up, as a source to read `partition`'s blocks from: its
     /// replicas first, then the rest (a node that left the replica set may hold the only copies
     /// of blocks written before). Reads only: nothing is written through it.
+    /// True when a majority of `replicas` (node ids, this node never among them) hold every
+    /// block of `hashes`: a node leaving the replica set may then drop its copies.
+    pub async fn held_by_majority(
+        &self,
+        replicas: &std::collections::BTreeSet<u64>,
+        hashes: &[BlockHash],
+    ) -> bool {
+        if hashes.is_empty() {
+            return true;
+        }
+        let needed = replicas.len() / 2 + 1;
+        let mut holding = 0;
+        for node in replicas.iter().map(|id| super::node_name(*id)).filter(|node| node != self.sets.me()) {
+            if self.holds_all(&node, hashes).await {
+                holding += 1;
+            }
+            if holding >= needed {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True when `node` answers that it holds every block of `hashes` (asked by pinning them,
+    /// for as long as the check lasts).
+    async fn holds_all(&self, node: &str, hashes: &[BlockHash]) -> bool {
+        let opened = tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, self.transfer.open(node)).await;
+        let Ok(Ok(session)) = opened else { return false };
+        for batch in hashes.chunks(PIN_BATCH) {
+            match tokio::time::timeout(REPLICA_BLOCK_TIMEOUT, session.pin(batch)).await {
+                Ok(Ok(Ok(()))) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     pub(super) fn sources(&self, partition: u64) -> PartitionBlocks {
         let me = self.sets.me();
         let mut nodes = self.sets.of(partition);

@@ -119,7 +119,7 @@ pub(super) fn count_leader_changes(
 impl Partitions {
     /// Changes of leader this node saw, summed over its partitions (see [`count_leader_changes`]).
     pub fn leader_changes(&self) -> u64 {
-        self.groups.iter().map(|group| group.stats.leader_changes.load(Ordering::Relaxed)).sum()
+        self.groups().iter().map(|group| group.stats.leader_changes.load(Ordering::Relaxed)).sum()
     }
 }
 

@@ -56,7 +56,7 @@ impl Partitions {
     /// log, with that replica: what this node should hand over (at most `most`).
     pub fn hand_overs(&self, most: usize) -> Vec<(u64, u64)> {
         let Some(sets) = self.sets.get() else { return Vec::new() };
-        self.groups
+        self.groups()
             .iter()
             .filter(|group| group.serving() == Serving::Here)
             .filter_map(|group| {
@@ -73,7 +73,7 @@ impl Partitions {
     /// (tens of ms) rather than an election once it is gone (seconds, and a drain before it).
     pub fn successors(&self) -> Vec<(u64, u64)> {
         let Some(sets) = self.sets.get() else { return Vec::new() };
-        self.groups
+        self.groups()
             .iter()
             .filter_map(|group| {
                 let mut others = sets.of(group.partition).into_iter().filter(|node| sets.is_up(node));
@@ -90,7 +90,7 @@ impl Partitions {
     /// down), or it is not handed over (more than [`MAX_VOTERS_TO_HAND_OVER`] voters).
     pub fn led_as_preferred(&self) -> bool {
         let Some(sets) = self.sets.get() else { return true };
-        self.groups.iter().all(|group| {
+        self.groups().iter().all(|group| {
             group.raft.metrics().borrow().state != ServerState::Leader
                 || group.hand_over_target(sets).is_none()
         })
@@ -105,7 +105,7 @@ impl Partitions {
         to: u64,
         drain: impl Future<Output = ()>,
     ) -> Result<(), String> {
-        let group = &self.groups[partition as usize];
+        let group = &self.group(partition);
         let Some(transport) = &self.transport else {
             return Err("this node runs its partitions without a mesh".into());
         };

@@ -212,4 +212,4 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 const VOTE: &str = "vote";
-const PURGED: &str = "purged";
+pub(crate) const PURGED: &str = "purged";

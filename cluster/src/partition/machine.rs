@@ -25,7 +25,7 @@ use super::{Meta, MetaKey, OrRaft, PartitionSnapshot, TypeConfig, meta_table};
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
 pub(crate) const APPLIED: &str = "applied";
-const SNAPSHOT: &str = "snapshot";
+pub(crate) const SNAPSHOT: &str = "snapshot";
 
 /// A partition's rows and the log point they are the state of, read at one instant: what a
 /// replica that is behind the log installs.

@@ -18,6 +18,7 @@
 mod blocks;
 mod health;
 mod leadership;
+mod leave;
 mod log;
 mod machine;
 mod network;
@@ -213,11 +214,27 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The partitions of this node: one Raft group each.
 pub struct Partitions {
-    groups: Vec<Arc<Group>>,
+    /// The group of each partition, by partition number; a group is replaced when this node
+    /// drops its replica (see [`leave`]).
+    groups: Arc<Slots>,
+    /// What starts a group (again).
+    starter: Starter,
     /// How this node reaches the other replicas (none for a node whose groups are alone).
     transport: Option<RaftTransport>,
     /// The replica sets the groups follow, once the node knows its cluster's members.
     sets: std::sync::OnceLock<ReplicaSets>,
+}
+
+/// Each partition's group, replaceable.
+type Slots = Vec<std::sync::RwLock<Arc<Group>>>;
+
+/// What starting a partition's group takes.
+struct Starter {
+    storage: Storage,
+    node: u64,
+    config: Arc<openraft::Config>,
+    transport: Option<RaftTransport>,
+    proposal_timeout: Duration,
 }
 
 struct Group {
@@ -235,6 +252,9 @@ struct Group {
     handing_over: std::sync::atomic::AtomicBool,
     /// When this node's last hand-over of the group failed.
     hand_over_failed: std::sync::Mutex<Option<Instant>>,
+    /// The last log id this node held before it dropped its replica of the partition, if it
+    /// did: it votes only for a candidate whose log reaches it (see [`leave`]).
+    vote_floor: Option<LogId<u64>>,
 }
 
 /// [`Group::taken_up`] before any term was.
@@ -277,48 +297,24 @@ impl Partitions {
             .map_err(|e| PartitionError::Raft { partition: 0, message: e.to_string() })?,
         );
         let started = Instant::now();
+        let starter = Starter {
+            storage: storage.clone(),
+            node,
+            config,
+            transport,
+            proposal_timeout: options.proposal_timeout.unwrap_or(PROPOSAL_TIMEOUT),
+        };
         let mut groups = Vec::with_capacity(count as usize);
         let mut waiting_to_join = Vec::with_capacity(count as usize);
         for partition in 0..count {
-            let recent = Arc::new(recent::Recent::default());
-            let log = log::LogStore::open(storage, partition, recent.clone())?;
-            let machine = machine::StateMachine::open(storage, partition, recent)?;
-            let network =
-                network::Network { partition, transport: transport.clone(), storage: storage.clone() };
-            let raft = Raft::new(node, config.clone(), network, log, machine)
-                .await
-                .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
-            let fresh = !raft
-                .is_initialized()
-                .await
-                .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
+            let founding = (!options.join).then_some(&founders);
+            let (group, fresh) = starter.start(partition, founding, Arc::default()).await?;
             waiting_to_join.push(fresh && options.join);
-            if fresh && !options.join {
-                let members: BTreeMap<u64, EmptyNode> =
-                    founders.iter().map(|id| (*id, EmptyNode {})).collect();
-                raft.initialize(members)
-                    .await
-                    .map_err(|e| PartitionError::Raft { partition, message: e.to_string() })?;
-            }
-            let proposal_timeout = options.proposal_timeout.unwrap_or(PROPOSAL_TIMEOUT);
-            let stats = Arc::<Counters>::default();
-            health::count_leader_changes(&raft, stats.clone());
-            let proposer =
-                proposer::Proposer::start(partition, raft.clone(), stats.clone(), proposal_timeout);
-            groups.push(Arc::new(Group {
-                partition,
-                me: node,
-                raft,
-                stats,
-                proposer,
-                taken_up: NO_TERM.into(),
-                taken_up_at: Instant::now().into(),
-                handing_over: false.into(),
-                hand_over_failed: None.into(),
-            }));
+            groups.push(group);
         }
+        let slots: Arc<Slots> = Arc::new(groups.iter().cloned().map(std::sync::RwLock::new).collect());
         if let Some((_, server)) = &options.transport {
-            server.install(node, Arc::new(groups.iter().map(|group| group.raft.clone()).collect()));
+            server.install(node, slots.clone());
         }
         // An entity loads its state from the applied tables, so none may start before its
         // partition has applied every entry its log holds: after a crash, entries acknowledged
@@ -350,7 +346,21 @@ impl Partitions {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions started"
         );
-        Ok(Arc::new(Self { groups, transport, sets: std::sync::OnceLock::new() }))
+        let transport = starter.transport.clone();
+        Ok(Arc::new(Self { groups: slots, starter, transport, sets: std::sync::OnceLock::new() }))
+    }
+
+    /// The group of `partition` now.
+    fn group(&self, partition: u64) -> Arc<Group> {
+        self.groups[partition as usize].read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Every partition's group now, in partition order.
+    fn groups(&self) -> Vec<Arc<Group>> {
+        self.groups
+            .iter()
+            .map(|slot| slot.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+            .collect()
     }
 
     /// How many partitions the cluster has.
@@ -368,7 +378,7 @@ impl Partitions {
     /// (even if it leads again later) the path refuses every write as `NotLeader`, so an entity
     /// can only write under the leadership whose state it loaded.
     pub fn commit_path(&self, partition: u64) -> Arc<dyn CommitPath> {
-        let group = self.groups[partition as usize].clone();
+        let group = self.group(partition);
         let term = group.raft.metrics().borrow().current_term;
         Arc::new(Fenced { group, term })
     }
@@ -376,7 +386,7 @@ impl Partitions {
     /// Every partition's state, in partition order.
     pub fn status(&self) -> Vec<PartitionStatus> {
         let sets = self.sets.get();
-        self.groups
+        self.groups()
             .iter()
             .map(|group| {
                 let status = group.status();
@@ -397,7 +407,7 @@ impl Partitions {
     pub fn proposal_stats(&self) -> ProposalStats {
         use std::sync::atomic::Ordering::Relaxed;
         let mut stats = ProposalStats::default();
-        for group in &self.groups {
+        for group in self.groups() {
             stats.proposals += group.stats.proposals.load(Relaxed);
             stats.committed += group.stats.committed.load(Relaxed);
             stats.failed += group.stats.failed.load(Relaxed);
@@ -408,12 +418,15 @@ impl Partitions {
 
     /// How many partitions this node leads.
     pub fn led(&self) -> usize {
-        self.groups.iter().filter(|group| group.raft.metrics().borrow().state == ServerState::Leader).count()
+        self.groups()
+            .iter()
+            .filter(|group| group.raft.metrics().borrow().state == ServerState::Leader)
+            .count()
     }
 
     /// Stops every group (after the entities that propose to them have stopped).
     pub async fn shutdown(&self) {
-        for group in &self.groups {
+        for group in self.groups() {
             if let Err(error) = group.raft.shutdown().await {
                 tracing::warn!(partition = group.partition, %error, "partition group did not stop cleanly");
             }
@@ -450,6 +463,50 @@ async fn partition_count(storage: &Storage, asked: Option<u64>) -> Result<u64, P
             storage.local().commit(changes).await?;
             Ok(count)
         }
+    }
+}
+
+impl Starter {
+    /// Starts the group of `partition` on this node's storage, initialized with the voters
+    /// `founding` when it holds nothing yet (else left to wait for a leader to add it); true
+    /// when it held nothing. `stats` are the counters the group adds to.
+    async fn start(
+        &self,
+        partition: u64,
+        founding: Option<&BTreeSet<u64>>,
+        stats: Arc<Counters>,
+    ) -> Result<(Arc<Group>, bool), PartitionError> {
+        let failed = |e: &dyn std::fmt::Display| PartitionError::Raft { partition, message: e.to_string() };
+        let storage = &self.storage;
+        let recent = Arc::new(recent::Recent::default());
+        let log = log::LogStore::open(storage, partition, recent.clone())?;
+        let vote_floor = leave::vote_floor(storage, partition)?;
+        let machine = machine::StateMachine::open(storage, partition, recent)?;
+        let network =
+            network::Network { partition, transport: self.transport.clone(), storage: storage.clone() };
+        let raft =
+            Raft::new(self.node, self.config.clone(), network, log, machine).await.map_err(|e| failed(&e))?;
+        let fresh = !raft.is_initialized().await.map_err(|e| failed(&e))?;
+        if let Some(founders) = founding.filter(|_| fresh) {
+            let members: BTreeMap<u64, EmptyNode> = founders.iter().map(|id| (*id, EmptyNode {})).collect();
+            raft.initialize(members).await.map_err(|e| failed(&e))?;
+        }
+        health::count_leader_changes(&raft, stats.clone());
+        let proposer =
+            proposer::Proposer::start(partition, raft.clone(), stats.clone(), self.proposal_timeout);
+        let group = Group {
+            partition,
+            me: self.node,
+            raft,
+            stats,
+            proposer,
+            taken_up: NO_TERM.into(),
+            taken_up_at: Instant::now().into(),
+            handing_over: false.into(),
+            hand_over_failed: None.into(),
+            vote_floor,
+        };
+        Ok((Arc::new(group), fresh))
     }
 }
 

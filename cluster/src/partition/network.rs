@@ -30,8 +30,9 @@ use serv_storage::{OwnedRow, Storage, codec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::leave::Standing;
 use super::machine::read_out;
-use super::{PartitionSnapshot, TypeConfig, node_name};
+use super::{PartitionSnapshot, Slots, TypeConfig, node_name};
 use crate::membership::MemberView;
 use crate::mesh::{IncomingStream, Mesh, StreamKind};
 
@@ -62,6 +63,9 @@ enum Request {
     },
     /// Stand for election now: the leader is handing the partition over.
     Elect,
+    /// Where the group stands as this replica sees it: asked by a node that may have left the
+    /// replica set, before it drops its copy (see [`super::leave`]).
+    Standing,
 }
 
 /// A request with its address: the partition, and the node it is meant for (a peer that now
@@ -80,6 +84,7 @@ enum Reply {
     Snapshot(Result<SnapshotResponse<u64>, Fatal<u64>>),
     /// The election was called (its outcome shows in the leader's metrics), or why not.
     Elect(Result<(), String>),
+    Standing(Standing),
     /// The request could not be handed to a group (no such partition, not this node, not ready).
     Refused(String),
 }
@@ -201,6 +206,17 @@ impl RaftTransport {
             Err(failure) => Err(failure.into_unreachable(node).to_string()),
         }
     }
+
+    /// Asks `node`'s group of `partition` where the group stands.
+    pub(crate) async fn ask_standing(&self, partition: u64, node: u64) -> Result<Standing, String> {
+        let envelope = Envelope { partition, to: node, request: Request::Standing };
+        match self.call(node, &envelope, ELECT_TIMEOUT).await {
+            Ok(Reply::Standing(standing)) => Ok(standing),
+            Ok(Reply::Refused(reason)) => Err(format!("node {} refused: {reason}", node_name(node))),
+            Ok(_) => Err(format!("node {} answered another request", node_name(node))),
+            Err(failure) => Err(failure.into_unreachable(node).to_string()),
+        }
+    }
 }
 
 /// Calls an election in `raft` (this node's group, `me` in it), if this node is one of its voters.
@@ -253,7 +269,7 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, String> {
 /// Hands Raft requests that peers send this node to its partition groups.
 #[derive(Clone, Default)]
 pub struct RaftServer {
-    node: Arc<RwLock<Option<(u64, Arc<Vec<Raft<TypeConfig>>>)>>>,
+    node: Arc<RwLock<Option<(u64, Arc<Slots>)>>>,
 }
 
 impl RaftServer {
@@ -271,7 +287,7 @@ impl RaftServer {
         server
     }
 
-    pub(crate) fn install(&self, node: u64, groups: Arc<Vec<Raft<TypeConfig>>>) {
+    pub(super) fn install(&self, node: u64, groups: Arc<Slots>) {
         *self.node.write().unwrap_or_else(PoisonError::into_inner) = Some((node, groups));
     }
 
@@ -307,17 +323,23 @@ impl RaftServer {
                 node_name(envelope.to)
             ));
         }
-        let Some(raft) = groups.get(envelope.partition as usize) else {
+        let Some(slot) = groups.get(envelope.partition as usize) else {
             return Reply::Refused(format!("no partition {} on this node", envelope.partition));
         };
+        let group = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let raft = &group.raft;
         match envelope.request {
             Request::Append(request) => Reply::Append(raft.append_entries(request).await),
-            Request::Vote(request) => Reply::Vote(raft.vote(request).await),
+            Request::Vote(request) => match group.refuses_vote(&request) {
+                Some(refusal) => Reply::Vote(Ok(refusal)),
+                None => Reply::Vote(raft.vote(request).await),
+            },
             Request::Snapshot { vote, meta, rows } => {
                 let snapshot = Snapshot { meta, snapshot: Box::new(PartitionSnapshot::Rows(rows)) };
                 Reply::Snapshot(raft.install_full_snapshot(vote, snapshot).await)
             }
             Request::Elect => Reply::Elect(stand_for_election(raft, node).await),
+            Request::Standing => Reply::Standing(group.standing()),
         }
     }
 }

@@ -79,32 +79,32 @@ pub struct Reconciled {
 impl Partitions {
     /// Who serves `partition` now.
     pub fn serving(&self, partition: u64) -> Serving {
-        self.groups[partition as usize].serving()
+        self.group(partition).serving()
     }
 
     /// The partitions this node is ready to serve in a term it has not taken up yet, with the
     /// term: each is served once [`Partitions::take_up`] says its earlier entities are gone.
     pub fn to_take_up(&self) -> Vec<(u64, u64)> {
-        self.groups.iter().filter_map(|group| group.ready().map(|term| (group.partition, term))).collect()
+        self.groups().iter().filter_map(|group| group.ready().map(|term| (group.partition, term))).collect()
     }
 
     /// This node serves `partition` in `term` from now on (while it leads in that term): every
     /// entity of the partition left from an earlier term has been stopped.
     pub fn take_up(&self, partition: u64, term: u64) {
-        let group = &self.groups[partition as usize];
+        let group = &self.group(partition);
         *group.taken_up_at.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
         group.taken_up.store(term, std::sync::atomic::Ordering::Release);
     }
 
     /// True when this node holds a replica (a voter or a learner) of `partition`.
     pub fn holds(&self, partition: u64) -> bool {
-        self.groups[partition as usize].is_member()
+        self.group(partition).is_member()
     }
 
     /// True when this node holds a replica (a voter or a learner) of at least one partition:
     /// it has founded a cluster or been taken into one.
     pub fn holds_any(&self) -> bool {
-        self.groups.iter().any(|group| group.is_member())
+        self.groups().iter().any(|group| group.is_member())
     }
 
     /// One round of membership changes: every partition this node serves moves its voters one
@@ -113,7 +113,7 @@ impl Partitions {
     pub async fn reconcile(&self, desired: impl Fn(u64) -> BTreeSet<u64>) -> Reconciled {
         let mut steps = Vec::new();
         let mut round = Reconciled::default();
-        for group in &self.groups {
+        for group in self.groups() {
             if group.serving() != Serving::Here {
                 continue;
             }

@@ -313,7 +313,7 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
 /// votes, and a failed call starts a term whose election the old leader may win again, which
 /// would restart the lease.
 async fn elect(nodes: &[Node], node: usize, partition: u64) {
-    let raft = &nodes[node].partitions.groups[partition as usize].raft;
+    let raft = &nodes[node].partitions.group(partition).raft;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut term = (raft.metrics().borrow().current_term, Instant::now() - leadership::LED_BEFORE_HAND_OVER);
     while leader_of(nodes, partition) != Some(nodes[node].id) {
@@ -437,6 +437,120 @@ async fn a_hand_over_to_an_unreachable_replica_gives_the_partition_back_and_is_n
         "not offered again before the back-off"
     );
     for node in nodes.iter().filter(|node| node.id != preferred) {
+        node.partitions.shutdown().await;
+    }
+}
+
+/// Has whichever node leads `partition` move its voters to `voters` (every other partition
+/// keeps all the nodes); false if that did not happen `within`.
+pub(super) async fn move_voters(
+    nodes: &[Node],
+    partition: u64,
+    voters: &BTreeSet<u64>,
+    within: Duration,
+) -> bool {
+    let all: BTreeSet<u64> = nodes.iter().map(|node| node.id).collect();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(leading) =
+            leader_of(nodes, partition).and_then(|id| nodes.iter().find(|node| node.id == id))
+        {
+            let partitions = &leading.partitions;
+            for (p, term) in partitions.to_take_up() {
+                partitions.take_up(p, term);
+            }
+            partitions.reconcile(|p| if p == partition { voters.clone() } else { all.clone() }).await;
+            let status = &partitions.status()[partition as usize];
+            let now: BTreeSet<u64> = status.replicas.iter().filter_map(|name| node_number(name)).collect();
+            if &now == voters && !status.changing {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Where `node` reads and checks blocks, as a node of the cluster does.
+pub(super) fn blocks_of(node: &Node) -> BlockPlacement {
+    BlockPlacement {
+        sets: ReplicaSets::new(node.storage.node_id(), 3, PARTITIONS, node.view.subscribe()),
+        transfer: crate::transfer::BlockTransfer::new(node.mesh.clone(), node.view.subscribe()),
+        local: node.storage.blocks().clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_a_replica_set_drops_its_copy_and_is_refilled_when_added_back() {
+    let nodes = cluster().await;
+    let key = "bucket/leaving";
+    let partition = nodes[0].partitions.partition_of(key);
+    lead_and_write(&nodes, 0, key, 1).await;
+    for value in 2..=40 {
+        nodes[0].write(key, value).await.expect("the leader writes");
+    }
+    eventually("the leaving node applied every write", Duration::from_secs(10), || {
+        (nodes[2].note(key) == Some(Note(40))).then_some(())
+    })
+    .await;
+    let all: BTreeSet<u64> = nodes.iter().map(|node| node.id).collect();
+    let two: BTreeSet<u64> = all.iter().copied().filter(|id| *id != nodes[2].id).collect();
+    let desired = |set: &BTreeSet<u64>| {
+        let (set, all) = (set.clone(), all.clone());
+        move |p: u64| if p == partition { set.clone() } else { all.clone() }
+    };
+
+    let blocks = blocks_of(&nodes[2]);
+
+    // Its copy stays while the group still counts it.
+    assert_eq!(
+        nodes[2].partitions.drop_left(desired(&two), &blocks).await,
+        0,
+        "the group still has it as a voter"
+    );
+    assert_eq!(nodes[2].note(key), Some(Note(40)));
+
+    assert!(
+        move_voters(&nodes, partition, &two, Duration::from_secs(30)).await,
+        "the voters leave node 2 out"
+    );
+    // Once the leader has applied (committed) the membership without it: a round may come first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes[2].partitions.drop_left(desired(&two), &blocks).await == 0 {
+        assert!(Instant::now() < deadline, "node 2 never dropped the partition it left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(nodes[2].note(key), None, "its rows of the partition are gone");
+    let status = &nodes[2].partitions.status()[partition as usize];
+    assert_eq!((status.last_log_index, status.applied_index), (None, None), "{status:?}");
+    let log = nodes[2].storage.table(log::RAFT_LOG).unwrap();
+    assert_eq!(
+        log.scan(&serv_storage::KeyPrefix::new().part(&partition), None).count(),
+        0,
+        "its log is gone"
+    );
+    let other = (partition + 1) % PARTITIONS;
+    assert!(nodes[2].partitions.status()[other as usize].last_log_index.is_some(), "other partitions stay");
+    assert_eq!(nodes[2].partitions.drop_left(desired(&two), &blocks).await, 0, "nothing is left to drop");
+    nodes[0].write(key, 41).await.expect("the two replicas left still commit");
+
+    // It votes only for a candidate whose log reaches what it held.
+    let floor = leave::vote_floor(&nodes[2].storage, partition).unwrap().expect("the drop keeps a floor");
+    assert!(floor.index >= 40, "{floor:?}");
+    let group = nodes[2].partitions.group(partition);
+    let behind = openraft::raft::VoteRequest { vote: Vote::new(1000, nodes[1].id), last_log_id: None };
+    let refusal = group.refuses_vote(&behind).expect("a candidate with an empty log is refused");
+    assert!(!refusal.vote_granted);
+    let level = openraft::raft::VoteRequest { vote: Vote::new(1000, nodes[1].id), last_log_id: Some(floor) };
+    assert!(group.refuses_vote(&level).is_none(), "a candidate at the floor is judged by the group");
+
+    // Added back, it is sent the partition again.
+    assert!(move_voters(&nodes, partition, &all, Duration::from_secs(30)).await, "node 2 is a voter again");
+    eventually("the node added back holds the partition again", Duration::from_secs(15), || {
+        (nodes[2].note(key) == Some(Note(41))).then_some(())
+    })
+    .await;
+    for node in &nodes {
         node.partitions.shutdown().await;
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::RwLock;
 
 use super::machine::observed::{self, Step};
 use super::network::{Fate, Weather};
-use super::replicated_tests::{Node, cluster_in, eventually, leader_of, restart};
+use super::replicated_tests::{Node, blocks_of, cluster_in, eventually, leader_of, move_voters, restart};
 use super::tests::{NOTES, Note};
 use super::*;
 
@@ -168,8 +168,9 @@ async fn writer(
     attempts
 }
 
-/// The faults of one seed, one at a time: a node cut off, a node crashed and restarted, or new
-/// rates of drops, lost replies, duplicates and delays. Returns what it did.
+/// The faults of one seed, one at a time: a node cut off, a node crashed and restarted, new
+/// rates of drops, lost replies, duplicates and delays, or a partition's replica set moved off
+/// a node (which drops its copy) and back. Returns what it did.
 async fn storm(nodes: &Arc<RwLock<Vec<Node>>>, sky: &Sky, seed: u64) -> Vec<String> {
     let mut draws = Draws(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut done = Vec::new();
@@ -178,7 +179,7 @@ async fn storm(nodes: &Arc<RwLock<Vec<Node>>>, sky: &Sky, seed: u64) -> Vec<Stri
         let count = nodes.read().await.len() as u64;
         let victim = draws.between(0, count) as usize;
         let hold = Duration::from_millis(draws.between(200, 1_200));
-        match draws.between(0, 3) {
+        match draws.between(0, 4) {
             0 => {
                 let id = nodes.read().await[victim].id;
                 *sky.cut.lock().unwrap() = Some(id);
@@ -191,6 +192,10 @@ async fn storm(nodes: &Arc<RwLock<Vec<Node>>>, sky: &Sky, seed: u64) -> Vec<Stri
                 tokio::time::sleep(hold).await;
                 restart(&mut nodes.write().await, victim).await;
                 done.push(format!("crash n{victim} {} ms", hold.as_millis()));
+            }
+            3 => {
+                let partition = draws.between(0, PARTITIONS_SIMULATED);
+                done.push(reshape(&nodes.read().await, partition, victim).await);
             }
             _ => {
                 let rates = [
@@ -213,6 +218,26 @@ async fn storm(nodes: &Arc<RwLock<Vec<Node>>>, sky: &Sky, seed: u64) -> Vec<Stri
         tokio::time::sleep(Duration::from_millis(draws.between(100, 600))).await;
     }
     done
+}
+
+/// Moves the voters of `partition` off `nodes[victim]`, has it drop its copy, and moves them
+/// back (it is sent the partition again); says how far that got under the weather.
+async fn reshape(nodes: &[Node], partition: u64, victim: usize) -> String {
+    let all: BTreeSet<u64> = nodes.iter().map(|node| node.id).collect();
+    let without: BTreeSet<u64> = all.iter().copied().filter(|id| *id != nodes[victim].id).collect();
+    let moved = move_voters(nodes, partition, &without, Duration::from_secs(5)).await;
+    let mut dropped = 0;
+    if moved {
+        let blocks = blocks_of(&nodes[victim]);
+        let desired = |p: u64| if p == partition { without.clone() } else { all.clone() };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while dropped == 0 && Instant::now() < deadline {
+            dropped = nodes[victim].partitions.drop_left(desired, &blocks).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let back = move_voters(nodes, partition, &all, Duration::from_secs(5)).await;
+    format!("reshape p{partition} off n{victim}: moved {moved}, dropped {dropped}, back {back}")
 }
 
 /// Waits until every partition has a leader and every replica applied all of its log.
@@ -319,6 +344,11 @@ async fn simulate(seed: u64) {
     }
     sky.calm();
     let nodes = nodes.read().await;
+    let all: BTreeSet<u64> = nodes.iter().map(|node| node.id).collect();
+    for partition in 0..PARTITIONS_SIMULATED {
+        let back = move_voters(&nodes, partition, &all, Duration::from_secs(30)).await;
+        assert!(back, "seed {seed}: partition {partition} never had every node as a voter again");
+    }
     converged(&nodes).await;
     let ids: BTreeSet<String> = nodes.iter().map(|node| node.storage.node_id().to_string()).collect();
     let mut applied = Applied::new();
