@@ -27,7 +27,7 @@ def test_s3_and_stomp_writes_go_through_the_partition_logs(start_servd):
     assert [p["partition"] for p in layout["partitions"]] == list(range(16))
     for p in layout["partitions"]:
         assert p["replicas"] == [node_id] and p["leader"] == node_id and p["role"] == "leader", p
-        assert p["term"] >= 1 and p["applied_index"] == p["last_log_index"], p
+        assert p["term"] >= 1 and p["applied_index"] == p["last_log_index"] == p["commit_index"], p
         # A node of one is every replica its partitions want.
         assert p["lag"] == {node_id: 0} and not p["under_replicated"] and p["shortfalls"] == [], p
     assert metric(node, "serv_partitions") == 16

@@ -73,6 +73,28 @@ pub(super) fn lag(m: &RaftMetrics<u64, EmptyNode>) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The commit index as the leader knows it: the highest index a majority of every voter
+/// configuration (both, during a joint change) holds, from its replication metrics, and never
+/// below what it applied. `None` where this node does not lead: openraft 0.9 tells a follower no
+/// commit index.
+pub(super) fn commit_index(m: &RaftMetrics<u64, EmptyNode>) -> Option<u64> {
+    let replication = m.replication.as_ref()?;
+    let matched = |node: &u64| replication.get(node).copied().flatten().map(|id| id.index);
+    let quorum = m
+        .membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .map(|voters| {
+            let mut held: Vec<Option<u64>> = voters.iter().map(matched).collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            held.get(voters.len() / 2).copied().flatten()
+        })
+        .min()
+        .flatten();
+    quorum.max(m.last_applied.map(|id| id.index))
+}
+
 impl PartitionStatus {
     /// This status with its shortfalls judged, against the replica sets where the node knows
     /// them. A node that holds no replica of the partition knows neither its leader nor its
@@ -142,6 +164,7 @@ mod tests {
             term: 3,
             role: "leader".into(),
             last_log_index: Some(200),
+            commit_index: Some(200),
             applied_index: Some(200),
             snapshot_index: None,
             purged_index: None,

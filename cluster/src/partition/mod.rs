@@ -165,6 +165,9 @@ pub struct PartitionStatus {
     /// (it holds no replica: never added, or removed).
     pub role: String,
     pub last_log_index: Option<u64>,
+    /// Entries up to here are committed (held by a majority); known only where this node leads
+    /// (see [`health::commit_index`]), null elsewhere.
+    pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     /// The log before (and at) this index is gone: a replica behind it gets a snapshot.
@@ -548,6 +551,7 @@ impl Group {
             term: metrics.current_term,
             role: role.to_string(),
             last_log_index: metrics.last_log_index,
+            commit_index: health::commit_index(&metrics),
             applied_index: metrics.last_applied.map(|id| id.index),
             snapshot_index: metrics.snapshot.map(|id| id.index),
             purged_index: metrics.purged.map(|id| id.index),

@@ -159,12 +159,16 @@ async fn a_write_reaches_every_replica_and_a_follower_names_the_leader() {
     let leading = nodes.iter().find(|node| node.id == leader).unwrap();
     leading.write("bucket/photos", 1).await.expect("the leader commits on a majority");
     assert_eq!(leading.note("bucket/photos"), Some(Note(1)), "applied on the leader when acknowledged");
+    let led = &leading.partitions.status()[partition as usize];
+    assert!(led.commit_index.is_some() && led.commit_index >= led.applied_index, "{led:?}");
+    assert!(led.commit_index <= led.last_log_index, "{led:?}");
     eventually("every replica applied the write", Duration::from_secs(10), || {
         nodes.iter().all(|node| node.note("bucket/photos") == Some(Note(1))).then_some(())
     })
     .await;
 
     let follower = nodes.iter().find(|node| node.id != leader).unwrap();
+    assert_eq!(follower.partitions.status()[partition as usize].commit_index, None, "a follower is told none");
     match follower.write("bucket/photos", 2).await {
         Err(StorageError::NotLeader { partition: p, leader: named }) => {
             assert_eq!(p, partition);
