@@ -17,8 +17,10 @@ use serv_edges::stomp::session::StompSettings;
 const MAX_REPLICATION_FACTOR: usize = 7;
 
 mod cli;
+mod tls;
 
 pub use cli::{Cli, LogFormat};
+pub use tls::TlsConfig;
 
 /// The TOML file: the same options as the command line.
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +75,14 @@ struct FileConfig {
     mesh_advertise: Option<SocketAddr>,
     probe_period_ms: Option<u64>,
     suspect_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    s3_tls_addr: Option<SocketAddr>,
+    http_tls_addr: Option<SocketAddr>,
+    admin_tls_addr: Option<SocketAddr>,
+    stomp_tls_addr: Option<SocketAddr>,
+    stomp_wss_addr: Option<SocketAddr>,
+    tls_handshake_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -113,6 +123,7 @@ pub struct Config {
     pub block_gc_interval: Duration,
     pub stomp_connections: ConnectionLimits,
     pub stomp: StompSettings,
+    pub tls: TlsConfig,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -126,6 +137,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let tls = TlsConfig::resolve(&cli, &file)?;
         let config = Self {
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("serv-data")),
             s3_addr: cli.s3_addr.or(file.s3_addr).unwrap_or(loopback(9000)),
@@ -276,6 +288,7 @@ impl Config {
             block_gc_interval: Duration::from_millis(
                 cli.block_gc_interval_ms.or(file.block_gc_interval_ms).unwrap_or(1_000),
             ),
+            tls,
         };
         config.validate()?;
         Ok(config)
@@ -283,13 +296,14 @@ impl Config {
 
     /// Refuses settings that cannot work together.
     fn validate(&self) -> Result<(), String> {
-        let listeners = [
+        let mut listeners = vec![
             ("s3_addr", self.s3_addr),
             ("stomp_addr", self.stomp_addr),
             ("stomp_ws_addr", self.stomp_ws_addr),
             ("http_addr", self.http_addr),
             ("admin_addr", self.admin_addr),
         ];
+        listeners.extend(self.tls.listeners());
         for (i, (name, addr)) in listeners.iter().enumerate() {
             let clash = listeners[i + 1..].iter().find(|(_, other)| other == addr && addr.port() != 0);
             if let Some((other, _)) = clash {
@@ -370,7 +384,7 @@ impl Config {
         if self.s3_domain.as_deref().is_some_and(|d| d.is_empty() || d.contains('/')) {
             return Err("s3_domain must be a domain name such as s3.example.test".into());
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 
@@ -413,5 +427,40 @@ mod tests {
         std::fs::write(&file, "admin_addr = [unclosed\n").unwrap();
         let error = Config::resolve(cli(&["--config", file.to_str().unwrap()])).unwrap_err();
         assert!(error.contains("servd.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_tls_address_needs_the_certificate_and_key() {
+        let error = Config::resolve(cli(&["--admin-tls-addr", "127.0.0.1:9443"])).unwrap_err();
+        assert!(error.contains("--admin-tls-addr needs --tls-cert and --tls-key"), "{error}");
+        let error =
+            Config::resolve(cli(&["--tls-cert", "c.pem", "--http-tls-addr", "127.0.0.1:9443"])).unwrap_err();
+        assert!(error.contains("--tls-cert needs --tls-key"), "{error}");
+        let error = Config::resolve(cli(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--stomp-tls-addr",
+            "127.0.0.1:9000",
+        ]))
+        .unwrap_err();
+        assert!(error.contains("s3_addr and stomp_tls_addr are both 127.0.0.1:9000"), "{error}");
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("servd.toml");
+        let toml = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nstomp_wss_addr = \"127.0.0.1:9444\"\ntls_handshake_timeout_ms = 500\n";
+        std::fs::write(&file, toml).unwrap();
+        let config = Config::resolve(cli(&["--config", file.to_str().unwrap()])).unwrap();
+        let tls = &config.tls;
+        assert_eq!(
+            tls.files.as_ref().map(|f| (f.cert.as_path(), f.key.as_path())),
+            Some((Path::new("c.pem"), Path::new("k.pem")))
+        );
+        assert_eq!(tls.listeners().collect::<Vec<_>>(), vec![("stomp_wss_addr", loopback(9444))]);
+        assert_eq!(tls.handshake_timeout, Duration::from_millis(500));
     }
 }

@@ -1,5 +1,6 @@
 //! `servd`: runs one Serv node. Wiring only: configuration, storage, the supervision tree, the
-//! admin API, and an orderly drain on SIGTERM/SIGINT.
+//! admin API, the edges' listeners (plain and TLS), an orderly drain on SIGTERM/SIGINT, and the
+//! TLS certificate re-read on SIGHUP.
 
 mod cluster;
 mod config;
@@ -7,6 +8,7 @@ mod secrets;
 mod telemetry;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,10 +20,12 @@ use serv_actors::topic::Topic;
 use serv_actors::{Directory, SupervisionConfig};
 use serv_edges::admin::{self, AdminAuth, AdminState, NodeInfo};
 use serv_edges::credentials::{ClusterCredentials, Pins};
-use serv_edges::gateway::{self, Gateway, GatewaySettings};
+use serv_edges::gateway::{self, Gateway, GatewaySettings, Scheme};
 use serv_edges::listener::LimitedListener;
 use serv_edges::s3::{self, Keys, S3Settings};
 use serv_edges::stomp;
+use serv_edges::stomp::server::StompListeners;
+use serv_edges::tls::{Alpn, ServerCertificate, TlsListener};
 use serv_storage::{Storage, StorageOptions};
 use serv_wasm_host::WasmHost;
 use tokio::net::TcpListener;
@@ -56,8 +60,18 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> Result<(), String> {
     // Watched before anything else starts, so that a SIGTERM during start-up is a drain (held
     // until the node is up, then handled), never the default death.
-    let signals = Signals::watch()?;
+    let mut signals = Signals::watch()?;
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+    // Before anything slow: a certificate that does not load stops the start at once.
+    let certificate = match &config.tls.files {
+        Some(files) => Some(ServerCertificate::load(files.clone()).map_err(|e| format!("TLS: {e}"))?),
+        None => None,
+    };
+    if certificate.is_some() && config.tls.listeners().next().is_none() {
+        tracing::warn!(
+            "--tls-cert and --tls-key are given but no TLS listener (--s3-tls-addr, ...): nothing serves them"
+        );
+    }
     let storage = Storage::open(&config.data_dir, StorageOptions::default()).map_err(|e| e.to_string())?;
     // A node started without seeds founds its cluster (as its partitions do): it makes the
     // credentials it lacks; any other node adopts the cluster's from the nodes it reaches.
@@ -105,17 +119,38 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on HTTP gateway address {}: {e}", config.http_addr))?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+    let s3_tls_listener = bind_tls(config.tls.s3_addr, "S3").await?;
+    let http_tls_listener = bind_tls(config.tls.http_addr, "HTTP gateway").await?;
+    let admin_tls_listener = bind_tls(config.tls.admin_addr, "admin").await?;
+    let stomp_tls_listener = bind_tls(config.tls.stomp_addr, "STOMP").await?;
+    let stomp_wss_listener = bind_tls(config.tls.stomp_wss_addr, "STOMP WebSocket").await?;
+    let mut addresses = BTreeMap::from([
+        ("admin".to_string(), admin_addr.to_string()),
+        ("s3".to_string(), s3_addr.to_string()),
+        ("stomp".to_string(), stomp_addr.to_string()),
+        ("stomp_ws".to_string(), format!("ws://{stomp_ws_addr}/ws")),
+        ("http".to_string(), http_addr.to_string()),
+        ("mesh".to_string(), mesh_addr.to_string()),
+    ]);
+    let tls_addresses = [
+        ("admin_tls", &admin_tls_listener, "https://", ""),
+        ("s3_tls", &s3_tls_listener, "https://", ""),
+        ("stomp_tls", &stomp_tls_listener, "", ""),
+        ("stomp_wss", &stomp_wss_listener, "wss://", "/ws"),
+        ("http_tls", &http_tls_listener, "https://", ""),
+    ];
+    let mut serving_tls = Vec::new();
+    for (edge, listener, scheme, path) in tls_addresses {
+        if let Some(listener) = listener {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            addresses.insert(edge.to_string(), format!("{scheme}{addr}{path}"));
+            serving_tls.push(format!("{edge}={addr}"));
+        }
+    }
     let node = NodeInfo {
         id: storage.node_id().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        addresses: BTreeMap::from([
-            ("admin".to_string(), admin_addr.to_string()),
-            ("s3".to_string(), s3_addr.to_string()),
-            ("stomp".to_string(), stomp_addr.to_string()),
-            ("stomp_ws".to_string(), format!("ws://{stomp_ws_addr}/ws")),
-            ("http".to_string(), http_addr.to_string()),
-            ("mesh".to_string(), mesh_addr.to_string()),
-        ]),
+        addresses,
     };
     let cluster = cluster::join(&config, &node, &directory, &storage).await?;
     // After the partitions replayed their logs: a block is garbage only if no manifest in the
@@ -159,53 +194,80 @@ async fn run(config: Config) -> Result<(), String> {
         http = %http_addr,
         "servd is ready"
     );
+    if let Some(certificate) = &certificate {
+        tracing::info!(
+            listeners = %serving_tls.join(" "),
+            cert = %certificate.files().cert.display(),
+            handshake_timeout_ms = config.tls.handshake_timeout.as_millis() as u64,
+            "serving TLS"
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut admin_stop = stop_rx.clone();
-    let admin_server = tokio::spawn(
-        axum::serve(
-            LimitedListener::new(admin_listener, config.admin_limits),
-            admin::router(state.clone()).merge(serv_console_ui::router()),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = admin_stop.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
-
-    let mut s3_stop = stop_rx.clone();
-    let s3_server = tokio::spawn(s3::serve(
-        LimitedListener::new(s3_listener, config.s3_connections),
-        s3_service,
-        config.s3_http,
+    let stopped = || {
+        let mut stop = stop_rx.clone();
         async move {
-            let _ = s3_stop.wait_for(|stop| *stop).await;
-        },
-    ));
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    // An edge's TLS listener shares its plain listener's connection cap.
+    let tls = |bound: Option<TcpListener>, plain: &LimitedListener, alpn: Alpn| match (bound, &certificate) {
+        (Some(bound), Some(certificate)) => TlsListener::new(
+            plain.sharing_limits(bound),
+            certificate.server_config(alpn),
+            config.tls.handshake_timeout,
+        )
+        .map(Some)
+        .map_err(|e| format!("cannot serve TLS: {e}")),
+        _ => Ok(None),
+    };
 
-    let mut stomp_stop = stop_rx.clone();
+    let admin_plain = LimitedListener::new(admin_listener, config.admin_limits);
+    let admin_tls = tls(admin_tls_listener, &admin_plain, Alpn::Http1)?;
+    let admin_router = admin::router(state.clone()).merge(serv_console_ui::router());
+    let admin_server = tokio::spawn(
+        axum::serve(admin_plain, admin_router.clone()).with_graceful_shutdown(stopped()).into_future(),
+    );
+    let admin_tls_server = admin_tls.map(|listener| {
+        tokio::spawn(axum::serve(listener, admin_router).with_graceful_shutdown(stopped()).into_future())
+    });
+
+    let s3_plain = LimitedListener::new(s3_listener, config.s3_connections);
+    let s3_tls = tls(s3_tls_listener, &s3_plain, Alpn::Http1)?;
+    let s3_tls_server = s3_tls
+        .map(|listener| tokio::spawn(s3::serve(listener, s3_service.clone(), config.s3_http, stopped())));
+    let s3_server = tokio::spawn(s3::serve(s3_plain, s3_service, config.s3_http, stopped()));
+
+    let stomp_plain = LimitedListener::new(stomp_listener, config.stomp_connections);
+    let stomp_ws_plain = LimitedListener::new(stomp_ws_listener, config.stomp_connections);
+    let stomp_listeners = StompListeners {
+        tls: tls(stomp_tls_listener, &stomp_plain, Alpn::None)?,
+        wss: tls(stomp_wss_listener, &stomp_ws_plain, Alpn::Http1)?,
+        tcp: stomp_plain,
+        ws: stomp_ws_plain,
+    };
     let stomp_server = tokio::spawn(stomp::server::serve(
-        LimitedListener::new(stomp_listener, config.stomp_connections),
-        LimitedListener::new(stomp_ws_listener, config.stomp_connections),
+        stomp_listeners,
         directory.clone(),
         keys,
         config.stomp.clone(),
-        async move {
-            let _ = stomp_stop.wait_for(|stop| *stop).await;
-        },
+        stopped(),
     ));
 
-    let mut http_stop = stop_rx.clone();
-    let http_server = tokio::spawn(gateway::serve(
-        LimitedListener::new(http_listener, config.http_connections),
-        gateway,
-        config.s3_http,
-        async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        },
-    ));
+    let http_plain = LimitedListener::new(http_listener, config.http_connections);
+    let http_tls = tls(http_tls_listener, &http_plain, Alpn::Http1)?;
+    let http_tls_server = http_tls.map(|listener| {
+        tokio::spawn(gateway::serve(listener, Scheme::Https, gateway.clone(), config.s3_http, stopped()))
+    });
+    let http_server =
+        tokio::spawn(gateway::serve(http_plain, Scheme::Http, gateway, config.s3_http, stopped()));
 
-    let signal = signals.next().await;
+    let signal = loop {
+        match signals.next().await {
+            Signal::Stop(name) => break name,
+            Signal::ReloadCertificate => reload_certificate(certificate.as_deref()),
+        }
+    };
     tracing::info!(%signal, drain_timeout_ms = config.drain_timeout.as_millis() as u64, "draining");
     state.set_draining();
     let step = std::sync::Mutex::new(("handing over partitions", std::time::Instant::now()));
@@ -225,13 +287,13 @@ async fn run(config: Config) -> Result<(), String> {
         }
         let _ = stop_tx.send(true);
         reached("closing the admin API's connections");
-        let _ = admin_server.await;
+        finished(admin_server, admin_tls_server).await;
         reached("closing S3 connections");
-        let _ = s3_server.await;
+        finished(s3_server, s3_tls_server).await;
         reached("closing STOMP connections");
         let _ = stomp_server.await;
         reached("closing the gateway's connections");
-        let _ = http_server.await;
+        finished(http_server, http_tls_server).await;
         route_refresh.abort();
         collector.abort();
         // Only once the requests in flight are answered: the others end their sessions with a
@@ -258,10 +320,57 @@ async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, caught from the moment they are watched.
+/// Binds an edge's TLS listener, if it has one.
+async fn bind_tls(addr: Option<SocketAddr>, edge: &str) -> Result<Option<TcpListener>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = TcpListener::bind(addr).await;
+    listener.map(Some).map_err(|e| format!("cannot listen on {edge} TLS address {addr}: {e}"))
+}
+
+/// Waits for an edge's servers, plain and TLS, to end.
+async fn finished<T>(plain: tokio::task::JoinHandle<T>, tls: Option<tokio::task::JoinHandle<T>>) {
+    let _ = plain.await;
+    if let Some(tls) = tls {
+        let _ = tls.await;
+    }
+}
+
+/// SIGHUP: new TLS connections get what the certificate files hold now; a failure keeps the
+/// certificate served before.
+fn reload_certificate(certificate: Option<&ServerCertificate>) {
+    let Some(certificate) = certificate else {
+        tracing::info!(
+            "SIGHUP: no TLS certificate is configured (--tls-cert, --tls-key); nothing to re-read"
+        );
+        return;
+    };
+    let files = certificate.files();
+    match certificate.reload() {
+        Ok(()) => tracing::info!(
+            cert = %files.cert.display(),
+            key = %files.key.display(),
+            chain = certificate.chain_len(),
+            "SIGHUP: TLS certificate reloaded; new connections get it, open ones keep theirs"
+        ),
+        Err(error) => {
+            tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; still serving the one loaded before")
+        }
+    }
+}
+
+/// What a signal asks of the node.
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop(&'static str),
+    /// SIGHUP: re-read the TLS certificate and key.
+    ReloadCertificate,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment they are watched.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -269,14 +378,16 @@ impl Signals {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
         let int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-        Ok(Self { term, int })
+        let hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+        Ok(Self { term, int, hup })
     }
 
     /// The next signal (one that arrived while the node was starting counts).
-    async fn next(mut self) -> &'static str {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::ReloadCertificate,
         }
     }
 }

@@ -374,6 +374,14 @@ async fn run(
     }
 }
 
+/// Times this process saw a member (an identity at an incarnation) become suspect, for `/metrics`.
+static SUSPICIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Times this node saw a member become suspect since it started.
+pub fn suspicions_total() -> u64 {
+    SUSPICIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A suspect held this many times `suspect_to_down_after` lost its timer (see [`Suspicions`]).
 const SUSPICION_LOST_AFTER: u32 = 2;
 
@@ -396,7 +404,10 @@ impl Suspicions {
             .collect();
         self.0.retain(|id, (incarnation, _)| suspects.get(id) == Some(incarnation));
         for (id, incarnation) in suspects {
-            self.0.entry(id.clone()).or_insert((incarnation, now));
+            self.0.entry(id.clone()).or_insert_with(|| {
+                SUSPICIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (incarnation, now)
+            });
         }
     }
 

@@ -1,7 +1,8 @@
-//! Serving HTTP/1.1 from a [`LimitedListener`] with the limits a public endpoint needs beyond
-//! the listener's: a client must send its request headers within `header_timeout` (a slowloris
-//! dribbling one byte at a time is cut off), and headers may not exceed `max_header_bytes`
-//! (answered `431`). On shutdown the listener stops accepting and open connections finish their
+//! Serving HTTP/1.1 from a [`LimitedListener`](crate::listener::LimitedListener) (or, through a
+//! [`TlsListener`](crate::tls::TlsListener) around one, over TLS) with the limits a public
+//! endpoint needs beyond the listener's: a client must send its request headers within
+//! `header_timeout` (a slowloris dribbling one byte at a time is cut off), and headers may not
+//! exceed `max_header_bytes` (answered `431`). On shutdown the listener stops accepting and open connections finish their
 //! current request.
 
 use std::future::Future;
@@ -13,8 +14,6 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-
-use crate::listener::LimitedListener;
 
 /// Request-level limits of an HTTP edge.
 #[derive(Clone, Copy, Debug)]
@@ -33,12 +32,13 @@ impl Default for HttpLimits {
 
 /// Serves on `listener` until `shutdown` resolves, then lets open connections finish; each
 /// connection gets the service `make` builds for its client's address.
-pub async fn serve<S, B>(
-    mut listener: LimitedListener,
+pub async fn serve<L, S, B>(
+    mut listener: L,
     make: impl Fn(std::net::SocketAddr) -> S,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -55,7 +55,7 @@ pub async fn serve<S, B>(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept_limited() => accepted,
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
         let connection = builder.serve_connection(TokioIo::new(stream), make(peer));
@@ -66,5 +66,6 @@ pub async fn serve<S, B>(
             }
         });
     }
+    drop(listener); // stop accepting (and, over TLS, handshaking) while the open ones finish
     graceful.shutdown().await;
 }

@@ -6,6 +6,8 @@
 //!   inspection, JSON errors with trace ids, bearer-token auth.
 //! - [`credentials`]: the admin token and root key pair every node of a cluster shares.
 //! - [`listener`]: TCP listeners with a connection cap and an idle timeout, for every edge.
+//! - [`tls`]: the certificate every edge serves over TLS (reloaded on SIGHUP) and the TLS
+//!   listener that wraps an edge's listener.
 //! - [`http1`]: HTTP/1.1 serving with header deadlines and size caps (the S3 edge).
 //! - [`s3`]: the S3 edge (s3s) over bucket actors and content blocks.
 //! - [`stomp`]: the STOMP edge: the frame codec, sessions, and the listener.
@@ -22,3 +24,4 @@ pub mod owned;
 pub mod publish;
 pub mod s3;
 pub mod stomp;
+pub mod tls;

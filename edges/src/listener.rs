@@ -1,7 +1,8 @@
 //! Listening sockets with the limits every edge needs: at most `max_connections` open at once
 //! (further clients wait in the kernel's backlog until one closes), and a connection that moves
 //! no byte either way for `idle_timeout` is closed, so a silent or stalled client cannot hold a
-//! slot forever. A long download or upload stays open as long as bytes keep moving.
+//! slot forever. A long download or upload stays open as long as bytes keep moving. An edge's
+//! second listener (its TLS one) shares the first one's cap: the limit is the edge's.
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,6 +40,11 @@ impl LimitedListener {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             idle_timeout: limits.idle_timeout,
         }
+    }
+
+    /// Wraps another bound listener of the same edge: connections on either count against one cap.
+    pub fn sharing_limits(&self, listener: TcpListener) -> Self {
+        Self { listener, permits: self.permits.clone(), idle_timeout: self.idle_timeout }
     }
 
     /// Waits for a free connection slot, then for a client.

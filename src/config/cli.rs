@@ -18,6 +18,8 @@ restarts, and exposes health, readiness and Prometheus metrics. S3 clients use -
 STOMP clients use --stomp-addr (TCP) or --stomp-ws-addr (WebSocket, path /ws); both log in \
 with the root credentials or keys made with POST /v1/keys.
 
+Each edge can also listen over TLS, off unless its address is given: --s3-tls-addr, --http-tls-addr, --admin-tls-addr, --stomp-tls-addr and --stomp-wss-addr (WebSocket, path /ws) all serve the one certificate of --tls-cert and --tls-key, which SIGHUP re-reads. The plain listeners stay as they are.
+
 Each option can also be given as a SERV_* environment variable (shown with each option) or in \
 the TOML file named by --config, using the option's long name with underscores as the key \
 (data_dir, admin_addr, ...). A flag beats the environment, which beats the file, which beats the \
@@ -53,15 +55,20 @@ SIGNALS:
   SIGTERM, SIGINT      Hand the partitions this node leads to other replicas, stop
                        accepting, finish in-flight work, flush, exit 0 (within
                        --drain-timeout-ms; exit 1 if draining took longer).
+  SIGHUP               Re-read --tls-cert and --tls-key: new TLS connections get the new
+                       certificate, open ones keep theirs. Files that don't load are logged at
+                       ERROR and the certificate served stays the old one.
 
 EXIT STATUS:
-  0 clean shutdown; 1 runtime failure (data dir unusable or locked, port in use);
-  2 bad command line or configuration file.
+  0 clean shutdown; 1 runtime failure (data dir unusable or locked, port in use, a TLS
+  certificate or key that does not load); 2 bad command line or configuration file (a TLS
+  address without --tls-cert and --tls-key included).
 
 EXAMPLES:
   servd                                   one node, data in ./serv-data
   servd --data-dir /var/lib/serv --admin-addr 127.0.0.1:9191
-  SERV_ADMIN_TOKEN=secret servd --config /etc/serv/servd.toml";
+  SERV_ADMIN_TOKEN=secret servd --config /etc/serv/servd.toml
+  servd --tls-cert cert.pem --tls-key key.pem --s3-tls-addr 127.0.0.1:9443";
 
 /// Output format of log lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -95,6 +102,30 @@ pub struct Cli {
     /// Admin API listen address [default: 127.0.0.1:9090]
     #[arg(long, env = "SERV_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// PEM certificate chain (the node's own first) that every TLS listener serves; re-read on SIGHUP
+    #[arg(long, env = "SERV_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); re-read on SIGHUP
+    #[arg(long, env = "SERV_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// S3 edge over TLS (https) listen address; needs --tls-cert and --tls-key [default: off]
+    #[arg(long, env = "SERV_S3_TLS_ADDR", value_name = "ADDR")]
+    pub s3_tls_addr: Option<SocketAddr>,
+    /// HTTP gateway over TLS (https) listen address; needs --tls-cert and --tls-key [default: off]
+    #[arg(long, env = "SERV_HTTP_TLS_ADDR", value_name = "ADDR")]
+    pub http_tls_addr: Option<SocketAddr>,
+    /// Admin API and console over TLS (https) listen address; needs --tls-cert and --tls-key [default: off]
+    #[arg(long, env = "SERV_ADMIN_TLS_ADDR", value_name = "ADDR")]
+    pub admin_tls_addr: Option<SocketAddr>,
+    /// STOMP over TLS listen address; needs --tls-cert and --tls-key [default: off]
+    #[arg(long, env = "SERV_STOMP_TLS_ADDR", value_name = "ADDR")]
+    pub stomp_tls_addr: Option<SocketAddr>,
+    /// STOMP over WebSocket over TLS (wss) listen address, path /ws; needs --tls-cert and --tls-key [default: off]
+    #[arg(long, env = "SERV_STOMP_WSS_ADDR", value_name = "ADDR")]
+    pub stomp_wss_addr: Option<SocketAddr>,
+    /// A TLS client that has not finished its handshake within this time is closed [default: 10000]
+    #[arg(long, env = "SERV_TLS_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
     /// Cluster mesh UDP address (QUIC) [default: 127.0.0.1:7946]
     #[arg(long, env = "SERV_MESH_ADDR", value_name = "ADDR")]
     pub mesh_addr: Option<SocketAddr>,

@@ -13,10 +13,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use fjall::PersistMode;
 use tokio::sync::oneshot;
 
+use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::writeset::Keyspaces;
 use crate::{Result, StorageError, WriteSet};
 
@@ -32,6 +34,12 @@ pub enum DurabilityMode {
 /// Upper bounds of the group-size histogram buckets (commits per fsync).
 pub const GROUP_SIZE_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
+/// Upper bounds of the fsync-latency histogram buckets, in microseconds (100 µs to 2.5 s).
+pub const FSYNC_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000,
+];
+
 /// Most commits one fsync covers, so that one round's latency stays bounded under a flood.
 pub const MAX_GROUP_COMMITS: usize = 1024;
 
@@ -46,6 +54,8 @@ pub struct CommitStats {
     pub group_size_buckets: [u64; GROUP_SIZE_BUCKETS.len()],
     /// Sum of all group sizes (equals the commits covered by group fsyncs).
     pub group_size_sum: u64,
+    /// How long each fsync took (in `PerCommit` mode, each commit's write and fsync).
+    pub fsync_seconds: HistogramSnapshot,
 }
 
 /// Where the outcome of a batch goes: a waiting writer, or a function the commit thread calls.
@@ -112,6 +122,7 @@ struct Shared {
     fsyncs: AtomicU64,
     group_buckets: [AtomicU64; GROUP_SIZE_BUCKETS.len()],
     group_sum: AtomicU64,
+    fsync_latency: Histogram<{ FSYNC_BUCKETS_US.len() }>,
 }
 
 /// A commit handed to its commit path: resolves once it is durable (and applied).
@@ -162,6 +173,7 @@ impl Committer {
             fsyncs: AtomicU64::new(0),
             group_buckets: Default::default(),
             group_sum: AtomicU64::new(0),
+            fsync_latency: Histogram::new(FSYNC_BUCKETS_US),
         });
         let thread = {
             let shared = shared.clone();
@@ -205,7 +217,9 @@ impl Committer {
             }
             DurabilityMode::PerCommit => {
                 self.shared.lock_queue().check_accepting()?;
+                let started = Instant::now();
                 let outcome = batch.durability(Some(PersistMode::SyncData)).commit();
+                self.shared.fsync_latency.record(started.elapsed());
                 let outcome = match outcome {
                     Ok(()) => {
                         self.shared.record_group(1);
@@ -254,6 +268,7 @@ impl Committer {
             commits: shared.commits.load(Ordering::Relaxed),
             fsyncs: shared.fsyncs.load(Ordering::Relaxed),
             group_size_sum: shared.group_sum.load(Ordering::Relaxed),
+            fsync_seconds: shared.fsync_latency.snapshot(),
             ..CommitStats::default()
         };
         for (slot, counter) in stats.group_size_buckets.iter_mut().zip(&shared.group_buckets) {
@@ -331,7 +346,10 @@ impl Shared {
             return;
         }
         // Every batch in `written` is in the journal: one sync makes them all durable.
-        match self.keyspaces.db.persist(PersistMode::SyncData) {
+        let started = Instant::now();
+        let synced = self.keyspaces.db.persist(PersistMode::SyncData);
+        self.fsync_latency.record(started.elapsed());
+        match synced {
             Ok(()) => {
                 self.record_group(written.len() as u64);
                 self.commits.fetch_add(written.len() as u64, Ordering::Relaxed);

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod codec;
 pub mod commit;
 mod error;
+pub mod histogram;
 pub mod key;
 pub mod keys;
 mod lock;
@@ -31,6 +32,22 @@ pub use writeset::WriteSet;
 
 /// Result of a storage operation.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Most directory entries [`Storage::disk_bytes`] looks at, so that a scrape stays cheap.
+pub const MAX_DISK_WALK_ENTRIES: usize = 100_000;
+
+/// Bytes of disk allocated to a file.
+fn allocated_bytes(metadata: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        metadata.blocks() * 512 // st_blocks counts 512-byte units whatever the file system's block
+    }
+    #[cfg(not(unix))]
+    {
+        metadata.len()
+    }
+}
 
 /// Options for opening a node's storage.
 #[derive(Clone, Debug)]
@@ -181,9 +198,35 @@ impl Storage {
         owned::owned_keys(&self.inner.keyspaces, owner, table)
     }
 
-    /// Counters of the commit path: commits, fsyncs and group sizes.
+    /// Counters of the commit path: commits, fsyncs, group sizes and fsync latency.
     pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()
+    }
+
+    /// Bytes the data directory takes on disk: the blocks allocated to its files, so the
+    /// journal's preallocated, still sparse, tail does not count (fjall's own `disk_space` counts
+    /// it whole). Walks the directory: call it off the async workers. Past
+    /// [`MAX_DISK_WALK_ENTRIES`] entries it stops and returns what it has counted.
+    pub fn disk_bytes(&self) -> u64 {
+        let mut total = 0;
+        let mut entries = 0;
+        let mut dirs = vec![self.inner.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            // Compaction removes files as we go: what cannot be read is skipped.
+            let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+            for entry in listing.flatten() {
+                entries += 1;
+                if entries > MAX_DISK_WALK_ENTRIES {
+                    return total;
+                }
+                let Ok(metadata) = entry.metadata() else { continue };
+                if metadata.is_dir() {
+                    dirs.push(entry.path());
+                }
+                total += allocated_bytes(&metadata);
+            }
+        }
+        total
     }
 
     /// Why the storage refuses commits (a failed fsync poisons it), or `None` while healthy.

@@ -78,6 +78,7 @@ async fn concurrent_commits_share_fsyncs() {
     assert!(stats.fsyncs >= 1, "at least one fsync made the commits durable: {stats:?}");
     assert!(stats.fsyncs < WRITERS as u64, "{WRITERS} commits must share fsyncs: {stats:?}");
     assert_eq!(stats.group_size_sum, WRITERS as u64, "every commit is in one group: {stats:?}");
+    assert_eq!(stats.fsync_seconds.count, stats.fsyncs, "each fsync's time is observed: {stats:?}");
     storage.close().expect("close");
 }
 
@@ -93,6 +94,26 @@ async fn per_commit_mode_syncs_every_commit() {
     assert_eq!(stats.commits, WRITERS as u64, "{stats:?}");
     assert_eq!(stats.fsyncs, stats.commits, "one fsync per commit: {stats:?}");
     assert_eq!(stats.group_size_buckets[0], WRITERS as u64, "every group holds one: {stats:?}");
+    assert_eq!(stats.fsync_seconds.count, stats.fsyncs, "each commit's sync is observed: {stats:?}");
+    storage.close().expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_bytes_counts_what_the_data_dir_takes_and_grows_with_commits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = open(dir.path(), DurabilityMode::Group);
+    let empty = storage.disk_bytes();
+    assert!(empty > 0, "a fresh database has its journal and node id");
+    let table = storage.table(NOTES).expect("open table");
+    let mut changes = storage.write_set();
+    for i in 0..256 {
+        // Random hex, so that the journal's compression cannot shrink it much.
+        let text = (0..512).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
+        changes.put(&table, &format!("big-{i}"), &Note { text }).expect("put");
+    }
+    storage.commit(changes).await.expect("commit");
+    let grown = storage.disk_bytes();
+    assert!(grown >= empty + 1024 * 1024, "2 MiB of notes take disk: {empty} -> {grown}");
     storage.close().expect("close");
 }
 

@@ -184,8 +184,10 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 REGION = "us-east-1"
 
 
-def s3_client(node, access=ACCESS_KEY, secret=SECRET_KEY, **config):
-    """A boto3 S3 client for `node`: path-style, SigV4, no retries (so no error is hidden)."""
+def s3_client(node, access=ACCESS_KEY, secret=SECRET_KEY, endpoint_url=None, verify=None, **config):
+    """A boto3 S3 client for `node`: path-style, SigV4, no retries (so no error is hidden).
+    `endpoint_url` replaces the node's plain S3 address (e.g. with its https:// one), and `verify`
+    names the CA bundle that checks its certificate."""
     options = {
         "region_name": REGION,
         "signature_version": "s3v4",
@@ -197,8 +199,8 @@ def s3_client(node, access=ACCESS_KEY, secret=SECRET_KEY, **config):
     }
     options.update(config)
     return boto3.session.Session().client(
-        "s3", endpoint_url=node.s3, aws_access_key_id=access, aws_secret_access_key=secret,
-        config=Config(**options))
+        "s3", endpoint_url=endpoint_url or node.s3, verify=verify, aws_access_key_id=access,
+        aws_secret_access_key=secret, config=Config(**options))
 
 
 def unique_bucket(prefix="e2e") -> str:

@@ -470,6 +470,7 @@ impl Group {
         match ask_topic(directory, &dlq, TopicMsg::Append { record, dedup_id: None }).await? {
             TopicReply::Appended { .. } => {
                 self.dead_lettered += 1;
+                crate::topic::count_dead_lettered();
                 Ok(())
             }
             other => Err(EntityError::new(format!("dead-letter topic {dlq} refused a message: {other:?}"))),

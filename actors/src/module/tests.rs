@@ -96,7 +96,9 @@ async fn a_transform_rewrites_messages_and_dead_letters_what_it_refuses() {
     let config = TopicConfig { transform: Some("up".into()), ..TopicConfig::default() };
     topic(directory, "queue/in", TopicMsg::Ensure { config }).await;
 
+    let counted = crate::topic::dead_lettered_total();
     let answers = publish(directory, &["hello", "!refused", "world"]).await;
+    assert!(crate::topic::dead_lettered_total() > counted, "the refusal counts for /metrics");
     assert_eq!((answers[0].offset, answers[0].dead_letter.is_none()), (0, true));
     assert_eq!((answers[2].offset, answers[2].dead_letter.is_none()), (1, true));
     let dead = answers[1].dead_letter.clone().expect("refused: dead-lettered");

@@ -342,6 +342,9 @@ impl Topic {
                 else {
                     return Err(EntityError::new(format!("dead-letter topic {dlq} refused a message")));
                 };
+                if !duplicate {
+                    count_dead_lettered();
+                }
                 let dead_letter = Some(DeadLettered { topic: dlq.clone(), reason });
                 dead_answers.push(Appended { offset, duplicate, dead_letter });
             }

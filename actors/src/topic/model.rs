@@ -240,6 +240,20 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
+/// Messages this process moved to a dead-letter topic (exhausted deliveries, or refused by a
+/// transform), for `/metrics`.
+static DEAD_LETTERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a message moved to a dead-letter topic.
+pub(crate) fn count_dead_lettered() {
+    DEAD_LETTERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Messages this process has moved to dead-letter topics since it started.
+pub fn dead_lettered_total() -> u64 {
+    DEAD_LETTERED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Headers a dead-lettered message gains.
 pub const DLQ_ORIGIN_HEADER: &str = "dlq-original-destination";
 pub const DLQ_REASON_HEADER: &str = "dlq-reason";

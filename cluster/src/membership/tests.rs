@@ -77,4 +77,7 @@ async fn members_join_through_a_seed_and_see_a_stopped_member_go_down() {
         })
         .await;
     }
+    // A member goes down through suspicion: some node here (they share the process's count)
+    // suspected it first.
+    assert!(suspicions_total() >= 1, "the suspicion of node-3 is counted");
 }

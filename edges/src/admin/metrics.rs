@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serv_actors::ActorRecord;
 use serv_actors::inspect::KindTotals;
 use serv_storage::commit::GROUP_SIZE_BUCKETS;
+use serv_storage::histogram::HistogramSnapshot;
 
 use super::AdminState;
 
@@ -33,6 +34,17 @@ impl<'a> Family<'a> {
         }
         let _ = writeln!(self.out, " {value}");
         self
+    }
+
+    /// The samples of one histogram: its buckets (`le`, cumulative), sum and count, each with
+    /// `labels`.
+    fn histogram(&mut self, labels: &[(&str, &str)], histogram: &HistogramSnapshot) -> &mut Self {
+        for (bound, count) in &histogram.buckets {
+            self.sample("_bucket", &[labels, &[("le", &bound.to_string())]].concat(), count);
+        }
+        self.sample("_bucket", &[labels, &[("le", "+Inf")]].concat(), histogram.count)
+            .sample("_sum", labels, histogram.sum_seconds)
+            .sample("_count", labels, histogram.count)
     }
 }
 
@@ -128,6 +140,15 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
         .sample("_bucket", &[("le", "+Inf")], commits.fsyncs)
         .sample("_sum", &[], commits.group_size_sum)
         .sample("_count", &[], commits.fsyncs);
+    Family::new(&mut out, "serv_storage_fsync_seconds", "histogram", "Time each journal fsync took.")
+        .histogram(&[], &commits.fsync_seconds);
+    // Measuring walks the data directory: not on an async worker.
+    let storage = state.inner.storage.clone();
+    if let Ok(bytes) = tokio::task::spawn_blocking(move || storage.disk_bytes()).await {
+        let help =
+            "Bytes of disk the node's data directory takes (its database: journal, tables, object blocks).";
+        Family::new(&mut out, "serv_storage_bytes", "gauge", help).sample("", &[], bytes);
+    }
 
     let blocks = state.inner.storage.blocks().stats();
     let block_families: [(&'static str, &str, &str, u64); 3] = [
@@ -144,9 +165,14 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
         Family::new(&mut out, name, kind, help).sample("", &[], value);
     }
 
+    if let Some(members) = &state.inner.members {
+        render_members(&mut out, &members.borrow());
+    }
     if let Some(partitions) = &state.inner.partitions {
         render_partitions(&mut out, partitions);
     }
+    render_s3(&mut out, &crate::s3::metrics::snapshot());
+    render_stomp(&mut out, &crate::stomp::metrics::snapshot());
     if let Some(gateway) = &state.inner.gateway {
         render_gateway(&mut out, &gateway.stats());
     }
@@ -155,6 +181,88 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
     }
 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}
+
+/// The members of this node's view by state, and the suspicions it saw.
+fn render_members(out: &mut String, view: &[serv_cluster::membership::MemberView]) {
+    use serv_cluster::membership::MemberState;
+    let mut family = Family::new(
+        out,
+        "serv_cluster_members",
+        "gauge",
+        "Members of this node's view (itself included), by state.",
+    );
+    for (state, label) in
+        [(MemberState::Alive, "alive"), (MemberState::Suspect, "suspect"), (MemberState::Down, "down")]
+    {
+        family.sample("", &[("state", label)], view.iter().filter(|member| member.state == state).count());
+    }
+    Family::new(
+        out,
+        "serv_cluster_suspicions_total",
+        "counter",
+        "Times this node saw a member become suspect (missed probes), since start.",
+    )
+    .sample("", &[], serv_cluster::membership::suspicions_total());
+}
+
+/// The S3 edge's requests, by operation (`unknown` when refused before one was known) and status.
+fn render_s3(out: &mut String, operations: &[crate::s3::metrics::OperationView]) {
+    let mut requests = Family::new(
+        out,
+        "serv_s3_requests_total",
+        "counter",
+        "S3 requests answered, by operation and HTTP status (refusals included).",
+    );
+    for view in operations {
+        for (status, count) in &view.statuses {
+            requests.sample("", &[("operation", view.operation), ("status", status)], count);
+        }
+    }
+    let mut latency = Family::new(
+        out,
+        "serv_s3_request_duration_seconds",
+        "histogram",
+        "Time from an S3 request's arrival to its response's head (bodies of downloads stream after), by operation.",
+    );
+    for view in operations {
+        latency.histogram(&[("operation", view.operation)], &view.latency);
+    }
+}
+
+/// The STOMP edge's connections, frames and messages.
+fn render_stomp(out: &mut String, stomp: &crate::stomp::metrics::StompView) {
+    let help = "STOMP connections open now (TCP and WebSocket).";
+    Family::new(out, "serv_stomp_connections", "gauge", help).sample("", &[], stomp.connections_open);
+    let counters: [(&'static str, &str, u64); 6] = [
+        ("serv_stomp_connections_total", "STOMP connections accepted since start.", stomp.connections),
+        ("serv_stomp_messages_published_total", "Messages stored by SEND frames.", stomp.published),
+        ("serv_stomp_messages_delivered_total", "MESSAGE frames sent to subscribers.", stomp.delivered),
+        ("serv_stomp_messages_acked_total", "Messages settled by clients' ACK frames.", stomp.acked),
+        ("serv_stomp_messages_nacked_total", "Messages rejected by clients' NACK frames.", stomp.nacked),
+        (
+            "serv_stomp_messages_dead_lettered_total",
+            "Messages this node moved to a dead-letter topic (deliveries exhausted, or refused by a transform).",
+            serv_actors::topic::dead_lettered_total(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        Family::new(out, name, "counter", help).sample("", &[], value);
+    }
+    let frames = [
+        (
+            "serv_stomp_frames_received_total",
+            "STOMP frames read from clients, by command (`other`: not a STOMP command).",
+            &stomp.frames_received,
+        ),
+        ("serv_stomp_frames_sent_total", "STOMP frames written to clients, by command.", &stomp.frames_sent),
+    ];
+    for (name, help, counts) in frames {
+        let mut family = Family::new(out, name, "counter", help);
+        for (command, count) in counts {
+            family.sample("", &[("command", command)], count);
+        }
+    }
 }
 
 /// The partitions, their replication as this node sees it, and the proposals this node made to

@@ -58,6 +58,8 @@ pub struct Outgoing {
     pub client: SocketAddr,
     /// The `Host` the client named, for `X-Forwarded-Host`.
     pub host: Option<String>,
+    /// How the client reached the gateway, for `X-Forwarded-Proto`.
+    pub scheme: super::Scheme,
 }
 
 fn idempotent(method: &Method) -> bool {
@@ -101,7 +103,7 @@ fn request_for(upstream: &str, outgoing: &Outgoing) -> Result<Request<Full<Bytes
         }
     };
     set("x-forwarded-for", &forwarded_for);
-    set("x-forwarded-proto", "http");
+    set("x-forwarded-proto", outgoing.scheme.as_str());
     if let Some(host) = &outgoing.host {
         set("x-forwarded-host", host);
     }

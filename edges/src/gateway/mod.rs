@@ -45,7 +45,6 @@ use tracing::Instrument;
 
 use crate::admin::{ApiError, ErrorCode};
 use crate::http1::HttpLimits;
-use crate::listener::LimitedListener;
 use crate::publish::PublishError;
 use forward::{Failure, Outgoing, UpstreamClient};
 use stats::{RouteStats, StatsView};
@@ -298,8 +297,16 @@ impl Gateway {
         };
         // X-Forwarded-Host carries the Host header as the client sent it, port included.
         let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let outgoing =
-            Outgoing { method: parts.method, path_and_query, headers: parts.headers, body, client, host };
+        let scheme = parts.extensions.get::<Scheme>().copied().unwrap_or(Scheme::Http);
+        let outgoing = Outgoing {
+            method: parts.method,
+            path_and_query,
+            headers: parts.headers,
+            body,
+            client,
+            host,
+            scheme,
+        };
         match forward::forward(&self.inner.client, entry, &outgoing).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
@@ -410,16 +417,35 @@ fn with_retry_after(mut response: Response<Body>, wait: Duration) -> Response<Bo
     response
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then lets open requests finish.
+/// How a client reached the gateway: what upstreams get in `X-Forwarded-Proto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Serves `gateway` on `listener`, whose clients come in over `scheme`, until `shutdown`
+/// resolves, then lets open requests finish.
 pub async fn serve(
-    listener: LimitedListener,
+    listener: impl axum::serve::Listener<Addr = SocketAddr>,
+    scheme: Scheme,
     gateway: Gateway,
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let make = move |client: SocketAddr| {
         let gateway = gateway.clone();
-        hyper::service::service_fn(move |request| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(scheme);
             let gateway = gateway.clone();
             async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, client).await) }
         })

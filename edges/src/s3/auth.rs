@@ -58,7 +58,8 @@ impl S3Auth for Keys {
     }
 }
 
-/// Lets requests through to the operations, which decide per bucket: a bucket's policy or
+/// Notes each request's operation for the S3 metrics (s3s resolves it just before this check),
+/// and lets requests through to the operations, which decide per bucket: a bucket's policy or
 /// canned ACL may open it to anonymous requests. (Without this, s3s refuses every anonymous
 /// request once authentication is configured.) Operations that need an identity whatever any
 /// bucket says are refused here, before their input is even parsed.
@@ -69,6 +70,7 @@ const NEED_IDENTITY: &[&str] = &["CreateBucket", "ListBuckets"];
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        super::metrics::note_operation(cx.s3_op().name());
         if cx.credentials().is_none() && NEED_IDENTITY.contains(&cx.s3_op().name()) {
             return Err(s3_error!(AccessDenied, "Access Denied"));
         }

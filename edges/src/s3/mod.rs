@@ -10,6 +10,7 @@
 mod auth;
 mod body;
 mod error;
+pub(crate) mod metrics;
 mod ops;
 mod policy;
 
@@ -23,7 +24,6 @@ use serv_storage::Storage;
 pub use auth::Keys;
 
 use crate::http1::HttpLimits;
-use crate::listener::LimitedListener;
 
 /// Named limits of the S3 edge.
 #[derive(Clone, Debug)]
@@ -144,7 +144,7 @@ impl s3s::host::S3Host for VirtualHosts {
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
-    listener: LimitedListener,
+    listener: impl axum::serve::Listener<Addr = std::net::SocketAddr>,
     service: S3Service,
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -153,9 +153,10 @@ pub async fn serve(
     crate::http1::serve(listener, move |_| service.clone(), limits, shutdown).await
 }
 
-/// Logs each refused (debug) or failed (info) answer in one line, and closes the connection
-/// after answering a request that asked `Expect: 100-continue` when the answer may have come
-/// before its body was read: an empty body, or any answer but a success.
+/// Counts each request for `/metrics` (see [`metrics`]), logs each refused (debug) or failed
+/// (info) answer in one line, and closes the connection after answering a request that asked
+/// `Expect: 100-continue` when the answer may have come before its body was read: an empty body,
+/// or any answer but a success.
 ///
 /// hyper sends `100 Continue` only when the body is read. botocore mishandles the two cases
 /// where it never is:
@@ -183,6 +184,9 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCl
         let empty = headers.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let answer = hyper::service::Service::call(&self.0, request);
+        // An error here is one s3s could not turn into an answer: hyper drops the connection.
+        let answer =
+            metrics::measure(answer, |outcome| outcome.as_ref().map_or(500, |r| r.status().as_u16()));
         Box::pin(async move {
             let mut response = answer.await?;
             let status = response.status();

@@ -458,6 +458,12 @@ impl Decoder for StompCodec {
                 item => Ok(item),
             }
         });
+        // Every frame of every connection passes here: the one place to count them.
+        match &decoded {
+            Ok(Some(Item::Frame(frame))) => super::metrics::frame_received(Some(frame.command)),
+            Err(FrameError::UnknownCommand(_)) => super::metrics::frame_received(None),
+            _ => {}
+        }
         if decoded.is_err() {
             // The stream is out of step; start afresh rather than from a half-parsed frame.
             self.stage = Stage::Command;
@@ -513,6 +519,7 @@ impl Encoder<Item> for StompCodec {
         dst.put_u8(b'\n');
         dst.put_slice(&frame.body);
         dst.put_u8(0);
+        super::metrics::frame_sent(frame.command);
         Ok(())
     }
 }

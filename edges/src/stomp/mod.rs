@@ -3,10 +3,12 @@
 //! heart-beats); [`codec`] turns bytes into frames and back, within named size limits, so the
 //! connection handling built on it sees only whole, well-formed frames. [`session`] runs one
 //! connection, translating frames into messages to topic and group actors and back; [`server`]
-//! accepts connections, on TCP and (through `ws`) over WebSocket for browsers.
+//! accepts connections, on TCP and (through `ws`) over WebSocket for browsers; [`metrics`] counts
+//! connections, frames and messages for `/metrics`.
 
 pub mod codec;
 pub mod frame;
+pub(crate) mod metrics;
 pub mod server;
 pub mod session;
 mod ws;

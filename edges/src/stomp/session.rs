@@ -108,6 +108,7 @@ enum Pending {
 
 /// Runs one connection to its end.
 pub(super) async fn run<S: Connection>(stream: S, shared: Arc<Shared>, session_id: String) {
+    let _open = super::metrics::OpenConnection::new();
     let mut framed = Framed::new(stream, StompCodec::new(shared.settings.limits));
     let connected = tokio::time::timeout(
         shared.settings.connect_timeout,

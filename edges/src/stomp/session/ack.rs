@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serv_actors::group::{AckMode, GroupMsg, GroupRefusal, GroupReply};
 
 use super::super::frame::{Command, Frame, Version};
+use super::super::metrics;
 use super::fault::{Fault, INVALID_HEADER, MISSING_HEADER, SUBSCRIPTION_NOT_FOUND, fault};
 use super::{Session, Subscription, receipt_of};
 
@@ -109,6 +110,7 @@ impl Session {
             Settlement::Unknown => return Err(never_delivered(subscription, offset)),
         };
         let member = || sub.member.clone();
+        let settled = offsets.len();
         // The group acknowledges through an offset itself; it takes NACKs one message at a time.
         let messages = match nack {
             false => vec![GroupMsg::Ack { member: member(), offset }],
@@ -117,6 +119,10 @@ impl Session {
         for message in messages {
             let reply = self.group(&sub.group, message).await?;
             settled_by_group(&sub.group, reply)?;
+        }
+        match nack {
+            false => metrics::acked(settled),
+            true => metrics::nacked(settled),
         }
         Ok(())
     }
@@ -149,11 +155,15 @@ impl Session {
         let first_receipt = run.first().and_then(|(_, receipt)| receipt.clone());
         let sub = self.acknowledging(&subscription).map_err(|f| (f, first_receipt))?;
         let mut offsets = Vec::new();
+        let mut settled = 0;
         let mut receipts = Vec::new();
         let mut refused = None;
         for (offset, receipt) in run {
             match sub.delivered.settle(offset, sub.ack == AckMode::Client) {
-                Settlement::Settle(_) => offsets.push(offset),
+                Settlement::Settle(through) => {
+                    settled += through.len();
+                    offsets.push(offset)
+                }
                 Settlement::Repeat => {}
                 Settlement::Unknown => {
                     refused = Some((never_delivered(&subscription, offset), receipt));
@@ -166,6 +176,7 @@ impl Session {
             let reply =
                 self.group(&sub.group, GroupMsg::AckMany { member: sub.member.clone(), offsets }).await;
             reply.and_then(|reply| settled_by_group(&sub.group, reply)).map_err(|f| (f, None))?;
+            metrics::acked(settled);
         }
         for id in receipts.into_iter().flatten() {
             self.send(Frame::new(Command::Receipt).with_header("receipt-id", id)).await;

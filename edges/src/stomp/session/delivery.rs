@@ -67,6 +67,7 @@ impl Delivery {
                 if self.out.send(Item::Frame(self.frame(message))).await.is_err() {
                     return;
                 }
+                super::super::metrics::delivered();
             }
         }
     }

@@ -96,8 +96,10 @@ impl Session {
         if batch.is_empty() {
             return Ok(vec![None; kept.len()]);
         }
+        let stored = batch.len();
         match crate::publish::append(&self.shared.directory, topic, batch).await {
             Ok(answers) => {
+                super::super::metrics::published(stored);
                 let mut answers = answers.into_iter();
                 Ok(kept
                     .iter()
