@@ -33,6 +33,12 @@ use tokio::net::TcpListener;
 use crate::config::{Cli, Config};
 
 fn main() -> ExitCode {
+    // Before anything else: a stop signal that arrives while the node starts waits, blocked,
+    // until the node watches for it (then it is a drain), rather than killing the process; and
+    // whatever the node creates (data dir, database, secrets) is its user's alone.
+    let held = hold_signals();
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse(); // exits 2 with clap's message on a bad command line
     let config = match Config::resolve(cli) {
         Ok(config) => config,
@@ -48,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, held)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("servd: {message}");
@@ -57,10 +63,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(config: Config, held: libc::sigset_t) -> Result<(), String> {
     // Watched before anything else starts, so that a SIGTERM during start-up is a drain (held
     // until the node is up, then handled), never the default death.
     let mut signals = Signals::watch()?;
+    // Watched now: a signal that came while they were blocked is delivered, and handled.
+    release_signals(&held);
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
     // Before anything slow: a certificate that does not load stops the start at once.
     let certificate = match &config.tls.files {
@@ -367,6 +375,30 @@ enum Signal {
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment they are watched.
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every thread it starts, which
+/// inherit its mask) until [`release_signals`]: the set blocked.
+fn hold_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialized by sigemptyset before use, and pthread_sigmask only changes
+    // this thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Unblocks `held` in this thread, once the node's handlers are installed: a signal that arrived
+/// meanwhile is delivered to them now. (The runtime's worker threads keep them blocked; the
+/// kernel delivers a process's signal to a thread that does not block it.)
+fn release_signals(held: &libc::sigset_t) {
+    // SAFETY: `held` is a signal set made by hold_signals.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, held, std::ptr::null_mut()) };
+}
+
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,

@@ -10,7 +10,7 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, run_servd
+from conftest import free_port, run_servd, wait_until
 
 RECORD_FIELDS = {"key", "kind", "node", "state", "mailbox_depth", "handled", "restarts", "last_error", "uptime_ms"}
 KINDS = ("bucket", "topic", "group", "route", "module")
@@ -192,6 +192,49 @@ def test_errors_are_json_with_code_and_trace_id(servd):
 def test_sigterm_drains_and_exits_zero(servd):
     assert servd.stop(signal.SIGTERM) == 0
     assert "stopped cleanly" in servd.output()
+
+
+def blocks_sigterm(pid) -> bool:
+    """True once the process's main thread blocks SIGTERM: servd's first act in main."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            blocked = next(line for line in status if line.startswith("SigBlk:")).split()[1]
+    except (FileNotFoundError, StopIteration):
+        return False
+    return bool(int(blocked, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_stop_signal_in_the_first_milliseconds_is_a_drain_and_exits_zero(start_servd, tmp_path):
+    # Before the runtime or the handlers existed, a SIGTERM killed the process (-15). The first
+    # node is signalled the moment main has run its first line (from exec to main the loader
+    # runs, which no program can guard), the others after fixed delays.
+    first = start_servd(data_dir=tmp_path / "early-first")
+    deadline = time.monotonic() + 10
+    while not blocks_sigterm(first.proc.pid):
+        assert time.monotonic() < deadline and first.proc.poll() is None, first.output()
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=60) == 0, f"SIGTERM at main's first line:\n{first.output()}"
+    first.log.close()
+    for i, delay in enumerate([0.02, 0.05, 0.1]):
+        node = start_servd(data_dir=tmp_path / f"early-{i}")
+        time.sleep(delay)
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(timeout=60) == 0, f"SIGTERM {delay * 1000:.0f} ms after start:\n{node.output()}"
+        node.log.close()
+    hup = start_servd(data_dir=tmp_path / "early-hup")
+    wait_until(lambda: blocks_sigterm(hup.proc.pid), timeout=10, interval=0)
+    hup.proc.send_signal(signal.SIGHUP)  # re-reads TLS files: never a stop, also this early
+    hup.wait_ready()
+    assert hup.stop() == 0
+
+
+def test_the_data_dir_and_everything_in_it_are_the_users_alone(servd):
+    assert servd.get("/v1/node").status_code == 200
+    modes = {path: stat.S_IMODE(os.lstat(path).st_mode) for path in [servd.data_dir, *servd.data_dir.rglob("*")]}
+    assert modes[servd.data_dir] == 0o700, oct(modes[servd.data_dir])
+    exposed = {str(path): oct(mode) for path, mode in modes.items() if mode & 0o077}
+    assert not exposed, f"readable by others: {exposed}"
+    assert len(modes) > 5, "the database's files were checked"
 
 
 def test_sigint_also_exits_zero(servd):
