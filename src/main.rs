@@ -315,14 +315,18 @@ async fn run(config: Config, held: libc::sigset_t) -> Result<(), String> {
         cluster.remote.stop();
     };
     let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();
+    // What did not finish in time is abandoned: a request not answered was never acknowledged,
+    // and everything acknowledged is durable already; the flush below is the last word.
     storage.close().map_err(|e| format!("final flush failed: {e}"))?;
     if !drained {
         let (name, since) = *step.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        return Err(format!(
-            "in-flight work did not finish within {} ms (still {name}, for {} ms)",
-            config.drain_timeout.as_millis(),
-            since.elapsed().as_millis()
-        ));
+        tracing::warn!(
+            drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+            step = name,
+            step_ms = since.elapsed().as_millis() as u64,
+            "the drain ran out of time: abandoned the work still in flight (unanswered, so never acknowledged); stopped"
+        );
+        return Ok(());
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -54,7 +54,8 @@ FILES:
 SIGNALS:
   SIGTERM, SIGINT      Hand the partitions this node leads to other replicas, stop
                        accepting, finish in-flight work, flush, exit 0 (within
-                       --drain-timeout-ms; exit 1 if draining took longer).
+                       --drain-timeout-ms: work still in flight then is abandoned, unanswered
+                       and so never acknowledged, and the log names the step it was in).
   SIGHUP               Re-read --tls-cert and --tls-key: new TLS connections get the new
                        certificate, open ones keep theirs. Files that don't load are logged at
                        ERROR and the certificate served stays the old one.

@@ -4,13 +4,15 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
+import threading
 import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, run_servd, wait_until
+from conftest import free_port, run_servd, s3_client, s3_error, wait_until
 
 RECORD_FIELDS = {"key", "kind", "node", "state", "mailbox_depth", "handled", "restarts", "last_error", "uptime_ms"}
 KINDS = ("bucket", "topic", "group", "route", "module")
@@ -192,6 +194,44 @@ def test_errors_are_json_with_code_and_trace_id(servd):
 def test_sigterm_drains_and_exits_zero(servd):
     assert servd.stop(signal.SIGTERM) == 0
     assert "stopped cleanly" in servd.output()
+
+
+def test_a_drain_that_runs_out_of_time_abandons_what_is_in_flight_and_exits_zero(start_servd):
+    node = start_servd(args=["--drain-timeout-ms", "1500"]).wait_ready()
+    s3 = s3_client(node)
+    s3.create_bucket(Bucket="drained")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "drained", "Key": "slow"}, ExpiresIn=120)
+    sent = threading.Event()
+
+    def slowly():  # 10 MiB announced, 64 KiB every 200 ms: still in flight when the drain ends
+        for _ in range(160):
+            yield b"x" * 65536
+            sent.set()
+            time.sleep(0.2)
+
+    class Body:  # a length, so that requests sends Content-Length rather than chunks
+        def __len__(self):
+            return 160 * 65536
+
+        def __iter__(self):
+            return slowly()
+
+    def upload():
+        try:
+            requests.put(url, data=Body(), timeout=60)
+        except requests.RequestException:
+            pass  # cut off when the node stops: expected
+
+    threading.Thread(target=upload, daemon=True).start()
+    assert sent.wait(10)
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert node.stop(signal.SIGTERM) == 0, node.output()
+    assert time.monotonic() - started < 10, "the drain ends at its timeout"
+    assert "the drain ran out of time" in node.output() and "closing S3 connections" in node.output()
+    restarted = start_servd(data_dir=node.data_dir).wait_ready()
+    missing = s3_error(s3_client(restarted).head_object, Bucket="drained", Key="slow")
+    assert missing[0] == 404, "the abandoned upload was never acknowledged, and is not there"
 
 
 def blocks_sigterm(pid) -> bool:
