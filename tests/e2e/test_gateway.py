@@ -3,6 +3,8 @@ servers (Python http.server on 127.0.0.1), with retries, timeouts, a circuit bre
 limits and an on/off switch, or publish them to a topic (webhooks, read back with stomp.py);
 every refusal is a JSON error with a code."""
 
+import hashlib
+import hmac
 import json
 import signal
 import subprocess
@@ -307,6 +309,45 @@ def test_a_webhook_route_publishes_each_body_once_durably_to_its_topic(start_ser
     finally:
         consumer.close()
     assert routes(node)["hooks"]["config"]["topic"] == "queue/webhooks"
+
+
+def test_a_webhook_route_takes_only_requests_with_its_token_or_its_signature(servd, upstreams):
+    """A route may require a bearer token, or an HMAC-SHA256 signature of the body under its key
+    (X-Hub-Signature-256, as GitHub sends): anything else is refused with 401 and never published
+    or forwarded; the secret is never shown back."""
+    key = "webhook-signing-key-0123456789"
+    put_route(servd, "signed", path_prefix="/signed", methods=["POST"], topic="queue/signed",
+              auth={"hmac_sha256": key})
+    body = b'{"action": "opened", "number": 7}'
+    signature = "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+    def post(data, headers):
+        return requests.post(f"{servd.http}/signed", data=data, headers=headers, timeout=10)
+
+    assert error_code(post(body, {})) == (401, "InvalidSignature")
+    assert error_code(post(body, {"x-hub-signature-256": "sha256=" + "0" * 64})) == (401, "InvalidSignature")
+    tampered = post(body + b" ", {"x-hub-signature-256": signature})
+    assert error_code(tampered) == (401, "InvalidSignature"), "the signature covers the exact body"
+    accepted = post(body, {"x-hub-signature-256": signature})
+    assert accepted.status_code == 202 and accepted.json()["offset"] == 0, accepted.text
+    assert post(body, {"x-hub-signature-256": signature}).json()["offset"] == 1, "only signed bodies were stored"
+
+    one = upstreams("one")
+    put_route(servd, "private", path_prefix="/private", upstreams=[one.url], auth={"bearer": "route-token-0123456789"})
+    assert error_code(requests.get(f"{servd.http}/private/x", timeout=10)) == (401, "MissingToken")
+    wrong = requests.get(f"{servd.http}/private/x", headers={"authorization": "Bearer not-the-route-token"}, timeout=10)
+    assert error_code(wrong) == (401, "InvalidToken")
+    right = requests.get(f"{servd.http}/private/x", headers={"authorization": "Bearer route-token-0123456789"},
+                         timeout=10)
+    assert right.status_code == 200 and right.json()["upstream"] == "one"
+
+    shown = admin(servd, "GET", "/v1/routes/private").json()
+    assert shown["config"]["auth"] == "bearer" and "route-token" not in json.dumps(shown)
+    assert key not in admin(servd, "GET", "/v1/routes").text
+    short = admin(servd, "PUT", "/v1/routes/weak", {"upstreams": [one.url], "auth": {"bearer": "short"}})
+    assert error_code(short) == (400, "InvalidParameter") and "16" in short.json()["error"]
+    unknown = admin(servd, "PUT", "/v1/routes/weak", {"upstreams": [one.url], "auth": {"basic": "x" * 20}})
+    assert error_code(unknown) == (400, "InvalidParameter")
 
 
 def test_request_bodies_held_at_once_are_bounded(start_servd, upstreams):

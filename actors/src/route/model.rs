@@ -17,6 +17,30 @@ pub const MAX_TIMEOUT_MS: u64 = 300_000;
 pub const MAX_RETRIES: u32 = 10;
 /// Most upstreams of one route.
 pub const MAX_UPSTREAMS: usize = 64;
+/// Shortest and longest secret a route's `auth` may name (a bearer token or an HMAC key).
+pub const MIN_SECRET_BYTES: usize = 16;
+pub const MAX_SECRET_BYTES: usize = 1024;
+
+/// Who may call a route: what a request must carry, else it is refused with 401.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RouteAuth {
+    /// `Authorization: Bearer TOKEN`, this token.
+    Bearer(String),
+    /// `X-Hub-Signature-256: sha256=HEX`, the HMAC-SHA256 of the body under this key (the
+    /// convention of GitHub's and many other services' webhooks).
+    HmacSha256(String),
+}
+
+impl RouteAuth {
+    /// The scheme alone, for views: a secret is never shown.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            RouteAuth::Bearer(_) => "bearer",
+            RouteAuth::HmacSha256(_) => "hmac_sha256",
+        }
+    }
+}
 
 /// Where a request goes and how it is guarded (the `/v1/routes/NAME` admin API sets it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +79,9 @@ pub struct RouteConfig {
     /// The WASM module whose `serv_request` hook sees each request's head first: it may let it
     /// through, rewrite its path and headers, or refuse it with a status.
     pub middleware: Option<String>,
+    /// What a request must carry to be let through (checked before the rate limit, and for a
+    /// signature once the body is read); `None`: anyone may call the route.
+    pub auth: Option<RouteAuth>,
 }
 
 impl Default for RouteConfig {
@@ -74,6 +101,7 @@ impl Default for RouteConfig {
             breaker_open_ms: 10_000,
             max_body_bytes: 10 * 1024 * 1024,
             middleware: None,
+            auth: None,
         }
     }
 }
@@ -89,10 +117,74 @@ pub struct RouteRecord {
 }
 
 impl Record for RouteRecord {
-    const FORMAT: u8 = 2;
+    const FORMAT: u8 = 3;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
-        (format == 1).then(|| codec::decode::<v1::RouteRecord>(body).map(Into::into))
+        match format {
+            1 => Some(codec::decode::<v1::RouteRecord>(body).map(|old| v2::RouteRecord::from(old).into())),
+            2 => Some(codec::decode::<v2::RouteRecord>(body).map(Into::into)),
+            _ => None,
+        }
+    }
+}
+
+/// Format 2, before `auth`.
+mod v2 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct RouteConfig {
+        pub host: Option<String>,
+        pub path_prefix: String,
+        pub methods: Vec<String>,
+        pub strip_prefix: bool,
+        pub upstreams: Vec<String>,
+        pub topic: Option<String>,
+        pub timeout_ms: u64,
+        pub retries: u32,
+        pub rate_limit_per_s: Option<u32>,
+        pub rate_limit_burst: Option<u32>,
+        pub breaker_failures: u32,
+        pub breaker_open_ms: u64,
+        pub max_body_bytes: u64,
+        pub middleware: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct RouteRecord {
+        pub config: RouteConfig,
+        pub enabled: bool,
+        pub created_ms: u64,
+        pub updated_ms: u64,
+    }
+
+    impl From<RouteRecord> for super::RouteRecord {
+        fn from(old: RouteRecord) -> Self {
+            let c = old.config;
+            let config = super::RouteConfig {
+                host: c.host,
+                path_prefix: c.path_prefix,
+                methods: c.methods,
+                strip_prefix: c.strip_prefix,
+                upstreams: c.upstreams,
+                topic: c.topic,
+                timeout_ms: c.timeout_ms,
+                retries: c.retries,
+                rate_limit_per_s: c.rate_limit_per_s,
+                rate_limit_burst: c.rate_limit_burst,
+                breaker_failures: c.breaker_failures,
+                breaker_open_ms: c.breaker_open_ms,
+                max_body_bytes: c.max_body_bytes,
+                middleware: c.middleware,
+                auth: None,
+            };
+            super::RouteRecord {
+                config,
+                enabled: old.enabled,
+                created_ms: old.created_ms,
+                updated_ms: old.updated_ms,
+            }
+        }
     }
 }
 
@@ -125,10 +217,10 @@ mod v1 {
         updated_ms: u64,
     }
 
-    impl From<RouteRecord> for super::RouteRecord {
+    impl From<RouteRecord> for super::v2::RouteRecord {
         fn from(old: RouteRecord) -> Self {
             let c = old.config;
-            let config = super::RouteConfig {
+            let config = super::v2::RouteConfig {
                 host: c.host,
                 path_prefix: c.path_prefix,
                 methods: c.methods,
@@ -144,7 +236,7 @@ mod v1 {
                 max_body_bytes: c.max_body_bytes,
                 middleware: None,
             };
-            super::RouteRecord {
+            super::v2::RouteRecord {
                 config,
                 enabled: old.enabled,
                 created_ms: old.created_ms,
@@ -248,6 +340,14 @@ pub fn validate(config: &RouteConfig) -> Result<(), String> {
     }
     if !(1..=MAX_BODY_BYTES_LIMIT).contains(&config.max_body_bytes) {
         return Err(format!("max_body_bytes is 1 to {MAX_BODY_BYTES_LIMIT}"));
+    }
+    if let Some(RouteAuth::Bearer(secret) | RouteAuth::HmacSha256(secret)) = &config.auth {
+        if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&secret.len()) {
+            return Err(format!("auth: the secret is {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes"));
+        }
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("auth: the secret is printable ASCII without spaces".into());
+        }
     }
     Ok(())
 }

@@ -97,3 +97,37 @@ fn a_route_stored_before_middleware_existed_still_loads() {
     assert_eq!((c.timeout_ms, c.retries, c.rate_limit_per_s, c.max_body_bytes), (500, 1, Some(10), 1024));
     assert_eq!(c.middleware, None);
 }
+
+#[test]
+fn a_route_stored_before_auth_existed_still_loads_open() {
+    use serv_storage::Record;
+    // Format 2: format 1's fields and `middleware`, without `auth`.
+    let config = (
+        None::<String>,
+        "/hooks".to_string(),
+        Vec::<String>::new(),
+        false,
+        Vec::<String>::new(),
+        Some("queue/hooks".to_string()),
+        (10_000u64, 2u32, None::<u32>, None::<u32>, 5u32, 10_000u64, 2048u64),
+        Some("filter".to_string()),
+    );
+    let v2 = serv_storage::codec::encode(&(config, true, 7u64, 8u64)).unwrap();
+    let record = RouteRecord::upgrade(2, &v2).expect("format 2 is known").expect("decodes");
+    assert_eq!((record.enabled, record.created_ms, record.updated_ms), (true, 7, 8));
+    let c = &record.config;
+    assert_eq!(
+        (c.topic.as_deref(), c.max_body_bytes, c.middleware.as_deref()),
+        (Some("queue/hooks"), 2048, Some("filter"))
+    );
+    assert_eq!(c.auth, None, "a route stored before auth stays open, as it was");
+}
+
+#[test]
+fn a_route_secret_is_long_enough_and_printable() {
+    let secret = |auth| validate(&RouteConfig { auth: Some(auth), ..config() });
+    assert_eq!(secret(RouteAuth::Bearer("a-token-of-16-ch".into())), Ok(()));
+    assert!(secret(RouteAuth::Bearer("short".into())).unwrap_err().contains("16"));
+    assert!(secret(RouteAuth::HmacSha256("has a space in it!".into())).unwrap_err().contains("printable"));
+    assert!(secret(RouteAuth::HmacSha256("k".repeat(1025))).is_err());
+}

@@ -57,6 +57,9 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// Gateway: too many request bodies are held at once; retry after `Retry-After`.
     Overloaded,
+    /// Gateway: the route takes only requests signed with its key (`X-Hub-Signature-256`), and
+    /// this one's signature is missing or wrong.
+    InvalidSignature,
 }
 
 impl ErrorCode {
@@ -68,9 +71,10 @@ impl ErrorCode {
             ErrorCode::InvalidParameter | ErrorCode::InvalidModule => StatusCode::BAD_REQUEST,
             // The status a middleware refusal carries is the module's (see the gateway).
             ErrorCode::MiddlewareRefused => StatusCode::FORBIDDEN,
-            ErrorCode::MissingToken | ErrorCode::InvalidToken | ErrorCode::TokenExpired => {
-                StatusCode::UNAUTHORIZED
-            }
+            ErrorCode::MissingToken
+            | ErrorCode::InvalidToken
+            | ErrorCode::TokenExpired
+            | ErrorCode::InvalidSignature => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotReady | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,

@@ -13,7 +13,7 @@ mod metrics;
 mod modules;
 mod requeue;
 mod routes;
-mod session;
+pub(crate) mod session;
 pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};

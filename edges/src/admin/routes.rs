@@ -50,6 +50,10 @@ fn view(name: &str, record: &RouteRecord, stats: Option<serde_json::Value>) -> s
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
     });
+    // A route's secret is never shown, only which scheme it uses.
+    if let Some(auth) = &record.config.auth {
+        view["config"]["auth"] = serde_json::json!(auth.scheme());
+    }
     if let Some(stats) = stats {
         view["stats"] = stats;
     }

@@ -35,8 +35,13 @@ pub(super) enum Check {
 }
 
 fn mac(key: &[u8], signed: &str) -> String {
+    hmac_sha256_hex(key, signed.as_bytes())
+}
+
+/// The HMAC-SHA256 of `message` under `key`, in lowercase hex.
+pub(crate) fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(signed.as_bytes());
+    mac.update(message);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -4,12 +4,14 @@
 //!
 //! 1. match: the most specific route for the `Host` and path (404 `NoRoute`), its methods (405),
 //!    its switch (503 `RouteDisabled`);
-//! 2. rate limit per route and node ([`governor`], 429 `RateLimited` with `Retry-After`);
-//! 3. the route's WASM middleware, if it has one ([`middleware`]): it sees the request head and
+//! 2. the route's `auth`, if it has one ([`auth`]): a bearer token here, a signature of the
+//!    body once it is read (401);
+//! 3. rate limit per route and node ([`governor`], 429 `RateLimited` with `Retry-After`);
+//! 4. the route's WASM middleware, if it has one ([`middleware`]): it sees the request head and
 //!    lets it through, rewritten or not, or refuses it with its own status (and later sees the
 //!    upstream's answer the same way);
-//! 4. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
-//! 5. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
+//! 5. the body, up to the route's `max_body_bytes` (413 `BodyTooLarge`), kept for retries;
+//! 6. forward ([`forward`]) with a per-attempt timeout, retries and a circuit breaker
 //!    ([`breaker`]); no answer gives 502 `UpstreamUnreachable`, 504 `UpstreamTimeout` or
 //!    503 `CircuitOpen`. A route with a `topic` instead publishes the body there (a webhook
 //!    bridge) and answers 202 once it is durable.
@@ -17,6 +19,7 @@
 //! The gateway's own errors are the admin API's JSON errors (`{"error", "code", "trace_id"}`);
 //! every answer names its route in `x-serv-route`. Counters per route are in [`stats`].
 
+mod auth;
 mod breaker;
 mod forward;
 mod middleware;
@@ -224,6 +227,7 @@ impl Gateway {
             return Err(ApiError::new(ErrorCode::RouteDisabled, format!("route {} is disabled", entry.name))
                 .into_response());
         }
+        auth::check_head(config.auth.as_ref(), &entry.name, request.headers())?;
         if let Some(limiter) = &entry.limiter
             && let Err(not_until) = limiter.check()
         {
@@ -278,6 +282,7 @@ impl Gateway {
                 return Ok(ApiError::new(ErrorCode::InvalidParameter, message).into_response());
             }
         };
+        auth::check_body(config.auth.as_ref(), &entry.name, &parts.headers, &body)?;
         if let Some(topic) = &config.topic {
             return Ok(self.publish(entry, topic, &parts, body).await);
         }
@@ -388,6 +393,10 @@ impl Gateway {
                 let message =
                     format!("route {}'s topic {topic} cannot take messages now: {error}", entry.name);
                 ApiError::new(ErrorCode::Unavailable, message).into_response()
+            }
+            Err(PublishError::Full { limit, .. }) => {
+                ApiError::new(ErrorCode::DestinationFull, crate::publish::full_detail(topic, &limit))
+                    .into_response()
             }
             Err(error) => {
                 ApiError::new(ErrorCode::Internal, format!("route {}'s topic {topic}: {error}", entry.name))
