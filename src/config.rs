@@ -36,6 +36,8 @@ struct FileConfig {
     seeds: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    max_connections_per_ip: Option<usize>,
+    first_byte_timeout_ms: Option<u64>,
     admin_max_connections: Option<usize>,
     admin_idle_timeout_ms: Option<u64>,
     admin_session_ttl_ms: Option<u64>,
@@ -138,6 +140,20 @@ impl Config {
             None => FileConfig::default(),
         };
         let tls = TlsConfig::resolve(&cli, &file)?;
+        let per_ip = cli.max_connections_per_ip.or(file.max_connections_per_ip);
+        let first_byte =
+            Duration::from_millis(cli.first_byte_timeout_ms.or(file.first_byte_timeout_ms).unwrap_or(10_000));
+        // Every edge's listener: its cap and idle timeout, the node's per-address cap and
+        // first-byte timeout, and (HTTP edges) admission by closing the longest-idle connection.
+        let limits = |max_connections: usize, idle_ms: u64, evict_idle: bool| {
+            let defaults = ConnectionLimits::new(max_connections, Duration::from_millis(idle_ms));
+            ConnectionLimits {
+                max_per_ip: per_ip.unwrap_or(defaults.max_per_ip),
+                first_byte_timeout: first_byte,
+                evict_idle,
+                ..defaults
+            }
+        };
         let config = Self {
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("serv-data")),
             s3_addr: cli.s3_addr.or(file.s3_addr).unwrap_or(loopback(9000)),
@@ -162,12 +178,11 @@ impl Config {
             },
             log_format: cli.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
             log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
-            admin_limits: ConnectionLimits {
-                max_connections: cli.admin_max_connections.or(file.admin_max_connections).unwrap_or(256),
-                idle_timeout: Duration::from_millis(
-                    cli.admin_idle_timeout_ms.or(file.admin_idle_timeout_ms).unwrap_or(60_000),
-                ),
-            },
+            admin_limits: limits(
+                cli.admin_max_connections.or(file.admin_max_connections).unwrap_or(256),
+                cli.admin_idle_timeout_ms.or(file.admin_idle_timeout_ms).unwrap_or(60_000),
+                true,
+            ),
             admin_session_ttl: Duration::from_millis(
                 cli.admin_session_ttl_ms.or(file.admin_session_ttl_ms).unwrap_or(12 * 3_600_000),
             ),
@@ -216,18 +231,16 @@ impl Config {
                     .unwrap_or(S3Limits::default().max_inflight_bodies),
                 ..S3Limits::default()
             },
-            s3_connections: ConnectionLimits {
-                max_connections: cli.s3_max_connections.or(file.s3_max_connections).unwrap_or(1024),
-                idle_timeout: Duration::from_millis(
-                    cli.s3_idle_timeout_ms.or(file.s3_idle_timeout_ms).unwrap_or(60_000),
-                ),
-            },
-            http_connections: ConnectionLimits {
-                max_connections: cli.http_max_connections.or(file.http_max_connections).unwrap_or(1024),
-                idle_timeout: Duration::from_millis(
-                    cli.http_idle_timeout_ms.or(file.http_idle_timeout_ms).unwrap_or(60_000),
-                ),
-            },
+            s3_connections: limits(
+                cli.s3_max_connections.or(file.s3_max_connections).unwrap_or(1024),
+                cli.s3_idle_timeout_ms.or(file.s3_idle_timeout_ms).unwrap_or(60_000),
+                true,
+            ),
+            http_connections: limits(
+                cli.http_max_connections.or(file.http_max_connections).unwrap_or(1024),
+                cli.http_idle_timeout_ms.or(file.http_idle_timeout_ms).unwrap_or(60_000),
+                true,
+            ),
             gateway_refresh: Duration::from_millis(
                 cli.gateway_refresh_ms.or(file.gateway_refresh_ms).unwrap_or(1_000),
             ),
@@ -266,12 +279,12 @@ impl Config {
                     .or(file.s3_max_header_bytes)
                     .unwrap_or(HttpLimits::default().max_header_bytes),
             },
-            stomp_connections: ConnectionLimits {
-                max_connections: cli.stomp_max_connections.or(file.stomp_max_connections).unwrap_or(1024),
-                idle_timeout: Duration::from_millis(
-                    cli.stomp_idle_timeout_ms.or(file.stomp_idle_timeout_ms).unwrap_or(3_600_000),
-                ),
-            },
+            // A quiet STOMP subscriber is not an idle client: never closed to admit another.
+            stomp_connections: limits(
+                cli.stomp_max_connections.or(file.stomp_max_connections).unwrap_or(1024),
+                cli.stomp_idle_timeout_ms.or(file.stomp_idle_timeout_ms).unwrap_or(3_600_000),
+                false,
+            ),
             stomp: {
                 let mut settings = StompSettings::default();
                 if let Some(ms) = cli.stomp_ack_timeout_ms.or(file.stomp_ack_timeout_ms) {
@@ -320,6 +333,11 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| format!("log_level {:?} is not a valid filter: {e}", self.log_level))?;
+        let edges =
+            [&self.admin_limits, &self.s3_connections, &self.http_connections, &self.stomp_connections];
+        if edges.iter().any(|limits| limits.max_per_ip == 0 || limits.first_byte_timeout.is_zero()) {
+            return Err("max_connections_per_ip and first_byte_timeout_ms must be greater than 0".into());
+        }
         if self.admin_limits.max_connections == 0 || self.admin_limits.idle_timeout.is_zero() {
             return Err("admin_max_connections and admin_idle_timeout_ms must be greater than 0".into());
         }

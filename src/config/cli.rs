@@ -142,7 +142,16 @@ pub struct Cli {
     /// Log level or filter, e.g. info or serv_actors=debug,info [default: info]
     #[arg(long, env = "SERV_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// Most admin API connections open at once; more clients wait until one closes [default: 256]
+    /// Most connections one client address may hold open on one edge (S3, gateway, admin, STOMP);
+    /// more are closed at once, or on the HTTP edges admitted by closing the address's
+    /// longest-idle connection [default: a quarter of the edge's max connections]
+    #[arg(long, env = "SERV_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// A new connection that sends no byte for this long is closed, on every edge [default: 10000]
+    #[arg(long, env = "SERV_FIRST_BYTE_TIMEOUT_MS", value_name = "MS")]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Most admin API connections open at once; past it a new client is admitted by closing the
+    /// longest-idle connection, or waits for one to close [default: 256]
     #[arg(long, env = "SERV_ADMIN_MAX_CONNECTIONS", value_name = "N")]
     pub admin_max_connections: Option<usize>,
     /// An admin API connection that moves no byte for this long is closed [default: 60000]

@@ -103,16 +103,28 @@ def test_traces_are_exported_over_otlp_when_configured(start_servd):
     assert any(bytes.fromhex(trace_id) in body for _, _, body in exports), "the request's trace was exported"
 
 
-def test_admin_connections_are_capped_and_idle_ones_closed(start_servd):
-    node = start_servd(args=["--admin-max-connections", "2", "--admin-idle-timeout-ms", "1500"]).wait_ready()
-    idle = [socket.create_connection(("127.0.0.1", node.admin_port)) for _ in range(2)]
-    time.sleep(0.1)
+def test_admin_connections_are_capped_busy_ones_held_and_idle_ones_closed(start_servd):
+    node = start_servd(args=["--admin-max-connections", "2", "--admin-idle-timeout-ms", "1500",
+                             "--max-connections-per-ip", "100"]).wait_ready()
+    # Two clients in the middle of a request are busy: a third waits for a slot.
+    busy = [socket.create_connection(("127.0.0.1", node.admin_port)) for _ in range(2)]
+    for sock in busy:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # the head never ends
+    time.sleep(0.7)
     with pytest.raises(requests.exceptions.ReadTimeout):
-        requests.get(f"{node.admin}/healthz", timeout=0.5)  # both slots are taken
-
-    for sock in idle:
+        requests.get(f"{node.admin}/healthz", timeout=0.5)  # both slots are taken, by busy clients
+    for sock in busy:
         sock.settimeout(5)
-        assert sock.recv(1) == b"", "the server closes a connection that stays silent"
+        assert sock.recv(1) == b"", "the server closes a connection that stalls"
         sock.close()
     assert requests.get(f"{node.admin}/healthz", timeout=5).status_code == 200, "a freed slot serves again"
+
+    # Two that never send a byte are idle: a new client is admitted by closing the older one.
+    idle = [socket.create_connection(("127.0.0.1", node.admin_port)) for _ in range(2)]
+    time.sleep(0.7)
+    assert requests.get(f"{node.admin}/healthz", timeout=5).status_code == 200, "served at once"
+    idle[0].settimeout(5)
+    assert idle[0].recv(1) == b"", "the longest-idle connection was closed for it"
+    for sock in idle:
+        sock.close()
     assert node.stop() == 0

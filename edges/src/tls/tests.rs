@@ -117,7 +117,7 @@ async fn tls_listener(
     timeout: Duration,
 ) -> TlsListener {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let limits = ConnectionLimits { max_connections, idle_timeout: Duration::from_secs(30) };
+    let limits = ConnectionLimits::new(max_connections, Duration::from_secs(30));
     TlsListener::new(LimitedListener::new(tcp, limits), certificate.server_config(Alpn::Http1), timeout)
         .unwrap()
 }
