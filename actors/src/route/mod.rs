@@ -24,7 +24,7 @@ impl Route {
         changes.put(&self.routes, &self.name, &record)?;
         ctx.storage.commit(changes).await?;
         self.record = Some(record.clone());
-        Ok(RouteReply::Route(record))
+        Ok(RouteReply::Route(Box::new(record)))
     }
 }
 
@@ -44,6 +44,7 @@ impl Entity for Route {
                     return Ok(RouteReply::Refused(RouteRefusal::Invalid(reason)));
                 }
                 let now = now_ms();
+                let config = *config;
                 let record = match existing {
                     Some(old) => RouteRecord { config, updated_ms: now, ..old },
                     None => RouteRecord { config, enabled: true, created_ms: now, updated_ms: now },
@@ -51,10 +52,10 @@ impl Entity for Route {
                 self.store(record, ctx).await
             }
             (_, None) => Ok(RouteReply::Refused(RouteRefusal::NoSuchRoute)),
-            (RouteMsg::Get, Some(record)) => Ok(RouteReply::Route(record)),
+            (RouteMsg::Get, Some(record)) => Ok(RouteReply::Route(Box::new(record))),
             (RouteMsg::SetEnabled(enabled), Some(old)) => {
                 if old.enabled == enabled {
-                    return Ok(RouteReply::Route(old));
+                    return Ok(RouteReply::Route(Box::new(old)));
                 }
                 self.store(RouteRecord { enabled, updated_ms: now_ms(), ..old }, ctx).await
             }

@@ -250,7 +250,7 @@ mod v1 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteMsg {
     /// Creates the route (enabled) or replaces its config (keeping whether it is enabled).
-    Put(RouteConfig),
+    Put(Box<RouteConfig>),
     Get,
     /// Enables or disables the route.
     SetEnabled(bool),
@@ -260,7 +260,7 @@ pub enum RouteMsg {
 /// A route's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteReply {
-    Route(RouteRecord),
+    Route(Box<RouteRecord>),
     Deleted,
     Refused(RouteRefusal),
 }

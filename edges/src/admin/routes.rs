@@ -79,7 +79,7 @@ pub(super) async fn put(
         let hooks = [serv_wasm_host::Hook::Request, serv_wasm_host::Hook::Response];
         super::modules::check_hook(&state, module, &hooks, "route middleware").await?;
     }
-    let put = ask(&state, &name, RouteMsg::Put(config)).await;
+    let put = ask(&state, &name, RouteMsg::Put(Box::new(config))).await;
     route(&name, audit::recorded(&state, "put", &format!("route/{name}"), put).await?)
 }
 
