@@ -96,6 +96,17 @@ pub struct ActorRecord {
     pub uptime_ms: u64,
 }
 
+/// The state summary of an entity whose name has nothing stored: never created, or deleted. Its
+/// actor runs (a message for the name activated it) but holds nothing, and passivates when idle.
+pub const ABSENT: &str = "absent";
+
+impl ActorRecord {
+    /// True for the actor of an entity that does not exist (its summary is [`ABSENT`]).
+    pub fn is_absent(&self) -> bool {
+        matches!(self.kind, RecordKind::Entity(_)) && self.state == ABSENT
+    }
+}
+
 /// Bit of a [`Gate`] set once an actor has decided to stop taking messages.
 const CLOSING: u64 = 1 << 63;
 

@@ -13,7 +13,7 @@ const COLUMNS = [
   ["last_error", "Last error", "wide"], ["uptime_ms", "Uptime", "num"],
 ];
 const view = { actors: [], members: [], sort: "key", descending: false, feed: null, rates: new Map() };
-const TITLES = { overview: "cluster", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", routes: "routes", modules: "modules", audit: "audit log" };
+const TITLES = { overview: "overview", actors: "actors", actor: "actor", buckets: "buckets", topics: "topics", routes: "routes", modules: "modules", audit: "audit log" };
 
 /** A 401: `code` says whether the session expired (TokenExpired) or the token is wrong. */
 class Refused extends Error {
@@ -79,7 +79,7 @@ function show() {
   const expires = Number(sessionStorage.getItem(EXPIRES_KEY));
   $("session").textContent = expires ? `session ends ${new Date(expires).toLocaleTimeString()}` : "";
   document.title = `Serv console: ${TITLES[page]}`;
-  if (page === "overview") loadOverview().catch(failed);
+  if (page === "overview") { loadOverview().catch(failed); reload("series", loadSeries); }
   if (page === "actor") renderActor();
   if (page === "topics") loadTopics().catch(failed);
   if (page === "routes") loadRoutes().catch(failed);
@@ -102,6 +102,7 @@ function renderMembers() {
     [m.uptime_ms == null ? (m.state === "down" ? "down" : "?") : uptime(m.uptime_ms), {
       className: "num", title: m.started_ms ? `started ${new Date(m.started_ms).toISOString()}` : "",
     }],
+    ...nodeUsage(m.id).map((usage, i) => [usage, { className: "num", dataset: ["memory", "disk"][i] }]),
     [m.mesh_addr], [m.s3_addr || "?"], [m.stomp_addr || "?"], [m.admin_addr || "?"],
   ], { "data-node": m.id, "data-state": m.state })));
 }

@@ -1,5 +1,5 @@
 //! Serv console: the web pages served at `/console` on the admin address. The assets (one HTML
-//! page, its script and style sheet, no build step) are embedded in the binary with
+//! page, its scripts and style sheet, no build step) are embedded in the binary with
 //! `include_str!`, so a plain `cargo build` produces them and nothing is fetched at run time.
 //! The page reads and acts only through the versioned admin API (`/v1/...`, bearer token) and
 //! its live feed (`/v1/events`, Server-Sent Events): the console has no back door.
@@ -11,6 +11,7 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
+const CHARTS: &str = include_str!("../assets/charts.js");
 const STYLE: &str = include_str!("../assets/style.css");
 
 /// Only the page's own script and style run; it talks only to this origin.
@@ -23,6 +24,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
         .route("/console/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/console/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/console/charts.js", get(|| async { asset("text/javascript; charset=utf-8", CHARTS) }))
         .route("/console/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }
 

@@ -1,8 +1,9 @@
 //! Publishing to a destination from any edge (a STOMP SEND, a webhook through the gateway):
 //! the messages are appended to the destination's topic actor in order, in one commit, creating
 //! the destination with default settings on first use; the answer comes once they are durable.
+//! A destination at its max length with overflow `reject-publish` refuses what would exceed it.
 
-use serv_actors::topic::{Appended, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
+use serv_actors::topic::{Appended, LengthLimit, LogRecord, TopicConfig, TopicMsg, TopicRefusal, TopicReply};
 use serv_actors::{ActorKey, ActorKind, Directory, DirectoryError};
 
 /// Why messages were not stored.
@@ -10,6 +11,9 @@ use serv_actors::{ActorKey, ActorKind, Directory, DirectoryError};
 pub enum PublishError {
     /// The destination's owner could not be reached (or failed): nothing is acknowledged.
     Unreachable(DirectoryError),
+    /// The destination is full: the first `stored.len()` messages were stored (as told), the
+    /// next one would have exceeded `limit`, and neither it nor any after it was stored.
+    Full { stored: Vec<Appended>, limit: LengthLimit },
     /// The destination answered something other than the offsets.
     Refused(String),
 }
@@ -18,6 +22,7 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PublishError::Unreachable(error) => write!(f, "{error}"),
+            PublishError::Full { limit, .. } => write!(f, "the destination is full: {limit}"),
             PublishError::Refused(reason) => write!(f, "not stored: {reason}"),
         }
     }
@@ -40,6 +45,16 @@ pub async fn append(
     }
     match reply {
         TopicReply::AppendedMany(offsets) => Ok(offsets),
+        TopicReply::Full { stored, limit } => Err(PublishError::Full { stored, limit }),
         other => Err(PublishError::Refused(format!("{other:?}"))),
     }
+}
+
+/// What a producer is told when `topic` is full, whichever edge it came through.
+pub fn full_detail(topic: &str, limit: &LengthLimit) -> String {
+    format!(
+        "Destination /{topic} is full: the message would take it past its {limit} (overflow \
+         reject-publish), so it was not stored. There is room again once consumers take messages, \
+         or once an operator raises the limit (PUT /v1/topics/{topic})."
+    )
 }

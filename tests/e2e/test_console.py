@@ -29,10 +29,10 @@ pytestmark = pytest.mark.skipif(
     reason="the console tests need Debian's chromium and playwright-core (npm ci in tests/e2e/js)")
 
 
-def drive(script, *args, on_kill=lambda: None, timeout=120):
+def drive(script, *args, on_kill=lambda: None, on_ask=lambda ask: None, timeout=120):
     """Runs the console driver `script` of tests/e2e/js with `args`, calling `on_kill()` when it
-    asks for a node to be killed; answers what it saw (its last line), failing with its output
-    if it failed."""
+    asks for a node to be killed and `on_ask(what)` when it prints `{"ask": what}`; answers what
+    it saw (its last line), failing with its output if it failed."""
     process = subprocess.Popen(["node", str(JS / script), *map(str, args)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     lines = []
@@ -40,6 +40,8 @@ def drive(script, *args, on_kill=lambda: None, timeout=120):
         lines.append(line)
         if '"kill"' in line:
             on_kill()
+        if line.startswith('{"ask":'):
+            on_ask(json.loads(line)["ask"])
     err = process.stderr.read()
     process.wait(timeout=timeout)
     assert process.returncode == 0, "".join(lines) + err

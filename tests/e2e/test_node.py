@@ -39,6 +39,32 @@ def test_fresh_node_is_ready_and_lists_its_supervisors(servd):
     assert servd.get("/v1/actors", params={"node": "someone-else"}).json()["actors"] == []
 
 
+def test_the_actors_of_deleted_entities_are_not_listed_unless_asked_for(servd):
+    """A deleted bucket's or topic's actor runs on (holding nothing) until it passivates, as does
+    the actor of a name that was never created: /v1/actors leaves them out, `absent=true` shows
+    them."""
+    s3 = s3_client(servd)
+    s3.create_bucket(Bucket="kept")
+    s3.create_bucket(Bucket="deleted")
+    s3.delete_bucket(Bucket="deleted")
+    assert s3_error(s3.head_bucket, Bucket="never-created")[0] == 404
+    auth = {"Authorization": f"Bearer {servd.token}"}
+    for name in ("kept", "deleted"):
+        assert requests.put(f"{servd.admin}/v1/topics/topic/{name}", headers=auth, timeout=10).status_code == 200
+    assert requests.delete(f"{servd.admin}/v1/topics/topic/deleted", headers=auth, timeout=10).status_code == 204
+    gone = {"bucket/deleted", "bucket/never-created", "topic/topic/deleted"}
+
+    def keys(**params):
+        return {a["key"] for a in servd.get("/v1/actors", params=params).json()["actors"]}
+
+    assert {"bucket/kept", "topic/topic/kept"} <= keys() and not gone & keys()
+    assert not gone & keys(kind="bucket") and not gone & keys(kind="topic")
+    absent = [a for a in servd.get("/v1/actors", params={"absent": "true"}).json()["actors"] if a["key"] in gone]
+    assert sorted(a["key"] for a in absent) == sorted(gone) and {a["state"] for a in absent} == {"absent"}
+    assert keys(absent="false") == keys()
+    assert servd.get("/v1/actors", params={"absent": "maybe"}).status_code == 400
+
+
 def test_the_events_feed_streams_actors_and_members_for_live_views(servd):
     """GET /v1/events (Server-Sent Events, what the console follows): `actors` and `members`
     events every interval_ms, each the body of the matching endpoint."""

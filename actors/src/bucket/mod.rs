@@ -151,7 +151,7 @@ impl Entity for Bucket {
                 "objects={} bytes={} uploads={} versions={}",
                 meta.objects, meta.bytes, meta.uploads, meta.versions
             ),
-            None => "absent".to_string(),
+            None => crate::inspect::ABSENT.to_string(),
         }
     }
 }

@@ -8,21 +8,26 @@
 //! after a restart or passivation joins again). Members pull: `Fetch` hands out
 //! what is ready for them within their prefetch, reading the topic's log through the directory.
 //! A message refused `max_deliveries` times (the topic's setting) moves to the dead-letter topic
-//! `TOPIC.dlq` with headers naming its origin and the reason.
+//! `TOPIC.dlq` with headers naming its origin and the reason. While the topic has a max length,
+//! the group reports its backlog to it and, under `drop-head`, drops its own oldest ready
+//! messages (see [`length`]).
 
+mod dead_letter;
+mod length;
 pub mod state;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serv_storage::codec::{self, CodecError};
 use serv_storage::{KeyPrefix, Record, Staged, Table, TableDef, WriteSet};
 use tokio::sync::oneshot;
 
 use crate::inspect::Rate;
-use crate::topic::{LogRecord, TopicConfig, TopicInfo, TopicMsg, TopicReply};
+use crate::topic::{Backlog, LengthLimits, LogRecord, TopicConfig, TopicInfo, TopicMsg, TopicReply};
 use crate::{ActorKey, ActorKind, Directory, Entity, EntityContext, EntityError, KindMessage, now_ms};
-use state::{AckError, GroupState, Outstanding, Refused};
+use state::{AckError, GroupState, Outstanding, Refused, Slot};
 
 /// A group's durable description.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,7 +42,13 @@ impl Record for GroupMeta {
 }
 
 impl Record for Outstanding {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        // Format 1, before body sizes: the same fields without `body_bytes`.
+        let v1 = |(deliveries, slot): (u32, Slot)| Outstanding { deliveries, slot, body_bytes: 0 };
+        (format == 1).then(|| codec::decode::<(u32, Slot)>(body).map(v1))
+    }
 }
 
 /// Groups by name (`TOPIC#GROUP`).
@@ -107,6 +118,10 @@ pub enum GroupMsg {
     Info,
     /// Removes the group (a subscription without a durable group, when it ends).
     Delete,
+    /// The topic has a max length that this group may be past: reports the backlog and, under
+    /// `drop-head`, drops the oldest ready messages beyond it (a queue's group that does not
+    /// exist yet starts at the oldest message, as for its first subscriber).
+    CheckLength,
 }
 
 impl KindMessage for GroupMsg {
@@ -180,6 +195,10 @@ pub struct Group {
     head: u64,
     /// Deliveries per second, for the summary.
     deliveries: Rate,
+    /// The topic's length limits as last seen (the group reports its backlog while it has some).
+    limits: Option<LengthLimits>,
+    /// The backlog last reported to the topic.
+    reported: Option<Backlog>,
 }
 
 type Outcome = Result<GroupReply, EntityError>;
@@ -222,6 +241,8 @@ impl Entity for Group {
             parked: Vec::new(),
             head: 0,
             deliveries: Rate::default(),
+            limits: None,
+            reported: None,
         })
     }
 
@@ -248,28 +269,29 @@ impl Entity for Group {
                         }
                     }
                 };
-                let meta = GroupMeta { created_ms: now_ms(), cursor };
-                let mut changes = ctx.storage.write_set();
-                changes.put(&self.groups, &self.name, &meta)?;
-                ctx.storage.commit(changes).await?;
-                self.state = GroupState::starting_at(cursor);
-                self.meta = Some(meta);
+                self.create(cursor, ctx).await?;
+                self.limits = info.config.length_limits();
+                self.check_length(false, &directory, ctx).await?;
             }
             self.state.join(&member, prefetch);
             self.members.insert(member, MemberInfo { ack, ack_timeout_ms });
             return Ok(GroupReply::Done);
         }
+        if let GroupMsg::CheckLength = msg {
+            return self.check_length_now(&directory, ctx).await;
+        }
         if self.meta.is_none() {
             return refused(GroupRefusal::NoSuchGroup);
         }
         match msg {
-            GroupMsg::Join { .. } => unreachable!("handled above"),
+            GroupMsg::Join { .. } | GroupMsg::CheckLength => unreachable!("handled above"),
             GroupMsg::Leave { member } => {
                 self.state.leave(&member);
                 self.members.remove(&member);
                 self.parked.retain(|parked| parked.member != member);
                 // What it held is ready for the others.
                 self.wake(&directory, ctx).await?;
+                self.check_length(false, &directory, ctx).await?;
                 Ok(GroupReply::Done)
             }
             GroupMsg::Fetch { member, max, wait_ms } => {
@@ -296,14 +318,17 @@ impl Entity for Group {
                 if !self.members.contains_key(&member) {
                     return refused(GroupRefusal::NotAMember);
                 }
-                let max_deliveries = self.topic_config(&directory).await?.max_deliveries;
-                match self.state.nack(&member, offset, max_deliveries) {
+                let config = self.topic_config(&directory).await?;
+                self.limits = config.length_limits();
+                match self.state.nack(&member, offset, config.max_deliveries) {
                     Ok(Refused::Redeliver) => {
                         self.wake(&directory, ctx).await?;
+                        self.check_length(false, &directory, ctx).await?;
                         Ok(GroupReply::Done)
                     }
                     Ok(Refused::Dead { deliveries }) => {
-                        self.dead_letter(&directory, offset, deliveries, "rejected").await?;
+                        let reason = format!("rejected after {deliveries} deliveries");
+                        self.dead_letter(&directory, offset, reason).await?;
                         let mut changes = ctx.storage.write_set();
                         self.persist(&mut changes, [offset])?;
                         ctx.storage.commit(changes).await?;
@@ -327,6 +352,7 @@ impl Entity for Group {
                 }
                 changes.delete(&self.groups, &self.name);
                 ctx.storage.commit(changes).await?;
+                self.forget_length(&directory).await?;
                 self.meta = None;
                 self.state = GroupState::default();
                 self.members.clear();
@@ -351,7 +377,7 @@ impl Entity for Group {
                 self.dead_lettered,
                 self.deliveries.last_per_second()
             ),
-            None => "absent".to_string(),
+            None => crate::inspect::ABSENT.to_string(),
         }
     }
 }
@@ -368,6 +394,17 @@ async fn ask_topic(directory: &Directory, topic: &str, msg: TopicMsg) -> Result<
 }
 
 impl Group {
+    /// Creates the group, reading its topic from `cursor` on.
+    async fn create(&mut self, cursor: u64, ctx: &EntityContext) -> Result<(), EntityError> {
+        let meta = GroupMeta { created_ms: now_ms(), cursor };
+        let mut changes = ctx.storage.write_set();
+        changes.put(&self.groups, &self.name, &meta)?;
+        ctx.storage.commit(changes).await?;
+        self.state = GroupState::starting_at(cursor);
+        self.meta = Some(meta);
+        Ok(())
+    }
+
     async fn topic_info(&self, directory: &Directory) -> Result<Option<TopicInfo>, EntityError> {
         match ask_topic(directory, &self.topic, TopicMsg::Info).await? {
             TopicReply::Info(info) => Ok(Some(info)),
@@ -444,39 +481,6 @@ impl Group {
         Ok(())
     }
 
-    async fn record(&self, directory: &Directory, offset: u64) -> Result<Option<LogRecord>, EntityError> {
-        match ask_topic(directory, &self.topic, TopicMsg::Read { from: offset, max: 1, max_bytes: u64::MAX })
-            .await?
-        {
-            TopicReply::Records { records, .. } => {
-                Ok(records.into_iter().find(|(o, _)| *o == offset).map(|(_, record)| record))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Appends message `offset` to the dead-letter topic, with where it came from and why.
-    async fn dead_letter(
-        &mut self,
-        directory: &Directory,
-        offset: u64,
-        deliveries: u32,
-        why: &str,
-    ) -> Result<(), EntityError> {
-        let Some(mut record) = self.record(directory, offset).await? else { return Ok(()) };
-        let dlq = crate::topic::dead_letter_topic(&self.topic);
-        ask_topic(directory, &dlq, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
-        crate::topic::mark_dead(&mut record, &self.topic, format!("{why} after {deliveries} deliveries"));
-        match ask_topic(directory, &dlq, TopicMsg::Append { record, dedup_id: None }).await? {
-            TopicReply::Appended { .. } => {
-                self.dead_lettered += 1;
-                crate::topic::count_dead_lettered();
-                Ok(())
-            }
-            other => Err(EntityError::new(format!("dead-letter topic {dlq} refused a message: {other:?}"))),
-        }
-    }
-
     /// Hands `member` what is ready for it, and the commit that records it (to answer once
     /// durable).
     async fn hand_out(
@@ -497,8 +501,10 @@ impl Group {
         // Messages the log no longer holds are skipped; exhausted ones go to the dead letters.
         self.state.skip_to(topic.first_offset);
         self.state.tick(now);
+        self.limits = topic.config.length_limits();
         for (offset, deliveries) in self.state.take_exhausted(topic.config.max_deliveries) {
-            self.dead_letter(directory, offset, deliveries, "unacknowledged").await?;
+            let reason = format!("unacknowledged after {deliveries} deliveries");
+            self.dead_letter(directory, offset, reason).await?;
             touched.push(offset);
         }
         let mut handed = self.state.redeliveries(member, max, deadline);
@@ -517,6 +523,9 @@ impl Group {
                 let before = self.state.cursor();
                 handed.extend(self.state.advance(member, &due, now, deadline));
                 touched.extend(before..self.state.cursor());
+                for (offset, record) in &read {
+                    self.state.note_body_bytes(*offset, record.body.len() as u64);
+                }
                 records.extend(read);
             }
         }
@@ -550,6 +559,8 @@ impl Group {
             self.persist(&mut changes, touched)?;
             Some(ctx.storage.stage(changes)?)
         };
+        // The topic hears what this took from the backlog before the member does.
+        self.check_length(false, directory, ctx).await?;
         Ok(Ok((messages, staged)))
     }
 

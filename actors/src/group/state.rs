@@ -32,6 +32,8 @@ pub struct Outstanding {
     /// Times it was handed out so far.
     pub deliveries: u32,
     pub slot: Slot,
+    /// Body bytes of its message, for the destination's length (0 when stored before format 2).
+    pub body_bytes: u64,
 }
 
 /// One delivery to make: the offset, and whether (and how often) it was delivered before.
@@ -213,17 +215,47 @@ impl GroupState {
             self.cursor = offset + 1;
             match due {
                 Some(until_ms) if until_ms > now_ms => {
-                    self.outstanding
-                        .insert(offset, Outstanding { deliveries: 0, slot: Slot::Delayed { until_ms } });
+                    let slot = Slot::Delayed { until_ms };
+                    self.outstanding.insert(offset, Outstanding { deliveries: 0, slot, body_bytes: 0 });
                 }
                 _ => {
-                    self.outstanding.insert(offset, Outstanding { deliveries: 0, slot: Slot::Ready });
+                    let entry = Outstanding { deliveries: 0, slot: Slot::Ready, body_bytes: 0 };
+                    self.outstanding.insert(offset, entry);
                     deliveries.push(self.hand_out(member, offset, deadline_ms));
                     room = room.saturating_sub(1);
                 }
             }
         }
         deliveries
+    }
+
+    /// Notes the body size of outstanding `offset`'s message (read when it was handed out).
+    pub fn note_body_bytes(&mut self, offset: u64, body_bytes: u64) {
+        if let Some(entry) = self.outstanding.get_mut(&offset) {
+            entry.body_bytes = body_bytes;
+        }
+    }
+
+    /// The outstanding messages that wait in the group (due again, or delayed: not in flight),
+    /// oldest first, with their body bytes.
+    pub fn waiting(&self) -> Vec<(u64, u64)> {
+        let waiting =
+            self.outstanding.iter().filter(|(_, entry)| !matches!(entry.slot, Slot::InFlight { .. }));
+        waiting.map(|(offset, entry)| (*offset, entry.body_bytes)).collect()
+    }
+
+    /// Forgets a waiting message (dropped from the head of a full destination). In flight, it
+    /// stays: only waiting messages are dropped.
+    pub fn drop_waiting(&mut self, offset: u64) {
+        if self.outstanding.get(&offset).is_some_and(|entry| !matches!(entry.slot, Slot::InFlight { .. })) {
+            self.outstanding.remove(&offset);
+        }
+    }
+
+    /// Moves the cursor past `offset` without handing it out (dropped from the head of a full
+    /// destination before anyone had it).
+    pub fn pass(&mut self, offset: u64) {
+        self.cursor = self.cursor.max(offset + 1);
     }
 
     /// Moves the cursor past offsets the log no longer holds (trimmed by retention).

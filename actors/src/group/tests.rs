@@ -253,3 +253,132 @@ async fn the_summary_shows_lag_in_flight_and_members() {
         topic_record.state
     );
 }
+
+/// Appends `bodies` to `name` in one producer's batch: the answer as is.
+async fn produce(node: &TestNode, name: &str, bodies: &[&str]) -> TopicReply {
+    let batch = bodies
+        .iter()
+        .map(|body| {
+            let record = LogRecord {
+                headers: vec![],
+                body: body.as_bytes().to_vec(),
+                published_ms: now_ms(),
+                deliver_at_ms: None,
+            };
+            (record, None)
+        })
+        .collect();
+    topic(node, name, TopicMsg::AppendMany(batch)).await
+}
+
+async fn length(node: &TestNode, name: &str) -> Option<crate::topic::Length> {
+    match topic(node, name, TopicMsg::Info).await {
+        TopicReply::Info(info) => info.length,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn bodies(node: &TestNode, name: &str) -> Vec<(String, Option<String>)> {
+    let TopicReply::Records { records, .. } =
+        topic(node, name, TopicMsg::Read { from: 0, max: 100, max_bytes: u64::MAX }).await
+    else {
+        return Vec::new();
+    };
+    let reason =
+        |r: &LogRecord| r.headers.iter().find(|(k, _)| k == DLQ_REASON_HEADER).map(|(_, v)| v.clone());
+    records.into_iter().map(|(_, r)| (String::from_utf8(r.body.clone()).unwrap(), reason(&r))).collect()
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_what_would_exceed_it_and_a_delivery_makes_room() {
+    use crate::topic::{Length, LengthLimit};
+    let node = node().await;
+    let config = TopicConfig { max_length: Some(3), max_length_bytes: Some(100), ..TopicConfig::default() };
+    topic(&node, "queue/full", TopicMsg::Ensure { config }).await;
+    let TopicReply::Full { stored, limit } = produce(&node, "queue/full", &["a", "b", "c", "d", "e"]).await
+    else {
+        panic!("a batch past the limit is cut")
+    };
+    assert_eq!((stored.len(), limit), (3, LengthLimit::Messages(3)));
+    assert_eq!(
+        length(&node, "queue/full").await,
+        Some(Length { messages: 3, bytes: 3 }),
+        "before any subscriber"
+    );
+
+    // A delivery takes a message from the ready ones (in flight, it does not count).
+    let g = "queue/full#queue";
+    group(&node, g, join("w", 1, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    assert_eq!(offsets(&fetch(&node, g, "w", 10).await), [0]);
+    assert_eq!(length(&node, "queue/full").await, Some(Length { messages: 2, bytes: 2 }));
+    assert!(matches!(produce(&node, "queue/full", &["f"]).await, TopicReply::AppendedMany(_)));
+    assert!(matches!(produce(&node, "queue/full", &["g"]).await, TopicReply::Full { .. }));
+
+    // A NACKed message waits again and counts again; the byte limit counts bodies.
+    group(&node, g, GroupMsg::Nack { member: "w".into(), offset: 0 }).await;
+    assert_eq!(length(&node, "queue/full").await, Some(Length { messages: 4, bytes: 4 }));
+    let config = TopicConfig { max_length: None, max_length_bytes: Some(10), ..TopicConfig::default() };
+    topic(&node, "queue/full", TopicMsg::Configure(config)).await;
+    let TopicReply::Full { stored, limit } = produce(&node, "queue/full", &["hello", "world"]).await else {
+        panic!("4 + 5 + 5 bytes is over 10")
+    };
+    assert_eq!((stored.len(), limit), (1, LengthLimit::Bytes(10)));
+
+    // The length and the groups' views survive a reload of both.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(length(&node, "queue/full").await, Some(Length { messages: 5, bytes: 9 }));
+    topic(&node, "queue/full", TopicMsg::Configure(TopicConfig::default())).await;
+    assert_eq!(length(&node, "queue/full").await, None, "not counted without a limit");
+}
+
+#[tokio::test]
+async fn drop_head_moves_the_oldest_waiting_messages_to_the_dead_letter_topic_never_one_in_flight() {
+    use crate::topic::{Length, Overflow};
+    let node = node().await;
+    let config = TopicConfig { max_length: Some(2), overflow: Overflow::DropHead, ..TopicConfig::default() };
+    topic(&node, "queue/news", TopicMsg::Ensure { config }).await;
+    // No one subscribed yet: the queue's own group is made, at its oldest message.
+    assert!(matches!(produce(&node, "queue/news", &["1", "2", "3", "4"]).await, TopicReply::AppendedMany(_)));
+    wait_for_dlq(&node, "queue/news.dlq", 2).await;
+    assert_eq!(
+        bodies(&node, "queue/news.dlq").await,
+        [("1".into(), Some("maxlen".into())), ("2".into(), Some("maxlen".into()))]
+    );
+
+    let g = "queue/news#queue";
+    group(&node, g, join("w", 1, AckMode::ClientIndividual, StartAt::Earliest)).await;
+    assert_eq!(offsets(&fetch(&node, g, "w", 10).await), [2], "the newest two were kept");
+    // "3" is in flight and never dropped: of the five waiting ("4" to "8"), the oldest three go.
+    assert!(matches!(produce(&node, "queue/news", &["5", "6", "7", "8"]).await, TopicReply::AppendedMany(_)));
+    wait_for_dlq(&node, "queue/news.dlq", 5).await;
+    let dropped: Vec<String> = bodies(&node, "queue/news.dlq").await.into_iter().map(|(b, _)| b).collect();
+    assert_eq!(dropped, ["1", "2", "4", "5", "6"]);
+    assert_eq!(length(&node, "queue/news").await, Some(Length { messages: 2, bytes: 2 }));
+    assert!(matches!(
+        group(&node, g, GroupMsg::Ack { member: "w".into(), offset: 2 }).await,
+        GroupReply::Done
+    ));
+    let next = fetch(&node, g, "w", 10).await;
+    assert_eq!(
+        (next[0].offset, next[0].record.body.as_slice()),
+        (6, b"7".as_slice()),
+        "then the newest, in order"
+    );
+}
+
+async fn wait_for_dlq(node: &TestNode, dlq: &str, count: usize) {
+    for _ in 0..200 {
+        if bodies(node, dlq).await.len() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{dlq} has {:?}, not {count} messages", bodies(node, dlq).await);
+}
+
+#[test]
+fn an_outstanding_offset_stored_before_body_sizes_still_loads() {
+    let v1 = serv_storage::codec::encode(&(3u32, Slot::Ready)).unwrap();
+    let entry = Outstanding::upgrade(1, &v1).expect("format 1 is known").expect("decodes");
+    assert_eq!(entry, Outstanding { deliveries: 3, slot: Slot::Ready, body_bytes: 0 });
+}

@@ -86,7 +86,7 @@ impl Entity for Module {
                 record.size,
                 record.hooks.join(",")
             ),
-            None => "absent".to_string(),
+            None => crate::inspect::ABSENT.to_string(),
         }
     }
 }

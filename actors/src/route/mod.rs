@@ -71,7 +71,7 @@ impl Entity for Route {
 
     fn summary(&self) -> String {
         match &self.record {
-            None => "absent".into(),
+            None => crate::inspect::ABSENT.into(),
             Some(record) => {
                 let target = match &record.config.topic {
                     Some(topic) => format!("topic={topic}"),

@@ -6,8 +6,9 @@
 //! its own staged records (`pending`) together with storage, so a reader sees every message the
 //! moment it has an offset. Retention (count, bytes, age) trims the oldest messages as new ones
 //! arrive; a `dedup-id` seen within the window is answered with the original's offset and stored
-//! again never.
+//! again never. A max length (see [`length`]) refuses or makes room for new messages.
 
+mod length;
 mod model;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serv_storage::{KeyPrefix, Storage, Table, WriteSet};
 
+pub use length::{BACKLOGS, Excess, GroupView};
 pub use model::*;
 
 use serv_wasm_host::Hook;
@@ -38,6 +40,9 @@ pub struct Topic {
     topics: Table<String, TopicMeta>,
     log: Table<(String, u64), LogRecord>,
     dedup: Table<(String, String), DedupRecord>,
+    backlogs: Table<(String, String), GroupView>,
+    /// The latest backlog each counted consumer group reported, for the length.
+    views: BTreeMap<String, GroupView>,
     /// Staged messages not yet known to be applied, by offset.
     pending: BTreeMap<u64, LogRecord>,
     /// Dedup ids of staged messages.
@@ -77,12 +82,15 @@ impl Entity for Topic {
         let meta = topics.get(&ctx.key.name)?;
         // After the fence above, everything the log holds is durable.
         let durable_below = Arc::new(AtomicU64::new(meta.as_ref().map_or(0, |m| m.next_offset)));
+        let backlogs = storage.table(BACKLOGS)?;
         Ok(Topic {
             name: ctx.key.name.clone(),
             meta,
             topics,
             log: storage.table(LOG)?,
             dedup: storage.table(DEDUP)?,
+            views: Topic::load_views(&ctx.key.name, &backlogs)?,
+            backlogs,
             pending: BTreeMap::new(),
             pending_dedup: HashMap::new(),
             watchers: HashSet::new(),
@@ -99,8 +107,14 @@ impl Entity for Topic {
                 if let Err(refusal) = validate(&config) {
                     return Ok(TopicReply::Refused(refusal));
                 }
-                let meta =
-                    TopicMeta { created_ms: now_ms(), config, first_offset: 0, next_offset: 0, bytes: 0 };
+                let meta = TopicMeta {
+                    created_ms: now_ms(),
+                    config,
+                    first_offset: 0,
+                    next_offset: 0,
+                    bytes: 0,
+                    body_bytes: Some(BodyTally::default()),
+                };
                 let mut changes = storage.write_set();
                 changes.put(&self.topics, &self.name, &meta)?;
                 storage.commit(changes).await?;
@@ -114,11 +128,14 @@ impl Entity for Topic {
         match msg {
             TopicMsg::Ensure { .. } => unreachable!("handled above"),
             TopicMsg::Append { record, dedup_id } => {
-                let answers = self.append(vec![(record, dedup_id)], ctx).await?;
+                let (answers, _) = self.append(vec![(record, dedup_id)], None, ctx).await?;
                 let (offset, duplicate) = answers[0];
                 Ok(TopicReply::Appended { offset, duplicate })
             }
-            TopicMsg::AppendMany(batch) => Ok(TopicReply::AppendedMany(self.publish(batch, ctx).await?)),
+            TopicMsg::AppendMany(batch) => match self.publish(batch, ctx).await? {
+                (stored, None) => Ok(TopicReply::AppendedMany(stored)),
+                (stored, Some(limit)) => Ok(TopicReply::Full { stored, limit }),
+            },
             TopicMsg::Read { from, max, max_bytes } => self.read(from, max, max_bytes),
             TopicMsg::OffsetAt { unix_ms } => self.offset_at(unix_ms),
             TopicMsg::Info => Ok(TopicReply::Info(self.info())),
@@ -134,10 +151,12 @@ impl Entity for Topic {
                 let mut meta = self.meta.clone().expect("checked above");
                 meta.config = config;
                 let mut changes = storage.write_set();
+                let to_check = self.configure_length(&mut meta, &mut changes)?;
                 self.trim(&mut changes, &mut meta, now_ms(), usize::MAX)?;
                 changes.put(&self.topics, &self.name, &meta)?;
                 storage.commit(changes).await?;
                 self.meta = Some(meta);
+                Topic::tell_to_check(to_check, ctx);
                 Ok(TopicReply::Info(self.info()))
             }
             TopicMsg::DropBefore { offset } => {
@@ -150,6 +169,9 @@ impl Entity for Topic {
                             changes.delete(&self.dedup, &(self.name.clone(), id.clone()));
                         }
                         meta.bytes = meta.bytes.saturating_sub(oldest.size());
+                        if let Some(tally) = &mut meta.body_bytes {
+                            tally.dropped += oldest.body.len() as u64;
+                        }
                     }
                     changes.delete(&self.log, &(self.name.clone(), meta.first_offset));
                     self.pending.remove(&meta.first_offset);
@@ -171,8 +193,14 @@ impl Entity for Topic {
                     changes.delete(&self.dedup, &entry?.0);
                 }
                 changes.delete(&self.topics, &self.name);
+                self.forget_all(&mut changes);
                 storage.commit(changes).await?;
                 self.meta = None;
+                Ok(TopicReply::Done)
+            }
+            TopicMsg::ReportBacklog { group, backlog } => self.report(group, backlog, storage),
+            TopicMsg::ForgetGroup { group } => {
+                self.forget(group, storage)?;
                 Ok(TopicReply::Done)
             }
         }
@@ -201,6 +229,15 @@ fn validate(config: &TopicConfig) -> Result<(), TopicRefusal> {
     if config.max_deliveries == 0 {
         return Err(TopicRefusal::InvalidConfig("max_deliveries must be at least 1".into()));
     }
+    let limits = [
+        ("max_length", config.max_length, MAX_LENGTH_LIMIT_MESSAGES),
+        ("max_length_bytes", config.max_length_bytes, MAX_LENGTH_LIMIT_BYTES),
+    ];
+    for (name, value, most) in limits {
+        if value.is_some_and(|value| !(1..=most).contains(&value)) {
+            return Err(TopicRefusal::InvalidConfig(format!("{name} must be from 1 to {most}")));
+        }
+    }
     Ok(())
 }
 
@@ -214,6 +251,7 @@ impl Topic {
             next_offset: meta.next_offset,
             bytes: meta.bytes,
             created_ms: meta.created_ms,
+            length: self.length(),
         }
     }
 
@@ -257,15 +295,18 @@ impl Topic {
     /// A producer's batch: runs the topic's transform (if any) on each message not already known
     /// by its dedup id, sends those it refuses or fails on to the dead-letter topic, and appends
     /// the rest. If the module or the dead-letter topic cannot be reached, nothing is stored.
+    /// Under `reject-publish`, the batch ends before the first message the destination has no
+    /// room for: what became of the ones before it, and the limit that one would exceed.
     async fn publish(
         &mut self,
         batch: Vec<(LogRecord, Option<String>)>,
         ctx: &EntityContext,
-    ) -> Result<Vec<Appended>, EntityError> {
+    ) -> Result<(Vec<Appended>, Option<LengthLimit>), EntityError> {
         let stored = |(offset, duplicate)| Appended { offset, duplicate, dead_letter: None };
         let transform = self.meta.as_ref().and_then(|meta| meta.config.transform.clone());
         let Some(module) = transform else {
-            return Ok(self.append(batch, ctx).await?.into_iter().map(stored).collect());
+            let (answers, full) = self.append(batch, self.room(), ctx).await?;
+            return Ok((answers.into_iter().map(stored).collect(), full));
         };
         let directory =
             ctx.directory().ok_or_else(|| EntityError::dependency("the node is shutting down"))?;
@@ -325,6 +366,23 @@ impl Topic {
                 }
             }
         }
+        // The transformed bodies are what the destination stores: its room is checked on them.
+        let mut full = None;
+        if let Some(mut room) = self.room() {
+            for (at, place) in places.iter().enumerate() {
+                let Place::Kept(i) = place else { continue };
+                if let Err(limit) = room.take(keep[*i].0.body.len() as u64) {
+                    full = Some((at, limit));
+                    break;
+                }
+            }
+        }
+        if let Some((cut, _)) = full {
+            places.truncate(cut);
+            keep.truncate(places.iter().filter(|place| matches!(place, Place::Kept(_))).count());
+            dead.truncate(places.iter().filter(|place| matches!(place, Place::Dead(_))).count());
+        }
+        let full = full.map(|(_, limit)| limit);
         // Dead letters first: if their topic cannot take them, nothing of the batch is stored.
         let dlq = dead_letter_topic(&self.name);
         let mut dead_answers = Vec::with_capacity(dead.len());
@@ -349,24 +407,28 @@ impl Topic {
                 dead_answers.push(Appended { offset, duplicate, dead_letter });
             }
         }
-        let kept: Vec<Appended> = self.append(keep, ctx).await?.into_iter().map(stored).collect();
-        Ok(places
+        let (kept, _) = self.append(keep, None, ctx).await?;
+        let kept: Vec<Appended> = kept.into_iter().map(stored).collect();
+        let answers = places
             .into_iter()
             .map(|place| match place {
                 Place::Kept(i) => kept[i].clone(),
                 Place::Dead(i) => dead_answers[i].clone(),
                 Place::Known(offset) => Appended { offset, duplicate: true, dead_letter: None },
             })
-            .collect())
+            .collect();
+        Ok((answers, full))
     }
 
     /// Appends `batch` in order, in one commit answered once durable: each message's offset, and
-    /// whether it was a duplicate (then nothing was stored for it).
+    /// whether it was a duplicate (then nothing was stored for it). With `room`, the batch ends
+    /// before the first message that has none, and the limit it would exceed is returned.
     async fn append(
         &mut self,
         batch: Vec<(LogRecord, Option<String>)>,
+        mut room: Option<length::Room>,
         ctx: &EntityContext,
-    ) -> Result<Vec<(u64, bool)>, EntityError> {
+    ) -> Result<(Vec<(u64, bool)>, Option<LengthLimit>), EntityError> {
         let storage = &ctx.storage;
         let now = now_ms();
         // An original still staged must be durable before a duplicate of it is answered.
@@ -377,6 +439,7 @@ impl Topic {
         let mut changes = storage.write_set();
         let mut answers = Vec::with_capacity(batch.len());
         let mut in_batch: HashMap<String, u64> = HashMap::new();
+        let mut full = None;
         for (record, dedup_id) in batch {
             if let Some(id) = &dedup_id {
                 let seen = match in_batch.get(id) {
@@ -388,9 +451,16 @@ impl Topic {
                     continue;
                 }
             }
+            if let Some(Err(limit)) = room.as_mut().map(|room| room.take(record.body.len() as u64)) {
+                full = Some(limit);
+                break;
+            }
             let offset = meta.next_offset;
             meta.next_offset += 1;
             meta.bytes += record.size();
+            if let Some(tally) = &mut meta.body_bytes {
+                tally.appended += record.body.len() as u64;
+            }
             changes.put(&self.log, &(self.name.clone(), offset), &record)?;
             if let Some(id) = dedup_id {
                 let seen = DedupRecord { offset, seen_ms: now };
@@ -403,7 +473,7 @@ impl Topic {
         }
         let stored = answers.iter().filter(|(_, duplicate)| !duplicate).count();
         if stored == 0 {
-            return Ok(answers);
+            return Ok((answers, full));
         }
         self.appends.add(stored as u64);
         let last = meta.next_offset - 1;
@@ -411,8 +481,10 @@ impl Topic {
         changes.put(&self.topics, &self.name, &meta)?;
         let staged = storage.stage(changes)?;
         self.meta = Some(meta);
-        // Watching groups hear of the messages once they are durable, never before.
+        // Watching groups hear of the messages once they are durable, never before; so do the
+        // groups a drop-head limit now finds too long.
         let watchers = std::mem::take(&mut self.watchers);
+        let overflowing = self.overflowing();
         let directory = ctx.directory();
         let durable_below = self.durable_below.clone();
         ctx.reply_when_durable(async move {
@@ -420,10 +492,10 @@ impl Topic {
             // Commits become durable in staging order, so everything before this one is too.
             durable_below.fetch_max(last + 1, Ordering::AcqRel);
             if let Some(directory) = directory {
-                for group in watchers {
-                    let _ = directory
-                        .send(&ActorKey::new(ActorKind::Group, group.as_str()), GroupMsg::Wake)
-                        .await;
+                let news = watchers.into_iter().map(|group| (group, GroupMsg::Wake));
+                let news = news.chain(overflowing.into_iter().map(|group| (group, GroupMsg::CheckLength)));
+                for (group, msg) in news {
+                    let _ = directory.send(&ActorKey::new(ActorKind::Group, group.as_str()), msg).await;
                 }
             }
             Ok(())
@@ -431,7 +503,7 @@ impl Topic {
         if self.pending.len() >= MAX_PENDING {
             self.fence(storage).await?;
         }
-        Ok(answers)
+        Ok((answers, full))
     }
 
     /// Drops the oldest messages beyond the retention limits (at most `budget` of them); the
@@ -461,6 +533,9 @@ impl Topic {
             }
             self.pending.remove(&meta.first_offset);
             meta.bytes = meta.bytes.saturating_sub(oldest.size());
+            if let Some(tally) = &mut meta.body_bytes {
+                tally.dropped += oldest.body.len() as u64;
+            }
             meta.first_offset += 1;
             trimmed += 1;
         }

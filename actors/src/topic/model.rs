@@ -41,6 +41,74 @@ pub struct TopicConfig {
     /// The WASM module whose `serv_transform` rewrites each published message's body; a message
     /// it refuses (or fails on) goes to the dead-letter topic instead.
     pub transform: Option<String>,
+    /// Most messages ready in any one consumer group (see [`Length`]); none: no limit.
+    pub max_length: Option<u64>,
+    /// Most body bytes of the messages ready in any one consumer group; none: no limit.
+    pub max_length_bytes: Option<u64>,
+    /// What a full destination does with the next message.
+    pub overflow: Overflow,
+}
+
+/// Largest `max_length` a destination takes, in messages.
+pub const MAX_LENGTH_LIMIT_MESSAGES: u64 = 1_000_000_000;
+/// Largest `max_length_bytes` a destination takes, in bytes (1 TiB).
+pub const MAX_LENGTH_LIMIT_BYTES: u64 = 1 << 40;
+
+/// What a destination at its max length does with a new message (RabbitMQ's `x-overflow`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// The producer is refused and nothing is stored (a STOMP ERROR, an HTTP 503).
+    #[default]
+    RejectPublish,
+    /// The message is stored and the oldest ready messages move to the dead-letter topic
+    /// (`dlq-reason: maxlen`) to make room.
+    DropHead,
+}
+
+/// A destination's length limits, when it has one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LengthLimits {
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+}
+
+impl TopicConfig {
+    /// The length limits, if a max length (in messages or bytes) is set.
+    pub fn length_limits(&self) -> Option<LengthLimits> {
+        (self.max_length.is_some() || self.max_length_bytes.is_some()).then_some(LengthLimits {
+            max_length: self.max_length,
+            max_length_bytes: self.max_length_bytes,
+            overflow: self.overflow,
+        })
+    }
+}
+
+/// How long a destination is: the messages ready in its fullest consumer group (stored, not
+/// acknowledged, not in flight to a subscriber) and their body bytes. A queue counts its
+/// subscribers' group (before anyone subscribed: every message it holds); a topic counts each
+/// consumer group (`group` subscriptions), not plain subscriptions, and nothing without one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Length {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// The limit a destination's length reached, with its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LengthLimit {
+    Messages(u64),
+    Bytes(u64),
+}
+
+impl std::fmt::Display for LengthLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LengthLimit::Messages(max) => write!(f, "max_length of {max} messages"),
+            LengthLimit::Bytes(max) => write!(f, "max_length_bytes of {max} body bytes"),
+        }
+    }
 }
 
 impl Default for TopicConfig {
@@ -52,6 +120,9 @@ impl Default for TopicConfig {
             max_deliveries: 5,
             dedup_window_ms: 10 * 60 * 1000,
             transform: None,
+            max_length: None,
+            max_length_bytes: None,
+            overflow: Overflow::RejectPublish,
         }
     }
 }
@@ -67,22 +138,40 @@ pub struct TopicMeta {
     pub next_offset: u64,
     /// Bytes of the messages kept.
     pub bytes: u64,
+    /// Body bytes through the log, for lengths in bytes; `None` in a topic stored before length
+    /// limits, until one is set (then its log is counted once).
+    pub body_bytes: Option<BodyTally>,
+}
+
+/// Running totals of the log's body bytes: the body bytes before offset `o` of the log, for
+/// any `o` from the first offset kept, are `dropped` plus those of the messages kept below `o`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyTally {
+    /// Body bytes of every message appended (since counting began).
+    pub appended: u64,
+    /// Of those, the body bytes of the messages dropped from the head (retention, requeues).
+    pub dropped: u64,
 }
 
 impl Record for TopicMeta {
-    const FORMAT: u8 = 2;
+    const FORMAT: u8 = 3;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
-        (format == 1).then(|| codec::decode::<v1::TopicMeta>(body).map(Into::into))
+        match format {
+            1 => Some(codec::decode::<prev::V1>(body).map(Into::into)),
+            2 => Some(codec::decode::<prev::V2>(body).map(Into::into)),
+            _ => None,
+        }
     }
 }
 
-/// Format 1, before transforms.
-mod v1 {
+/// Formats 1 and 2, before length limits (format 2 added `transform` to the configuration).
+mod prev {
     use serde::Deserialize;
 
+    /// The settings of format 1, which format 2 follows with `transform`.
     #[derive(Deserialize)]
-    pub struct TopicConfig {
+    pub struct Settings {
         retention_count: u64,
         retention_bytes: u64,
         retention_age_ms: u64,
@@ -91,27 +180,45 @@ mod v1 {
     }
 
     #[derive(Deserialize)]
-    pub struct TopicMeta {
+    pub struct TopicMeta<C> {
         created_ms: u64,
-        config: TopicConfig,
+        config: C,
         first_offset: u64,
         next_offset: u64,
         bytes: u64,
     }
 
-    impl From<TopicMeta> for super::TopicMeta {
-        fn from(old: TopicMeta) -> Self {
-            let c = old.config;
+    /// Format 1.
+    pub type V1 = TopicMeta<Settings>;
+    /// Format 2 (the codec writes a pair as its two parts in turn, as it writes a struct).
+    pub type V2 = TopicMeta<(Settings, Option<String>)>;
+
+    impl<C> TopicMeta<C> {
+        fn upgraded(self, settings: impl FnOnce(C) -> (Settings, Option<String>)) -> super::TopicMeta {
+            let (s, transform) = settings(self.config);
             let config = super::TopicConfig {
-                retention_count: c.retention_count,
-                retention_bytes: c.retention_bytes,
-                retention_age_ms: c.retention_age_ms,
-                max_deliveries: c.max_deliveries,
-                dedup_window_ms: c.dedup_window_ms,
-                transform: None,
+                retention_count: s.retention_count,
+                retention_bytes: s.retention_bytes,
+                retention_age_ms: s.retention_age_ms,
+                max_deliveries: s.max_deliveries,
+                dedup_window_ms: s.dedup_window_ms,
+                transform,
+                ..super::TopicConfig::default()
             };
-            let TopicMeta { created_ms, first_offset, next_offset, bytes, .. } = old;
-            super::TopicMeta { created_ms, config, first_offset, next_offset, bytes }
+            let TopicMeta { created_ms, first_offset, next_offset, bytes, .. } = self;
+            super::TopicMeta { created_ms, config, first_offset, next_offset, bytes, body_bytes: None }
+        }
+    }
+
+    impl From<V1> for super::TopicMeta {
+        fn from(old: V1) -> Self {
+            old.upgraded(|settings| (settings, None))
+        }
+    }
+
+    impl From<V2> for super::TopicMeta {
+        fn from(old: V2) -> Self {
+            old.upgraded(|settings| settings)
         }
     }
 }
@@ -199,6 +306,27 @@ pub enum TopicMsg {
     DropBefore {
         offset: u64,
     },
+    /// A consumer group's backlog, sent by the group whenever it changes while the topic has a
+    /// length limit; answered with the group's length, or `Done` when the topic has no limit.
+    ReportBacklog {
+        group: String,
+        backlog: Backlog,
+    },
+    /// The group is gone: it no longer counts towards the length.
+    ForgetGroup {
+        group: String,
+    },
+}
+
+/// What a consumer group reports of itself for its destination's length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// The next offset it never handed out.
+    pub cursor: u64,
+    /// Messages below the cursor it holds ready (due again, or delayed).
+    pub ready: u64,
+    /// Their body bytes.
+    pub ready_bytes: u64,
 }
 
 impl KindMessage for TopicMsg {
@@ -215,6 +343,8 @@ pub struct TopicInfo {
     pub next_offset: u64,
     pub bytes: u64,
     pub created_ms: u64,
+    /// The current length, while a max length is set (`null` otherwise: not counted).
+    pub length: Option<Length>,
 }
 
 /// What became of one published message.
@@ -252,6 +382,28 @@ pub(crate) fn count_dead_lettered() {
 /// Messages this process has moved to dead-letter topics since it started.
 pub fn dead_lettered_total() -> u64 {
     DEAD_LETTERED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Messages this process moved to a dead-letter topic to keep a destination within its max
+/// length (overflow `drop-head`), for `/metrics`.
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a message dropped from a full destination's head.
+pub(crate) fn count_dropped() {
+    DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Messages this process has dropped from full destinations' heads since it started.
+pub fn dropped_total() -> u64 {
+    DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The reason a message dropped from a full destination's head carries in `dlq-reason`.
+pub const MAXLEN_REASON: &str = "maxlen";
+
+/// The consumer group of a queue's subscribers.
+pub fn queue_group(topic: &str) -> Option<String> {
+    topic.starts_with("queue/").then(|| format!("{topic}#queue"))
 }
 
 /// Headers a dead-lettered message gains.
@@ -294,4 +446,13 @@ pub enum TopicReply {
     },
     Offset(u64),
     Refused(TopicRefusal),
+    /// A consumer group's length, as the topic counts it.
+    Length(Length),
+    /// The destination is full (overflow `reject-publish`): the first `stored.len()` messages
+    /// were stored as told, the one after them would have exceeded `limit`, and neither it nor
+    /// any after it was stored.
+    Full {
+        stored: Vec<Appended>,
+        limit: LengthLimit,
+    },
 }

@@ -201,8 +201,21 @@ fn a_topic_stored_before_transforms_existed_still_loads() {
         retention_age_ms: 30,
         max_deliveries: 4,
         dedup_window_ms: 50,
-        transform: None,
+        ..TopicConfig::default()
     };
     assert_eq!(meta.config, expected);
+    assert_eq!(meta.body_bytes, None, "its log's body bytes are counted once a length limit is set");
     assert!(TopicMeta::upgrade(9, &v1).is_none(), "an unknown format is not guessed at");
+}
+
+#[test]
+fn a_topic_stored_before_length_limits_still_loads() {
+    use serv_storage::Record;
+    // Format 2: format 1's fields with `transform` after the settings.
+    let settings = (10u64, 20u64, 30u64, 4u32, 50u64, Some("up".to_string()));
+    let v2 = serv_storage::codec::encode(&(7u64, settings, 1u64, 3u64, 99u64)).unwrap();
+    let meta = TopicMeta::upgrade(2, &v2).expect("format 2 is known").expect("decodes");
+    assert_eq!((meta.created_ms, meta.first_offset, meta.next_offset, meta.bytes), (7, 1, 3, 99));
+    assert_eq!((meta.config.retention_count, meta.config.transform.as_deref()), (10, Some("up")));
+    assert_eq!((meta.config.max_length, meta.config.overflow), (None, Overflow::RejectPublish));
 }

@@ -168,7 +168,11 @@ async fn a_write_reaches_every_replica_and_a_follower_names_the_leader() {
     .await;
 
     let follower = nodes.iter().find(|node| node.id != leader).unwrap();
-    assert_eq!(follower.partitions.status()[partition as usize].commit_index, None, "a follower is told none");
+    assert_eq!(
+        follower.partitions.status()[partition as usize].commit_index,
+        None,
+        "a follower is told none"
+    );
     match follower.write("bucket/photos", 2).await {
         Err(StorageError::NotLeader { partition: p, leader: named }) => {
             assert_eq!(p, partition);

@@ -57,6 +57,9 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// Gateway: too many request bodies are held at once; retry after `Retry-After`.
     Overloaded,
+    /// The destination is at its max length (overflow `reject-publish`): nothing was stored;
+    /// there is room again once its consumers take messages.
+    DestinationFull,
     /// Gateway: the route takes only requests signed with its key (`X-Hub-Signature-256`), and
     /// this one's signature is missing or wrong.
     InvalidSignature,
@@ -80,9 +83,10 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
             ErrorCode::Internal | ErrorCode::MiddlewareFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NoRoute => StatusCode::NOT_FOUND,
-            ErrorCode::RouteDisabled | ErrorCode::CircuitOpen | ErrorCode::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::RouteDisabled
+            | ErrorCode::CircuitOpen
+            | ErrorCode::Overloaded
+            | ErrorCode::DestinationFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,

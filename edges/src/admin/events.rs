@@ -57,7 +57,7 @@ pub(super) async fn feed(
         if serv_actors::now_ms() >= ends_ms {
             return None;
         }
-        let actors = Event::default().event("actors").json_data(actors_body(&state, None, None).await);
+        let actors = Event::default().event("actors").json_data(actors_body(&state, None, None, false).await);
         let members = Event::default().event("members").json_data(members_body(&state));
         let events = [actors, members].into_iter().filter_map(Result::ok).map(Ok::<_, Infallible>);
         Some((futures_util::stream::iter(events), (state, ticks)))

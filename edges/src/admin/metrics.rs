@@ -53,7 +53,7 @@ fn escape(value: &str) -> String {
 }
 
 /// Resident set size of this process, from `/proc/self/status`.
-fn resident_bytes() -> Option<u64> {
+pub(super) fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -234,7 +234,7 @@ fn render_s3(out: &mut String, operations: &[crate::s3::metrics::OperationView])
 fn render_stomp(out: &mut String, stomp: &crate::stomp::metrics::StompView) {
     let help = "STOMP connections open now (TCP and WebSocket).";
     Family::new(out, "serv_stomp_connections", "gauge", help).sample("", &[], stomp.connections_open);
-    let counters: [(&'static str, &str, u64); 6] = [
+    let counters: [(&'static str, &str, u64); 8] = [
         ("serv_stomp_connections_total", "STOMP connections accepted since start.", stomp.connections),
         ("serv_stomp_messages_published_total", "Messages stored by SEND frames.", stomp.published),
         ("serv_stomp_messages_delivered_total", "MESSAGE frames sent to subscribers.", stomp.delivered),
@@ -242,8 +242,18 @@ fn render_stomp(out: &mut String, stomp: &crate::stomp::metrics::StompView) {
         ("serv_stomp_messages_nacked_total", "Messages rejected by clients' NACK frames.", stomp.nacked),
         (
             "serv_stomp_messages_dead_lettered_total",
-            "Messages this node moved to a dead-letter topic (deliveries exhausted, or refused by a transform).",
+            "Messages this node moved to a dead-letter topic (deliveries exhausted, refused by a transform, or dropped for a max length).",
             serv_actors::topic::dead_lettered_total(),
+        ),
+        (
+            "serv_stomp_messages_rejected_total",
+            "SEND frames refused because their destination was at its max length (overflow reject-publish).",
+            stomp.rejected,
+        ),
+        (
+            "serv_stomp_messages_dropped_total",
+            "Messages this node moved from a full destination's head to its dead-letter topic (overflow drop-head).",
+            serv_actors::topic::dropped_total(),
         ),
     ];
     for (name, help, value) in counters {

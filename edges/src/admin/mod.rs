@@ -13,6 +13,7 @@ mod metrics;
 mod modules;
 mod requeue;
 mod routes;
+mod series;
 pub(crate) mod session;
 pub mod topics;
 
@@ -79,6 +80,8 @@ struct Inner {
     partitions: Option<Arc<Partitions>>,
     /// The members an operator removed, when the node runs the mesh.
     removed: Option<serv_cluster::removed::RemovedMembers>,
+    /// This node's recent traffic, errors, memory and disk (`/v1/series`).
+    series: Arc<series::Series>,
 }
 
 impl AdminState {
@@ -104,6 +107,7 @@ impl AdminState {
         }
         modules::share(&directory, storage.clone());
         let audit = audit::AuditLog::open(storage.clone(), &directory, audit::MAX_AUDIT_ENTRIES)?;
+        let series = series::Series::start(&directory, storage.clone());
         let inner = Inner {
             node,
             directory,
@@ -117,6 +121,7 @@ impl AdminState {
             members,
             partitions,
             removed,
+            series,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -138,6 +143,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/sessions", axum::routing::post(session::open))
         .route("/v1/actors", get(actors))
         .route("/v1/events", get(events::feed))
+        .route("/v1/series", get(series::list))
         .route("/v1/actors/restart", axum::routing::post(audit::restart))
         .route("/v1/actors/passivate", axum::routing::post(audit::passivate))
         .route("/v1/audit", get(audit::list))
@@ -360,23 +366,39 @@ async fn actors(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut kind = None;
     let mut node = None;
+    let mut absent = false;
     for (name, value) in &params {
         match name.as_str() {
             "kind" => kind = Some(parse_record_kind(value)?),
             "node" => node = Some(value.as_str()),
+            "absent" => {
+                absent = value.parse().map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("absent is true or false, not {value:?}"),
+                    )
+                })?
+            }
             other => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidParameter,
-                    format!("unknown parameter {other:?}; /v1/actors takes kind and node"),
+                    format!("unknown parameter {other:?}; /v1/actors takes kind, node and absent"),
                 ));
             }
         }
     }
-    Ok(Json(actors_body(&state, kind, node).await))
+    Ok(Json(actors_body(&state, kind, node, absent).await))
 }
 
-/// The body of `/v1/actors`: every node's records, filtered by kind and node.
-async fn actors_body(state: &AdminState, kind: Option<RecordKind>, node: Option<&str>) -> serde_json::Value {
+/// The body of `/v1/actors`: every node's records, filtered by kind and node. The actors of
+/// entities that do not exist (a deleted bucket's, until it passivates) are left out unless
+/// `absent`: they are not entities an operator has, only names something asked for.
+async fn actors_body(
+    state: &AdminState,
+    kind: Option<RecordKind>,
+    node: Option<&str>,
+    absent: bool,
+) -> serde_json::Value {
     let actors: Vec<_> = state
         .inner
         .directory
@@ -385,6 +407,7 @@ async fn actors_body(state: &AdminState, kind: Option<RecordKind>, node: Option<
         .into_iter()
         .filter(|r| kind.is_none_or(|k| r.kind == k))
         .filter(|r| node.is_none_or(|n| r.node == n))
+        .filter(|r| absent || !r.is_absent())
         .collect();
     serde_json::json!({ "actors": actors })
 }

@@ -1,7 +1,8 @@
 //! `POST /v1/dlq/requeue` `{"dlq": "queue/NAME.dlq"}`: moves every message of a dead-letter
 //! topic back to the destination it came from (its `dlq-original-destination` header), then drops
 //! them from the dead-letter topic, and writes an audit entry. At least once: a crash between the
-//! two steps leaves a message in both.
+//! two steps leaves a message in both. An origin that is full (max length, `reject-publish`)
+//! stops the requeue there: what went back is dropped from the dead-letter topic, the rest stays.
 
 use axum::Json;
 use axum::extract::State;
@@ -18,8 +19,9 @@ const BATCH: usize = 100;
 /// About this many bytes per round.
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Consecutive messages bound back to one destination, in order.
-type Run = (String, Vec<(LogRecord, Option<String>)>);
+/// Consecutive messages bound back to one destination, in order, with their offsets in the
+/// dead-letter topic.
+type Run = (String, Vec<u64>, Vec<(LogRecord, Option<String>)>);
 
 #[derive(Deserialize)]
 struct RequeueRequest {
@@ -81,14 +83,25 @@ async fn move_back(state: &AdminState, dlq: &str) -> Result<u64, ApiError> {
             record.published_ms = serv_actors::now_ms();
             record.deliver_at_ms = None;
             match runs.last_mut() {
-                Some((last, batch)) if *last == origin => batch.push((record, None)),
-                _ => runs.push((origin, vec![(record, None)])),
+                Some((last, offsets, batch)) if *last == origin => {
+                    offsets.push(offset);
+                    batch.push((record, None));
+                }
+                _ => runs.push((origin, vec![offset], vec![(record, None)])),
             }
         }
-        for (origin, batch) in runs {
+        for (origin, offsets, batch) in runs {
             let count = batch.len() as u64;
             ask(state, &origin, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
-            ask(state, &origin, TopicMsg::AppendMany(batch)).await?;
+            if let TopicReply::Full { stored, limit } =
+                ask(state, &origin, TopicMsg::AppendMany(batch)).await?
+            {
+                let requeued = moved + stored.len() as u64;
+                ask(state, dlq, TopicMsg::DropBefore { offset: offsets[stored.len()] }).await?;
+                let detail = crate::publish::full_detail(&origin, &limit);
+                let message = format!("{requeued} message(s) requeued, then: {detail}");
+                return Err(ApiError::new(ErrorCode::DestinationFull, message));
+            }
             moved += count;
         }
         from = next.min(end);

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serv_actors::topic::{TOPICS, TopicConfig, TopicInfo, TopicMsg, TopicRefusal, TopicReply};
+use serv_actors::topic::{Overflow, TOPICS, TopicConfig, TopicInfo, TopicMsg, TopicRefusal, TopicReply};
 use serv_actors::{ActorKey, ActorKind};
 use serv_wasm_host::Hook;
 
@@ -25,11 +25,20 @@ pub(super) struct ConfigChange {
     /// `"name"` attaches module `name` as the transform, `null` detaches it, absent keeps it.
     #[serde(default, deserialize_with = "present")]
     transform: Option<Option<String>>,
+    /// A number sets the limit, `null` removes it, absent keeps it (likewise `max_length_bytes`).
+    #[serde(default, deserialize_with = "present")]
+    max_length: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_length_bytes: Option<Option<u64>>,
+    /// `"reject-publish"` or `"drop-head"`.
+    overflow: Option<Overflow>,
 }
 
 /// A field that is present, even as `null` (absent is the `default`).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl ConfigChange {
@@ -40,6 +49,9 @@ impl ConfigChange {
             && self.max_deliveries.is_none()
             && self.dedup_window_ms.is_none()
             && self.transform.is_none()
+            && self.max_length.is_none()
+            && self.max_length_bytes.is_none()
+            && self.overflow.is_none()
     }
 
     fn applied_to(&self, config: &TopicConfig) -> TopicConfig {
@@ -50,6 +62,9 @@ impl ConfigChange {
             max_deliveries: self.max_deliveries.unwrap_or(config.max_deliveries),
             dedup_window_ms: self.dedup_window_ms.unwrap_or(config.dedup_window_ms),
             transform: self.transform.clone().unwrap_or_else(|| config.transform.clone()),
+            max_length: self.max_length.unwrap_or(config.max_length),
+            max_length_bytes: self.max_length_bytes.unwrap_or(config.max_length_bytes),
+            overflow: self.overflow.unwrap_or(config.overflow),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Counts of the STOMP edge for `/metrics`: connections, frames in and out by command, and
-//! messages published, delivered, acknowledged and rejected.
+//! messages published, delivered, acknowledged, nacked and refused by full destinations.
 //!
 //! Frames are counted by the codec, the one place every frame of every connection (TCP or
 //! WebSocket) passes, into a fixed table indexed by [`Command`]; a frame whose command is not a
@@ -21,6 +21,7 @@ static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
 static ACKED: AtomicU64 = AtomicU64::new(0);
 static NACKED: AtomicU64 = AtomicU64::new(0);
+static REJECTED: AtomicU64 = AtomicU64::new(0);
 
 /// The slot of `command` (`None`: not a STOMP command) in a [`FrameCounters`].
 fn slot(command: Option<Command>) -> usize {
@@ -59,6 +60,11 @@ pub(super) fn nacked(messages: usize) {
     NACKED.fetch_add(messages as u64, Ordering::Relaxed);
 }
 
+/// A SEND refused because its destination was full (max length, `reject-publish`).
+pub(super) fn rejected() {
+    REJECTED.fetch_add(1, Ordering::Relaxed);
+}
+
 /// An open connection: counted when made, and as open until dropped.
 pub(super) struct OpenConnection(());
 
@@ -88,6 +94,7 @@ pub(crate) struct StompView {
     pub delivered: u64,
     pub acked: u64,
     pub nacked: u64,
+    pub rejected: u64,
 }
 
 /// The counters as they stand.
@@ -107,6 +114,7 @@ pub(crate) fn snapshot() -> StompView {
         delivered: load(&DELIVERED),
         acked: load(&ACKED),
         nacked: load(&NACKED),
+        rejected: load(&REJECTED),
     }
 }
 

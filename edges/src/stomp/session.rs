@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serv_actors::group::{AckMode, GroupMsg, GroupReply, StartAt};
-use serv_actors::topic::{TopicConfig, TopicMsg, TopicReply};
+use serv_actors::topic::{TopicConfig, TopicMsg, TopicReply, queue_group};
 use serv_actors::{ActorKey, Directory, KindMessage};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -380,7 +380,7 @@ impl Session {
         };
         let is_queue = topic.starts_with("queue/");
         let (group, ephemeral) = match frame.header("group") {
-            _ if is_queue => (format!("{topic}#queue"), false),
+            _ if is_queue => (queue_group(&topic).unwrap_or_default(), false),
             Some(name) if !name.is_empty() && !name.contains('#') => (format!("{topic}#{name}"), false),
             Some(_) => return Err(invalid("group", "a name without '#'")),
             None => (format!("{topic}#~{}-{id}", self.id), true),

@@ -18,6 +18,8 @@ pub(super) const INVALID_DESTINATION: &str = "Invalid destination";
 pub(super) const BAD_TRANSACTION: &str = "Bad transaction";
 pub(super) const SUBSCRIPTION_NOT_FOUND: &str = "Subscription not found";
 pub(super) const DESTINATION_UNAVAILABLE: &str = "Destination unavailable";
+/// A full destination (max length, overflow `reject-publish`) refused a SEND.
+pub(super) const MESSAGE_REJECTED: &str = "Message rejected";
 
 /// Where an operator raises the body limit (and with it the frame limit).
 const BODY_LIMIT_SETTING: &str =

@@ -1,6 +1,12 @@
 //! SEND: checking a frame, turning it into a log record, appending it to its destination's topic
 //! and receipting it once durable. SENDs outside transactions that arrive together for one
 //! destination are stored in one commit; those inside a transaction wait for its COMMIT.
+//!
+//! A SEND that a full destination refuses (max length, overflow `reject-publish`) is stored never
+//! and receipted never: it gets the ERROR `Message rejected`, and then the connection closes, as
+//! after every ERROR (RabbitMQ's STOMP adapter withholds the RECEIPT without a word and keeps
+//! the connection; STOMP has no other way to say no to one SEND). The SENDs before it in the
+//! burst are stored and receipted first.
 
 use serv_actors::now_ms;
 use serv_actors::topic::{DEDUP_HEADER, DeadLettered, LogRecord};
@@ -8,7 +14,8 @@ use serv_actors::topic::{DEDUP_HEADER, DeadLettered, LogRecord};
 use super::super::frame::{Command, Frame};
 use super::delivery::SERVER_SET_HEADERS;
 use super::fault::{
-    DESTINATION_UNAVAILABLE, Fault, INVALID_DESTINATION, INVALID_HEADER, MISSING_HEADER, fault,
+    DESTINATION_UNAVAILABLE, Fault, INVALID_DESTINATION, INVALID_HEADER, MESSAGE_REJECTED, MISSING_HEADER,
+    fault,
 };
 use super::{Session, receipt_of};
 use crate::admin::topics::destination;
@@ -74,43 +81,57 @@ impl Session {
     /// Stores a SEND of a committed transaction, then sends its receipt.
     pub(super) async fn publish(&self, frame: Frame) -> Result<(), Fault> {
         let topic = topic_of(&frame)?;
-        let fates = self.publish_many(&topic, vec![Self::record_of(&frame)?]).await?;
-        if let Some(receipt) = receipt_for(&frame, fates.into_iter().next().flatten()) {
+        let stored = self.publish_many(&topic, vec![Self::record_of(&frame)?]).await?;
+        if let Some(refusal) = stored.refused {
+            return Err(refusal);
+        }
+        if let Some(receipt) = receipt_for(&frame, stored.fates.into_iter().next().flatten()) {
             self.send(receipt).await;
         }
         Ok(())
     }
 
     /// Appends messages to one destination in order, in one commit; resolves once durable with,
-    /// for each message, where the destination's transform sent it instead, if it did.
+    /// for each message stored, where the destination's transform sent it instead, if it did.
     async fn publish_many(
         &self,
         topic: &str,
         batch: Vec<(LogRecord, Option<String>)>,
-    ) -> Result<Vec<Option<DeadLettered>>, Fault> {
+    ) -> Result<Stored, Fault> {
         let kept: Vec<bool> = batch
             .iter()
             .map(|_| !crate::fault_injection::lose(crate::fault_injection::Loss::Message))
             .collect();
         let batch: Vec<_> = batch.into_iter().zip(&kept).filter(|(_, kept)| **kept).map(|(m, _)| m).collect();
         if batch.is_empty() {
-            return Ok(vec![None; kept.len()]);
+            return Ok(Stored { fates: vec![None; kept.len()], refused: None });
         }
-        let stored = batch.len();
-        match crate::publish::append(&self.shared.directory, topic, batch).await {
-            Ok(answers) => {
-                super::super::metrics::published(stored);
-                let mut answers = answers.into_iter();
-                Ok(kept
-                    .iter()
-                    .map(|kept| answers.next().filter(|_| *kept).and_then(|a| a.dead_letter))
-                    .collect())
+        let (answers, refused) = match crate::publish::append(&self.shared.directory, topic, batch).await {
+            Ok(answers) => (answers, None),
+            Err(crate::publish::PublishError::Full { stored, limit }) => {
+                super::super::metrics::rejected();
+                (stored, Some(fault(MESSAGE_REJECTED, crate::publish::full_detail(topic, &limit))))
             }
             Err(error @ crate::publish::PublishError::Unreachable(_)) => {
-                Err(fault(DESTINATION_UNAVAILABLE, error.to_string()))
+                return Err(fault(DESTINATION_UNAVAILABLE, error.to_string()));
             }
-            Err(error) => Err(fault("Message not stored", error.to_string())),
+            Err(error) => return Err(fault("Message not stored", error.to_string())),
+        };
+        super::super::metrics::published(answers.len());
+        // A message the fault injection lost counts as stored; the first kept one without an
+        // answer is the one refused, and the burst ends there.
+        let mut answers = answers.into_iter();
+        let mut fates = Vec::with_capacity(kept.len());
+        for kept in kept {
+            match kept {
+                false => fates.push(None),
+                true => match answers.next() {
+                    Some(answer) => fates.push(answer.dead_letter),
+                    None => break,
+                },
+            }
         }
+        Ok(Stored { fates, refused })
     }
 
     /// A burst of SENDs (consecutive, to one destination, outside transactions): stored in one
@@ -131,16 +152,26 @@ impl Session {
                 }
             }
         }
-        let stored = records.len();
-        let fates = match stored {
-            0 => Vec::new(),
+        let stored = match records.len() {
+            0 => Stored { fates: Vec::new(), refused: None },
             _ => self.publish_many(&topic, records).await.map_err(|f| (f, None))?,
         };
-        for (frame, fate) in burst[..stored].iter().zip(fates) {
+        let count = stored.fates.len();
+        for (frame, fate) in burst.iter().zip(stored.fates) {
             if let Some(receipt) = receipt_for(frame, fate) {
                 self.send(receipt).await;
             }
         }
+        if let Some(refusal) = stored.refused {
+            return Err((refusal, receipt_of(&burst[count])));
+        }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// What became of a burst of SENDs: the fate of each message stored, from the first, and the
+/// refusal of the one after them, if the destination was full.
+struct Stored {
+    fates: Vec<Option<DeadLettered>>,
+    refused: Option<Fault>,
 }
