@@ -74,6 +74,8 @@ struct FileConfig {
     stomp_max_body_bytes: Option<usize>,
     stomp_heart_beat_ms: Option<u64>,
     stomp_ack_timeout_ms: Option<u64>,
+    stomp_max_subscriptions: Option<usize>,
+    stomp_max_new_destinations: Option<usize>,
     mesh_advertise: Option<SocketAddr>,
     probe_period_ms: Option<u64>,
     suspect_timeout_ms: Option<u64>,
@@ -287,6 +289,12 @@ impl Config {
             ),
             stomp: {
                 let mut settings = StompSettings::default();
+                if let Some(most) = cli.stomp_max_subscriptions.or(file.stomp_max_subscriptions) {
+                    settings.max_subscriptions = most;
+                }
+                if let Some(most) = cli.stomp_max_new_destinations.or(file.stomp_max_new_destinations) {
+                    settings.max_new_destinations = most;
+                }
                 if let Some(ms) = cli.stomp_ack_timeout_ms.or(file.stomp_ack_timeout_ms) {
                     settings.ack_timeout = Duration::from_millis(ms);
                 }
@@ -385,6 +393,11 @@ impl Config {
         }
         if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
             return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());
+        }
+        if self.stomp.max_subscriptions == 0 || self.stomp.max_new_destinations == 0 {
+            return Err(
+                "stomp_max_subscriptions and stomp_max_new_destinations must be greater than 0".into()
+            );
         }
         if self.stomp.limits.max_body_bytes == 0 || self.stomp.ack_timeout.is_zero() {
             return Err("stomp_max_body_bytes and stomp_ack_timeout_ms must be greater than 0".into());

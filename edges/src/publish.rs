@@ -16,6 +16,8 @@ pub enum PublishError {
     Full { stored: Vec<Appended>, limit: LengthLimit },
     /// The destination answered something other than the offsets.
     Refused(String),
+    /// The destination does not exist and the publisher may not create one (why).
+    NotCreated(String),
 }
 
 impl std::fmt::Display for PublishError {
@@ -24,22 +26,26 @@ impl std::fmt::Display for PublishError {
             PublishError::Unreachable(error) => write!(f, "{error}"),
             PublishError::Full { limit, .. } => write!(f, "the destination is full: {limit}"),
             PublishError::Refused(reason) => write!(f, "not stored: {reason}"),
+            PublishError::NotCreated(reason) => write!(f, "{reason}"),
         }
     }
 }
 
 /// Appends `batch` (each message with its optional dedup id) to `topic` (`queue/NAME` or
 /// `topic/NAME`, already checked): what became of each message (stored, a duplicate, or sent to
-/// the dead-letter topic by the destination's transform).
+/// the dead-letter topic by the destination's transform). A destination that does not exist yet
+/// is created if `may_create` allows it.
 pub async fn append(
     directory: &Directory,
     topic: &str,
     batch: Vec<(LogRecord, Option<String>)>,
+    may_create: impl FnOnce() -> Result<(), String>,
 ) -> Result<Vec<Appended>, PublishError> {
     let key = ActorKey::new(ActorKind::Topic, topic);
     let ask = |msg| async { directory.call(&key, msg).await.map_err(PublishError::Unreachable) };
     let mut reply = ask(TopicMsg::AppendMany(batch.clone())).await?;
     if matches!(reply, TopicReply::Refused(TopicRefusal::NoSuchTopic)) {
+        may_create().map_err(PublishError::NotCreated)?;
         ask(TopicMsg::Ensure { config: TopicConfig::default() }).await?;
         reply = ask(TopicMsg::AppendMany(batch)).await?;
     }

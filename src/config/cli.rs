@@ -253,6 +253,14 @@ pub struct Cli {
     /// An unacknowledged STOMP message is delivered again after this long [default: 30000]
     #[arg(long, env = "SERV_STOMP_ACK_TIMEOUT_MS", value_name = "MS")]
     pub stomp_ack_timeout_ms: Option<u64>,
+    /// Most subscriptions one STOMP connection may hold; past it a SUBSCRIBE gets an ERROR
+    /// [default: 1000]
+    #[arg(long, env = "SERV_STOMP_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub stomp_max_subscriptions: Option<usize>,
+    /// Most destinations one STOMP connection may create by using them first; past it a SEND or
+    /// SUBSCRIBE to a destination that does not exist gets an ERROR [default: 1000]
+    #[arg(long, env = "SERV_STOMP_MAX_NEW_DESTINATIONS", value_name = "N")]
+    pub stomp_max_new_destinations: Option<usize>,
     /// Mesh address other nodes reach this one at, when it differs from --mesh-addr (NAT, 0.0.0.0)
     #[arg(long, env = "SERV_MESH_ADVERTISE", value_name = "ADDR")]
     pub mesh_advertise: Option<SocketAddr>,

@@ -40,7 +40,8 @@ async fn a_route_is_created_enabled_and_keeps_its_switch_across_reloads_and_conf
     tokio::time::sleep(Duration::from_millis(100)).await; // passivated: the next message reloads it
     let reloaded = record(ask(directory, RouteMsg::Get).await);
     assert!(!reloaded.enabled, "disabled is durable");
-    let changed = record(ask(directory, RouteMsg::Put(Box::new(RouteConfig { retries: 0, ..config() }))).await);
+    let changed =
+        record(ask(directory, RouteMsg::Put(Box::new(RouteConfig { retries: 0, ..config() }))).await);
     assert!(!changed.enabled && changed.config.retries == 0 && changed.created_ms == created.created_ms);
     assert_eq!(ask(directory, RouteMsg::Delete).await, RouteReply::Deleted);
     tokio::time::sleep(Duration::from_millis(100)).await;

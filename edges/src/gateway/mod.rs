@@ -372,7 +372,8 @@ impl Gateway {
             published_ms: serv_actors::now_ms(),
             deliver_at_ms: None,
         };
-        match crate::publish::append(&self.inner.directory, topic, vec![(record, dedup_id)]).await {
+        match crate::publish::append(&self.inner.directory, topic, vec![(record, dedup_id)], || Ok(())).await
+        {
             Ok(answers) => {
                 let Some(appended) = answers.into_iter().next() else {
                     return ApiError::new(ErrorCode::Internal, "the topic answered nothing").into_response();

@@ -27,18 +27,22 @@ mod publish;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serv_actors::group::{AckMode, GroupMsg, GroupReply, StartAt};
-use serv_actors::topic::{TopicConfig, TopicMsg, TopicReply, queue_group};
+use serv_actors::topic::{TopicConfig, TopicMsg, TopicRefusal, TopicReply, queue_group};
 use serv_actors::{ActorKey, Directory, KindMessage};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
 use self::ack::Delivered;
 use self::delivery::Delivery;
-use self::fault::{BAD_TRANSACTION, DESTINATION_UNAVAILABLE, Fault, INVALID_HEADER, MISSING_HEADER, fault};
+use self::fault::{
+    BAD_TRANSACTION, DESTINATION_UNAVAILABLE, Fault, INVALID_HEADER, MISSING_HEADER, TOO_MANY_DESTINATIONS,
+    TOO_MANY_SUBSCRIPTIONS, fault,
+};
 pub use self::publish::{DEAD_LETTER_HEADER, DEAD_LETTER_REASON_HEADER};
 use self::publish::{check_client_headers, topic_of};
 use super::codec::{FrameError, FrameLimits, Item, StompCodec};
@@ -59,6 +63,10 @@ pub struct StompSettings {
     pub ack_timeout: Duration,
     /// Frames queued to a slow client before its deliveries wait.
     pub outbound_queue: usize,
+    /// Most subscriptions one connection may hold at once.
+    pub max_subscriptions: usize,
+    /// Most destinations one connection may create (by a first SEND or SUBSCRIBE to them).
+    pub max_new_destinations: usize,
 }
 
 impl Default for StompSettings {
@@ -70,6 +78,8 @@ impl Default for StompSettings {
             default_prefetch: 100,
             ack_timeout: Duration::from_secs(30),
             outbound_queue: 256,
+            max_subscriptions: 1000,
+            max_new_destinations: 1000,
         }
     }
 }
@@ -136,6 +146,7 @@ pub(super) async fn run<S: Connection>(stream: S, shared: Arc<Shared>, session_i
         out,
         subscriptions: HashMap::new(),
         transactions: HashMap::new(),
+        created: AtomicUsize::new(0),
     };
     // A client that promised heart-beats and goes silent for twice as long is dead.
     let read_timeout = beats.client_to_server.map(|every| every * 2);
@@ -216,6 +227,8 @@ struct Session {
     out: mpsc::Sender<Item>,
     subscriptions: HashMap<String, Subscription>,
     transactions: HashMap<String, Vec<Pending>>,
+    /// Destinations this connection created (see [`StompSettings::max_new_destinations`]).
+    created: AtomicUsize,
 }
 
 impl Session {
@@ -366,6 +379,16 @@ impl Session {
                 format!("A subscription identified by '{id}' already exists"),
             ));
         }
+        let most = self.shared.settings.max_subscriptions;
+        if self.subscriptions.len() >= most {
+            return Err(fault(
+                TOO_MANY_SUBSCRIPTIONS,
+                format!(
+                    "This connection holds {most} subscriptions, the most one connection may \
+                     (--stomp-max-subscriptions): UNSUBSCRIBE one first."
+                ),
+            ));
+        }
         let topic = topic_of(frame)?;
         let invalid = |name: &str, what: &str| fault(INVALID_HEADER, format!("'{name}' must be {what}"));
         let ack = match frame.header("ack").unwrap_or("auto") {
@@ -397,7 +420,10 @@ impl Session {
                 Err(_) => return Err(invalid("offset", "earliest, latest, a number or Unix milliseconds")),
             },
         };
-        self.topic(&topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+        if let TopicReply::Refused(TopicRefusal::NoSuchTopic) = self.topic(&topic, TopicMsg::Info).await? {
+            self.may_create(&topic).map_err(|why| fault(TOO_MANY_DESTINATIONS, why))?;
+            self.topic(&topic, TopicMsg::Ensure { config: TopicConfig::default() }).await?;
+        }
         let member = format!("{}/{id}", self.id);
         let join = GroupMsg::Join {
             member: member.clone(),
@@ -426,6 +452,20 @@ impl Session {
         let task = tokio::spawn(delivery.run());
         self.subscriptions.insert(id, Subscription { group, member, ack, ephemeral, task, delivered });
         Ok(())
+    }
+
+    /// Counts a destination this connection is about to create, or says why it may not.
+    fn may_create(&self, topic: &str) -> Result<(), String> {
+        let most = self.shared.settings.max_new_destinations;
+        let counted =
+            self.created.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < most).then_some(n + 1));
+        counted.map(drop).map_err(|_| {
+            format!(
+                "Destination /{topic} does not exist, and this connection has created {most} destinations, the \
+                 most one connection may (--stomp-max-new-destinations): use existing ones, or have an \
+                 operator create it (PUT /v1/topics/{topic})."
+            )
+        })
     }
 
     async fn group(&self, group: &str, msg: GroupMsg) -> Result<GroupReply, Fault> {

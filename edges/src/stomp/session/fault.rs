@@ -20,6 +20,9 @@ pub(super) const SUBSCRIPTION_NOT_FOUND: &str = "Subscription not found";
 pub(super) const DESTINATION_UNAVAILABLE: &str = "Destination unavailable";
 /// A full destination (max length, overflow `reject-publish`) refused a SEND.
 pub(super) const MESSAGE_REJECTED: &str = "Message rejected";
+/// A connection reached the most destinations it may create, or subscriptions it may hold.
+pub(super) const TOO_MANY_DESTINATIONS: &str = "Too many destinations";
+pub(super) const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
 
 /// Where an operator raises the body limit (and with it the frame limit).
 const BODY_LIMIT_SETTING: &str =

@@ -15,7 +15,7 @@ use super::super::frame::{Command, Frame};
 use super::delivery::SERVER_SET_HEADERS;
 use super::fault::{
     DESTINATION_UNAVAILABLE, Fault, INVALID_DESTINATION, INVALID_HEADER, MESSAGE_REJECTED, MISSING_HEADER,
-    fault,
+    TOO_MANY_DESTINATIONS, fault,
 };
 use super::{Session, receipt_of};
 use crate::admin::topics::destination;
@@ -106,17 +106,23 @@ impl Session {
         if batch.is_empty() {
             return Ok(Stored { fates: vec![None; kept.len()], refused: None });
         }
-        let (answers, refused) = match crate::publish::append(&self.shared.directory, topic, batch).await {
-            Ok(answers) => (answers, None),
-            Err(crate::publish::PublishError::Full { stored, limit }) => {
-                super::super::metrics::rejected();
-                (stored, Some(fault(MESSAGE_REJECTED, crate::publish::full_detail(topic, &limit))))
-            }
-            Err(error @ crate::publish::PublishError::Unreachable(_)) => {
-                return Err(fault(DESTINATION_UNAVAILABLE, error.to_string()));
-            }
-            Err(error) => return Err(fault("Message not stored", error.to_string())),
-        };
+        let created = || self.may_create(topic);
+        let (answers, refused) =
+            match crate::publish::append(&self.shared.directory, topic, batch, created).await {
+                Ok(answers) => (answers, None),
+                Err(crate::publish::PublishError::Full { stored, limit }) => {
+                    super::super::metrics::rejected();
+                    (stored, Some(fault(MESSAGE_REJECTED, crate::publish::full_detail(topic, &limit))))
+                }
+                Err(error @ crate::publish::PublishError::Unreachable(_)) => {
+                    return Err(fault(DESTINATION_UNAVAILABLE, error.to_string()));
+                }
+                // Nothing stored: the first message is the one refused (and its receipt named).
+                Err(crate::publish::PublishError::NotCreated(why)) => {
+                    (Vec::new(), Some(fault(TOO_MANY_DESTINATIONS, why)))
+                }
+                Err(error) => return Err(fault("Message not stored", error.to_string())),
+            };
         super::super::metrics::published(answers.len());
         // A message the fault injection lost counts as stored; the first kept one without an
         // answer is the one refused, and the burst ends there.
