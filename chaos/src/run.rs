@@ -255,16 +255,19 @@ pub async fn run(config: RunConfig) -> Result<RunResult> {
         targets.dedup();
         // Reads retry a 503 while the cluster settles, all within one heal timeout: a key that
         // stays unreadable (its owner gone for good) must not hold the run for long.
+        // Every key through every node at once, all under that one deadline.
         let reads_until = Instant::now() + config.heal_timeout;
-        for target in targets {
-            let Some((bucket, key)) = target.split_once('/') else { continue };
-            let mut answers = Vec::new();
-            for (node, addr) in s3_addrs.iter().enumerate() {
-                answers
-                    .push((node, s3::final_read(&http, *addr, config.seed, bucket, key, reads_until).await));
-            }
-            final_reads.insert(target.to_string(), answers);
-        }
+        let reads = targets
+            .iter()
+            .filter_map(|target| target.split_once('/').map(|pair| (*target, pair)))
+            .map(|(target, (bucket, key))| {
+                let http = &http;
+                let reads = s3_addrs.iter().enumerate().map(move |(node, addr)| async move {
+                    (node, s3::final_read(http, *addr, config.seed, bucket, key, reads_until).await)
+                });
+                async move { (target.to_string(), futures_util::future::join_all(reads).await) }
+            });
+        final_reads.extend(futures_util::future::join_all(reads).await);
         violations.extend(check::s3_final_state(&ops, &final_reads));
         violations.extend(check::s3_reads(&ops));
         violations.extend(check::s3_stale_reads(&ops));

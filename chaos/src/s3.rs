@@ -195,8 +195,13 @@ fn classify(result: &Result<Response, Failure>, ok: &[u16]) -> (Outcome, String)
     }
 }
 
+/// How long the one try of a final read made at (or past) the deadline may take.
+const LAST_TRY: Duration = Duration::from_secs(1);
+
 /// Reads `bucket/key` through the node at `addr` until it answers (a 503 while the cluster
-/// settles is retried until `until`; at least one try is made).
+/// settles is retried until `until`; at least one try is made). No request outlives the shared
+/// deadline by more than [`LAST_TRY`]: a node that does not answer costs the run that deadline
+/// once, not a request timeout per key.
 pub async fn final_read(
     http: &Http,
     addr: SocketAddr,
@@ -206,7 +211,16 @@ pub async fn final_read(
     until: std::time::Instant,
 ) -> Result<Read, String> {
     loop {
-        let last = match http.s3("GET", addr, &object_path(bucket, key), "", Bytes::new()).await {
+        let budget = until.saturating_duration_since(std::time::Instant::now()).max(LAST_TRY);
+        let path = object_path(bucket, key);
+        let read = tokio::time::timeout(budget, http.s3("GET", addr, &path, "", Bytes::new()));
+        let answer = read.await.unwrap_or_else(|_| {
+            Err(Failure {
+                outcome: Outcome::Unknown,
+                error: "no answer before the final reads' deadline".to_string(),
+            })
+        });
+        let last = match answer {
             Ok(Response { status: 200, body }) => return Ok(identify(seed, &body)),
             Ok(Response { status: 404, body }) if String::from_utf8_lossy(&body).contains("NoSuchKey") => {
                 return Ok(Read::Absent);
@@ -235,6 +249,27 @@ mod tests {
         assert!(matches!(identify(7, &value[..4_999]), Read::Corrupt(_)));
         assert!(matches!(identify(8, &value), Read::Corrupt(_)), "another seed's bytes differ");
         assert!(matches!(identify(7, b"hello"), Read::Corrupt(_)));
+    }
+
+    #[tokio::test]
+    async fn a_node_that_never_answers_costs_the_final_reads_their_deadline_not_a_timeout_each() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                open.push(stream); // accepted, never answered
+            }
+        });
+        let http = Http::new("AK", "SK", "token");
+        let started = std::time::Instant::now();
+        let until = started + Duration::from_millis(500);
+        let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+        let reads = keys.iter().map(|key| final_read(&http, addr, 1, "b", key, until));
+        let answers = futures_util::future::join_all(reads).await;
+        assert!(answers.iter().all(Result::is_err));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "8 reads of a silent node took {took:?}");
     }
 
     #[test]
