@@ -15,6 +15,8 @@ use serv_edges::stomp::session::StompSettings;
 
 /// Most replicas a partition may have.
 const MAX_REPLICATION_FACTOR: usize = 7;
+/// The smallest memory budget a node accepts: below it, the node would refuse work at once.
+const MIN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 
 mod cli;
 mod tls;
@@ -36,6 +38,7 @@ struct FileConfig {
     seeds: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    max_memory_bytes: Option<u64>,
     max_connections_per_ip: Option<usize>,
     first_byte_timeout_ms: Option<u64>,
     admin_max_connections: Option<usize>,
@@ -128,6 +131,8 @@ pub struct Config {
     pub stomp_connections: ConnectionLimits,
     pub stomp: StompSettings,
     pub tls: TlsConfig,
+    /// The memory budget (see `serv_edges::memory`).
+    pub max_memory_bytes: u64,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -310,6 +315,10 @@ impl Config {
                 cli.block_gc_interval_ms.or(file.block_gc_interval_ms).unwrap_or(1_000),
             ),
             tls,
+            max_memory_bytes: cli
+                .max_memory_bytes
+                .or(file.max_memory_bytes)
+                .unwrap_or_else(serv_edges::memory::default_limit),
         };
         config.validate()?;
         Ok(config)
@@ -393,6 +402,9 @@ impl Config {
         }
         if self.stomp_connections.max_connections == 0 || self.stomp_connections.idle_timeout.is_zero() {
             return Err("stomp_max_connections and stomp_idle_timeout_ms must be greater than 0".into());
+        }
+        if self.max_memory_bytes < MIN_MEMORY_BYTES {
+            return Err(format!("max_memory_bytes must be at least {MIN_MEMORY_BYTES} (16 MiB)"));
         }
         if self.stomp.max_subscriptions == 0 || self.stomp.max_new_destinations == 0 {
             return Err(

@@ -70,6 +70,7 @@ async fn run(config: Config, held: libc::sigset_t) -> Result<(), String> {
     // Watched now: a signal that came while they were blocked is delivered, and handled.
     release_signals(&held);
     let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+    serv_edges::memory::watch(config.max_memory_bytes);
     // Before anything slow: a certificate that does not load stops the start at once.
     let certificate = match &config.tls.files {
         Some(files) => Some(ServerCertificate::load(files.clone()).map_err(|e| format!("TLS: {e}"))?),

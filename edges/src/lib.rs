@@ -20,6 +20,7 @@ pub mod fault_injection;
 pub mod gateway;
 pub mod http1;
 pub mod listener;
+pub mod memory;
 pub mod owned;
 pub mod publish;
 pub mod s3;

@@ -142,6 +142,11 @@ pub struct Cli {
     /// Log level or filter, e.g. info or serv_actors=debug,info [default: info]
     #[arg(long, env = "SERV_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// The node's memory budget: from 90 % of it, new work is refused with each protocol's
+    /// back-off answer until it is back under 80 % [default: three quarters of the machine's
+    /// (or the cgroup's) memory]
+    #[arg(long, env = "SERV_MAX_MEMORY_BYTES", value_name = "BYTES")]
+    pub max_memory_bytes: Option<u64>,
     /// Most connections one client address may hold open on one edge (S3, gateway, admin, STOMP);
     /// more are closed at once, or on the HTTP edges admitted by closing the address's
     /// longest-idle connection [default: a quarter of the edge's max connections]

@@ -54,10 +54,30 @@ fn escape(value: &str) -> String {
 
 /// Resident set size of this process, from `/proc/self/status`.
 pub(super) fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::memory::resident_bytes()
+}
+
+/// The memory budget: its size, whether the node refuses new work, and refusals by edge.
+fn render_memory(out: &mut String) {
+    let (limit, refusing, refused) = crate::memory::state();
+    Family::new(out, "serv_memory_limit_bytes", "gauge", "The node's memory budget (--max-memory-bytes).")
+        .sample("", &[], limit);
+    Family::new(
+        out,
+        "serv_memory_refusing",
+        "gauge",
+        "1 while the node is near its memory budget and refuses new work, else 0.",
+    )
+    .sample("", &[], u8::from(refusing));
+    let mut family = Family::new(
+        out,
+        "serv_memory_refused_total",
+        "counter",
+        "Requests and frames refused because the node was near its memory budget, by edge.",
+    );
+    for (edge, count) in crate::memory::EDGES.iter().zip(refused) {
+        family.sample("", &[("edge", edge)], count);
+    }
 }
 
 /// Computes one per-kind sample from the kind's name and monotonic totals.
@@ -77,6 +97,7 @@ pub(super) async fn render(State(state): State<AdminState>) -> impl IntoResponse
         "Resident memory of the servd process.",
     )
     .sample("", &[], resident_bytes().unwrap_or(0));
+    render_memory(&mut out);
     Family::new(&mut out, "serv_uptime_seconds", "gauge", "Seconds since the node started.").sample(
         "",
         &[],

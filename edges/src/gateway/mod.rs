@@ -228,6 +228,10 @@ impl Gateway {
                 .into_response());
         }
         auth::check_head(config.auth.as_ref(), &entry.name, request.headers())?;
+        if crate::memory::refuses(crate::memory::Edge::Gateway) {
+            let refusal = ApiError::new(ErrorCode::Overloaded, crate::memory::refusal("--max-memory-bytes"));
+            return Err(with_retry_after(refusal.into_response(), Duration::from_secs(1)));
+        }
         if let Some(limiter) = &entry.limiter
             && let Err(not_until) = limiter.check()
         {

@@ -67,12 +67,23 @@ pub(super) struct Access;
 
 const NEED_IDENTITY: &[&str] = &["CreateBucket", "ListBuckets"];
 
+/// Operations served even near the memory budget (by name prefix): they read or free.
+const FREE_WHEN_SHORT: &[&str] = &["Get", "Head", "List", "Delete", "Abort"];
+
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         super::metrics::note_operation(cx.s3_op().name());
         if cx.credentials().is_none() && NEED_IDENTITY.contains(&cx.s3_op().name()) {
             return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        // Near the memory budget, what would store data waits; reads, listings and deletes go on.
+        let op = cx.s3_op().name();
+        if !FREE_WHEN_SHORT.iter().any(|prefix| op.starts_with(prefix))
+            && crate::memory::refuses(crate::memory::Edge::S3)
+        {
+            let message = crate::memory::refusal("--max-memory-bytes");
+            return Err(s3s::S3Error::with_message(s3s::S3ErrorCode::SlowDown, message));
         }
         Ok(())
     }

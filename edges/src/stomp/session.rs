@@ -40,8 +40,8 @@ use tokio_util::codec::Framed;
 use self::ack::Delivered;
 use self::delivery::Delivery;
 use self::fault::{
-    BAD_TRANSACTION, DESTINATION_UNAVAILABLE, Fault, INVALID_HEADER, MISSING_HEADER, TOO_MANY_DESTINATIONS,
-    TOO_MANY_SUBSCRIPTIONS, fault,
+    BAD_TRANSACTION, DESTINATION_UNAVAILABLE, Fault, INVALID_HEADER, MEMORY_LIMIT, MISSING_HEADER,
+    TOO_MANY_DESTINATIONS, TOO_MANY_SUBSCRIPTIONS, fault,
 };
 pub use self::publish::{DEAD_LETTER_HEADER, DEAD_LETTER_REASON_HEADER};
 use self::publish::{check_client_headers, topic_of};
@@ -248,6 +248,13 @@ impl Session {
         frames: &mut S,
         lookahead: &mut Option<Result<Item, FrameError>>,
     ) -> Result<Flow, (Fault, Option<String>)> {
+        // Near the memory budget, what would store or hold more waits; acks (which free) go on.
+        if matches!(frame.command, Command::Send | Command::Subscribe | Command::Commit)
+            && crate::memory::refuses(crate::memory::Edge::Stomp)
+        {
+            let refusal = fault(MEMORY_LIMIT, crate::memory::refusal("--max-memory-bytes"));
+            return Err((refusal, receipt_of(&frame)));
+        }
         if is_plain_send(&frame) {
             // Take every SEND to the same destination that has already arrived: one commit.
             let destination = frame.header("destination").map(str::to_string);

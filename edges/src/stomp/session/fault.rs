@@ -23,6 +23,8 @@ pub(super) const MESSAGE_REJECTED: &str = "Message rejected";
 /// A connection reached the most destinations it may create, or subscriptions it may hold.
 pub(super) const TOO_MANY_DESTINATIONS: &str = "Too many destinations";
 pub(super) const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
+/// The node is near its memory budget: a SEND, SUBSCRIBE or COMMIT waits.
+pub(super) const MEMORY_LIMIT: &str = "Memory limit reached";
 
 /// Where an operator raises the body limit (and with it the frame limit).
 const BODY_LIMIT_SETTING: &str =
