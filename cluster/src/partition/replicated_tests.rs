@@ -490,7 +490,7 @@ pub(super) fn blocks_of(node: &Node) -> BlockPlacement {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_leaves_a_replica_set_drops_its_copy_and_is_refilled_when_added_back() {
-    let nodes = cluster().await;
+    let mut nodes = cluster().await;
     let key = "bucket/leaving";
     let partition = nodes[0].partitions.partition_of(key);
     lead_and_write(&nodes, 0, key, 1).await;
@@ -541,6 +541,11 @@ async fn a_node_that_leaves_a_replica_set_drops_its_copy_and_is_refilled_when_ad
     assert!(nodes[2].partitions.status()[other as usize].last_log_index.is_some(), "other partitions stay");
     assert_eq!(nodes[2].partitions.drop_left(desired(&two), &blocks).await, 0, "nothing is left to drop");
     nodes[0].write(key, 41).await.expect("the two replicas left still commit");
+
+    // Restarted, it holds nothing of the partition still, and keeps its floor.
+    nodes[2].kill().await;
+    restart(&mut nodes, 2).await;
+    assert_eq!(nodes[2].partitions.status()[partition as usize].last_log_index, None);
 
     // It votes only for a candidate whose log reaches what it held.
     let floor = leave::vote_floor(&nodes[2].storage, partition).unwrap().expect("the drop keeps a floor");
