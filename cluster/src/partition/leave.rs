@@ -120,6 +120,19 @@ impl Partitions {
             if set.is_empty() || set.contains(&group.me) || !group.holds_data() {
                 continue;
             }
+            // The leader's word first (one small RPC): the blocks are checked, by pinning them on
+            // the new replicas, only once the group has left this node.
+            let mut standing = None;
+            for &replica in &set {
+                match transport.ask_standing(group.partition, replica).await {
+                    Ok(answer) if group.may_drop(&answer) => {
+                        standing = Some(answer);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(standing) = standing else { continue };
             // The new replicas fetch the blocks they lack from any member (block repair), this
             // node included: it keeps them until a majority of the set has them.
             match self.named_blocks(group.partition) {
@@ -137,19 +150,12 @@ impl Partitions {
                     continue;
                 }
             }
-            for &replica in &set {
-                let Ok(standing) = transport.ask_standing(group.partition, replica).await else { continue };
-                if !group.may_drop(&standing) {
-                    continue;
+            match self.drop_replica(&group, &standing).await {
+                Ok(true) => dropped += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(partition = group.partition, %error, "could not drop the partition's replica here")
                 }
-                match self.drop_replica(&group, &standing).await {
-                    Ok(true) => dropped += 1,
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(partition = group.partition, %error, "could not drop the partition's replica here")
-                    }
-                }
-                break;
             }
         }
         dropped
