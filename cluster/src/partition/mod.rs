@@ -26,6 +26,7 @@ mod proposer;
 mod recent;
 mod repair;
 mod replicas;
+mod start;
 
 pub use blocks::{BlockPlacement, PartitionBlocks, REPLICA_BLOCK_TIMEOUT};
 pub use health::{LAGGING_ENTRIES, Shortfall, shortfalls};
@@ -228,17 +229,10 @@ pub struct Partitions {
     sets: std::sync::OnceLock<ReplicaSets>,
 }
 
+use start::Starter;
+
 /// Each partition's group, replaceable.
 type Slots = Vec<std::sync::RwLock<Arc<Group>>>;
-
-/// What starting a partition's group takes.
-struct Starter {
-    storage: Storage,
-    node: u64,
-    config: Arc<openraft::Config>,
-    transport: Option<RaftTransport>,
-    proposal_timeout: Duration,
-}
 
 struct Group {
     partition: u64,
@@ -469,59 +463,6 @@ async fn partition_count(storage: &Storage, asked: Option<u64>) -> Result<u64, P
             storage.local().commit(changes).await?;
             Ok(count)
         }
-    }
-}
-
-impl Starter {
-    /// Starts the group of `partition` on this node's storage, initialized with the voters
-    /// `founding` when it was never initialized (else left to wait for a leader to add it); true
-    /// when the group holds no log entry (never initialized here, or its copy dropped when this
-    /// node left the replica set): there is nothing to apply, and no membership to wait for.
-    /// `stats` are the counters the group adds to.
-    async fn start(
-        &self,
-        partition: u64,
-        founding: Option<&BTreeSet<u64>>,
-        stats: Arc<Counters>,
-    ) -> Result<(Arc<Group>, bool), PartitionError> {
-        let failed = |e: &dyn std::fmt::Display| PartitionError::Raft { partition, message: e.to_string() };
-        let storage = &self.storage;
-        let recent = Arc::new(recent::Recent::default());
-        let mut log = log::LogStore::open(storage, partition, recent.clone())?;
-        let empty = openraft::storage::RaftLogStorage::get_log_state(&mut log)
-            .await
-            .map_err(|e| failed(&e))?
-            .last_log_id
-            .is_none();
-        let vote_floor = leave::vote_floor(storage, partition)?;
-        let machine = machine::StateMachine::open(storage, partition, recent)?;
-        let network =
-            network::Network { partition, transport: self.transport.clone(), storage: storage.clone() };
-        let raft =
-            Raft::new(self.node, self.config.clone(), network, log, machine).await.map_err(|e| failed(&e))?;
-        let fresh = !raft.is_initialized().await.map_err(|e| failed(&e))?;
-        let founded = founding.filter(|_| fresh);
-        if let Some(founders) = founded {
-            let members: BTreeMap<u64, EmptyNode> = founders.iter().map(|id| (*id, EmptyNode {})).collect();
-            raft.initialize(members).await.map_err(|e| failed(&e))?;
-        }
-        let holds_nothing = empty && founded.is_none();
-        health::count_leader_changes(&raft, stats.clone());
-        let proposer =
-            proposer::Proposer::start(partition, raft.clone(), stats.clone(), self.proposal_timeout);
-        let group = Group {
-            partition,
-            me: self.node,
-            raft,
-            stats,
-            proposer,
-            taken_up: NO_TERM.into(),
-            taken_up_at: Instant::now().into(),
-            handing_over: false.into(),
-            hand_over_failed: None.into(),
-            vote_floor,
-        };
-        Ok((Arc::new(group), holds_nothing))
     }
 }
 
