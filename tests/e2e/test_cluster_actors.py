@@ -381,7 +381,12 @@ def test_a_node_that_joins_becomes_a_replica_that_serves_everything_when_the_fou
 def test_traffic_during_a_join_loses_no_receipted_message(start_servd, tmp_path):
     """A producer keeps sending (each SEND receipted, retried when refused) and consumers keep
     acknowledging while a third node joins and entities move: every receipted message arrives,
-    and any repeat carries the redelivery marker."""
+    and any repeat carries the redelivery marker.
+
+    A SEND refused while its queue's leader changes may still have been appended (Raft can't
+    tell the deposed leader whether the new one keeps its entry), so the producer names each
+    message with a `dedup-id`, as an application that retries does: a retry is then never a
+    second message, and a repeat the consumer sees can only be a redelivery."""
     n1 = start_servd(args=FAST, data_dir=tmp_path / "n1").wait_ready()
     seeds = ["--seeds", f"127.0.0.1:{n1.mesh_port}"]
     n2 = start_servd(args=[*FAST, *seeds], data_dir=tmp_path / "n2").wait_ready()
@@ -403,7 +408,7 @@ def test_traffic_during_a_join_loses_no_receipted_message(start_servd, tmp_path)
             try:
                 if not producer.conn.is_connected():
                     producer = Client(n2)
-                producer.send(f"/queue/{queues[i % len(queues)]}", body)
+                producer.send(f"/queue/{queues[i % len(queues)]}", body, headers={"dedup-id": body})
                 receipted.append(body)
                 break
             except AssertionError:
@@ -415,9 +420,10 @@ def test_traffic_during_a_join_loses_no_receipted_message(start_servd, tmp_path)
     missing = lambda: sorted(set(receipted) - set(consumer.bodies()))
     wait_until(lambda: not missing(), timeout=30,
                message=lambda: f"missing {missing()[:10]}; consumer errors: {[(e.headers, e.body) for e in consumer.listener.errors]}; groups: {[(a['key'], a['node'], a['state']) for a in actors(n1, kind='group')]}; topics: {[(a['key'], a['node'], a['state']) for a in actors(n1, kind='topic')]}")
-    seen = set()
+    seen = {}
     for frame in consumer.messages:
         if frame.body in seen:
-            assert frame.headers.get("redelivered") == "true", frame.headers
-        seen.add(frame.body)
+            first = seen[frame.body].headers
+            assert frame.headers.get("redelivered") == "true", (first, frame.headers)
+        seen.setdefault(frame.body, frame)
     consumer.close()
