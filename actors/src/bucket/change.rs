@@ -36,6 +36,7 @@ impl<'a> Op<'a> {
             created_ms: self.meta.created_ms,
             acl: self.meta.acl,
             policy: self.meta.policy.clone(),
+            cors: self.meta.cors.clone(),
             versioning: self.meta.versioning,
         }
     }
@@ -253,16 +254,8 @@ impl<'a> Op<'a> {
         condition: Option<WriteCondition>,
         ctx: Option<&EntityContext>,
     ) -> Outcome {
-        if let Some(condition) = condition {
-            let current = self.bucket.object(&key)?;
-            let holds = match (&condition, &current) {
-                (WriteCondition::Absent, current) => current.is_none(),
-                (WriteCondition::ETag(etag), Some(current)) => etag_matches(etag, &current.body.etag),
-                (WriteCondition::ETag(_), None) => return refused(Refusal::NoSuchKey),
-            };
-            if !holds {
-                return refused(Refusal::PreconditionFailed);
-            }
+        if let Some(refusal) = self.unmet(condition.as_ref(), &key)? {
+            return refused(refusal);
         }
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
@@ -272,6 +265,19 @@ impl<'a> Op<'a> {
             None => self.commit(changes).await?,
         }
         Ok(BucketReply::Committed { etag, version_id })
+    }
+
+    /// Why a write to `key` under `condition` must not happen, if it must not: S3 answers
+    /// `If-Match` on a key without a current object (none, or a delete marker) with NoSuchKey.
+    fn unmet(&self, condition: Option<&WriteCondition>, key: &str) -> Result<Option<Refusal>, EntityError> {
+        let Some(condition) = condition else { return Ok(None) };
+        let current = self.bucket.object(key)?;
+        let holds = match (condition, &current) {
+            (WriteCondition::Absent, current) => current.is_none(),
+            (WriteCondition::ETag(etag), Some(current)) => etag_matches(etag, &current.body.etag),
+            (WriteCondition::ETag(_), None) => return Ok(Some(Refusal::NoSuchKey)),
+        };
+        Ok((!holds).then_some(Refusal::PreconditionFailed))
     }
 
     /// DeleteObject of an unversioned bucket, staged (pipelined).
@@ -286,7 +292,23 @@ impl<'a> Op<'a> {
         Ok(BucketReply::Deleted { version_id: None, delete_marker: false })
     }
 
-    pub async fn delete_object(mut self, key: String, version_id: Option<String>) -> Outcome {
+    /// DeleteObject; with `if_match`, only if the object it deletes (the version named, else the
+    /// current object) has that ETag. As in S3, a delete whose object does not exist proceeds.
+    pub async fn delete_object(
+        mut self,
+        key: String,
+        version_id: Option<String>,
+        if_match: Option<String>,
+    ) -> Outcome {
+        if let Some(etag) = &if_match {
+            let target = match &version_id {
+                Some(id) => self.bucket.find_version(&key, id)?.and_then(|(_, version)| version.object),
+                None => self.bucket.object(&key)?,
+            };
+            if target.is_some_and(|object| !etag_matches(etag, &object.body.etag)) {
+                return refused(Refusal::PreconditionFailed);
+            }
+        }
         let mut changes = self.storage.write_set();
         let reply = if self.meta.versioning == Versioning::Unversioned {
             if version_id.as_deref().is_some_and(|v| v != NULL_VERSION) {
@@ -378,8 +400,13 @@ impl<'a> Op<'a> {
         upload_id: String,
         wanted: Vec<(u32, String)>,
         min_part_size: u64,
+        condition: Option<WriteCondition>,
     ) -> Outcome {
         let Some(upload) = self.bucket.upload(&upload_id)? else { return refused(Refusal::NoSuchUpload) };
+        // A refused condition leaves the upload in place: the client may abort it or retry.
+        if let Some(refusal) = self.unmet(condition.as_ref(), &upload.key)? {
+            return refused(refusal);
+        }
         if wanted.is_empty() {
             return refused(Refusal::InvalidPart(0));
         }

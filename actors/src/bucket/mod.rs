@@ -81,14 +81,15 @@ impl Entity for Bucket {
         let Some(meta) = self.meta.clone() else { return refused(Refusal::NoSuchBucket) };
         // The hot path of an unversioned bucket (put, get, delete of current objects) is
         // pipelined: writes are staged and their replies wait for durability off the actor.
-        // Everything else first fences, so that it reads storage with every staged write applied.
+        // Everything else first fences, so that it reads storage with every staged write applied;
+        // conditional writes too, so that their condition is decided on durable state only.
         let pipelined = meta.versioning == Versioning::Unversioned
             && self.pending.len() < MAX_PENDING
             && matches!(
                 &msg,
-                BucketMsg::PutObject { .. }
+                BucketMsg::PutObject { condition: None, .. }
                     | BucketMsg::GetObject { version_id: None, .. }
-                    | BucketMsg::DeleteObject { version_id: None, .. }
+                    | BucketMsg::DeleteObject { version_id: None, if_match: None, .. }
             );
         if !pipelined {
             self.fence(storage).await?;
@@ -98,7 +99,7 @@ impl Entity for Bucket {
             BucketMsg::PutObject { key, body, condition } if pipelined => {
                 op.put_object_with(key, body, condition, Some(ctx)).await
             }
-            BucketMsg::DeleteObject { key, version_id: None } if pipelined => {
+            BucketMsg::DeleteObject { key, version_id: None, if_match: None } if pipelined => {
                 op.delete_unversioned_staged(key, ctx)
             }
             BucketMsg::Create { .. } => unreachable!("handled above"),
@@ -114,6 +115,11 @@ impl Entity for Bucket {
                 op.commit(storage.write_set()).await?;
                 Ok(BucketReply::Done)
             }
+            BucketMsg::SetCors(cors) => {
+                op.meta.cors = cors;
+                op.commit(storage.write_set()).await?;
+                Ok(BucketReply::Done)
+            }
             BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
             BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
             BucketMsg::PutObject { key, body, condition } => {
@@ -125,7 +131,9 @@ impl Entity for Bucket {
                     Err(refusal) => refused(refusal),
                 }
             }
-            BucketMsg::DeleteObject { key, version_id } => op.delete_object(key, version_id).await,
+            BucketMsg::DeleteObject { key, version_id, if_match } => {
+                op.delete_object(key, version_id, if_match).await
+            }
             BucketMsg::PutTags { key, version_id, tags } => op.put_tags(key, version_id, tags).await,
             BucketMsg::List(request) => Ok(BucketReply::Listing(op.bucket.list(&request)?)),
             BucketMsg::CreateUpload { key, meta, initiator } => op.create_upload(key, meta, initiator).await,
@@ -136,8 +144,8 @@ impl Entity for Bucket {
             BucketMsg::PutPart { upload_id, part_number, part } => {
                 op.put_part(upload_id, part_number, part).await
             }
-            BucketMsg::CompleteUpload { upload_id, parts, min_part_size } => {
-                op.complete_upload(upload_id, parts, min_part_size).await
+            BucketMsg::CompleteUpload { upload_id, parts, min_part_size, condition } => {
+                op.complete_upload(upload_id, parts, min_part_size, condition).await
             }
             BucketMsg::AbortUpload { upload_id } => op.abort_upload(upload_id).await,
             BucketMsg::ListParts { upload_id, after, max } => op.bucket.list_parts(&upload_id, after, max),
@@ -171,6 +179,7 @@ impl Bucket {
             created_ms: now_ms(),
             acl,
             policy: None,
+            cors: None,
             versioning: Versioning::Unversioned,
             objects: 0,
             bytes: 0,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serv_storage::blocks::BlockHash;
+use serv_storage::codec::{self, CodecError};
 use serv_storage::{Record, TableDef};
 
 use crate::{ActorKind, KindMessage};
@@ -42,6 +43,8 @@ pub struct BucketMeta {
     pub acl: CannedAcl,
     /// Bucket policy document (JSON, checked by the edge before it is set).
     pub policy: Option<String>,
+    /// CORS rules (checked by the edge before they are set); none: cross-origin requests refused.
+    pub cors: Option<CorsConfiguration>,
     pub versioning: Versioning,
     /// Current objects (not counting older versions and delete markers).
     pub objects: u64,
@@ -56,7 +59,77 @@ pub struct BucketMeta {
 }
 
 impl Record for BucketMeta {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        match format {
+            1 => Some(codec::decode::<v1::BucketMeta>(body).map(Into::into)),
+            _ => None,
+        }
+    }
+}
+
+/// Format 1 of [`BucketMeta`], before `cors`.
+mod v1 {
+    use serde::Deserialize;
+
+    use super::{CannedAcl, Versioning};
+
+    #[derive(Deserialize)]
+    pub struct BucketMeta {
+        owner: String,
+        created_ms: u64,
+        acl: CannedAcl,
+        policy: Option<String>,
+        versioning: Versioning,
+        objects: u64,
+        bytes: u64,
+        versions: u64,
+        uploads: u64,
+        next_seq: u64,
+    }
+
+    impl From<BucketMeta> for super::BucketMeta {
+        fn from(old: BucketMeta) -> Self {
+            Self {
+                owner: old.owner,
+                created_ms: old.created_ms,
+                acl: old.acl,
+                policy: old.policy,
+                cors: None,
+                versioning: old.versioning,
+                objects: old.objects,
+                bytes: old.bytes,
+                versions: old.versions,
+                uploads: old.uploads,
+                next_seq: old.next_seq,
+            }
+        }
+    }
+}
+
+/// A bucket's CORS configuration (S3 `CORSConfiguration`): its rules, tried in order, at least one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsConfiguration {
+    pub rules: Vec<CorsRule>,
+}
+
+/// One CORS rule (S3 `CORSRule`): which origins may make which requests, and what a browser
+/// is told about them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    /// Optional name of the rule.
+    pub id: Option<String>,
+    /// Origins allowed, each with at most one `*` wildcard; at least one.
+    pub allowed_origins: Vec<String>,
+    /// HTTP methods allowed (GET, PUT, POST, DELETE, HEAD); at least one.
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may ask for, each with at most one `*` wildcard.
+    pub allowed_headers: Vec<String>,
+    /// Response headers a browser may let scripts read.
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache the preflight answer, in seconds.
+    pub max_age_seconds: Option<i32>,
 }
 
 /// One stretch of an object's body: a content block.
@@ -174,37 +247,83 @@ pub const UPLOADS: TableDef<(String, String), UploadRecord> = TableDef::new("upl
 /// Parts by (bucket, upload id, part number).
 pub const PARTS: TableDef<(String, String, u64), PartRecord> = TableDef::new("parts");
 
-/// A condition on the object a write replaces.
+/// A condition on the object a write replaces (S3 conditional writes), checked by the bucket
+/// actor when it commits, so that no other write can come between the check and the write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteCondition {
-    /// Only if no object exists (`If-None-Match: *`).
+    /// Only if the key has no current object (`If-None-Match: *`); a delete marker is none.
     Absent,
-    /// Only if the current object has this ETag (`If-Match`).
+    /// Only if the current object has this ETag (`If-Match`; `*` matches any object).
     ETag(String),
 }
 
 /// What can be asked of a bucket.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BucketMsg {
-    Create { owner: String, acl: CannedAcl },
+    Create {
+        owner: String,
+        acl: CannedAcl,
+    },
     Delete,
     Head,
     SetAcl(CannedAcl),
     SetPolicy(Option<String>),
+    SetCors(Option<CorsConfiguration>),
     SetVersioning(Versioning),
     ListVersions(ListVersionsRequest),
-    PutObject { key: String, body: ObjectBody, condition: Option<WriteCondition> },
-    GetObject { key: String, version_id: Option<String> },
-    DeleteObject { key: String, version_id: Option<String> },
-    PutTags { key: String, version_id: Option<String>, tags: Vec<(String, String)> },
+    PutObject {
+        key: String,
+        body: ObjectBody,
+        condition: Option<WriteCondition>,
+    },
+    GetObject {
+        key: String,
+        version_id: Option<String>,
+    },
+    /// Deletes `key` (or one version of it); with `if_match`, only if that object has this ETag.
+    DeleteObject {
+        key: String,
+        version_id: Option<String>,
+        if_match: Option<String>,
+    },
+    PutTags {
+        key: String,
+        version_id: Option<String>,
+        tags: Vec<(String, String)>,
+    },
     List(ListRequest),
-    CreateUpload { key: String, meta: ObjectMeta, initiator: String },
-    GetUpload { upload_id: String },
-    PutPart { upload_id: String, part_number: u32, part: PartRecord },
-    CompleteUpload { upload_id: String, parts: Vec<(u32, String)>, min_part_size: u64 },
-    AbortUpload { upload_id: String },
-    ListParts { upload_id: String, after: u32, max: usize },
-    ListUploads { prefix: String, after: Option<(String, String)>, max: usize },
+    CreateUpload {
+        key: String,
+        meta: ObjectMeta,
+        initiator: String,
+    },
+    GetUpload {
+        upload_id: String,
+    },
+    PutPart {
+        upload_id: String,
+        part_number: u32,
+        part: PartRecord,
+    },
+    CompleteUpload {
+        upload_id: String,
+        parts: Vec<(u32, String)>,
+        min_part_size: u64,
+        condition: Option<WriteCondition>,
+    },
+    AbortUpload {
+        upload_id: String,
+    },
+    ListParts {
+        upload_id: String,
+        after: u32,
+        max: usize,
+    },
+    ListUploads {
+        prefix: String,
+        after: Option<(String, String)>,
+        max: usize,
+    },
 }
 
 impl KindMessage for BucketMsg {
@@ -291,6 +410,7 @@ pub struct BucketInfo {
     pub created_ms: u64,
     pub acl: CannedAcl,
     pub policy: Option<String>,
+    pub cors: Option<CorsConfiguration>,
     pub versioning: Versioning,
 }
 

@@ -120,8 +120,11 @@ async fn random_histories_match_the_model_and_leave_no_references() {
                 }
             }
             45..65 => {
-                let BucketReply::Deleted { version_id, delete_marker } =
-                    ask(&directory, BucketMsg::DeleteObject { key: key.clone(), version_id: None }).await
+                let BucketReply::Deleted { version_id, delete_marker } = ask(
+                    &directory,
+                    BucketMsg::DeleteObject { key: key.clone(), version_id: None, if_match: None },
+                )
+                .await
                 else {
                     panic!("delete refused at step {step}")
                 };
@@ -149,7 +152,11 @@ async fn random_histories_match_the_model_and_leave_no_references() {
                 let version_id = history[index].version_id.clone().expect("versioned entries have ids");
                 let reply = ask(
                     &directory,
-                    BucketMsg::DeleteObject { key: key.clone(), version_id: Some(version_id) },
+                    BucketMsg::DeleteObject {
+                        key: key.clone(),
+                        version_id: Some(version_id),
+                        if_match: None,
+                    },
                 )
                 .await;
                 assert!(matches!(reply, BucketReply::Deleted { .. }), "step {step}: {reply:?}");
@@ -184,11 +191,15 @@ async fn random_histories_match_the_model_and_leave_no_references() {
     };
     for version in listing.versions {
         let version_id = Some(version.version_id);
-        ask(&directory, BucketMsg::DeleteObject { key: version.key, version_id }).await;
+        ask(&directory, BucketMsg::DeleteObject { key: version.key, version_id, if_match: None }).await;
     }
     if model.versioning == Versioning::Unversioned {
         for key in keys {
-            ask(&directory, BucketMsg::DeleteObject { key: key.to_string(), version_id: None }).await;
+            ask(
+                &directory,
+                BucketMsg::DeleteObject { key: key.to_string(), version_id: None, if_match: None },
+            )
+            .await;
         }
     }
     assert!(matches!(ask(&directory, BucketMsg::Delete).await, BucketReply::Done), "seed {seed}");
@@ -218,7 +229,7 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
                     let body = bodies[rng.random_range(0..bodies.len())].clone();
                     BucketMsg::PutObject { key, body, condition: None }
                 } else {
-                    BucketMsg::DeleteObject { key, version_id: None }
+                    BucketMsg::DeleteObject { key, version_id: None, if_match: None }
                 };
                 let reply = directory.call(&ActorKey::new(ActorKind::Bucket, "model"), msg).await.unwrap();
                 assert!(
@@ -246,7 +257,7 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
     assert_eq!(refs, listing.objects.len(), "one reference per current object (one block each)");
 
     for object in listing.objects {
-        ask(&directory, BucketMsg::DeleteObject { key: object.key, version_id: None }).await;
+        ask(&directory, BucketMsg::DeleteObject { key: object.key, version_id: None, if_match: None }).await;
     }
     assert!(matches!(ask(&directory, BucketMsg::Delete).await, BucketReply::Done));
     assert_eq!(storage.blocks().refs().scan(&KeyPrefix::new(), None).count(), 0);
@@ -292,4 +303,43 @@ async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time()
     let BucketReply::Listing(page) = ask(&directory, BucketMsg::List(request)).await else { panic!() };
     let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!((keys, page.common_prefixes), (vec!["a/1", "a/2"], vec!["a/x/".to_string()]));
+}
+
+/// A bucket's meta as format 1 wrote it, before CORS rules.
+#[derive(serde::Serialize)]
+struct MetaV1 {
+    owner: String,
+    created_ms: u64,
+    acl: CannedAcl,
+    policy: Option<String>,
+    versioning: Versioning,
+    objects: u64,
+    bytes: u64,
+    versions: u64,
+    uploads: u64,
+    next_seq: u64,
+}
+
+#[test]
+fn a_format_1_bucket_meta_reads_back_without_cors_rules() {
+    use serv_storage::Record;
+    let old = MetaV1 {
+        owner: "owner".into(),
+        created_ms: 7,
+        acl: CannedAcl::PublicRead,
+        policy: Some("{}".into()),
+        versioning: Versioning::Suspended,
+        objects: 3,
+        bytes: 300,
+        versions: 4,
+        uploads: 1,
+        next_seq: 9,
+    };
+    let body = serv_storage::codec::encode(&old).unwrap();
+    let meta = BucketMeta::upgrade(1, &body).expect("format 1 is known").expect("it decodes");
+    assert_eq!((meta.owner.as_str(), meta.created_ms, meta.acl), ("owner", 7, CannedAcl::PublicRead));
+    assert_eq!((meta.policy.as_deref(), meta.versioning), (Some("{}"), Versioning::Suspended));
+    assert_eq!((meta.objects, meta.bytes, meta.versions, meta.uploads, meta.next_seq), (3, 300, 4, 1, 9));
+    assert_eq!(meta.cors, None);
+    assert!(BucketMeta::upgrade(3, &body).is_none(), "an unknown format is not guessed at");
 }

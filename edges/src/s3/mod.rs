@@ -6,9 +6,13 @@
 //! commit the object that references them; a download streams the blocks back. Memory per request
 //! stays within about one block, and the number of bodies in flight is capped: past the cap a
 //! client gets `503 SlowDown` instead of the node growing without bound.
+//!
+//! Browsers' CORS preflights (`OPTIONS`, which s3s does not route) are answered around s3s by
+//! [`cors::Cors`], which also adds `Access-Control-*` headers to cross-origin answers.
 
 mod auth;
 mod body;
+mod cors;
 mod error;
 pub(crate) mod metrics;
 mod ops;
@@ -72,16 +76,25 @@ pub struct S3Settings {
     pub blocks: Option<serv_cluster::partition::BlockPlacement>,
 }
 
+/// The S3 edge's HTTP service: s3s for the protocol, with CORS answered around it.
+#[derive(Clone)]
+pub struct S3Edge {
+    s3: S3Service,
+    cors: Arc<cors::Cors>,
+}
+
 /// Builds the S3 protocol service over the node's directory and storage.
 pub fn service(
     directory: Directory,
     storage: Storage,
     keys: Keys,
     settings: S3Settings,
-) -> Result<S3Service, String> {
+) -> Result<S3Edge, String> {
     if let Ok(table) = storage.table(serv_actors::bucket::BUCKETS) {
         crate::owned::share(&directory, table);
     }
+    let hosts = settings.domain.as_deref().map(VirtualHosts::new).transpose()?;
+    let cors = Arc::new(cors::Cors::new(directory.clone(), hosts.clone()));
     let s3 = ops::ServS3::new(
         directory,
         storage,
@@ -96,15 +109,16 @@ pub fn service(
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(config))));
     builder.set_auth(keys.clone());
     builder.set_access(auth::Access);
-    if let Some(domain) = settings.domain {
-        builder.set_host(VirtualHosts::new(&domain)?);
+    if let Some(hosts) = hosts {
+        builder.set_host(hosts);
     }
-    Ok(builder.build())
+    Ok(S3Edge { s3: builder.build(), cors })
 }
 
 /// Virtual-host-style addressing under one base domain: `BUCKET.DOMAIN[:port]` names a bucket,
 /// any other host (`DOMAIN`, `localhost:9000`, an IP) means path style. (s3s's `SingleDomain`
 /// keeps the port in the host and would read `bucket.domain:9000` as a bucket name.)
+#[derive(Clone)]
 struct VirtualHosts {
     domain: String,
 }
@@ -121,23 +135,27 @@ impl VirtualHosts {
         }
         Ok(Self { domain })
     }
-}
 
-impl s3s::host::S3Host for VirtualHosts {
-    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+    /// The bucket `host` names (`BUCKET.DOMAIN[:port]`), if it names one.
+    fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
         let name = match host.rsplit_once(':') {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
             _ => host,
         };
-        let bucket = name
-            .len()
+        name.len()
             .checked_sub(self.domain.len() + 1)
             .filter(|&at| name[at..].eq_ignore_ascii_case(&format!(".{}", self.domain)))
-            .map(|at| &name[..at]);
+            .map(|at| &name[..at])
+            .filter(|bucket| !bucket.is_empty())
+    }
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
         let virtual_host = s3s::host::VirtualHost::new(self.domain.as_str());
-        Ok(match bucket {
-            Some(bucket) if !bucket.is_empty() => virtual_host.with_bucket(bucket),
-            _ => virtual_host,
+        Ok(match self.bucket_of(host) {
+            Some(bucket) => virtual_host.with_bucket(bucket),
+            None => virtual_host,
         })
     }
 }
@@ -145,7 +163,7 @@ impl s3s::host::S3Host for VirtualHosts {
 /// Serves `service` on `listener` until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     listener: impl axum::serve::Listener<Addr = std::net::SocketAddr>,
-    service: S3Service,
+    service: S3Edge,
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
@@ -153,7 +171,8 @@ pub async fn serve(
     crate::http1::serve(listener, move |_| service.clone(), limits, shutdown).await
 }
 
-/// Counts each request for `/metrics` (see [`metrics`]), logs each refused (debug) or failed
+/// Answers CORS preflights and decorates cross-origin answers (see [`cors`]), counts each
+/// request for `/metrics` (see [`metrics`]), logs each refused (debug) or failed
 /// (info) answer in one line, and closes the connection after answering a request that asked
 /// `Expect: 100-continue` when the answer may have come before its body was read: an empty body,
 /// or any answer but a success.
@@ -169,7 +188,7 @@ pub async fn serve(
 ///
 /// Closing the connection makes botocore reset it; the client pays a reconnect.
 #[derive(Clone)]
-struct ExpectCloses(S3Service);
+struct ExpectCloses(S3Edge);
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCloses {
     type Response = s3s::HttpResponse;
@@ -178,12 +197,25 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCl
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        use hyper::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderValue};
+        use hyper::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderValue, ORIGIN};
+        let cors = self.0.cors.clone();
+        if request.method() == hyper::Method::OPTIONS {
+            let (parts, _body) = request.into_parts();
+            let answer = async move {
+                Ok::<_, s3s::HttpError>(cors.preflight(&parts.headers, parts.uri.path()).await)
+            };
+            return Box::pin(metrics::measure(answer, |outcome| {
+                outcome.as_ref().map_or(500, |r| r.status().as_u16())
+            }));
+        }
         let headers = request.headers();
         let expect = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let empty = headers.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
-        let answer = hyper::service::Service::call(&self.0, request);
+        // A cross-origin request: its answer gets the headers the bucket's CORS rules grant.
+        let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let cross_origin = origin.map(|origin| (origin, headers.clone()));
+        let answer = hyper::service::Service::call(&self.0.s3, request);
         // An error here is one s3s could not turn into an answer: hyper drops the connection.
         let answer =
             metrics::measure(answer, |outcome| outcome.as_ref().map_or(500, |r| r.status().as_u16()));
@@ -197,6 +229,9 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCl
             }
             if expect && (empty || !status.is_success()) {
                 response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some((origin, headers)) = cross_origin {
+                cors.decorate((&method, &headers, &path), &origin, &mut response).await;
             }
             Ok(response)
         })
