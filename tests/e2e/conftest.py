@@ -171,7 +171,7 @@ import hashlib  # noqa: E402
 import types  # noqa: E402
 import uuid  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
-from urllib.parse import urlencode  # noqa: E402
+from urllib.parse import quote, urlencode  # noqa: E402
 
 import boto3  # noqa: E402
 from botocore.auth import S3SigV4Auth  # noqa: E402
@@ -239,7 +239,8 @@ def signed_headers(node, method, path, *, params=None, data=b"", headers=None, a
     """
     url = node.s3 + path
     if params:
-        url += "?" + urlencode(params)
+        # %20 for a space, as SigV4's canonical query has it (urlencode's default "+" is a plus).
+        url += "?" + urlencode(params, quote_via=quote)
     request = AWSRequest(method=method, url=url, data=data, headers=dict(headers or {}))
     request.context["client_config"] = types.SimpleNamespace(s3={"payload_signing_enabled": sign_payload})
     S3SigV4Auth(Credentials(access, secret), "s3", REGION).add_auth(request)

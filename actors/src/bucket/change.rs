@@ -15,6 +15,14 @@ use super::{Bucket, NULL_VERSION, Outcome, VersionRow, refused, upload_info};
 use crate::now_ms;
 use crate::{EntityContext, EntityError};
 
+/// An object version a write makes.
+pub(super) struct NewObject {
+    pub body: ObjectBody,
+    pub tags: Vec<(String, String)>,
+    /// The multipart upload it completes, if it does.
+    pub upload_id: Option<String>,
+}
+
 /// One change of an existing bucket: a working copy of its meta and what to release after.
 pub(super) struct Op<'a> {
     pub bucket: &'a mut Bucket,
@@ -143,7 +151,7 @@ impl<'a> Op<'a> {
         &mut self,
         changes: &mut WriteSet,
         key: &str,
-        body: Option<ObjectBody>,
+        object: Option<NewObject>,
     ) -> Result<Option<String>, EntityError> {
         let seq = self.next_seq();
         let version_id = match self.meta.versioning {
@@ -151,13 +159,14 @@ impl<'a> Op<'a> {
             Versioning::Enabled => Some(self.bucket.version_id(self.meta.created_ms, seq)),
             Versioning::Suspended => Some(NULL_VERSION.to_string()),
         };
-        let record = body.map(|body| ObjectRecord {
-            body,
+        let record = object.map(|object| ObjectRecord {
+            body: object.body,
             version_id: version_id.clone(),
             seq,
             last_modified_ms: now_ms(),
             block_owner: self.owner_name("o", seq),
-            tags: Vec::new(),
+            tags: object.tags,
+            upload_id: object.upload_id,
         });
         if let Some(record) = &record {
             self.add_refs(changes, &record.body.chunks, &record.block_owner)?;
@@ -250,7 +259,7 @@ impl<'a> Op<'a> {
     pub async fn put_object_with(
         mut self,
         key: String,
-        body: ObjectBody,
+        (body, tags): (ObjectBody, Vec<(String, String)>),
         condition: Option<WriteCondition>,
         ctx: Option<&EntityContext>,
     ) -> Outcome {
@@ -259,7 +268,8 @@ impl<'a> Op<'a> {
         }
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
-        let version_id = self.write_version(&mut changes, &key, Some(body))?;
+        let object = NewObject { body, tags, upload_id: None };
+        let version_id = self.write_version(&mut changes, &key, Some(object))?;
         match ctx {
             Some(ctx) => self.stage(changes, ctx)?,
             None => self.commit(changes).await?,
@@ -366,10 +376,16 @@ impl<'a> Op<'a> {
         Ok(BucketReply::Done)
     }
 
-    pub async fn create_upload(mut self, key: String, meta: ObjectMeta, initiator: String) -> Outcome {
+    pub async fn create_upload(
+        mut self,
+        key: String,
+        meta: ObjectMeta,
+        initiator: String,
+        tags: Vec<(String, String)>,
+    ) -> Outcome {
         let seq = self.next_seq();
         let upload_id = format!("{:x}{:012x}", self.meta.created_ms, seq);
-        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator };
+        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator, tags };
         let mut changes = self.storage.write_set();
         changes.put(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.clone()), &upload)?;
         self.meta.uploads += 1;
@@ -395,14 +411,22 @@ impl<'a> Op<'a> {
         Ok(BucketReply::Committed { etag: part.etag, version_id: None })
     }
 
+    /// CompleteMultipartUpload of `key`'s upload `upload_id` from the `wanted` parts (number,
+    /// ETag), each but the last at least `min_part_size` bytes.
     pub async fn complete_upload(
         mut self,
+        key: String,
         upload_id: String,
         wanted: Vec<(u32, String)>,
         min_part_size: u64,
         condition: Option<WriteCondition>,
     ) -> Outcome {
-        let Some(upload) = self.bucket.upload(&upload_id)? else { return refused(Refusal::NoSuchUpload) };
+        let Some(upload) = self.bucket.upload(&upload_id)? else {
+            return self.completed_before(&key, &upload_id, &wanted);
+        };
+        if upload.key != key {
+            return refused(Refusal::NoSuchUpload);
+        }
         // A refused condition leaves the upload in place: the client may abort it or retry.
         if let Some(refusal) = self.unmet(condition.as_ref(), &upload.key)? {
             return refused(refusal);
@@ -425,15 +449,11 @@ impl<'a> Op<'a> {
             }
             chosen.push(part);
         }
-        let mut md5s = Vec::with_capacity(chosen.len() * 16);
-        for part in &chosen {
-            md5s.extend(
-                decode_hex(&part.etag).ok_or_else(|| EntityError::new("stored part etag is not hex"))?,
-            );
-        }
+        let etag = multipart_etag(chosen.iter().map(|part| part.etag.as_str()))
+            .ok_or_else(|| EntityError::new("stored part etag is not hex"))?;
         let body = ObjectBody {
             size: chosen.iter().map(|part| part.size).sum(),
-            etag: format!("{}-{}", md5_hex(&md5s), chosen.len()),
+            etag,
             chunks: chosen.iter().flat_map(|part| part.chunks.iter().copied()).collect(),
             meta: upload.meta,
             checksums: Checksums::default(),
@@ -441,10 +461,24 @@ impl<'a> Op<'a> {
         };
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
-        let version_id = self.write_version(&mut changes, &upload.key, Some(body))?;
+        let object = NewObject { body, tags: upload.tags, upload_id: Some(upload_id.clone()) };
+        let version_id = self.write_version(&mut changes, &upload.key, Some(object))?;
         self.remove_upload(&mut changes, &upload_id)?;
         self.commit(changes).await?;
         Ok(BucketReply::Committed { etag, version_id })
+    }
+
+    /// A repeated CompleteMultipartUpload of an upload already completed: S3 answers it as it
+    /// answered the first while `key`'s current version is still what that upload made of the
+    /// same parts; otherwise the upload is gone.
+    fn completed_before(&self, key: &str, upload_id: &str, wanted: &[(u32, String)]) -> Outcome {
+        let Some(current) = self.bucket.object(key)? else { return refused(Refusal::NoSuchUpload) };
+        let same_parts = multipart_etag(wanted.iter().map(|(_, etag)| etag.trim_matches('"')))
+            .is_some_and(|etag| etag == current.body.etag);
+        if current.upload_id.as_deref() != Some(upload_id) || !same_parts {
+            return refused(Refusal::NoSuchUpload);
+        }
+        Ok(BucketReply::Committed { etag: current.body.etag, version_id: current.version_id })
     }
 
     pub async fn abort_upload(mut self, upload_id: String) -> Outcome {
@@ -461,6 +495,16 @@ impl<'a> Op<'a> {
 /// ETags compare without their quotes.
 fn etag_matches(given: &str, stored: &str) -> bool {
     given.trim_matches('"') == stored || given.trim() == "*"
+}
+
+/// A multipart object's ETag: the MD5 of its parts' MD5s (given as hex ETags), and their count.
+fn multipart_etag<'e>(part_etags: impl ExactSizeIterator<Item = &'e str>) -> Option<String> {
+    let count = part_etags.len();
+    let mut md5s = Vec::with_capacity(count * 16);
+    for etag in part_etags {
+        md5s.extend(decode_hex(etag)?);
+    }
+    Some(format!("{}-{count}", md5_hex(&md5s)))
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

@@ -8,6 +8,7 @@
 
 mod change;
 mod model;
+mod prev;
 
 use std::collections::HashMap;
 
@@ -96,8 +97,8 @@ impl Entity for Bucket {
         }
         let mut op = Op::new(self, meta, storage);
         match msg {
-            BucketMsg::PutObject { key, body, condition } if pipelined => {
-                op.put_object_with(key, body, condition, Some(ctx)).await
+            BucketMsg::PutObject { key, body, tags, condition } if pipelined => {
+                op.put_object_with(key, (body, tags), condition, Some(ctx)).await
             }
             BucketMsg::DeleteObject { key, version_id: None, if_match: None } if pipelined => {
                 op.delete_unversioned_staged(key, ctx)
@@ -122,8 +123,8 @@ impl Entity for Bucket {
             }
             BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
             BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
-            BucketMsg::PutObject { key, body, condition } => {
-                op.put_object_with(key, body, condition, None).await
+            BucketMsg::PutObject { key, body, tags, condition } => {
+                op.put_object_with(key, (body, tags), condition, None).await
             }
             BucketMsg::GetObject { key, version_id } => {
                 match op.bucket.version(&key, version_id.as_deref())? {
@@ -136,7 +137,9 @@ impl Entity for Bucket {
             }
             BucketMsg::PutTags { key, version_id, tags } => op.put_tags(key, version_id, tags).await,
             BucketMsg::List(request) => Ok(BucketReply::Listing(op.bucket.list(&request)?)),
-            BucketMsg::CreateUpload { key, meta, initiator } => op.create_upload(key, meta, initiator).await,
+            BucketMsg::CreateUpload { key, meta, initiator, tags } => {
+                op.create_upload(key, meta, initiator, tags).await
+            }
             BucketMsg::GetUpload { upload_id } => match op.bucket.upload(&upload_id)? {
                 Some(upload) => Ok(BucketReply::Upload(upload_info(upload_id, upload))),
                 None => refused(Refusal::NoSuchUpload),
@@ -144,8 +147,8 @@ impl Entity for Bucket {
             BucketMsg::PutPart { upload_id, part_number, part } => {
                 op.put_part(upload_id, part_number, part).await
             }
-            BucketMsg::CompleteUpload { upload_id, parts, min_part_size, condition } => {
-                op.complete_upload(upload_id, parts, min_part_size, condition).await
+            BucketMsg::CompleteUpload { key, upload_id, parts, min_part_size, condition } => {
+                op.complete_upload(key, upload_id, parts, min_part_size, condition).await
             }
             BucketMsg::AbortUpload { upload_id } => op.abort_upload(upload_id).await,
             BucketMsg::ListParts { upload_id, after, max } => op.bucket.list_parts(&upload_id, after, max),
@@ -218,16 +221,36 @@ impl Bucket {
         version_id: Option<&str>,
     ) -> Result<Result<ObjectRecord, Refusal>, EntityError> {
         let Some(version_id) = version_id else {
-            return Ok(self.object(key)?.ok_or(Refusal::NoSuchKey));
+            return match self.object(key)? {
+                Some(object) => Ok(Ok(object)),
+                None => Ok(Err(self.missing(key)?)),
+            };
         };
         match self.find_version(key, version_id)? {
             Some((_, VersionRecord { object: Some(object), .. })) => Ok(Ok(object)),
-            Some((_, VersionRecord { object: None, .. })) => Ok(Err(Refusal::DeleteMarker)),
+            Some((_, VersionRecord { object: None, version_id, last_modified_ms })) => {
+                Ok(Err(Refusal::DeleteMarker(MarkerInfo { version_id, last_modified_ms })))
+            }
             None if version_id != NULL_VERSION && self.parse_version_id(version_id).is_none() => {
                 Ok(Err(Refusal::InvalidVersionId))
             }
             None => Ok(Err(Refusal::NoSuchVersion)),
         }
+    }
+
+    /// Why `key` has no current object: it never had one (or lost it in a bucket without
+    /// versioning), or its newest version is a delete marker.
+    fn missing(&self, key: &str) -> Result<Refusal, EntityError> {
+        if self.meta.as_ref().is_none_or(|m| m.versioning == Versioning::Unversioned) {
+            return Ok(Refusal::NoSuchKey);
+        }
+        let prefix = KeyPrefix::new().part(&self.name).part(&key.to_string());
+        Ok(match self.tables.versions.scan(&prefix, None).next().transpose()? {
+            Some((_, VersionRecord { object: None, version_id, last_modified_ms })) => {
+                Refusal::DeletedByMarker(MarkerInfo { version_id, last_modified_ms })
+            }
+            _ => Refusal::NoSuchKey,
+        })
     }
 
     /// The id of the version written with `seq`: the bucket's creation time and the sequence

@@ -7,6 +7,7 @@ use serv_storage::blocks::BlockHash;
 use serv_storage::codec::{self, CodecError};
 use serv_storage::{Record, TableDef};
 
+use super::prev::v1;
 use crate::{ActorKind, KindMessage};
 
 /// Who may do what on a bucket besides its owner (S3 canned ACLs).
@@ -65,45 +66,6 @@ impl Record for BucketMeta {
         match format {
             1 => Some(codec::decode::<v1::BucketMeta>(body).map(Into::into)),
             _ => None,
-        }
-    }
-}
-
-/// Format 1 of [`BucketMeta`], before `cors`.
-mod v1 {
-    use serde::Deserialize;
-
-    use super::{CannedAcl, Versioning};
-
-    #[derive(Deserialize)]
-    pub struct BucketMeta {
-        owner: String,
-        created_ms: u64,
-        acl: CannedAcl,
-        policy: Option<String>,
-        versioning: Versioning,
-        objects: u64,
-        bytes: u64,
-        versions: u64,
-        uploads: u64,
-        next_seq: u64,
-    }
-
-    impl From<BucketMeta> for super::BucketMeta {
-        fn from(old: BucketMeta) -> Self {
-            Self {
-                owner: old.owner,
-                created_ms: old.created_ms,
-                acl: old.acl,
-                policy: old.policy,
-                cors: None,
-                versioning: old.versioning,
-                objects: old.objects,
-                bytes: old.bytes,
-                versions: old.versions,
-                uploads: old.uploads,
-                next_seq: old.next_seq,
-            }
         }
     }
 }
@@ -188,10 +150,20 @@ pub struct ObjectRecord {
     /// Owner name of this version's block references.
     pub block_owner: String,
     pub tags: Vec<(String, String)>,
+    /// The multipart upload that completed into this version, if one did: a repeated
+    /// CompleteMultipartUpload of it answers with this version, as S3 does.
+    pub upload_id: Option<String>,
 }
 
 impl Record for ObjectRecord {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        match format {
+            1 => Some(codec::decode::<v1::ObjectRecord>(body).map(Into::into)),
+            _ => None,
+        }
+    }
 }
 
 /// One entry of a key's version history: an object version or a delete marker.
@@ -204,7 +176,14 @@ pub struct VersionRecord {
 }
 
 impl Record for VersionRecord {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        match format {
+            1 => Some(codec::decode::<v1::VersionRecord>(body).map(Into::into)),
+            _ => None,
+        }
+    }
 }
 
 /// A multipart upload in progress.
@@ -214,10 +193,19 @@ pub struct UploadRecord {
     pub initiated_ms: u64,
     pub meta: ObjectMeta,
     pub initiator: String,
+    /// Tags the completed object gets (`x-amz-tagging` of CreateMultipartUpload).
+    pub tags: Vec<(String, String)>,
 }
 
 impl Record for UploadRecord {
-    const FORMAT: u8 = 1;
+    const FORMAT: u8 = 2;
+
+    fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        match format {
+            1 => Some(codec::decode::<v1::UploadRecord>(body).map(Into::into)),
+            _ => None,
+        }
+    }
 }
 
 /// One uploaded part.
@@ -274,6 +262,7 @@ pub enum BucketMsg {
     PutObject {
         key: String,
         body: ObjectBody,
+        tags: Vec<(String, String)>,
         condition: Option<WriteCondition>,
     },
     GetObject {
@@ -296,6 +285,7 @@ pub enum BucketMsg {
         key: String,
         meta: ObjectMeta,
         initiator: String,
+        tags: Vec<(String, String)>,
     },
     GetUpload {
         upload_id: String,
@@ -305,7 +295,9 @@ pub enum BucketMsg {
         part_number: u32,
         part: PartRecord,
     },
+    /// Completes `key`'s upload (or, repeated, answers as the first completion did).
     CompleteUpload {
+        key: String,
         upload_id: String,
         parts: Vec<(u32, String)>,
         min_part_size: u64,
@@ -460,12 +452,23 @@ pub enum Refusal {
     EntityTooSmall(u32),
     #[error("At least one of the preconditions you specified did not hold")]
     PreconditionFailed,
+    /// The key's current version is a delete marker: S3 answers NoSuchKey, naming the marker.
+    #[error("The specified key does not exist")]
+    DeletedByMarker(MarkerInfo),
+    /// The version asked for is a delete marker, which has no body or headers to read.
     #[error("The specified method is not allowed against this resource (a delete marker)")]
-    DeleteMarker,
+    DeleteMarker(MarkerInfo),
     #[error("Invalid version id specified")]
     InvalidVersionId,
     #[error("Versioning cannot be turned off once enabled; suspend it instead")]
     CannotUnversion,
+}
+
+/// A delete marker, as a refusal names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerInfo {
+    pub version_id: String,
+    pub last_modified_ms: u64,
 }
 
 /// What a bucket answers.

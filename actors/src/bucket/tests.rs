@@ -53,10 +53,19 @@ async fn body(storage: &Storage, content: u8) -> ObjectBody {
 
 async fn check(directory: &Directory, model: &Model, keys: &[&str]) {
     for key in keys {
+        let newest = model.history.get(*key).and_then(|h| h.first());
         let got = match ask(directory, BucketMsg::GetObject { key: key.to_string(), version_id: None }).await
         {
             BucketReply::Object(object) => Some(object.body.etag),
-            BucketReply::Refused(Refusal::NoSuchKey) => None,
+            BucketReply::Refused(Refusal::NoSuchKey) => {
+                assert!(newest.is_none_or(|e| e.content.is_some()), "{key}'s delete marker is not named");
+                None
+            }
+            BucketReply::Refused(Refusal::DeletedByMarker(marker)) => {
+                let named = newest.filter(|e| e.content.is_none()).and_then(|e| e.version_id.clone());
+                assert_eq!(Some(marker.version_id), named, "the marker a refusal of {key} names");
+                None
+            }
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(got, model.current(key).map(|c| format!("{c:032x}")), "current object of {key}");
@@ -102,8 +111,11 @@ async fn random_histories_match_the_model_and_leave_no_references() {
             0..45 => {
                 let content = rng.random_range(0..6u8);
                 let body = body(&storage, content).await;
-                let BucketReply::Committed { version_id, .. } =
-                    ask(&directory, BucketMsg::PutObject { key: key.clone(), body, condition: None }).await
+                let BucketReply::Committed { version_id, .. } = ask(
+                    &directory,
+                    BucketMsg::PutObject { key: key.clone(), body, tags: Vec::new(), condition: None },
+                )
+                .await
                 else {
                     panic!("put refused at step {step}")
                 };
@@ -227,7 +239,7 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
                 let key = format!("k{}", rng.random_range(0..5));
                 let msg = if rng.random_bool(0.75) {
                     let body = bodies[rng.random_range(0..bodies.len())].clone();
-                    BucketMsg::PutObject { key, body, condition: None }
+                    BucketMsg::PutObject { key, body, tags: Vec::new(), condition: None }
                 } else {
                     BucketMsg::DeleteObject { key, version_id: None, if_match: None }
                 };
@@ -283,7 +295,8 @@ async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time()
     let keys = ["a/1", "a/2", "a/x/3", "b", "c/1", "c0", "d/", "d/e/f"];
     for key in keys {
         let body = body(&node.storage, 1).await;
-        ask(&directory, BucketMsg::PutObject { key: key.into(), body, condition: None }).await;
+        ask(&directory, BucketMsg::PutObject { key: key.into(), body, tags: Vec::new(), condition: None })
+            .await;
     }
     let mut seen = Vec::new();
     let mut after = None;
@@ -305,25 +318,10 @@ async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time()
     assert_eq!((keys, page.common_prefixes), (vec!["a/1", "a/2"], vec!["a/x/".to_string()]));
 }
 
-/// A bucket's meta as format 1 wrote it, before CORS rules.
-#[derive(serde::Serialize)]
-struct MetaV1 {
-    owner: String,
-    created_ms: u64,
-    acl: CannedAcl,
-    policy: Option<String>,
-    versioning: Versioning,
-    objects: u64,
-    bytes: u64,
-    versions: u64,
-    uploads: u64,
-    next_seq: u64,
-}
-
 #[test]
 fn a_format_1_bucket_meta_reads_back_without_cors_rules() {
     use serv_storage::Record;
-    let old = MetaV1 {
+    let old = prev::v1::BucketMeta {
         owner: "owner".into(),
         created_ms: 7,
         acl: CannedAcl::PublicRead,
@@ -342,4 +340,62 @@ fn a_format_1_bucket_meta_reads_back_without_cors_rules() {
     assert_eq!((meta.objects, meta.bytes, meta.versions, meta.uploads, meta.next_seq), (3, 300, 4, 1, 9));
     assert_eq!(meta.cors, None);
     assert!(BucketMeta::upgrade(3, &body).is_none(), "an unknown format is not guessed at");
+}
+
+#[test]
+fn a_format_1_upload_reads_back_without_tags() {
+    use serv_storage::Record;
+    let meta = ObjectMeta { content_type: Some("text/plain".into()), ..Default::default() };
+    let old = prev::v1::UploadRecord {
+        key: "k".into(),
+        initiated_ms: 5,
+        meta: meta.clone(),
+        initiator: "me".into(),
+    };
+    let body = serv_storage::codec::encode(&old).unwrap();
+    let upload = UploadRecord::upgrade(1, &body).expect("format 1 is known").expect("it decodes");
+    assert_eq!((upload.key.as_str(), upload.initiated_ms, upload.initiator.as_str()), ("k", 5, "me"));
+    assert_eq!((upload.meta, upload.tags), (meta, Vec::new()));
+    assert!(UploadRecord::upgrade(3, &body).is_none(), "an unknown format is not guessed at");
+}
+
+#[test]
+fn format_1_objects_and_versions_read_back_without_an_upload_id() {
+    use serv_storage::Record;
+    let body = ObjectBody {
+        size: 3,
+        etag: "abc".into(),
+        chunks: Vec::new(),
+        meta: ObjectMeta::default(),
+        checksums: Checksums::default(),
+        part_sizes: vec![3],
+    };
+    let old = || prev::v1::ObjectRecord {
+        body: body.clone(),
+        version_id: Some("v".into()),
+        seq: 4,
+        last_modified_ms: 8,
+        block_owner: "o/b/1/4".into(),
+        tags: vec![("t".into(), "1".into())],
+    };
+    let encoded = serv_storage::codec::encode(&old()).unwrap();
+    let object = ObjectRecord::upgrade(1, &encoded).expect("format 1 is known").expect("it decodes");
+    assert_eq!((&object.body, object.version_id.as_deref(), object.seq), (&body, Some("v"), 4));
+    assert_eq!((object.last_modified_ms, object.block_owner.as_str()), (8, "o/b/1/4"));
+    assert_eq!((object.tags.len(), object.upload_id), (1, None));
+    assert!(ObjectRecord::upgrade(3, &encoded).is_none(), "an unknown format is not guessed at");
+
+    for content in [Some(old()), None] {
+        let marker = content.is_none();
+        let encoded = serv_storage::codec::encode(&prev::v1::VersionRecord {
+            version_id: "v".into(),
+            last_modified_ms: 8,
+            object: content,
+        })
+        .unwrap();
+        let version = VersionRecord::upgrade(1, &encoded).expect("format 1 is known").expect("it decodes");
+        assert_eq!((version.version_id.as_str(), version.last_modified_ms), ("v", 8));
+        assert_eq!(version.object.is_none(), marker);
+        assert!(version.object.is_none_or(|o| o.body == body && o.upload_id.is_none()));
+    }
 }

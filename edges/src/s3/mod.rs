@@ -172,8 +172,9 @@ pub async fn serve(
 }
 
 /// Answers CORS preflights and decorates cross-origin answers (see [`cors`]), counts each
-/// request for `/metrics` (see [`metrics`]), logs each refused (debug) or failed
-/// (info) answer in one line, and closes the connection after answering a request that asked
+/// request for `/metrics` (see [`metrics`]), stamps each answer with a request id (see
+/// [`error::stamp_request_id`]), logs each refused (debug) or failed (info) answer in one line
+/// with it, and closes the connection after answering a request that asked
 /// `Expect: 100-continue` when the answer may have come before its body was read: an empty body,
 /// or any answer but a success.
 ///
@@ -208,6 +209,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCl
                 outcome.as_ref().map_or(500, |r| r.status().as_u16())
             }));
         }
+        let request_id = error::new_request_id();
         let headers = request.headers();
         let expect = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let empty = headers.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
@@ -221,11 +223,12 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ExpectCl
             metrics::measure(answer, |outcome| outcome.as_ref().map_or(500, |r| r.status().as_u16()));
         Box::pin(async move {
             let mut response = answer.await?;
+            error::stamp_request_id(&mut response, &request_id);
             let status = response.status();
             if status.is_server_error() {
-                tracing::info!(%method, %path, status = status.as_u16(), "S3 request failed");
+                tracing::info!(%method, %path, status = status.as_u16(), %request_id, "S3 request failed");
             } else if status.is_client_error() {
-                tracing::debug!(%method, %path, status = status.as_u16(), "S3 request refused");
+                tracing::debug!(%method, %path, status = status.as_u16(), %request_id, "S3 request refused");
             }
             if expect && (empty || !status.is_success()) {
                 response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));

@@ -10,6 +10,7 @@ use super::super::{cors, error};
 use super::ServS3;
 use super::access::{Access, canned};
 use super::headers::timestamp;
+use super::listing::{decode_token, encode_token};
 
 pub(super) async fn create_bucket(
     s3: &ServS3,
@@ -200,27 +201,50 @@ pub(super) async fn delete_bucket_cors(
     Ok(S3Response::new(DeleteBucketCorsOutput::default()))
 }
 
+/// Most buckets in one ListBuckets page (S3's bound on `max-buckets`, and its page size).
+const MAX_BUCKETS_PAGE: usize = 10_000;
+
+/// ListBuckets: the caller's buckets (root's: all), by name, in pages of `max-buckets` continued
+/// by a token, optionally only those whose name starts with `prefix`.
 pub(super) async fn list_buckets(
     s3: &ServS3,
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let Some(credentials) = req.credentials.as_ref() else { return Err(s3_error!(AccessDenied)) };
     let Some(table) = &s3.buckets else { return Err(error::internal("bucket table", "not open")) };
+    let input = req.input;
+    let max = match input.max_buckets {
+        Some(n) if n < 1 || n as usize > MAX_BUCKETS_PAGE => {
+            return Err(s3_error!(InvalidArgument, "max-buckets must be between 1 and {}", MAX_BUCKETS_PAGE));
+        }
+        Some(n) => n as usize,
+        None => MAX_BUCKETS_PAGE,
+    };
+    let after = input.continuation_token.as_deref().map(decode_token).transpose()?;
+    let prefix = input.prefix.as_deref().unwrap_or_default();
+    let region_matches = input.bucket_region.as_ref().is_none_or(|region| *region == s3.region);
     let root = s3.keys.is_root(&credentials.access_key);
     // Each node's table lists the buckets it owns: ask every node that is up.
     let all = crate::owned::everywhere(&s3.directory, table)
         .await
         .map_err(|reason| S3Error::with_message(S3ErrorCode::ServiceUnavailable, reason))?;
-    let mut buckets = Vec::new();
-    for (name, meta) in all {
-        if root || meta.owner == credentials.access_key {
-            buckets.push(Bucket {
-                name: Some(name),
-                creation_date: Some(timestamp(meta.created_ms)),
-                bucket_region: Some(s3.region.clone()),
-            });
-        }
-    }
+    let mut listed = all.into_iter().filter(|(name, meta)| {
+        (root || meta.owner == credentials.access_key)
+            && region_matches
+            && name.starts_with(prefix)
+            && after.as_ref().is_none_or(|after| name > after)
+    });
+    let buckets: Vec<Bucket> = listed
+        .by_ref()
+        .take(max)
+        .map(|(name, meta)| Bucket {
+            name: Some(name),
+            creation_date: Some(timestamp(meta.created_ms)),
+            bucket_region: Some(s3.region.clone()),
+        })
+        .collect();
+    let truncated = listed.next().is_some();
+    let next = buckets.last().and_then(|last| last.name.as_deref()).filter(|_| truncated).map(encode_token);
     let owner = Owner {
         id: Some(credentials.access_key.clone()),
         display_name: Some(credentials.access_key.clone()),
@@ -228,6 +252,7 @@ pub(super) async fn list_buckets(
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(owner),
-        ..Default::default()
+        continuation_token: next,
+        prefix: input.prefix,
     }))
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use axum::http::header::{ETAG, HeaderMap, HeaderValue, LAST_MODIFIED};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Result};
 use serv_actors::bucket::{ObjectMeta, ObjectRecord, WriteCondition};
@@ -43,7 +44,10 @@ macro_rules! described_object {
             cache_control: $input.response_cache_control.or_else(|| meta.cache_control.clone()),
             expires: meta.expires.as_deref().and_then(parse_http_date),
             metadata: user_metadata(meta),
-            parts_count: (!record.body.part_sizes.is_empty()).then_some(record.body.part_sizes.len() as i32),
+            // S3 counts the parts only for a read of one part (`partNumber`).
+            parts_count: $input.part_number.and_then(|_| {
+                (!record.body.part_sizes.is_empty()).then_some(record.body.part_sizes.len() as i32)
+            }),
             version_id: record.version_id.clone(),
             checksum_crc32: checksums.and_then(|c: &Checksums| c.crc32.clone()),
             checksum_crc32c: checksums.and_then(|c: &Checksums| c.crc32c.clone()),
@@ -54,7 +58,7 @@ macro_rules! described_object {
     }};
 }
 
-pub(super) fn timestamp(ms: u64) -> Timestamp {
+pub(in crate::s3) fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
@@ -63,7 +67,7 @@ pub(super) fn unix_secs(ts: &Timestamp) -> i64 {
     at.unix_timestamp()
 }
 
-pub(super) fn http_date(ts: &Timestamp) -> Option<String> {
+pub(in crate::s3) fn http_date(ts: &Timestamp) -> Option<String> {
     let mut out = Vec::new();
     ts.format(TimestampFormat::HttpDate, &mut out).ok()?;
     String::from_utf8(out).ok()
@@ -128,7 +132,11 @@ pub(super) fn preconditions(
             "At least one of the pre-conditions you specified did not hold",
         )
     };
-    let not_modified = || S3Error::new(S3ErrorCode::NotModified);
+    let not_modified = || {
+        let mut error = S3Error::new(S3ErrorCode::NotModified);
+        error.set_headers(validator_headers(record));
+        error
+    };
     match if_match {
         Some(condition) if !etag_condition_matches(condition, etag) => return Err(failed()),
         Some(_) => {}
@@ -148,6 +156,20 @@ pub(super) fn preconditions(
         }
     }
     Ok(())
+}
+
+/// The validators a 304 answer carries, as S3 sends them: the object's ETag and Last-Modified.
+/// (s3s sends an error's headers in place of its own.)
+fn validator_headers(record: &ObjectRecord) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.body.etag)) {
+        headers.insert(ETAG, etag);
+    }
+    let modified = http_date(&timestamp(record.last_modified_ms));
+    if let Some(modified) = modified.and_then(|date| HeaderValue::from_str(&date).ok()) {
+        headers.insert(LAST_MODIFIED, modified);
+    }
+    headers
 }
 
 pub(super) fn copy_preconditions(
@@ -177,6 +199,12 @@ pub(super) fn requested_range(
     part_number: Option<i32>,
 ) -> S3Result<Option<std::ops::Range<u64>>> {
     let size = record.body.size;
+    if part_number.is_some() && range.is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter",
+        ));
+    }
     if let Some(n) = part_number {
         let sizes =
             if record.body.part_sizes.is_empty() { vec![size] } else { record.body.part_sizes.clone() };

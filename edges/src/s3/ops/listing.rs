@@ -23,13 +23,13 @@ pub(super) async fn list_objects(
         after: input.marker.clone().filter(|m| !m.is_empty()),
         max,
     };
+    let url = url_encoded(input.encoding_type.as_ref())?;
     let listing = s3.list(&input.bucket, request).await?;
-    let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let output = ListObjectsOutput {
         name: Some(input.bucket),
-        prefix: input.prefix.map(|p| encode_if(url, &p)),
-        delimiter: input.delimiter.map(|d| encode_if(url, &d)),
-        marker: input.marker.map(|m| encode_if(url, &m)),
+        prefix: echoed(url, input.prefix),
+        delimiter: echoed_delimiter(url, input.delimiter),
+        marker: echoed(url, input.marker),
         max_keys: Some(max as i32),
         is_truncated: Some(listing.next_after.is_some()),
         next_marker: listing.next_after.as_deref().map(|m| encode_if(url, m)),
@@ -54,13 +54,13 @@ pub(super) async fn list_objects_v2(
     };
     let prefix = input.prefix.clone().unwrap_or_default();
     let request = serv_actors::bucket::ListRequest { prefix, delimiter: input.delimiter.clone(), after, max };
+    let url = url_encoded(input.encoding_type.as_ref())?;
     let listing = s3.list(&input.bucket, request).await?;
-    let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let key_count = (listing.objects.len() + listing.common_prefixes.len()) as i32;
     let output = ListObjectsV2Output {
         name: Some(input.bucket),
-        prefix: input.prefix.map(|p| encode_if(url, &p)),
-        delimiter: input.delimiter.map(|d| encode_if(url, &d)),
+        prefix: echoed(url, input.prefix),
+        delimiter: echoed_delimiter(url, input.delimiter),
         max_keys: Some(max as i32),
         key_count: Some(key_count),
         continuation_token: input.continuation_token,
@@ -82,6 +82,7 @@ pub(super) async fn list_object_versions(
     let input = req.input;
     s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucketVersions")).await?;
     let max = s3.page_size(input.max_keys)?;
+    let url = url_encoded(input.encoding_type.as_ref())?;
     let request = ListVersionsRequest {
         prefix: input.prefix.clone().unwrap_or_default(),
         delimiter: input.delimiter.clone(),
@@ -93,7 +94,6 @@ pub(super) async fn list_object_versions(
     else {
         return Err(unexpected());
     };
-    let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let (mut versions, mut markers) = (Vec::new(), Vec::new());
     for v in listing.versions {
         let (key, last_modified) = (Some(encode_if(url, &v.key)), Some(timestamp(v.last_modified_ms)));
@@ -121,10 +121,10 @@ pub(super) async fn list_object_versions(
     }
     let output = ListObjectVersionsOutput {
         name: Some(input.bucket),
-        prefix: input.prefix.map(|p| encode_if(url, &p)),
-        delimiter: input.delimiter.map(|d| encode_if(url, &d)),
-        key_marker: input.key_marker,
-        version_id_marker: input.version_id_marker,
+        prefix: echoed(url, input.prefix),
+        delimiter: echoed_delimiter(url, input.delimiter),
+        key_marker: echoed(url, input.key_marker),
+        version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
         max_keys: Some(max as i32),
         is_truncated: Some(listing.next.is_some()),
         next_key_marker: listing.next.as_ref().map(|(key, _)| encode_if(url, key)),
@@ -198,6 +198,26 @@ pub(super) fn decode_token(token: &str) -> S3Result<String> {
     let bytes: Option<Vec<u8>> =
         (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok()).collect();
     String::from_utf8(bytes.ok_or_else(invalid)?).map_err(|_| invalid())
+}
+
+/// Whether a listing's names are to be URL-encoded: `encoding-type=url`, the one type S3 knows.
+pub(super) fn url_encoded(encoding_type: Option<&EncodingType>) -> S3Result<bool> {
+    match encoding_type.map(|e| e.as_str()) {
+        None => Ok(false),
+        Some(EncodingType::URL) => Ok(true),
+        Some(_) => Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request")),
+    }
+}
+
+/// A request parameter as a listing echoes it: always, empty when the request had none (as S3
+/// answers `<Prefix/>` and `<Marker/>`), URL-encoded when asked.
+fn echoed(url: bool, value: Option<String>) -> Option<String> {
+    Some(encode_if(url, value.as_deref().unwrap_or_default()))
+}
+
+/// The delimiter as a listing echoes it: only a non-empty one (an empty one delimits nothing).
+fn echoed_delimiter(url: bool, delimiter: Option<String>) -> Option<String> {
+    delimiter.filter(|d| !d.is_empty()).map(|d| encode_if(url, &d))
 }
 
 /// `encoding-type=url`: percent-encodes everything but unreserved characters and `/`.

@@ -26,6 +26,8 @@ use serv_cluster::partition::BlockPlacement;
 use serv_storage::{Storage, Table};
 use tokio::sync::Semaphore;
 
+pub(super) use headers::{http_date, timestamp};
+
 use super::auth::Keys;
 use super::body::Blocks;
 use super::{S3Limits, error};

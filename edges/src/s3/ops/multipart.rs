@@ -10,6 +10,7 @@ use serv_actors::bucket::{BucketMsg, BucketReply, PartRecord};
 use super::super::body::{self, Written};
 use super::access::Access;
 use super::headers::{copy_preconditions, object_meta, strong, timestamp, write_condition};
+use super::object::header_tags;
 use super::payload::{BodyRequest, hasher_for};
 use super::{ServS3, unexpected};
 
@@ -20,9 +21,10 @@ pub(super) async fn create_multipart_upload(
     let input = req.input;
     s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
     s3.check_key(&input.key)?;
+    let tags = header_tags(input.tagging.as_deref())?;
     let meta = meta_from!(input);
     let initiator = req.credentials.map(|c| c.access_key).unwrap_or_default();
-    let msg = BucketMsg::CreateUpload { key: input.key.clone(), meta, initiator };
+    let msg = BucketMsg::CreateUpload { key: input.key.clone(), meta, initiator, tags };
     let BucketReply::Upload(upload) = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };
@@ -127,7 +129,6 @@ pub(super) async fn complete_multipart_upload(
     let input = req.input;
     s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
     let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
-    s3.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
     let Some(parts) = input.multipart_upload.and_then(|m| m.parts) else {
         return Err(s3_error!(MalformedXML, "The XML you provided did not list any parts"));
     };
@@ -141,7 +142,9 @@ pub(super) async fn complete_multipart_upload(
         };
         wanted.push((s3.part_number(number)?, etag.value().to_string()));
     }
+    // The bucket checks the upload is the key's: a repeated complete finds it gone.
     let msg = BucketMsg::CompleteUpload {
+        key: input.key.clone(),
         upload_id: input.upload_id,
         parts: wanted,
         min_part_size: s3.limits.min_part_size,

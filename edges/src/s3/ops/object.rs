@@ -2,7 +2,9 @@
 
 use std::time::SystemTime;
 
+use axum::http::HeaderValue;
 use s3s::dto::*;
+use s3s::header::X_AMZ_TAGGING_COUNT;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use serv_actors::bucket::{BucketMsg, BucketReply, Checksums, ObjectBody};
 
@@ -31,6 +33,7 @@ pub(super) async fn put_object(
         trailers: trailing_headers.as_ref(),
     };
     let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+    let tags = header_tags(input.tagging.as_deref())?;
     let written = s3.write_body(&input.bucket, &request, input.body, s3.limits.max_object_size).await?;
     let meta = meta_from!(input);
     let body = ObjectBody {
@@ -41,7 +44,7 @@ pub(super) async fn put_object(
         checksums: checksums_of(&written.checksums),
         part_sizes: Vec::new(),
     };
-    let msg = BucketMsg::PutObject { key: input.key, body, condition };
+    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition };
     let reply = if crate::fault_injection::lose(crate::fault_injection::Loss::S3Put) {
         BucketReply::Committed { etag: written.md5_hex(), version_id: None }
     } else {
@@ -125,7 +128,12 @@ pub(super) async fn head_object(
     let checksums = (whole && input.checksum_mode.is_some()).then_some(&record.body.checksums);
     let content_range = range.map(|r| format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1)));
     let output = described_object!(HeadObjectOutput {}, input, record, span, content_range, checksums);
-    Ok(S3Response::new(output))
+    // HeadObjectOutput has no field for it: the header a GET of the object carries.
+    let mut response = S3Response::new(output);
+    if !record.tags.is_empty() {
+        response.headers.insert(X_AMZ_TAGGING_COUNT, HeaderValue::from(record.tags.len()));
+    }
+    Ok(response)
 }
 
 pub(super) async fn delete_object(
@@ -227,6 +235,9 @@ pub(super) async fn copy_object(
         ));
     }
     let meta = if replace { meta_from!(input) } else { source.body.meta.clone() };
+    let replace_tags =
+        input.tagging_directive.as_ref().is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+    let tags = if replace_tags { header_tags(input.tagging.as_deref())? } else { source.tags.clone() };
     let body = ObjectBody { meta, ..source.body.clone() };
     // The copy references the same blocks; when the buckets live on different nodes, the
     // blocks are copied to the destination's owner first (and held there until committed).
@@ -235,7 +246,7 @@ pub(super) async fn copy_object(
         true => None,
         false => Some(body::copy_blocks(&source_blocks, &destination, &source.body.chunks).await?),
     };
-    let msg = BucketMsg::PutObject { key: input.key, body, condition: None };
+    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition: None };
     let BucketReply::Committed { etag, version_id: new_version } = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };
@@ -302,16 +313,35 @@ fn only_if_match() -> s3s::S3Error {
     s3_error!(NotImplemented, "A conditional delete may name an ETag (If-Match) only, not a time or a size")
 }
 
-/// S3's tag limits: at most 10 tags, keys up to 128 and values up to 256 characters, unique keys.
+/// Most tags on one object (S3's limit).
+const MAX_TAGS: usize = 10;
+/// Longest tag key, in Unicode characters (S3's limit).
+const MAX_TAG_KEY_CHARS: usize = 128;
+/// Longest tag value, in Unicode characters (S3's limit).
+const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// S3's tag limits: at most [`MAX_TAGS`] tags with unique, non-empty keys of at most
+/// [`MAX_TAG_KEY_CHARS`] and values of at most [`MAX_TAG_VALUE_CHARS`] characters.
 pub(super) fn validate_tags(tag_set: TagSet) -> S3Result<Vec<(String, String)>> {
-    if tag_set.len() > 10 {
-        return Err(s3_error!(InvalidTag, "Object tags cannot be greater than 10"));
+    if tag_set.len() > MAX_TAGS {
+        return Err(s3_error!(InvalidTag, "Object tags cannot be greater than {}", MAX_TAGS));
     }
     let mut tags: Vec<(String, String)> = Vec::with_capacity(tag_set.len());
     for tag in tag_set {
         let (key, value) = (tag.key.unwrap_or_default(), tag.value.unwrap_or_default());
-        if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
-            return Err(s3_error!(InvalidTag, "The tag key or value is too long or empty"));
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY_CHARS {
+            return Err(s3_error!(
+                InvalidTag,
+                "The TagKey you have provided is empty or too long, max {}",
+                MAX_TAG_KEY_CHARS
+            ));
+        }
+        if value.chars().count() > MAX_TAG_VALUE_CHARS {
+            return Err(s3_error!(
+                InvalidTag,
+                "The TagValue you have provided is too long, max {}",
+                MAX_TAG_VALUE_CHARS
+            ));
         }
         if tags.iter().any(|(k, _)| *k == key) {
             return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
@@ -319,4 +349,14 @@ pub(super) fn validate_tags(tag_set: TagSet) -> S3Result<Vec<(String, String)>> 
         tags.push((key, value));
     }
     Ok(tags)
+}
+
+/// The tags an `x-amz-tagging` header sets (URL query encoded: `k1=v1&k2=v2`), under the same
+/// limits as a tag set.
+pub(super) fn header_tags(header: Option<&str>) -> S3Result<Vec<(String, String)>> {
+    let Some(header) = header.filter(|h| !h.is_empty()) else { return Ok(Vec::new()) };
+    let tag_set = form_urlencoded::parse(header.as_bytes())
+        .map(|(key, value)| Tag { key: Some(key.into_owned()), value: Some(value.into_owned()) })
+        .collect();
+    validate_tags(tag_set)
 }
