@@ -10,6 +10,7 @@
 use serv_storage::blocks::{BlockHash, BlockRef};
 use serv_storage::{KeyPrefix, Storage, WriteSet};
 
+use super::lock::ObjectLock;
 use super::model::*;
 use super::{Bucket, NULL_VERSION, Outcome, VersionRow, refused, upload_info};
 use crate::now_ms;
@@ -21,6 +22,8 @@ pub(super) struct NewObject {
     pub tags: Vec<(String, String)>,
     /// The multipart upload it completes, if it does.
     pub upload_id: Option<String>,
+    /// The lock its write asks for.
+    pub lock: ObjectLock,
 }
 
 /// One change of an existing bucket: a working copy of its meta and what to release after.
@@ -46,6 +49,7 @@ impl<'a> Op<'a> {
             policy: self.meta.policy.clone(),
             cors: self.meta.cors.clone(),
             versioning: self.meta.versioning,
+            object_lock: self.meta.object_lock,
         }
     }
 
@@ -128,10 +132,27 @@ impl<'a> Op<'a> {
         Ok(())
     }
 
-    /// Removes a version row for good: its blocks lose this version's references.
-    fn forget_version(&mut self, changes: &mut WriteSet, row: &VersionRow, version: &VersionRecord) {
+    /// Removes a version row for good: its blocks lose this version's references. The one place
+    /// a version goes, so the one place object lock is asserted: a version under retention or
+    /// legal hold is never removed (`bypass`: GOVERNANCE retention was bypassed by a caller
+    /// allowed to).
+    fn forget_version(
+        &mut self,
+        changes: &mut WriteSet,
+        row: &VersionRow,
+        version: &VersionRecord,
+        bypass: bool,
+    ) {
         changes.delete(&self.bucket.tables.versions, row);
         if let Some(object) = &version.object {
+            assert!(
+                object.lock.may_delete(bypass, now_ms()),
+                "version {} of {} in bucket {} is locked ({:?}) but was about to be deleted",
+                version.version_id,
+                row.1,
+                self.bucket.name,
+                object.lock,
+            );
             self.drop_refs(changes, &object.body.chunks, &object.block_owner);
         }
         self.meta.versions = self.meta.versions.saturating_sub(1);
@@ -140,7 +161,8 @@ impl<'a> Op<'a> {
     /// Removes the `null` version of `key`, if it has one (a suspended bucket's write replaces it).
     fn forget_null_version(&mut self, changes: &mut WriteSet, key: &str) -> Result<(), EntityError> {
         if let Some((row, version)) = self.bucket.find_version(key, NULL_VERSION)? {
-            self.forget_version(changes, &row, &version);
+            // Never under object lock: versioning cannot be suspended once object lock is on.
+            self.forget_version(changes, &row, &version, false);
         }
         Ok(())
     }
@@ -159,7 +181,9 @@ impl<'a> Op<'a> {
             Versioning::Enabled => Some(self.bucket.version_id(self.meta.created_ms, seq)),
             Versioning::Suspended => Some(NULL_VERSION.to_string()),
         };
+        let lock_config = self.meta.object_lock;
         let record = object.map(|object| ObjectRecord {
+            lock: lock_config.map_or(object.lock, |config| config.lock_of_new(object.lock, now_ms())),
             body: object.body,
             version_id: version_id.clone(),
             seq,
@@ -198,6 +222,7 @@ impl<'a> Op<'a> {
     pub async fn set_versioning(mut self, versioning: Versioning) -> Outcome {
         match (self.meta.versioning, versioning) {
             (current, wanted) if current == wanted => return Ok(BucketReply::Done),
+            _ if self.meta.object_lock.is_some() => return refused(Refusal::VersioningLocked),
             (_, Versioning::Unversioned) => return refused(Refusal::CannotUnversion),
             _ => {}
         }
@@ -259,22 +284,28 @@ impl<'a> Op<'a> {
     pub async fn put_object_with(
         mut self,
         key: String,
-        (body, tags): (ObjectBody, Vec<(String, String)>),
+        (body, tags, lock): (ObjectBody, Vec<(String, String)>, ObjectLock),
         condition: Option<WriteCondition>,
         ctx: Option<&EntityContext>,
     ) -> Outcome {
-        if let Some(refusal) = self.unmet(condition.as_ref(), &key)? {
+        if let Some(refusal) = self.unmet(condition.as_ref(), &key)?.or(self.unlockable(&lock)) {
             return refused(refusal);
         }
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
-        let object = NewObject { body, tags, upload_id: None };
+        let object = NewObject { body, tags, upload_id: None, lock };
         let version_id = self.write_version(&mut changes, &key, Some(object))?;
         match ctx {
             Some(ctx) => self.stage(changes, ctx)?,
             None => self.commit(changes).await?,
         }
         Ok(BucketReply::Committed { etag, version_id })
+    }
+
+    /// Why a write asking for `lock` must not happen: it asks for a lock in a bucket without.
+    fn unlockable(&self, lock: &ObjectLock) -> Option<Refusal> {
+        (*lock != ObjectLock::default() && self.meta.object_lock.is_none())
+            .then_some(Refusal::ObjectLockNotEnabled)
     }
 
     /// Why a write to `key` under `condition` must not happen, if it must not: S3 answers
@@ -304,11 +335,14 @@ impl<'a> Op<'a> {
 
     /// DeleteObject; with `if_match`, only if the object it deletes (the version named, else the
     /// current object) has that ETag. As in S3, a delete whose object does not exist proceeds.
+    /// A version under object lock is not deleted (`bypass`: GOVERNANCE retention is bypassed);
+    /// a delete without a version id only adds a delete marker, which object lock allows.
     pub async fn delete_object(
         mut self,
         key: String,
         version_id: Option<String>,
         if_match: Option<String>,
+        bypass: bool,
     ) -> Outcome {
         if let Some(etag) = &if_match {
             let target = match &version_id {
@@ -337,7 +371,10 @@ impl<'a> Op<'a> {
                 }
                 return Ok(BucketReply::Deleted { version_id: Some(id), delete_marker: false });
             };
-            self.forget_version(&mut changes, &row, &version);
+            if version.object.as_ref().is_some_and(|object| !object.lock.may_delete(bypass, now_ms())) {
+                return refused(Refusal::ObjectLocked);
+            }
+            self.forget_version(&mut changes, &row, &version, bypass);
             // The newest remaining entry decides the current object.
             let newest = self.bucket.history(&key)?.into_iter().find(|(other, _)| *other != row);
             let current = newest.and_then(|(_, v)| v.object);
@@ -362,6 +399,12 @@ impl<'a> Op<'a> {
             Err(refusal) => return refused(refusal),
         };
         object.tags = tags;
+        self.rewrite(key, object).await
+    }
+
+    /// Stores a changed description (tags, lock) of an existing version of `key`: its history
+    /// row and, if it is the current one, its current object.
+    pub async fn rewrite(self, key: String, object: ObjectRecord) -> Outcome {
         let mut changes = self.storage.write_set();
         if let Some(version_id) = &object.version_id
             && let Some((row, mut version)) = self.bucket.find_version(&key, version_id)?
@@ -381,11 +424,14 @@ impl<'a> Op<'a> {
         key: String,
         meta: ObjectMeta,
         initiator: String,
-        tags: Vec<(String, String)>,
+        (tags, lock): (Vec<(String, String)>, ObjectLock),
     ) -> Outcome {
+        if let Some(refusal) = self.unlockable(&lock) {
+            return refused(refusal);
+        }
         let seq = self.next_seq();
         let upload_id = format!("{:x}{:012x}", self.meta.created_ms, seq);
-        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator, tags };
+        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator, tags, lock };
         let mut changes = self.storage.write_set();
         changes.put(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.clone()), &upload)?;
         self.meta.uploads += 1;
@@ -461,7 +507,8 @@ impl<'a> Op<'a> {
         };
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
-        let object = NewObject { body, tags: upload.tags, upload_id: Some(upload_id.clone()) };
+        let object =
+            NewObject { body, tags: upload.tags, upload_id: Some(upload_id.clone()), lock: upload.lock };
         let version_id = self.write_version(&mut changes, &upload.key, Some(object))?;
         self.remove_upload(&mut changes, &upload_id)?;
         self.commit(changes).await?;

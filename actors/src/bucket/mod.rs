@@ -7,6 +7,7 @@
 //! write replaced (see [`serv_storage::blocks`]).
 
 mod change;
+mod lock;
 mod model;
 mod prev;
 
@@ -17,6 +18,10 @@ use serv_storage::{KeyPrefix, Storage, Table};
 
 use change::Op;
 
+pub use lock::{
+    DefaultRetention, MAX_RETENTION_DAYS, MAX_RETENTION_YEARS, ObjectLock, ObjectLockConfig, Retention,
+    RetentionMode, RetentionPeriod,
+};
 pub use model::*;
 
 use crate::{Entity, EntityContext, EntityError, now_ms};
@@ -76,8 +81,8 @@ impl Entity for Bucket {
 
     async fn handle(&mut self, msg: BucketMsg, ctx: &EntityContext) -> Outcome {
         let storage = &ctx.storage;
-        if let BucketMsg::Create { owner, acl } = msg {
-            return self.create(storage, owner, acl).await;
+        if let BucketMsg::Create { owner, acl, object_lock } = msg {
+            return self.create(storage, owner, acl, object_lock).await;
         }
         let Some(meta) = self.meta.clone() else { return refused(Refusal::NoSuchBucket) };
         // The hot path of an unversioned bucket (put, get, delete of current objects) is
@@ -90,17 +95,22 @@ impl Entity for Bucket {
                 &msg,
                 BucketMsg::PutObject { condition: None, .. }
                     | BucketMsg::GetObject { version_id: None, .. }
-                    | BucketMsg::DeleteObject { version_id: None, if_match: None, .. }
+                    | BucketMsg::DeleteObject {
+                        version_id: None,
+                        if_match: None,
+                        bypass_governance: false,
+                        ..
+                    }
             );
         if !pipelined {
             self.fence(storage).await?;
         }
         let mut op = Op::new(self, meta, storage);
         match msg {
-            BucketMsg::PutObject { key, body, tags, condition } if pipelined => {
-                op.put_object_with(key, (body, tags), condition, Some(ctx)).await
+            BucketMsg::PutObject { key, body, tags, condition, lock } if pipelined => {
+                op.put_object_with(key, (body, tags, lock), condition, Some(ctx)).await
             }
-            BucketMsg::DeleteObject { key, version_id: None, if_match: None } if pipelined => {
+            BucketMsg::DeleteObject { key, version_id: None, if_match: None, .. } if pipelined => {
                 op.delete_unversioned_staged(key, ctx)
             }
             BucketMsg::Create { .. } => unreachable!("handled above"),
@@ -122,9 +132,10 @@ impl Entity for Bucket {
                 Ok(BucketReply::Done)
             }
             BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
+            BucketMsg::SetObjectLock(config) => op.set_object_lock(config).await,
             BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
-            BucketMsg::PutObject { key, body, tags, condition } => {
-                op.put_object_with(key, (body, tags), condition, None).await
+            BucketMsg::PutObject { key, body, tags, condition, lock } => {
+                op.put_object_with(key, (body, tags, lock), condition, None).await
             }
             BucketMsg::GetObject { key, version_id } => {
                 match op.bucket.version(&key, version_id.as_deref())? {
@@ -132,13 +143,17 @@ impl Entity for Bucket {
                     Err(refusal) => refused(refusal),
                 }
             }
-            BucketMsg::DeleteObject { key, version_id, if_match } => {
-                op.delete_object(key, version_id, if_match).await
+            BucketMsg::DeleteObject { key, version_id, if_match, bypass_governance } => {
+                op.delete_object(key, version_id, if_match, bypass_governance).await
             }
+            BucketMsg::PutRetention { key, version_id, retention, bypass_governance } => {
+                op.put_retention(key, version_id, retention, bypass_governance).await
+            }
+            BucketMsg::PutLegalHold { key, version_id, on } => op.put_legal_hold(key, version_id, on).await,
             BucketMsg::PutTags { key, version_id, tags } => op.put_tags(key, version_id, tags).await,
             BucketMsg::List(request) => Ok(BucketReply::Listing(op.bucket.list(&request)?)),
-            BucketMsg::CreateUpload { key, meta, initiator, tags } => {
-                op.create_upload(key, meta, initiator, tags).await
+            BucketMsg::CreateUpload { key, meta, initiator, tags, lock } => {
+                op.create_upload(key, meta, initiator, (tags, lock)).await
             }
             BucketMsg::GetUpload { upload_id } => match op.bucket.upload(&upload_id)? {
                 Some(upload) => Ok(BucketReply::Upload(upload_info(upload_id, upload))),
@@ -168,7 +183,14 @@ impl Entity for Bucket {
 }
 
 impl Bucket {
-    async fn create(&mut self, storage: &Storage, owner: String, acl: CannedAcl) -> Outcome {
+    /// CreateBucket; with `object_lock`, the bucket has object lock (and versioning) from the start.
+    async fn create(
+        &mut self,
+        storage: &Storage,
+        owner: String,
+        acl: CannedAcl,
+        object_lock: bool,
+    ) -> Outcome {
         if let Some(meta) = &self.meta {
             let refusal = if meta.owner == owner {
                 Refusal::BucketAlreadyOwnedByYou
@@ -183,7 +205,8 @@ impl Bucket {
             acl,
             policy: None,
             cors: None,
-            versioning: Versioning::Unversioned,
+            versioning: if object_lock { Versioning::Enabled } else { Versioning::Unversioned },
+            object_lock: object_lock.then(ObjectLockConfig::default),
             objects: 0,
             bytes: 0,
             versions: 0,

@@ -7,7 +7,8 @@ use serv_storage::blocks::BlockHash;
 use serv_storage::codec::{self, CodecError};
 use serv_storage::{Record, TableDef};
 
-use super::prev::v1;
+use super::lock::{ObjectLock, ObjectLockConfig, Retention};
+use super::prev::{v1, v2};
 use crate::{ActorKind, KindMessage};
 
 /// Who may do what on a bucket besides its owner (S3 canned ACLs).
@@ -47,6 +48,8 @@ pub struct BucketMeta {
     /// CORS rules (checked by the edge before they are set); none: cross-origin requests refused.
     pub cors: Option<CorsConfiguration>,
     pub versioning: Versioning,
+    /// Object lock, once enabled (for good; versioning then stays enabled); none: never enabled.
+    pub object_lock: Option<ObjectLockConfig>,
     /// Current objects (not counting older versions and delete markers).
     pub objects: u64,
     /// Bytes of those objects.
@@ -60,11 +63,12 @@ pub struct BucketMeta {
 }
 
 impl Record for BucketMeta {
-    const FORMAT: u8 = 2;
+    const FORMAT: u8 = 3;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::BucketMeta>(body).map(Into::into)),
+            1 => Some(codec::decode::<v1::BucketMeta>(body).map(|old| v2::BucketMeta::from(old).into())),
+            2 => Some(codec::decode::<v2::BucketMeta>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -153,14 +157,17 @@ pub struct ObjectRecord {
     /// The multipart upload that completed into this version, if one did: a repeated
     /// CompleteMultipartUpload of it answers with this version, as S3 does.
     pub upload_id: Option<String>,
+    /// Its object lock: retention and legal hold (none in a bucket without object lock).
+    pub lock: ObjectLock,
 }
 
 impl Record for ObjectRecord {
-    const FORMAT: u8 = 2;
+    const FORMAT: u8 = 3;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::ObjectRecord>(body).map(Into::into)),
+            1 => Some(codec::decode::<v1::ObjectRecord>(body).map(|old| v2::ObjectRecord::from(old).into())),
+            2 => Some(codec::decode::<v2::ObjectRecord>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -176,11 +183,14 @@ pub struct VersionRecord {
 }
 
 impl Record for VersionRecord {
-    const FORMAT: u8 = 2;
+    const FORMAT: u8 = 3;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::VersionRecord>(body).map(Into::into)),
+            1 => {
+                Some(codec::decode::<v1::VersionRecord>(body).map(|old| v2::VersionRecord::from(old).into()))
+            }
+            2 => Some(codec::decode::<v2::VersionRecord>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -195,14 +205,18 @@ pub struct UploadRecord {
     pub initiator: String,
     /// Tags the completed object gets (`x-amz-tagging` of CreateMultipartUpload).
     pub tags: Vec<(String, String)>,
+    /// The object lock the completed object asks for (`x-amz-object-lock-*` of
+    /// CreateMultipartUpload); the bucket's default retention applies on completion if it names none.
+    pub lock: ObjectLock,
 }
 
 impl Record for UploadRecord {
-    const FORMAT: u8 = 2;
+    const FORMAT: u8 = 3;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::UploadRecord>(body).map(Into::into)),
+            1 => Some(codec::decode::<v1::UploadRecord>(body).map(|old| v2::UploadRecord::from(old).into())),
+            2 => Some(codec::decode::<v2::UploadRecord>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -251,6 +265,8 @@ pub enum BucketMsg {
     Create {
         owner: String,
         acl: CannedAcl,
+        /// Enable object lock (and so versioning) from the start.
+        object_lock: bool,
     },
     Delete,
     Head,
@@ -258,12 +274,16 @@ pub enum BucketMsg {
     SetPolicy(Option<String>),
     SetCors(Option<CorsConfiguration>),
     SetVersioning(Versioning),
+    /// Enables object lock, or changes the default retention of a bucket that has it.
+    SetObjectLock(ObjectLockConfig),
     ListVersions(ListVersionsRequest),
     PutObject {
         key: String,
         body: ObjectBody,
         tags: Vec<(String, String)>,
         condition: Option<WriteCondition>,
+        /// The lock the new version asks for (the bucket's default retention if it names none).
+        lock: ObjectLock,
     },
     GetObject {
         key: String,
@@ -274,6 +294,22 @@ pub enum BucketMsg {
         key: String,
         version_id: Option<String>,
         if_match: Option<String>,
+        /// The caller asked to bypass GOVERNANCE retention and may.
+        bypass_governance: bool,
+    },
+    /// Sets (or, with `None`, removes) the retention of `key` (or one version of it).
+    PutRetention {
+        key: String,
+        version_id: Option<String>,
+        retention: Option<Retention>,
+        /// The caller asked to bypass GOVERNANCE retention and may.
+        bypass_governance: bool,
+    },
+    /// Turns the legal hold of `key` (or one version of it) on or off.
+    PutLegalHold {
+        key: String,
+        version_id: Option<String>,
+        on: bool,
     },
     PutTags {
         key: String,
@@ -286,6 +322,7 @@ pub enum BucketMsg {
         meta: ObjectMeta,
         initiator: String,
         tags: Vec<(String, String)>,
+        lock: ObjectLock,
     },
     GetUpload {
         upload_id: String,
@@ -404,6 +441,7 @@ pub struct BucketInfo {
     pub policy: Option<String>,
     pub cors: Option<CorsConfiguration>,
     pub versioning: Versioning,
+    pub object_lock: Option<ObjectLockConfig>,
 }
 
 /// An upload in progress, as listed.
@@ -462,6 +500,17 @@ pub enum Refusal {
     InvalidVersionId,
     #[error("Versioning cannot be turned off once enabled; suspend it instead")]
     CannotUnversion,
+    /// A version under retention or legal hold cannot be deleted, nor its retention weakened.
+    #[error("Access Denied because object protected by object lock")]
+    ObjectLocked,
+    #[error("Bucket is missing Object Lock Configuration")]
+    ObjectLockNotEnabled,
+    #[error("Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration")]
+    ObjectLockNeedsVersioning,
+    #[error(
+        "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed"
+    )]
+    VersioningLocked,
 }
 
 /// A delete marker, as a refusal names it.

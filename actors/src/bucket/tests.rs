@@ -100,7 +100,11 @@ async fn random_histories_match_the_model_and_leave_no_references() {
     let (directory, storage) = (node.directory.clone(), node.storage.clone());
     let keys = ["a", "a/b", "b", "c"];
     assert!(matches!(
-        ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await,
+        ask(
+            &directory,
+            BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false }
+        )
+        .await,
         BucketReply::Done
     ));
     let mut model = Model::default();
@@ -113,7 +117,13 @@ async fn random_histories_match_the_model_and_leave_no_references() {
                 let body = body(&storage, content).await;
                 let BucketReply::Committed { version_id, .. } = ask(
                     &directory,
-                    BucketMsg::PutObject { key: key.clone(), body, tags: Vec::new(), condition: None },
+                    BucketMsg::PutObject {
+                        key: key.clone(),
+                        body,
+                        tags: Vec::new(),
+                        condition: None,
+                        lock: ObjectLock::default(),
+                    },
                 )
                 .await
                 else {
@@ -134,7 +144,12 @@ async fn random_histories_match_the_model_and_leave_no_references() {
             45..65 => {
                 let BucketReply::Deleted { version_id, delete_marker } = ask(
                     &directory,
-                    BucketMsg::DeleteObject { key: key.clone(), version_id: None, if_match: None },
+                    BucketMsg::DeleteObject {
+                        key: key.clone(),
+                        version_id: None,
+                        if_match: None,
+                        bypass_governance: false,
+                    },
                 )
                 .await
                 else {
@@ -168,6 +183,7 @@ async fn random_histories_match_the_model_and_leave_no_references() {
                         key: key.clone(),
                         version_id: Some(version_id),
                         if_match: None,
+                        bypass_governance: false,
                     },
                 )
                 .await;
@@ -203,13 +219,27 @@ async fn random_histories_match_the_model_and_leave_no_references() {
     };
     for version in listing.versions {
         let version_id = Some(version.version_id);
-        ask(&directory, BucketMsg::DeleteObject { key: version.key, version_id, if_match: None }).await;
+        ask(
+            &directory,
+            BucketMsg::DeleteObject {
+                key: version.key,
+                version_id,
+                if_match: None,
+                bypass_governance: false,
+            },
+        )
+        .await;
     }
     if model.versioning == Versioning::Unversioned {
         for key in keys {
             ask(
                 &directory,
-                BucketMsg::DeleteObject { key: key.to_string(), version_id: None, if_match: None },
+                BucketMsg::DeleteObject {
+                    key: key.to_string(),
+                    version_id: None,
+                    if_match: None,
+                    bypass_governance: false,
+                },
             )
             .await;
         }
@@ -227,7 +257,8 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
     let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
     let directory = Directory::start(storage.clone(), SupervisionConfig::default()).await.unwrap();
     directory.register::<Bucket>();
-    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await;
+    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false })
+        .await;
     let bodies: Vec<ObjectBody> = futures_bodies(&storage).await;
 
     let mut senders = Vec::new();
@@ -239,9 +270,20 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
                 let key = format!("k{}", rng.random_range(0..5));
                 let msg = if rng.random_bool(0.75) {
                     let body = bodies[rng.random_range(0..bodies.len())].clone();
-                    BucketMsg::PutObject { key, body, tags: Vec::new(), condition: None }
+                    BucketMsg::PutObject {
+                        key,
+                        body,
+                        tags: Vec::new(),
+                        condition: None,
+                        lock: ObjectLock::default(),
+                    }
                 } else {
-                    BucketMsg::DeleteObject { key, version_id: None, if_match: None }
+                    BucketMsg::DeleteObject {
+                        key,
+                        version_id: None,
+                        if_match: None,
+                        bypass_governance: false,
+                    }
                 };
                 let reply = directory.call(&ActorKey::new(ActorKind::Bucket, "model"), msg).await.unwrap();
                 assert!(
@@ -269,7 +311,16 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
     assert_eq!(refs, listing.objects.len(), "one reference per current object (one block each)");
 
     for object in listing.objects {
-        ask(&directory, BucketMsg::DeleteObject { key: object.key, version_id: None, if_match: None }).await;
+        ask(
+            &directory,
+            BucketMsg::DeleteObject {
+                key: object.key,
+                version_id: None,
+                if_match: None,
+                bypass_governance: false,
+            },
+        )
+        .await;
     }
     assert!(matches!(ask(&directory, BucketMsg::Delete).await, BucketReply::Done));
     assert_eq!(storage.blocks().refs().scan(&KeyPrefix::new(), None).count(), 0);
@@ -291,12 +342,22 @@ async fn futures_bodies(storage: &Storage) -> Vec<ObjectBody> {
 async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time() {
     let node = crate::testing::node_with::<Bucket>().await;
     let directory = node.directory.clone();
-    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private }).await;
+    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false })
+        .await;
     let keys = ["a/1", "a/2", "a/x/3", "b", "c/1", "c0", "d/", "d/e/f"];
     for key in keys {
         let body = body(&node.storage, 1).await;
-        ask(&directory, BucketMsg::PutObject { key: key.into(), body, tags: Vec::new(), condition: None })
-            .await;
+        ask(
+            &directory,
+            BucketMsg::PutObject {
+                key: key.into(),
+                body,
+                tags: Vec::new(),
+                condition: None,
+                lock: ObjectLock::default(),
+            },
+        )
+        .await;
     }
     let mut seen = Vec::new();
     let mut after = None;
@@ -339,7 +400,7 @@ fn a_format_1_bucket_meta_reads_back_without_cors_rules() {
     assert_eq!((meta.policy.as_deref(), meta.versioning), (Some("{}"), Versioning::Suspended));
     assert_eq!((meta.objects, meta.bytes, meta.versions, meta.uploads, meta.next_seq), (3, 300, 4, 1, 9));
     assert_eq!(meta.cors, None);
-    assert!(BucketMeta::upgrade(3, &body).is_none(), "an unknown format is not guessed at");
+    assert!(BucketMeta::upgrade(4, &body).is_none(), "an unknown format is not guessed at");
 }
 
 #[test]
@@ -356,20 +417,25 @@ fn a_format_1_upload_reads_back_without_tags() {
     let upload = UploadRecord::upgrade(1, &body).expect("format 1 is known").expect("it decodes");
     assert_eq!((upload.key.as_str(), upload.initiated_ms, upload.initiator.as_str()), ("k", 5, "me"));
     assert_eq!((upload.meta, upload.tags), (meta, Vec::new()));
-    assert!(UploadRecord::upgrade(3, &body).is_none(), "an unknown format is not guessed at");
+    assert!(UploadRecord::upgrade(4, &body).is_none(), "an unknown format is not guessed at");
 }
 
-#[test]
-fn format_1_objects_and_versions_read_back_without_an_upload_id() {
-    use serv_storage::Record;
-    let body = ObjectBody {
+/// A three-byte body without blocks, for records that are only encoded and decoded.
+fn small_body() -> ObjectBody {
+    ObjectBody {
         size: 3,
         etag: "abc".into(),
         chunks: Vec::new(),
         meta: ObjectMeta::default(),
         checksums: Checksums::default(),
         part_sizes: vec![3],
-    };
+    }
+}
+
+#[test]
+fn format_1_objects_and_versions_read_back_without_an_upload_id() {
+    use serv_storage::Record;
+    let body = small_body();
     let old = || prev::v1::ObjectRecord {
         body: body.clone(),
         version_id: Some("v".into()),
@@ -383,7 +449,7 @@ fn format_1_objects_and_versions_read_back_without_an_upload_id() {
     assert_eq!((&object.body, object.version_id.as_deref(), object.seq), (&body, Some("v"), 4));
     assert_eq!((object.last_modified_ms, object.block_owner.as_str()), (8, "o/b/1/4"));
     assert_eq!((object.tags.len(), object.upload_id), (1, None));
-    assert!(ObjectRecord::upgrade(3, &encoded).is_none(), "an unknown format is not guessed at");
+    assert!(ObjectRecord::upgrade(4, &encoded).is_none(), "an unknown format is not guessed at");
 
     for content in [Some(old()), None] {
         let marker = content.is_none();
@@ -398,4 +464,108 @@ fn format_1_objects_and_versions_read_back_without_an_upload_id() {
         assert_eq!(version.object.is_none(), marker);
         assert!(version.object.is_none_or(|o| o.body == body && o.upload_id.is_none()));
     }
+}
+
+#[tokio::test]
+async fn locked_versions_are_not_deleted_but_a_plain_delete_adds_a_marker() {
+    let node = crate::testing::node_with::<Bucket>().await;
+    let (directory, storage) = (&node.directory, &node.storage);
+    ask(directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false })
+        .await;
+    let config = ObjectLockConfig {
+        default_retention: Some(DefaultRetention {
+            mode: RetentionMode::Governance,
+            period: RetentionPeriod::Days(1),
+        }),
+    };
+    let reply = ask(directory, BucketMsg::SetObjectLock(config)).await;
+    assert!(matches!(reply, BucketReply::Refused(Refusal::ObjectLockNeedsVersioning)), "{reply:?}");
+    ask(directory, BucketMsg::SetVersioning(Versioning::Enabled)).await;
+    assert!(matches!(ask(directory, BucketMsg::SetObjectLock(config)).await, BucketReply::Done));
+    let reply = ask(directory, BucketMsg::SetVersioning(Versioning::Suspended)).await;
+    assert!(matches!(reply, BucketReply::Refused(Refusal::VersioningLocked)), "{reply:?}");
+
+    let put = |content, lock| async move {
+        let body = body(storage, content).await;
+        let msg = BucketMsg::PutObject { key: "k".into(), body, tags: Vec::new(), condition: None, lock };
+        let BucketReply::Committed { version_id: Some(id), .. } = ask(directory, msg).await else {
+            panic!("no version")
+        };
+        id
+    };
+    let delete = |version_id: &str, bypass_governance| {
+        let version_id = Some(version_id.to_string());
+        ask(
+            directory,
+            BucketMsg::DeleteObject { key: "k".into(), version_id, if_match: None, bypass_governance },
+        )
+    };
+    let governed = put(1, ObjectLock::default()).await;
+    assert!(matches!(delete(&governed, false).await, BucketReply::Refused(Refusal::ObjectLocked)));
+    let retention = Some(Retention { mode: RetentionMode::Compliance, until_ms: now_ms() + 60_000 });
+    let complied = put(2, ObjectLock { retention, legal_hold: false }).await;
+    assert!(matches!(delete(&complied, true).await, BucketReply::Refused(Refusal::ObjectLocked)));
+    let msg = BucketMsg::DeleteObject {
+        key: "k".into(),
+        version_id: None,
+        if_match: None,
+        bypass_governance: false,
+    };
+    assert!(matches!(ask(directory, msg).await, BucketReply::Deleted { delete_marker: true, .. }));
+    let msg = BucketMsg::GetObject { key: "k".into(), version_id: Some(complied.clone()) };
+    let BucketReply::Object(object) = ask(directory, msg).await else { panic!("the locked version is gone") };
+    assert_eq!(object.lock.retention, retention);
+
+    let hold = |on| BucketMsg::PutLegalHold { key: "k".into(), version_id: Some(governed.clone()), on };
+    assert!(matches!(ask(directory, hold(true)).await, BucketReply::Done));
+    assert!(matches!(delete(&governed, true).await, BucketReply::Refused(Refusal::ObjectLocked)));
+    assert!(matches!(ask(directory, hold(false)).await, BucketReply::Done));
+    assert!(matches!(delete(&governed, true).await, BucketReply::Deleted { .. }), "bypassed once released");
+}
+
+#[test]
+fn format_2_records_read_back_without_object_lock() {
+    use serv_storage::Record;
+    let old = prev::v2::BucketMeta {
+        owner: "owner".into(),
+        created_ms: 7,
+        acl: CannedAcl::Private,
+        policy: None,
+        cors: Some(CorsConfiguration { rules: Vec::new() }),
+        versioning: Versioning::Enabled,
+        objects: 3,
+        bytes: 300,
+        versions: 4,
+        uploads: 1,
+        next_seq: 9,
+    };
+    let meta = BucketMeta::upgrade(2, &serv_storage::codec::encode(&old).unwrap()).unwrap().unwrap();
+    assert_eq!((meta.versioning, meta.next_seq, meta.object_lock), (Versioning::Enabled, 9, None));
+    assert_eq!(meta.cors, Some(CorsConfiguration { rules: Vec::new() }));
+
+    let object = prev::v2::ObjectRecord {
+        body: small_body(),
+        version_id: Some("v".into()),
+        seq: 4,
+        last_modified_ms: 8,
+        block_owner: "o/b/1/4".into(),
+        tags: Vec::new(),
+        upload_id: Some("u".into()),
+    };
+    let version =
+        prev::v2::VersionRecord { version_id: "v".into(), last_modified_ms: 8, object: Some(object) };
+    let encoded = serv_storage::codec::encode(&version).unwrap();
+    let version = VersionRecord::upgrade(2, &encoded).expect("format 2 is known").expect("it decodes");
+    let object = version.object.expect("an object version");
+    assert_eq!((object.upload_id.as_deref(), object.lock), (Some("u"), ObjectLock::default()));
+
+    let upload = prev::v2::UploadRecord {
+        key: "k".into(),
+        initiated_ms: 5,
+        meta: ObjectMeta::default(),
+        initiator: "me".into(),
+        tags: vec![("t".into(), "1".into())],
+    };
+    let upload = UploadRecord::upgrade(2, &serv_storage::codec::encode(&upload).unwrap()).unwrap().unwrap();
+    assert_eq!((upload.tags.len(), upload.lock), (1, ObjectLock::default()));
 }

@@ -27,6 +27,9 @@ pub(super) fn refusal(refusal: Refusal) -> S3Error {
         Refusal::DeleteMarker(_) => S3ErrorCode::MethodNotAllowed,
         Refusal::InvalidVersionId => S3ErrorCode::InvalidArgument,
         Refusal::CannotUnversion => S3ErrorCode::IllegalVersioningConfigurationException,
+        Refusal::ObjectLocked => S3ErrorCode::AccessDenied,
+        Refusal::ObjectLockNotEnabled => S3ErrorCode::InvalidRequest,
+        Refusal::ObjectLockNeedsVersioning | Refusal::VersioningLocked => S3ErrorCode::InvalidBucketState,
     };
     let mut error = S3Error::with_message(code, refusal.to_string());
     match &refusal {

@@ -53,6 +53,9 @@ impl<'a> Access<'a> {
             "s3:DeleteBucketPolicy",
             "s3:PutBucketCORS",
             "s3:GetBucketCORS",
+            "s3:PutBucketObjectLockConfiguration",
+            // Weakens a GOVERNANCE retention: a policy cannot grant it to others than the owner.
+            "s3:BypassGovernanceRetention",
         ];
         if OWNER.contains(&self.action) {
             Need::Owner

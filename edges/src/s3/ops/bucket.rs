@@ -18,7 +18,9 @@ pub(super) async fn create_bucket(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let Some(credentials) = req.credentials.as_ref() else { return Err(s3_error!(AccessDenied)) };
     let acl = canned(req.input.acl.as_ref().map(|a| a.as_str()))?;
-    let msg = BucketMsg::Create { owner: credentials.access_key.clone(), acl };
+    // Object lock turns versioning on with it, for good.
+    let object_lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
+    let msg = BucketMsg::Create { owner: credentials.access_key.clone(), acl, object_lock };
     s3.ask(&req.input.bucket, msg).await?;
     let output = CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) };
     Ok(S3Response::new(output))

@@ -25,7 +25,7 @@ macro_rules! meta_from {
 }
 
 /// A GET or HEAD answer: the given fields plus the object's stored headers (overridden by the
-/// request's `response-*` parameters), validators and, for whole objects, checksums.
+/// request's `response-*` parameters), validators, object lock and, for whole objects, checksums.
 macro_rules! described_object {
     ($output:ident { $($field:ident: $value:expr),* $(,)? }, $input:expr, $record:expr, $span:expr,
      $content_range:expr, $checksums:expr) => {{
@@ -49,6 +49,9 @@ macro_rules! described_object {
                 (!record.body.part_sizes.is_empty()).then_some(record.body.part_sizes.len() as i32)
             }),
             version_id: record.version_id.clone(),
+            object_lock_mode: lock_mode(&record.lock),
+            object_lock_retain_until_date: lock_until(&record.lock),
+            object_lock_legal_hold_status: lock_hold(&record.lock),
             checksum_crc32: checksums.and_then(|c: &Checksums| c.crc32.clone()),
             checksum_crc32c: checksums.and_then(|c: &Checksums| c.crc32c.clone()),
             checksum_sha1: checksums.and_then(|c: &Checksums| c.sha1.clone()),

@@ -2,7 +2,7 @@
 //! actor (through the directory) and translates its reply.
 //!
 //! s3s wants them as one `impl S3`; that impl (at the end) only names, for each operation, the
-//! module that answers it: [`bucket`], [`object`], [`listing`] or [`multipart`]. What they share
+//! module that answers it: [`bucket`], [`object`], [`listing`], [`multipart`] or [`lock`]. What they share
 //! lives beside them: access checks in [`access`], object headers and validators in [`headers`],
 //! bodies in flight in [`payload`].
 
@@ -13,6 +13,8 @@ mod payload;
 mod access;
 mod bucket;
 mod listing;
+#[macro_use]
+mod lock;
 mod multipart;
 mod object;
 
@@ -148,4 +150,10 @@ operations! {
     multipart::abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput;
     multipart::list_parts(ListPartsInput) -> ListPartsOutput;
     multipart::list_multipart_uploads(ListMultipartUploadsInput) -> ListMultipartUploadsOutput;
+    lock::put_object_lock_configuration(PutObjectLockConfigurationInput) -> PutObjectLockConfigurationOutput;
+    lock::get_object_lock_configuration(GetObjectLockConfigurationInput) -> GetObjectLockConfigurationOutput;
+    lock::put_object_retention(PutObjectRetentionInput) -> PutObjectRetentionOutput;
+    lock::get_object_retention(GetObjectRetentionInput) -> GetObjectRetentionOutput;
+    lock::put_object_legal_hold(PutObjectLegalHoldInput) -> PutObjectLegalHoldOutput;
+    lock::get_object_legal_hold(GetObjectLegalHoldInput) -> GetObjectLegalHoldOutput;
 }

@@ -10,6 +10,7 @@ use serv_actors::bucket::{BucketMsg, BucketReply, PartRecord};
 use super::super::body::{self, Written};
 use super::access::Access;
 use super::headers::{copy_preconditions, object_meta, strong, timestamp, write_condition};
+use super::lock::requested_lock;
 use super::object::header_tags;
 use super::payload::{BodyRequest, hasher_for};
 use super::{ServS3, unexpected};
@@ -22,9 +23,10 @@ pub(super) async fn create_multipart_upload(
     s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
     s3.check_key(&input.key)?;
     let tags = header_tags(input.tagging.as_deref())?;
+    let lock = lock_from!(input)?;
     let meta = meta_from!(input);
     let initiator = req.credentials.map(|c| c.access_key).unwrap_or_default();
-    let msg = BucketMsg::CreateUpload { key: input.key.clone(), meta, initiator, tags };
+    let msg = BucketMsg::CreateUpload { key: input.key.clone(), meta, initiator, tags, lock };
     let BucketReply::Upload(upload) = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };

@@ -14,6 +14,7 @@ use super::headers::{
     copy_preconditions, if_match_etag, object_meta, parse_http_date, preconditions, requested_range, strong,
     timestamp, user_metadata, write_condition,
 };
+use super::lock::{lock_hold, lock_mode, lock_until, requested_lock, require_integrity};
 use super::payload::{BodyRequest, checksums_of};
 use super::{ServS3, unexpected};
 
@@ -22,7 +23,8 @@ pub(super) async fn put_object(
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let S3Request { input, credentials, trailing_headers, .. } = req;
-    s3.authorize(&input.bucket, credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    let info =
+        s3.authorize(&input.bucket, credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
     s3.check_key(&input.key)?;
     let _slot = s3.body_slot()?;
     let claimed = claimed_checksums!(input);
@@ -34,6 +36,8 @@ pub(super) async fn put_object(
     };
     let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
     let tags = header_tags(input.tagging.as_deref())?;
+    let lock = lock_from!(input)?;
+    require_integrity(&info, &lock, &request)?;
     let written = s3.write_body(&input.bucket, &request, input.body, s3.limits.max_object_size).await?;
     let meta = meta_from!(input);
     let body = ObjectBody {
@@ -44,7 +48,7 @@ pub(super) async fn put_object(
         checksums: checksums_of(&written.checksums),
         part_sizes: Vec::new(),
     };
-    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition };
+    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition, lock };
     let reply = if crate::fault_injection::lose(crate::fault_injection::Loss::S3Put) {
         BucketReply::Committed { etag: written.md5_hex(), version_id: None }
     } else {
@@ -147,7 +151,11 @@ pub(super) async fn delete_object(
         return Err(only_if_match());
     }
     let if_match = input.if_match.as_ref().map(if_match_etag);
-    let msg = BucketMsg::DeleteObject { key: input.key, version_id: input.version_id, if_match };
+    let bypass_governance = s3
+        .may_bypass(&input.bucket, req.credentials.as_ref(), &input.key, input.bypass_governance_retention)
+        .await;
+    let msg =
+        BucketMsg::DeleteObject { key: input.key, version_id: input.version_id, if_match, bypass_governance };
     let BucketReply::Deleted { version_id, delete_marker } = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };
@@ -169,12 +177,15 @@ pub(super) async fn delete_objects(
         return Err(only_if_match());
     }
     let quiet = input.delete.quiet.unwrap_or(false);
+    let bypass_governance =
+        s3.may_bypass(&input.bucket, req.credentials.as_ref(), "*", input.bypass_governance_retention).await;
     let (mut deleted, mut errors) = (Vec::new(), Vec::new());
     for object in input.delete.objects {
         let msg = BucketMsg::DeleteObject {
             key: object.key.clone(),
             version_id: object.version_id.clone(),
             if_match: object.e_tag.as_ref().map(|etag| etag.value().to_string()),
+            bypass_governance,
         };
         match s3.ask(&input.bucket, msg).await {
             Ok(BucketReply::Deleted { version_id, delete_marker }) => {
@@ -238,6 +249,9 @@ pub(super) async fn copy_object(
     let replace_tags =
         input.tagging_directive.as_ref().is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
     let tags = if replace_tags { header_tags(input.tagging.as_deref())? } else { source.tags.clone() };
+    // The copy is a new version: it gets the lock its request names (or the bucket's default),
+    // not the source's, as in S3.
+    let lock = lock_from!(input)?;
     let body = ObjectBody { meta, ..source.body.clone() };
     // The copy references the same blocks; when the buckets live on different nodes, the
     // blocks are copied to the destination's owner first (and held there until committed).
@@ -246,7 +260,7 @@ pub(super) async fn copy_object(
         true => None,
         false => Some(body::copy_blocks(&source_blocks, &destination, &source.body.chunks).await?),
     };
-    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition: None };
+    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition: None, lock };
     let BucketReply::Committed { etag, version_id: new_version } = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };
