@@ -5,13 +5,18 @@
 //! middleware ([`PASS`]: both hooks, each answering the head it got) sees every request and
 //! answer, to show what a middleware costs.
 //!
-//! Run with `scripts/bench-gateway` (it builds servd and installs nginx when it can). The
-//! upstream is a hyper server in this process; client, upstream and proxy share the machine, so
-//! the figures compare proxies under the same conditions rather than measure any alone.
-//! Figures are printed, never asserted.
+//! Every target is measured twice: with this bench's own client (hyper, in this process), and
+//! with `wrk` when it is installed, at 16 and 64 connections. Our client shares the cores with
+//! the proxies and can be what caps them all; `wrk` is the independent measure, and the ratio
+//! servd / nginx is printed for both.
 //!
-//! Environment: `SERVD_BIN`, `NGINX_BIN` (default `nginx` on the PATH), `BENCH_SECONDS` per phase
-//! (default 4).
+//! Run with `scripts/bench-gateway` (it builds servd and installs nginx and wrk when it can).
+//! The upstream is a hyper server in this process; client, upstream and proxy share the
+//! machine, so the figures compare proxies under the same conditions rather than measure any
+//! alone. Figures are printed, never asserted.
+//!
+//! Environment: `SERVD_BIN`, `NGINX_BIN` (default `nginx` on the PATH), `WRK_BIN` (default `wrk`),
+//! `BENCH_SECONDS` per phase (default 4).
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
@@ -36,6 +41,9 @@ const PASS: &str = r#"(module
   (func (export "serv_request") (export "serv_response") (param $ptr i32) (param $len i32) (result i64)
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))))"#;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Connections of the `wrk` phases (its threads: [`WRK_THREADS`]).
+const WRK_CONCURRENCY: [usize; 2] = [16, 64];
+const WRK_THREADS: usize = 2;
 
 /// A proxy process and its directory, both gone when the bench ends.
 struct Proxy {
@@ -224,6 +232,98 @@ async fn load(url: &str, concurrency: usize, seconds: f64) -> (f64, f64, f64) {
     (latencies.len() as f64 / elapsed, percentile(&latencies, 0.5), percentile(&latencies, 0.99))
 }
 
+/// `wrk` with `connections` keep-alive connections GETting `url` for `seconds`: (requests/s,
+/// p50 ms, p99 ms), or why there are none. Run off the runtime, which serves the upstream.
+async fn wrk_load(url: &str, connections: usize, seconds: f64) -> Result<(f64, f64, f64), String> {
+    let bin = std::env::var("WRK_BIN").unwrap_or_else(|_| "wrk".into());
+    let args = [
+        format!("-t{WRK_THREADS}"),
+        format!("-c{connections}"),
+        format!("-d{}s", seconds.ceil() as u64),
+        "--latency".into(),
+        url.to_string(),
+    ];
+    let output = tokio::task::spawn_blocking(move || Command::new(bin).args(args).output())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
+        return Err(format!("wrk found errors:\n{text}"));
+    }
+    let field = |prefix: &str| {
+        text.lines().find_map(|line| line.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()))
+    };
+    let rate =
+        field("Requests/sec:").and_then(|r| r.parse().ok()).ok_or("no Requests/sec in wrk's output")?;
+    let p50 = field("50%").and_then(|d| wrk_ms(&d)).ok_or("no 50% latency in wrk's output")?;
+    let p99 = field("99%").and_then(|d| wrk_ms(&d)).ok_or("no 99% latency in wrk's output")?;
+    Ok((rate, p50, p99))
+}
+
+/// A duration as `wrk` prints it (`812.00us`, `1.25ms`, `2.00s`), in milliseconds.
+fn wrk_ms(duration: &str) -> Option<f64> {
+    let split = duration.find(|c: char| c.is_ascii_alphabetic())?;
+    let (value, unit) = duration.split_at(split);
+    let value: f64 = value.parse().ok()?;
+    match unit {
+        "us" => Some(value / 1000.0),
+        "ms" => Some(value),
+        "s" => Some(value * 1000.0),
+        "m" => Some(value * 60_000.0),
+        _ => None,
+    }
+}
+
+/// The `wrk` phases of every target, with servd's ratios to nginx and to itself without a
+/// middleware; nothing when `wrk` is not installed.
+async fn wrk_phases(targets: &[&Proxy], seconds: f64) {
+    let mut figures = Vec::new();
+    for target in targets {
+        for connections in WRK_CONCURRENCY {
+            let url = format!("{}/bench/item", target.url);
+            match wrk_load(&url, connections, seconds).await {
+                Ok((rate, p50, p99)) => {
+                    if figures.is_empty() {
+                        println!("\nwith wrk ({WRK_THREADS} threads)");
+                        println!(
+                            "{:<10} {:>5} {:>10} {:>9} {:>9}",
+                            "target", "conn", "req/s", "p50 ms", "p99 ms"
+                        );
+                    }
+                    println!(
+                        "{:<10} {:>5} {:>10.0} {:>9.2} {:>9.2}",
+                        target.name, connections, rate, p50, p99
+                    );
+                    figures.push((target.name, connections, rate, p99));
+                }
+                Err(reason) if figures.is_empty() && reason.starts_with("wrk:") => {
+                    eprintln!("wrk is not available ({reason}): measured with our own client only");
+                    return;
+                }
+                Err(reason) => println!("{:<10} {:>5} failed: {reason}", target.name, connections),
+            }
+        }
+    }
+    let figure = |name, connections| figures.iter().find(|f| f.0 == name && f.1 == connections);
+    for connections in WRK_CONCURRENCY {
+        if let (Some(servd), Some(nginx)) = (figure("servd", connections), figure("nginx", connections)) {
+            println!(
+                "wrk: servd / nginx at {connections} connections: {:.2}x req/s, p99 {:.2} vs {:.2} ms",
+                servd.2 / nginx.2,
+                servd.3,
+                nginx.3
+            );
+        }
+        if let (Some(wasm), Some(servd)) = (figure("servd+wasm", connections), figure("servd", connections)) {
+            println!(
+                "wrk: servd with / without a WASM middleware at {connections} connections: {:.2}x",
+                wasm.2 / servd.2
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
@@ -235,10 +335,12 @@ async fn main() {
     if nginx.is_none() {
         eprintln!("nginx is not installed here: measuring servd and the upstream alone");
     }
-    println!("GET of a {BODY_BYTES} B answer, keep-alive, {seconds} s per phase");
+    println!("GET of a {BODY_BYTES} B answer, keep-alive, {seconds} s per phase; our own client first");
     println!("{:<10} {:>5} {:>10} {:>9} {:>9}", "target", "conc", "req/s", "p50 ms", "p99 ms");
     let mut figures = Vec::new();
-    for target in [Some(&direct), Some(&servd), nginx.as_ref(), Some(&wasm)].into_iter().flatten() {
+    let targets: Vec<&Proxy> =
+        [Some(&direct), Some(&servd), nginx.as_ref(), Some(&wasm)].into_iter().flatten().collect();
+    for target in &targets {
         for concurrency in CONCURRENCY {
             let url = format!("{}/bench/item", target.url);
             let (rate, p50, p99) = load(&url, concurrency, seconds).await;
@@ -256,4 +358,5 @@ async fn main() {
             rate("servd+wasm") / rate("servd")
         );
     }
+    wrk_phases(&targets, seconds).await;
 }

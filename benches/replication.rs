@@ -5,7 +5,9 @@
 //!    100, and consume with client-individual acks.
 //! 2. Three nodes (R=3): the same, driven through the node that leads the bucket's and the
 //!    queues' partitions, and the 4 KiB PUTs once more through a node that does not lead (each
-//!    request forwarded); a table with both and the ratio R=3/R=1.
+//!    request forwarded); a table with both and the ratio R=3/R=1, with the CPU time every
+//!    `servd` of the configuration (and the bench itself) spent per PUT: on one machine that
+//!    hosts all three nodes, R=3 is bound by the cores long before the disk or the network.
 //! 3. Failover, `BENCH_KILLS` times: SIGKILL of the leader of a bucket's partition, then the
 //!    time until a PUT through another node is served (a new attempt every [`RETRY_EVERY`], each
 //!    given [`ATTEMPT_TIMEOUT`]); the node is restarted on its data dir and ports, and the next
@@ -62,6 +64,9 @@ struct Figures {
     /// (ops/s, MiB/s, failed requests) of the 4 KiB and the 1 MiB PUTs.
     small: (f64, f64, u64),
     large: (f64, f64, u64),
+    /// CPU ms per PUT of the 4 KiB and the 1 MiB phases: every servd together, and the bench.
+    small_cpu: (f64, f64),
+    large_cpu: (f64, f64),
     each: Produced,
     batched: Produced,
     consumed: f64,
@@ -90,30 +95,47 @@ async fn put_rate(
     (rate, mib, errors)
 }
 
-async fn measure(client: &Http, route: &Route, seconds: f64, messages: usize) -> Figures {
+/// CPU ms per operation between two [`common::cpu_sample`]s: (servd, bench).
+fn cpu_per_op(before: (f64, f64), after: (f64, f64), ops: f64) -> (f64, f64) {
+    let per_op = |used: f64| used * 1000.0 / ops.max(1.0);
+    (per_op(after.0 - before.0), per_op(after.1 - before.1))
+}
+
+/// The figures of one configuration, `nodes` being all of its processes (for their CPU use).
+async fn measure(client: &Http, route: &Route, nodes: &[&Node], seconds: f64, messages: usize) -> Figures {
     create_bucket(client, route.s3, &route.bucket).await;
     let prefix = |tag: &str| format!("{}/{tag}", route.bucket);
+    let before = common::cpu_sample(nodes);
     let small = put_rate(client, route.s3, prefix("small"), SMALL_BYTES, SMALL_CONNECTIONS, seconds).await;
+    let between = common::cpu_sample(nodes);
     let large = put_rate(client, route.s3, prefix("large"), LARGE_BYTES, LARGE_CONNECTIONS, seconds).await;
+    let after = common::cpu_sample(nodes);
+    let small_cpu = cpu_per_op(before, between, small.0 * seconds);
+    let large_cpu = cpu_per_op(between, after, large.0 * seconds);
     let broker = Broker::servd("servd", route.stomp);
     let body = kib_body();
     let [each_queue, batch_queue] = route.queues.clone().map(|q| format!("/queue/{q}"));
     let each = produce(&broker, &each_queue, messages, &body, 1).await;
     let batched = produce(&broker, &batch_queue, messages, &body, 100).await;
     let consumed = consume(&broker, &batch_queue, messages).await;
-    Figures { small, large, each, batched, consumed }
+    Figures { small, large, small_cpu, large_cpu, each, batched, consumed }
 }
 
 fn print_table(one: &Figures, three: &Figures, forwarded: (f64, f64, u64)) {
     println!("\n{:<44} {:>10} {:>10} {:>9}", "figure", "R=1", "R=3", "R=3/R=1");
     let row = |name: &str, r1: f64, r3: f64| {
-        println!("{name:<44} {r1:>10.1} {r3:>10.1} {:>8.2}x", r3 / r1.max(f64::MIN_POSITIVE));
+        // CPU figures are fractions of a millisecond: they get three decimals.
+        let digits = if name.contains("CPU") { 3 } else { 1 };
+        println!("{name:<44} {r1:>10.digits$} {r3:>10.digits$} {:>8.2}x", r3 / r1.max(f64::MIN_POSITIVE));
     };
     row("S3 PUT 4 KiB @16, ops/s", one.small.0, three.small.0);
     row("S3 PUT 4 KiB @16, MiB/s", one.small.1, three.small.1);
     row("S3 PUT 4 KiB @16 via a non-leader, ops/s", one.small.0, forwarded.0);
+    row("S3 PUT 4 KiB @16, servd CPU ms/op (all nodes)", one.small_cpu.0, three.small_cpu.0);
+    row("S3 PUT 4 KiB @16, bench client CPU ms/op", one.small_cpu.1, three.small_cpu.1);
     row("S3 PUT 1 MiB @8, ops/s", one.large.0, three.large.0);
     row("S3 PUT 1 MiB @8, MiB/s", one.large.1, three.large.1);
+    row("S3 PUT 1 MiB @8, servd CPU ms/op (all nodes)", one.large_cpu.0, three.large_cpu.0);
     for (name, r1, r3) in
         [("receipt each", one.each, three.each), ("receipt per 100", one.batched, three.batched)]
     {
@@ -404,7 +426,7 @@ async fn main() {
     single.wait_ready(&client).await;
     let queues = ["bench-each".to_string(), "bench-batch".to_string()];
     let route = Route { s3: single.s3, stomp: single.stomp, bucket: "bench".into(), queues };
-    let one = measure(&client, &route, seconds, messages).await;
+    let one = measure(&client, &route, &[&single], seconds, messages).await;
     drop(single);
 
     let mut nodes = common::start_cluster(&client, REPLICAS, REPLICAS, &[]).await;
@@ -419,7 +441,7 @@ async fn main() {
     let queues = [led("topic/queue", "bench-each").await, led("topic/queue", "bench-batch").await];
     println!("three nodes settled; bucket {bucket} and queues {queues:?} are led by n1");
     let route = Route { s3: nodes[0].s3, stomp: nodes[0].stomp, bucket: bucket.clone(), queues };
-    let three = measure(&client, &route, seconds, messages).await;
+    let three = measure(&client, &route, &nodes.iter().collect::<Vec<_>>(), seconds, messages).await;
     let prefix = format!("{bucket}/forwarded");
     let forwarded = put_rate(&client, nodes[1].s3, prefix, SMALL_BYTES, SMALL_CONNECTIONS, seconds).await;
     print_table(&one, &three, forwarded);

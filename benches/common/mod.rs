@@ -145,11 +145,38 @@ impl Node {
         panic!("{} not ready within {READY_TIMEOUT:?}:\n{}", self.name, self.log_tail());
     }
 
+    /// The process id of the node's running process (0 when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, Child::id)
+    }
+
+    /// CPU seconds (user + system) the node's process has used so far; 0 when it is not running.
+    pub fn cpu_seconds(&self) -> f64 {
+        if self.process.is_some() { cpu_seconds_of(&self.pid().to_string()) } else { 0.0 }
+    }
+
     /// The last lines of the node's log.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read(self.dir.path().join("servd.log")).unwrap_or_default();
         String::from_utf8_lossy(&log[log.len().saturating_sub(LOG_TAIL_BYTES)..]).into_owned()
     }
+}
+
+/// CPU seconds (user + system) process `pid` ("self" for this one) has used, from
+/// `/proc/PID/stat` (clock ticks of 1/100 s, the value Linux exports on every common platform).
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND // utime and stime: fields 14 and 15
+}
+
+/// CPU seconds used by `nodes` together and by this process, sampled at once.
+pub fn cpu_sample(nodes: &[&Node]) -> (f64, f64) {
+    (nodes.iter().map(|n| n.cpu_seconds()).sum(), cpu_seconds_of("self"))
 }
 
 impl Drop for Node {
