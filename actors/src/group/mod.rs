@@ -356,13 +356,18 @@ impl Entity for Group {
                 self.meta = None;
                 self.state = GroupState::default();
                 self.members.clear();
+                // Nothing answers them once the group is gone (a deleted group takes no Wake).
+                for parked in self.parked.drain(..) {
+                    let _ = parked.answer.send(GroupReply::Refused(GroupRefusal::NoSuchGroup));
+                }
                 Ok(GroupReply::Done)
             }
         }
     }
 
     fn can_passivate(&self) -> bool {
-        self.parked.is_empty()
+        // A fetch whose fetcher went away (its connection closed) holds nothing up.
+        self.parked.iter().all(|parked| parked.answer.is_closed())
     }
 
     fn summary(&self) -> String {

@@ -382,3 +382,35 @@ fn an_outstanding_offset_stored_before_body_sizes_still_loads() {
     let entry = Outstanding::upgrade(1, &v1).expect("format 1 is known").expect("decodes");
     assert_eq!(entry, Outstanding { deliveries: 3, slot: Slot::Ready, body_bytes: 0 });
 }
+
+#[tokio::test]
+async fn a_deleted_group_answers_its_waiting_fetches_and_passivates() {
+    let node = node().await;
+    topic(&node, "topic/t", TopicMsg::Ensure { config: TopicConfig::default() }).await;
+    let g = "topic/t#s1";
+    let key = ActorKey::new(ActorKind::Group, g);
+    for member in ["a", "b"] {
+        group(&node, g, join(member, 10, AckMode::ClientIndividual, StartAt::Latest)).await;
+    }
+    let wait = |member: &str| {
+        let (directory, key) = (node.directory.clone(), key.clone());
+        let fetch = GroupMsg::Fetch { member: member.into(), max: 10, wait_ms: 60_000 };
+        tokio::spawn(async move { directory.call(&key, fetch).await })
+    };
+    // Both fetches wait for messages; a's fetcher then goes away, as with a closed connection.
+    let (gone, waiting) = (wait("a"), wait("b"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gone.abort();
+    group(&node, g, GroupMsg::Delete).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("b's fetch is answered");
+    assert!(matches!(answer.unwrap(), Ok(GroupReply::Refused(GroupRefusal::NoSuchGroup))));
+    // Nothing holds the deleted group up any more: it passivates like any idle entity.
+    let live = || node.directory.records().into_iter().any(|r| r.key == key.to_string());
+    for _ in 0..500 {
+        if !live() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the deleted group is still live 5 s later");
+}
