@@ -32,6 +32,11 @@ use tokio::net::TcpListener;
 
 use crate::config::{Cli, Config};
 
+/// jemalloc rather than the C library's allocator: glibc kept every page that passivated actors
+/// and closed connections freed (see `scripts/bench-actors`); jemalloc gives them back.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // Before anything else: a stop signal that arrives while the node starts waits, blocked,
     // until the node watches for it (then it is a drain), rather than killing the process; and
