@@ -102,7 +102,9 @@ function renderMembers() {
     [m.uptime_ms == null ? (m.state === "down" ? "down" : "?") : uptime(m.uptime_ms), {
       className: "num", title: m.started_ms ? `started ${new Date(m.started_ms).toISOString()}` : "",
     }],
-    ...nodeUsage(m.id).map((usage, i) => [usage, { className: "num", dataset: ["memory", "disk"][i] }]),
+    ...nodeUsage(m.id).map((usage, i) => [usage, {
+      className: i === 0 && nodeRefusing(m.id) ? "num refusing" : "num", dataset: ["memory", "disk"][i],
+    }]),
     [m.mesh_addr], [m.s3_addr || "?"], [m.stomp_addr || "?"], [m.admin_addr || "?"],
   ], { "data-node": m.id, "data-state": m.state })));
 }

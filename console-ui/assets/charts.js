@@ -160,10 +160,20 @@ function renderCharts() {
   });
 }
 
-/** The latest memory and disk of node `id`, for its row in the nodes table. */
+/** The latest memory (with the node's budget, and whether it refuses new work near it) and disk
+ * of node `id`, for its row in the nodes table. */
 function nodeUsage(id) {
   const sample = view.latest?.get(id);
-  return sample ? [reading(sample.resident_bytes / MIB, "MiB"), reading(sample.storage_bytes / MIB, "MiB")] : ["?", "?"];
+  if (!sample) return ["?", "?"];
+  let memory = reading(sample.resident_bytes / MIB, "MiB");
+  if (sample.memory_limit_bytes) memory += ` of ${reading(sample.memory_limit_bytes / MIB, "MiB")}`;
+  if (sample.memory_refusing) memory += " · refusing new work";
+  return [memory, reading(sample.storage_bytes / MIB, "MiB")];
+}
+
+/** Whether node `id` last said it is near its memory budget and refuses new work. */
+function nodeRefusing(id) {
+  return Boolean(view.latest?.get(id)?.memory_refusing);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

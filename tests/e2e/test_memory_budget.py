@@ -1,11 +1,13 @@
 """The memory budget (issue #16): a node near --max-memory-bytes refuses new work with each
 protocol's back-off answer instead of growing (S3 503 SlowDown for writes, a STOMP ERROR for SEND
 and SUBSCRIBE, gateway 503), keeps serving reads, acks and the admin API, and says so in
-/metrics. A node within its budget refuses nothing."""
+/metrics and on the console's overview. A node within its budget refuses nothing."""
 
 import requests
 
 from conftest import metric, rss_bytes, s3_client, s3_error, unique_bucket, wait_until
+from test_console import drive
+from test_console import pytestmark as needs_chromium
 from test_stomp import RawStomp
 
 
@@ -55,3 +57,15 @@ def test_a_budget_below_the_floor_is_refused(tmp_path):
 
     result = run_servd(["--max-memory-bytes", "1000", "--data-dir", str(tmp_path / "d")])
     assert result.returncode == 2 and "max_memory_bytes" in result.stderr, result.stderr
+
+
+@needs_chromium
+def test_the_console_shows_each_nodes_budget_and_that_it_refuses_new_work(start_servd, tmp_path):
+    near = start_servd(args=["--max-memory-bytes", "20000000"]).wait_ready()
+    wait_until(lambda: metric(near, "serv_memory_refusing") == 1, timeout=10, message="the node refuses")
+    seen = drive("memory.mjs", near.admin, near.token, tmp_path)
+    memory = seen["phases"]["memory"]
+    # 20,000,000 bytes are 19.07 MiB, read to one decimal.
+    assert " of 19.1 MiB" in memory["text"] and "refusing new work" in memory["text"], memory
+    assert "refusing" in memory["className"].split() and memory["color"] == "rgb(180, 35, 24)", memory
+    assert seen["consoleErrors"] == []

@@ -12,7 +12,7 @@ from test_cluster_actors import kill_and_wait_down, node_id, trio  # noqa: F401 
 from test_stomp import Client, RawStomp
 
 RATES = ("messages_in_per_s", "messages_out_per_s", "s3_requests_per_s", "s3_errors_per_s", "stomp_errors_per_s")
-GAUGES = ("resident_bytes", "storage_bytes")
+GAUGES = ("resident_bytes", "memory_limit_bytes", "memory_refusing", "storage_bytes")
 
 
 def series(server, **params):
@@ -54,6 +54,7 @@ def check_shape(body):
             assert set(sample) == {"at_ms", *RATES, *GAUGES}, sample
             assert all(sample[rate] >= 0 for rate in RATES), sample
             assert sample["resident_bytes"] > 0 and sample["storage_bytes"] > 0, sample
+            assert sample["memory_limit_bytes"] > sample["resident_bytes"] and sample["memory_refusing"] is False, sample
 
 
 def make_traffic(node, rounds=20):

@@ -45,6 +45,12 @@ pub struct Sample {
     pub stomp_errors_per_s: f64,
     /// Resident memory of the process, in bytes.
     pub resident_bytes: u64,
+    /// The node's memory budget (`--max-memory-bytes`); 0 from a node that did not say.
+    #[serde(default)]
+    pub memory_limit_bytes: u64,
+    /// Whether the node was near its budget and refusing new work.
+    #[serde(default)]
+    pub memory_refusing: bool,
     /// Disk the data directory takes, in bytes.
     pub storage_bytes: u64,
 }
@@ -60,6 +66,8 @@ struct Reading {
     s3_errors: u64,
     stomp_errors: u64,
     resident_bytes: u64,
+    memory_limit_bytes: u64,
+    memory_refusing: bool,
     storage_bytes: u64,
 }
 
@@ -71,6 +79,7 @@ impl Reading {
         let s3 = crate::s3::metrics::snapshot();
         let statuses = || s3.iter().flat_map(|view| view.statuses.iter());
         let stomp = crate::stomp::metrics::snapshot();
+        let (memory_limit_bytes, memory_refusing, _) = crate::memory::state();
         Self {
             at: Instant::now(),
             at_ms: serv_actors::now_ms(),
@@ -88,6 +97,8 @@ impl Reading {
                 .map(|(_, n)| n)
                 .sum(),
             resident_bytes: super::metrics::resident_bytes().unwrap_or(0),
+            memory_limit_bytes,
+            memory_refusing,
             storage_bytes,
         }
     }
@@ -104,6 +115,8 @@ impl Reading {
             s3_errors_per_s: rate(self.s3_errors, before.s3_errors),
             stomp_errors_per_s: rate(self.stomp_errors, before.stomp_errors),
             resident_bytes: self.resident_bytes,
+            memory_limit_bytes: self.memory_limit_bytes,
+            memory_refusing: self.memory_refusing,
             storage_bytes: self.storage_bytes,
         }
     }
@@ -252,6 +265,8 @@ mod tests {
             s3_errors: count,
             stomp_errors: count,
             resident_bytes: 7,
+            memory_limit_bytes: 8,
+            memory_refusing: true,
             storage_bytes: 9,
         }
     }
@@ -263,6 +278,7 @@ mod tests {
         assert_eq!(sample.messages_in_per_s, 10.0);
         assert_eq!(sample.s3_errors_per_s, 10.0);
         assert_eq!((sample.resident_bytes, sample.storage_bytes), (7, 9), "gauges as read");
+        assert_eq!((sample.memory_limit_bytes, sample.memory_refusing), (8, true), "the budget as read");
         assert_eq!(per_second(0, 1, Duration::from_secs(3)), 0.33, "rounded to hundredths");
     }
 
