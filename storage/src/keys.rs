@@ -152,6 +152,11 @@ impl AccessKeys {
         self.read().get(access_key).map(|(_, secret, _)| secret.clone())
     }
 
+    /// The name of `access_key`, if it is a live key.
+    pub fn name(&self, access_key: &str) -> Option<String> {
+        self.read().get(access_key).map(|(name, _, _)| name.clone())
+    }
+
     /// Every key, by name, without secrets.
     pub fn list(&self) -> Vec<KeyInfo> {
         let mut keys: Vec<_> = self

@@ -10,6 +10,7 @@
 use serv_storage::blocks::{BlockHash, BlockRef};
 use serv_storage::{KeyPrefix, Storage, WriteSet};
 
+use super::acl::{Grant, ObjectAcl};
 use super::lock::ObjectLock;
 use super::model::*;
 use super::{Bucket, NULL_VERSION, Outcome, VersionRow, refused, upload_info};
@@ -24,6 +25,8 @@ pub(super) struct NewObject {
     pub upload_id: Option<String>,
     /// The lock its write asks for.
     pub lock: ObjectLock,
+    /// Its owner and grants.
+    pub acl: ObjectAcl,
 }
 
 /// One change of an existing bucket: a working copy of its meta and what to release after.
@@ -45,7 +48,7 @@ impl<'a> Op<'a> {
             name: self.bucket.name.clone(),
             owner: self.meta.owner.clone(),
             created_ms: self.meta.created_ms,
-            acl: self.meta.acl,
+            grants: self.meta.grants.clone(),
             policy: self.meta.policy.clone(),
             cors: self.meta.cors.clone(),
             versioning: self.meta.versioning,
@@ -191,6 +194,7 @@ impl<'a> Op<'a> {
             block_owner: self.owner_name("o", seq),
             tags: object.tags,
             upload_id: object.upload_id,
+            acl: Some(object.acl),
         });
         if let Some(record) = &record {
             self.add_refs(changes, &record.body.chunks, &record.block_owner)?;
@@ -284,16 +288,15 @@ impl<'a> Op<'a> {
     pub async fn put_object_with(
         mut self,
         key: String,
-        (body, tags, lock): (ObjectBody, Vec<(String, String)>, ObjectLock),
+        object: NewObject,
         condition: Option<WriteCondition>,
         ctx: Option<&EntityContext>,
     ) -> Outcome {
-        if let Some(refusal) = self.unmet(condition.as_ref(), &key)?.or(self.unlockable(&lock)) {
+        if let Some(refusal) = self.unmet(condition.as_ref(), &key)?.or(self.unlockable(&object.lock)) {
             return refused(refusal);
         }
-        let etag = body.etag.clone();
+        let etag = object.body.etag.clone();
         let mut changes = self.storage.write_set();
-        let object = NewObject { body, tags, upload_id: None, lock };
         let version_id = self.write_version(&mut changes, &key, Some(object))?;
         match ctx {
             Some(ctx) => self.stage(changes, ctx)?,
@@ -402,6 +405,23 @@ impl<'a> Op<'a> {
         self.rewrite(key, object).await
     }
 
+    /// Replaces the grants of a version of `key`; a version from before owners were kept
+    /// becomes the bucket owner's explicitly.
+    pub async fn set_object_acl(
+        self,
+        key: String,
+        version_id: Option<String>,
+        grants: Vec<Grant>,
+    ) -> Outcome {
+        let mut object = match self.bucket.version(&key, version_id.as_deref())? {
+            Ok(object) => object,
+            Err(refusal) => return refused(refusal),
+        };
+        let owner = object.acl.map_or_else(|| self.meta.owner.clone(), |acl| acl.owner);
+        object.acl = Some(ObjectAcl { owner, grants });
+        self.rewrite(key, object).await
+    }
+
     /// Stores a changed description (tags, lock) of an existing version of `key`: its history
     /// row and, if it is the current one, its current object.
     pub async fn rewrite(self, key: String, object: ObjectRecord) -> Outcome {
@@ -424,14 +444,14 @@ impl<'a> Op<'a> {
         key: String,
         meta: ObjectMeta,
         initiator: String,
-        (tags, lock): (Vec<(String, String)>, ObjectLock),
+        (tags, lock, grants): (Vec<(String, String)>, ObjectLock, Vec<Grant>),
     ) -> Outcome {
         if let Some(refusal) = self.unlockable(&lock) {
             return refused(refusal);
         }
         let seq = self.next_seq();
         let upload_id = format!("{:x}{:012x}", self.meta.created_ms, seq);
-        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator, tags, lock };
+        let upload = UploadRecord { key, initiated_ms: now_ms(), meta, initiator, tags, lock, grants };
         let mut changes = self.storage.write_set();
         changes.put(&self.bucket.tables.uploads, &(self.bucket.name.clone(), upload_id.clone()), &upload)?;
         self.meta.uploads += 1;
@@ -507,8 +527,10 @@ impl<'a> Op<'a> {
         };
         let etag = body.etag.clone();
         let mut changes = self.storage.write_set();
+        // The completed object is the initiator's, with the ACL CreateMultipartUpload asked for.
+        let acl = ObjectAcl { owner: upload.initiator, grants: upload.grants };
         let object =
-            NewObject { body, tags: upload.tags, upload_id: Some(upload_id.clone()), lock: upload.lock };
+            NewObject { body, tags: upload.tags, upload_id: Some(upload_id.clone()), lock: upload.lock, acl };
         let version_id = self.write_version(&mut changes, &upload.key, Some(object))?;
         self.remove_upload(&mut changes, &upload_id)?;
         self.commit(changes).await?;

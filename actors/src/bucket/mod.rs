@@ -6,6 +6,7 @@
 //! is visible exactly when its references exist, and releases the references of whatever the
 //! write replaced (see [`serv_storage::blocks`]).
 
+mod acl;
 mod change;
 mod lock;
 mod model;
@@ -16,8 +17,9 @@ use std::collections::HashMap;
 use serv_storage::blocks::{BlockHash, BlockRef};
 use serv_storage::{KeyPrefix, Storage, Table};
 
-use change::Op;
+use change::{NewObject, Op};
 
+pub use acl::{Grant, Grantee, MAX_GRANTS, ObjectAcl, Permission, allows};
 pub use lock::{
     DefaultRetention, MAX_RETENTION_DAYS, MAX_RETENTION_YEARS, ObjectLock, ObjectLockConfig, Retention,
     RetentionMode, RetentionPeriod,
@@ -81,8 +83,8 @@ impl Entity for Bucket {
 
     async fn handle(&mut self, msg: BucketMsg, ctx: &EntityContext) -> Outcome {
         let storage = &ctx.storage;
-        if let BucketMsg::Create { owner, acl, object_lock } = msg {
-            return self.create(storage, owner, acl, object_lock).await;
+        if let BucketMsg::Create { owner, grants, object_lock } = msg {
+            return self.create(storage, owner, grants, object_lock).await;
         }
         let Some(meta) = self.meta.clone() else { return refused(Refusal::NoSuchBucket) };
         // The hot path of an unversioned bucket (put, get, delete of current objects) is
@@ -107,8 +109,9 @@ impl Entity for Bucket {
         }
         let mut op = Op::new(self, meta, storage);
         match msg {
-            BucketMsg::PutObject { key, body, tags, condition, lock } if pipelined => {
-                op.put_object_with(key, (body, tags, lock), condition, Some(ctx)).await
+            BucketMsg::PutObject { key, body, tags, condition, lock, acl } if pipelined => {
+                let object = NewObject { body, tags, upload_id: None, lock, acl: *acl };
+                op.put_object_with(key, object, condition, Some(ctx)).await
             }
             BucketMsg::DeleteObject { key, version_id: None, if_match: None, .. } if pipelined => {
                 op.delete_unversioned_staged(key, ctx)
@@ -116,8 +119,8 @@ impl Entity for Bucket {
             BucketMsg::Create { .. } => unreachable!("handled above"),
             BucketMsg::Delete => op.delete_bucket().await,
             BucketMsg::Head => Ok(BucketReply::Info(op.info())),
-            BucketMsg::SetAcl(acl) => {
-                op.meta.acl = acl;
+            BucketMsg::SetAcl(grants) => {
+                op.meta.grants = grants;
                 op.commit(storage.write_set()).await?;
                 Ok(BucketReply::Done)
             }
@@ -134,8 +137,9 @@ impl Entity for Bucket {
             BucketMsg::SetVersioning(versioning) => op.set_versioning(versioning).await,
             BucketMsg::SetObjectLock(config) => op.set_object_lock(config).await,
             BucketMsg::ListVersions(request) => Ok(BucketReply::Versions(op.bucket.list_versions(&request)?)),
-            BucketMsg::PutObject { key, body, tags, condition, lock } => {
-                op.put_object_with(key, (body, tags, lock), condition, None).await
+            BucketMsg::PutObject { key, body, tags, condition, lock, acl } => {
+                let object = NewObject { body, tags, upload_id: None, lock, acl: *acl };
+                op.put_object_with(key, object, condition, None).await
             }
             BucketMsg::GetObject { key, version_id } => {
                 match op.bucket.version(&key, version_id.as_deref())? {
@@ -151,9 +155,12 @@ impl Entity for Bucket {
             }
             BucketMsg::PutLegalHold { key, version_id, on } => op.put_legal_hold(key, version_id, on).await,
             BucketMsg::PutTags { key, version_id, tags } => op.put_tags(key, version_id, tags).await,
+            BucketMsg::SetObjectAcl { key, version_id, grants } => {
+                op.set_object_acl(key, version_id, grants).await
+            }
             BucketMsg::List(request) => Ok(BucketReply::Listing(op.bucket.list(&request)?)),
-            BucketMsg::CreateUpload { key, meta, initiator, tags, lock } => {
-                op.create_upload(key, meta, initiator, (tags, lock)).await
+            BucketMsg::CreateUpload { key, meta, initiator, tags, lock, grants } => {
+                op.create_upload(key, meta, initiator, (tags, lock, grants)).await
             }
             BucketMsg::GetUpload { upload_id } => match op.bucket.upload(&upload_id)? {
                 Some(upload) => Ok(BucketReply::Upload(upload_info(upload_id, upload))),
@@ -188,7 +195,7 @@ impl Bucket {
         &mut self,
         storage: &Storage,
         owner: String,
-        acl: CannedAcl,
+        grants: Vec<Grant>,
         object_lock: bool,
     ) -> Outcome {
         if let Some(meta) = &self.meta {
@@ -202,7 +209,7 @@ impl Bucket {
         let meta = BucketMeta {
             owner,
             created_ms: now_ms(),
-            acl,
+            grants,
             policy: None,
             cors: None,
             versioning: if object_lock { Versioning::Enabled } else { Versioning::Unversioned },
@@ -377,6 +384,7 @@ impl Bucket {
                         size: object.body.size,
                         etag: object.body.etag.clone(),
                         last_modified_ms: object.last_modified_ms,
+                        owner: object.acl.as_ref().map(|acl| acl.owner.clone()),
                     }),
                 }
                 last = Some(name);
@@ -457,6 +465,11 @@ impl Bucket {
                         version_id: version.version_id,
                         is_latest,
                         last_modified_ms: version.last_modified_ms,
+                        owner: version
+                            .object
+                            .as_ref()
+                            .and_then(|o| o.acl.as_ref())
+                            .map(|acl| acl.owner.clone()),
                         object: version.object.map(|o| (o.body.size, o.body.etag)),
                     });
                 }

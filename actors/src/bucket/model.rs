@@ -7,11 +7,13 @@ use serv_storage::blocks::BlockHash;
 use serv_storage::codec::{self, CodecError};
 use serv_storage::{Record, TableDef};
 
+use super::acl::{Grant, ObjectAcl};
 use super::lock::{ObjectLock, ObjectLockConfig, Retention};
-use super::prev::{v1, v2};
+use super::prev::{v1, v2, v3};
 use crate::{ActorKind, KindMessage};
 
-/// Who may do what on a bucket besides its owner (S3 canned ACLs).
+/// Who may do what on a bucket besides its owner (S3 canned ACLs), as buckets stored it before
+/// format 4 (now: [`Grant`]s).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CannedAcl {
     /// Only the owner.
@@ -37,12 +39,12 @@ pub enum Versioning {
 /// A bucket's durable description and running totals (the bucket actor is its only writer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BucketMeta {
-    /// Access key that created the bucket.
+    /// Access key that created the bucket (its account owns the bucket).
     pub owner: String,
     /// Creation time, Unix milliseconds; also tells one incarnation of a name from the next.
     pub created_ms: u64,
-    /// Canned ACL.
-    pub acl: CannedAcl,
+    /// ACL grants besides the owner's full control, at most [`super::MAX_GRANTS`].
+    pub grants: Vec<Grant>,
     /// Bucket policy document (JSON, checked by the edge before it is set).
     pub policy: Option<String>,
     /// CORS rules (checked by the edge before they are set); none: cross-origin requests refused.
@@ -63,12 +65,16 @@ pub struct BucketMeta {
 }
 
 impl Record for BucketMeta {
-    const FORMAT: u8 = 3;
+    const FORMAT: u8 = 4;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::BucketMeta>(body).map(|old| v2::BucketMeta::from(old).into())),
-            2 => Some(codec::decode::<v2::BucketMeta>(body).map(Into::into)),
+            1 => Some(
+                codec::decode::<v1::BucketMeta>(body)
+                    .map(|old| v3::BucketMeta::from(v2::BucketMeta::from(old)).into()),
+            ),
+            2 => Some(codec::decode::<v2::BucketMeta>(body).map(|old| v3::BucketMeta::from(old).into())),
+            3 => Some(codec::decode::<v3::BucketMeta>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -159,15 +165,22 @@ pub struct ObjectRecord {
     pub upload_id: Option<String>,
     /// Its object lock: retention and legal hold (none in a bucket without object lock).
     pub lock: ObjectLock,
+    /// Its owner and ACL grants; `None` for versions written before format 4, which belong to
+    /// the bucket's owner and grant nothing more.
+    pub acl: Option<ObjectAcl>,
 }
 
 impl Record for ObjectRecord {
-    const FORMAT: u8 = 3;
+    const FORMAT: u8 = 4;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::ObjectRecord>(body).map(|old| v2::ObjectRecord::from(old).into())),
-            2 => Some(codec::decode::<v2::ObjectRecord>(body).map(Into::into)),
+            1 => Some(
+                codec::decode::<v1::ObjectRecord>(body)
+                    .map(|old| v3::ObjectRecord::from(v2::ObjectRecord::from(old)).into()),
+            ),
+            2 => Some(codec::decode::<v2::ObjectRecord>(body).map(|old| v3::ObjectRecord::from(old).into())),
+            3 => Some(codec::decode::<v3::ObjectRecord>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -183,14 +196,18 @@ pub struct VersionRecord {
 }
 
 impl Record for VersionRecord {
-    const FORMAT: u8 = 3;
+    const FORMAT: u8 = 4;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => {
-                Some(codec::decode::<v1::VersionRecord>(body).map(|old| v2::VersionRecord::from(old).into()))
+            1 => Some(
+                codec::decode::<v1::VersionRecord>(body)
+                    .map(|old| v3::VersionRecord::from(v2::VersionRecord::from(old)).into()),
+            ),
+            2 => {
+                Some(codec::decode::<v2::VersionRecord>(body).map(|old| v3::VersionRecord::from(old).into()))
             }
-            2 => Some(codec::decode::<v2::VersionRecord>(body).map(Into::into)),
+            3 => Some(codec::decode::<v3::VersionRecord>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -208,15 +225,21 @@ pub struct UploadRecord {
     /// The object lock the completed object asks for (`x-amz-object-lock-*` of
     /// CreateMultipartUpload); the bucket's default retention applies on completion if it names none.
     pub lock: ObjectLock,
+    /// ACL grants the completed object gets (the ACL CreateMultipartUpload asked for).
+    pub grants: Vec<Grant>,
 }
 
 impl Record for UploadRecord {
-    const FORMAT: u8 = 3;
+    const FORMAT: u8 = 4;
 
     fn upgrade(format: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match format {
-            1 => Some(codec::decode::<v1::UploadRecord>(body).map(|old| v2::UploadRecord::from(old).into())),
-            2 => Some(codec::decode::<v2::UploadRecord>(body).map(Into::into)),
+            1 => Some(
+                codec::decode::<v1::UploadRecord>(body)
+                    .map(|old| v3::UploadRecord::from(v2::UploadRecord::from(old)).into()),
+            ),
+            2 => Some(codec::decode::<v2::UploadRecord>(body).map(|old| v3::UploadRecord::from(old).into())),
+            3 => Some(codec::decode::<v3::UploadRecord>(body).map(Into::into)),
             _ => None,
         }
     }
@@ -264,13 +287,19 @@ pub enum WriteCondition {
 pub enum BucketMsg {
     Create {
         owner: String,
-        acl: CannedAcl,
+        grants: Vec<Grant>,
         /// Enable object lock (and so versioning) from the start.
         object_lock: bool,
     },
     Delete,
     Head,
-    SetAcl(CannedAcl),
+    SetAcl(Vec<Grant>),
+    /// Replaces the grants of `key` (or one version of it).
+    SetObjectAcl {
+        key: String,
+        version_id: Option<String>,
+        grants: Vec<Grant>,
+    },
     SetPolicy(Option<String>),
     SetCors(Option<CorsConfiguration>),
     SetVersioning(Versioning),
@@ -284,6 +313,8 @@ pub enum BucketMsg {
         condition: Option<WriteCondition>,
         /// The lock the new version asks for (the bucket's default retention if it names none).
         lock: ObjectLock,
+        /// Its owner and grants (boxed: the message stays small).
+        acl: Box<ObjectAcl>,
     },
     GetObject {
         key: String,
@@ -323,6 +354,8 @@ pub enum BucketMsg {
         initiator: String,
         tags: Vec<(String, String)>,
         lock: ObjectLock,
+        /// Grants the completed object gets.
+        grants: Vec<Grant>,
     },
     GetUpload {
         upload_id: String,
@@ -400,6 +433,8 @@ pub struct ListedVersion {
     pub version_id: String,
     pub is_latest: bool,
     pub last_modified_ms: u64,
+    /// Access key that wrote it; `None`: the bucket's owner.
+    pub owner: Option<String>,
     /// Size and ETag of an object version; `None` for a delete marker.
     pub object: Option<(u64, String)>,
 }
@@ -417,6 +452,8 @@ pub struct VersionListing {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ListedObject {
     pub key: String,
+    /// Access key that wrote it; `None`: the bucket's owner.
+    pub owner: Option<String>,
     pub size: u64,
     pub etag: String,
     pub last_modified_ms: u64,
@@ -437,7 +474,7 @@ pub struct BucketInfo {
     pub name: String,
     pub owner: String,
     pub created_ms: u64,
-    pub acl: CannedAcl,
+    pub grants: Vec<Grant>,
     pub policy: Option<String>,
     pub cors: Option<CorsConfiguration>,
     pub versioning: Versioning,

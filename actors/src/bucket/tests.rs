@@ -100,11 +100,8 @@ async fn random_histories_match_the_model_and_leave_no_references() {
     let (directory, storage) = (node.directory.clone(), node.storage.clone());
     let keys = ["a", "a/b", "b", "c"];
     assert!(matches!(
-        ask(
-            &directory,
-            BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false }
-        )
-        .await,
+        ask(&directory, BucketMsg::Create { owner: "root".into(), grants: Vec::new(), object_lock: false })
+            .await,
         BucketReply::Done
     ));
     let mut model = Model::default();
@@ -123,6 +120,7 @@ async fn random_histories_match_the_model_and_leave_no_references() {
                         tags: Vec::new(),
                         condition: None,
                         lock: ObjectLock::default(),
+                        acl: Box::new(ObjectAcl { owner: "root".into(), grants: Vec::new() }),
                     },
                 )
                 .await
@@ -257,8 +255,7 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
     let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
     let directory = Directory::start(storage.clone(), SupervisionConfig::default()).await.unwrap();
     directory.register::<Bucket>();
-    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false })
-        .await;
+    ask(&directory, BucketMsg::Create { owner: "root".into(), grants: Vec::new(), object_lock: false }).await;
     let bodies: Vec<ObjectBody> = futures_bodies(&storage).await;
 
     let mut senders = Vec::new();
@@ -276,6 +273,7 @@ async fn pipelined_writes_from_many_senders_keep_totals_and_references_exact() {
                         tags: Vec::new(),
                         condition: None,
                         lock: ObjectLock::default(),
+                        acl: Box::new(ObjectAcl { owner: "root".into(), grants: Vec::new() }),
                     }
                 } else {
                     BucketMsg::DeleteObject {
@@ -342,8 +340,7 @@ async fn futures_bodies(storage: &Storage) -> Vec<ObjectBody> {
 async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time() {
     let node = crate::testing::node_with::<Bucket>().await;
     let directory = node.directory.clone();
-    ask(&directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false })
-        .await;
+    ask(&directory, BucketMsg::Create { owner: "root".into(), grants: Vec::new(), object_lock: false }).await;
     let keys = ["a/1", "a/2", "a/x/3", "b", "c/1", "c0", "d/", "d/e/f"];
     for key in keys {
         let body = body(&node.storage, 1).await;
@@ -355,6 +352,7 @@ async fn delimiter_listings_page_through_prefixes_and_keys_one_entry_at_a_time()
                 tags: Vec::new(),
                 condition: None,
                 lock: ObjectLock::default(),
+                acl: Box::new(ObjectAcl { owner: "root".into(), grants: Vec::new() }),
             },
         )
         .await;
@@ -396,7 +394,8 @@ fn a_format_1_bucket_meta_reads_back_without_cors_rules() {
     };
     let body = serv_storage::codec::encode(&old).unwrap();
     let meta = BucketMeta::upgrade(1, &body).expect("format 1 is known").expect("it decodes");
-    assert_eq!((meta.owner.as_str(), meta.created_ms, meta.acl), ("owner", 7, CannedAcl::PublicRead));
+    let public_read = vec![Grant { grantee: Grantee::AllUsers, permission: Permission::Read }];
+    assert_eq!((meta.owner.as_str(), meta.created_ms, meta.grants), ("owner", 7, public_read));
     assert_eq!((meta.policy.as_deref(), meta.versioning), (Some("{}"), Versioning::Suspended));
     assert_eq!((meta.objects, meta.bytes, meta.versions, meta.uploads, meta.next_seq), (3, 300, 4, 1, 9));
     assert_eq!(meta.cors, None);
@@ -417,7 +416,7 @@ fn a_format_1_upload_reads_back_without_tags() {
     let upload = UploadRecord::upgrade(1, &body).expect("format 1 is known").expect("it decodes");
     assert_eq!((upload.key.as_str(), upload.initiated_ms, upload.initiator.as_str()), ("k", 5, "me"));
     assert_eq!((upload.meta, upload.tags), (meta, Vec::new()));
-    assert!(UploadRecord::upgrade(4, &body).is_none(), "an unknown format is not guessed at");
+    assert!(UploadRecord::upgrade(5, &body).is_none(), "an unknown format is not guessed at");
 }
 
 /// A three-byte body without blocks, for records that are only encoded and decoded.
@@ -470,8 +469,7 @@ fn format_1_objects_and_versions_read_back_without_an_upload_id() {
 async fn locked_versions_are_not_deleted_but_a_plain_delete_adds_a_marker() {
     let node = crate::testing::node_with::<Bucket>().await;
     let (directory, storage) = (&node.directory, &node.storage);
-    ask(directory, BucketMsg::Create { owner: "root".into(), acl: CannedAcl::Private, object_lock: false })
-        .await;
+    ask(directory, BucketMsg::Create { owner: "root".into(), grants: Vec::new(), object_lock: false }).await;
     let config = ObjectLockConfig {
         default_retention: Some(DefaultRetention {
             mode: RetentionMode::Governance,
@@ -487,7 +485,9 @@ async fn locked_versions_are_not_deleted_but_a_plain_delete_adds_a_marker() {
 
     let put = |content, lock| async move {
         let body = body(storage, content).await;
-        let msg = BucketMsg::PutObject { key: "k".into(), body, tags: Vec::new(), condition: None, lock };
+        let acl = Box::new(ObjectAcl { owner: "root".into(), grants: Vec::new() });
+        let msg =
+            BucketMsg::PutObject { key: "k".into(), body, tags: Vec::new(), condition: None, lock, acl };
         let BucketReply::Committed { version_id: Some(id), .. } = ask(directory, msg).await else {
             panic!("no version")
         };
@@ -558,6 +558,7 @@ fn format_2_records_read_back_without_object_lock() {
     let version = VersionRecord::upgrade(2, &encoded).expect("format 2 is known").expect("it decodes");
     let object = version.object.expect("an object version");
     assert_eq!((object.upload_id.as_deref(), object.lock), (Some("u"), ObjectLock::default()));
+    assert_eq!(object.acl, None, "a version from before ACLs is the bucket owner's");
 
     let upload = prev::v2::UploadRecord {
         key: "k".into(),
@@ -568,4 +569,37 @@ fn format_2_records_read_back_without_object_lock() {
     };
     let upload = UploadRecord::upgrade(2, &serv_storage::codec::encode(&upload).unwrap()).unwrap().unwrap();
     assert_eq!((upload.tags.len(), upload.lock), (1, ObjectLock::default()));
+}
+
+#[test]
+fn format_3_records_read_back_with_canned_acls_as_grants_and_uploads_without() {
+    use serv_storage::Record;
+    let old = prev::v3::BucketMeta {
+        owner: "owner".into(),
+        created_ms: 7,
+        acl: CannedAcl::AuthenticatedRead,
+        policy: None,
+        cors: None,
+        versioning: Versioning::Enabled,
+        object_lock: None,
+        objects: 0,
+        bytes: 0,
+        versions: 0,
+        uploads: 0,
+        next_seq: 2,
+    };
+    let meta = BucketMeta::upgrade(3, &serv_storage::codec::encode(&old).unwrap()).unwrap().unwrap();
+    let read = vec![Grant { grantee: Grantee::AuthenticatedUsers, permission: Permission::Read }];
+    assert_eq!((meta.owner.as_str(), meta.grants), ("owner", read));
+
+    let upload = prev::v3::UploadRecord {
+        key: "k".into(),
+        initiated_ms: 5,
+        meta: ObjectMeta::default(),
+        initiator: "me".into(),
+        tags: Vec::new(),
+        lock: ObjectLock::default(),
+    };
+    let upload = UploadRecord::upgrade(3, &serv_storage::codec::encode(&upload).unwrap()).unwrap().unwrap();
+    assert_eq!((upload.initiator.as_str(), upload.grants), ("me", Vec::new()));
 }

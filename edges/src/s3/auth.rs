@@ -1,15 +1,21 @@
 //! Who is asking: access keys for SigV4, and which anonymous requests may reach an operation.
 //!
+//! Each access key belongs to an account, S3's canonical user: buckets and objects are owned by
+//! accounts, and ACLs grant to accounts. An account is one key's (the root key's is the root
+//! account); its id is derived from the access key, so every node agrees on it without storing it.
+//!
 //! Authentication is `s3s`'s (signatures, presigned URLs, clock skew); this module supplies the
-//! secrets. Authorization per bucket (owner, canned ACL) happens in the operations, which know
-//! the bucket; here anonymous requests are limited to reads, which a `public-read` bucket allows.
+//! secrets. Authorization per bucket (owner, policy, ACLs) happens in the operations, which know
+//! the bucket; here anonymous requests are let through, for a bucket or object ACL (or policy) to decide.
 
 use std::sync::Arc;
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::Owner;
 use s3s::{S3Result, s3_error};
 use serv_storage::keys::AccessKeys;
+use sha2::{Digest, Sha256};
 
 use crate::credentials::ClusterCredentials;
 
@@ -36,6 +42,17 @@ impl Keys {
         self.inner.root.root().is_some_and(|root| root.access_key == access_key)
     }
 
+    /// The account owning `access_key`, as S3 shows an owner: its canonical id and a display
+    /// name (the key's name; `root` for the root key).
+    pub fn owner(&self, access_key: &str) -> Owner {
+        let display_name = if self.is_root(access_key) {
+            Some("root".to_string())
+        } else {
+            self.inner.managed.name(access_key)
+        };
+        Owner { id: Some(account_id(access_key)), display_name }
+    }
+
     /// The secret of `access_key` (root or managed), if it is a live key: STOMP logs in with it.
     pub fn secret(&self, access_key: &str) -> Option<String> {
         match self.inner.root.root() {
@@ -43,6 +60,12 @@ impl Keys {
             _ => self.inner.managed.secret(access_key),
         }
     }
+}
+
+/// The canonical user id (64 hex digits) of the account `access_key` belongs to.
+pub fn account_id(access_key: &str) -> String {
+    let digest = Sha256::new().chain_update(b"serv-account\0").chain_update(access_key.as_bytes()).finalize();
+    super::body::hex(&digest)
 }
 
 #[async_trait::async_trait]
@@ -60,7 +83,7 @@ impl S3Auth for Keys {
 
 /// Notes each request's operation for the S3 metrics (s3s resolves it just before this check),
 /// and lets requests through to the operations, which decide per bucket: a bucket's policy or
-/// canned ACL may open it to anonymous requests. (Without this, s3s refuses every anonymous
+/// ACLs may open it to anonymous requests. (Without this, s3s refuses every anonymous
 /// request once authentication is configured.) Operations that need an identity whatever any
 /// bucket says are refused here, before their input is even parsed.
 pub(super) struct Access;

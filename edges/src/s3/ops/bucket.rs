@@ -1,14 +1,16 @@
-//! Bucket operations: create, delete, head, location, ACL, versioning, policy, CORS, and the
-//! listing of buckets.
+//! Bucket operations: create, delete, head, location, versioning, policy, CORS, and the listing
+//! of buckets (ACLs are in [`super::acl`]).
 
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use serv_actors::bucket::{BucketMsg, CannedAcl, Versioning};
+use serv_actors::bucket::{BucketMsg, Versioning};
 
+use super::super::auth::account_id;
 use super::super::policy::Policy;
 use super::super::{cors, error};
 use super::ServS3;
-use super::access::{Access, canned};
+use super::access::Access;
+use super::acl::AclOf;
 use super::headers::timestamp;
 use super::listing::{decode_token, encode_token};
 
@@ -17,10 +19,12 @@ pub(super) async fn create_bucket(
     req: S3Request<CreateBucketInput>,
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let Some(credentials) = req.credentials.as_ref() else { return Err(s3_error!(AccessDenied)) };
-    let acl = canned(req.input.acl.as_ref().map(|a| a.as_str()))?;
+    let input = &req.input;
+    let request = acl_request!(input, None);
+    let grants = request.grants(AclOf::Bucket, &account_id(&credentials.access_key))?;
     // Object lock turns versioning on with it, for good.
-    let object_lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
-    let msg = BucketMsg::Create { owner: credentials.access_key.clone(), acl, object_lock };
+    let object_lock = input.object_lock_enabled_for_bucket.unwrap_or(false);
+    let msg = BucketMsg::Create { owner: credentials.access_key.clone(), grants, object_lock };
     s3.ask(&req.input.bucket, msg).await?;
     let output = CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) };
     Ok(S3Response::new(output))
@@ -30,7 +34,12 @@ pub(super) async fn delete_bucket(
     s3: &ServS3,
     req: S3Request<DeleteBucketInput>,
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
-    s3.authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:DeleteBucket")).await?;
+    s3.authorize(
+        &req.input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:DeleteBucket").expecting(req.input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     s3.ask(&req.input.bucket, BucketMsg::Delete).await?;
     Ok(S3Response::new(DeleteBucketOutput {}))
 }
@@ -39,7 +48,12 @@ pub(super) async fn head_bucket(
     s3: &ServS3,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    s3.authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucket")).await?;
+    s3.authorize(
+        &req.input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:ListBucket").expecting(req.input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(s3.region.clone()), ..Default::default() }))
 }
 
@@ -47,62 +61,15 @@ pub(super) async fn get_bucket_location(
     s3: &ServS3,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    s3.authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:GetBucketLocation")).await?;
+    s3.authorize(
+        &req.input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:GetBucketLocation").expecting(req.input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     // us-east-1 is reported as an empty constraint, as S3 does.
     let location = (s3.region != "us-east-1").then(|| BucketLocationConstraint::from(s3.region.clone()));
     Ok(S3Response::new(GetBucketLocationOutput { location_constraint: location }))
-}
-
-pub(super) async fn put_bucket_acl(
-    s3: &ServS3,
-    req: S3Request<PutBucketAclInput>,
-) -> S3Result<S3Response<PutBucketAclOutput>> {
-    let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketAcl")).await?;
-    let grants = [&input.grant_full_control, &input.grant_read, &input.grant_read_acp, &input.grant_write];
-    if input.access_control_policy.is_some() || grants.iter().any(|g| g.is_some()) {
-        return Err(s3_error!(NotImplemented, "Only canned ACLs (x-amz-acl) are supported"));
-    }
-    let acl = canned(input.acl.as_ref().map(|a| a.as_str()))?;
-    s3.ask(&input.bucket, BucketMsg::SetAcl(acl)).await?;
-    Ok(S3Response::new(PutBucketAclOutput::default()))
-}
-
-pub(super) async fn get_bucket_acl(
-    s3: &ServS3,
-    req: S3Request<GetBucketAclInput>,
-) -> S3Result<S3Response<GetBucketAclOutput>> {
-    let input = req.input;
-    let info =
-        s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:GetBucketAcl")).await?;
-    let owner = Owner { id: Some(info.owner.clone()), display_name: Some(info.owner.clone()) };
-    let grant =
-        |type_: &'static str, id: Option<String>, uri: Option<&str>, permission: &'static str| Grant {
-            grantee: Some(Grantee {
-                type_: Type::from_static(type_),
-                id: id.clone(),
-                display_name: id,
-                uri: uri.map(str::to_string),
-                email_address: None,
-            }),
-            permission: Some(Permission::from_static(permission)),
-        };
-    let mut grants =
-        vec![grant(Type::CANONICAL_USER, Some(info.owner.clone()), None, Permission::FULL_CONTROL)];
-    const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-    const AUTHENTICATED: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
-    match info.acl {
-        CannedAcl::Private => {}
-        CannedAcl::PublicRead => grants.push(grant(Type::GROUP, None, Some(ALL_USERS), Permission::READ)),
-        CannedAcl::PublicReadWrite => {
-            grants.push(grant(Type::GROUP, None, Some(ALL_USERS), Permission::READ));
-            grants.push(grant(Type::GROUP, None, Some(ALL_USERS), Permission::WRITE));
-        }
-        CannedAcl::AuthenticatedRead => {
-            grants.push(grant(Type::GROUP, None, Some(AUTHENTICATED), Permission::READ))
-        }
-    }
-    Ok(S3Response::new(GetBucketAclOutput { grants: Some(grants), owner: Some(owner) }))
 }
 
 pub(super) async fn put_bucket_versioning(
@@ -110,7 +77,12 @@ pub(super) async fn put_bucket_versioning(
     req: S3Request<PutBucketVersioningInput>,
 ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketVersioning")).await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:PutBucketVersioning").expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let versioning = match input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
         Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
         Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
@@ -125,7 +97,11 @@ pub(super) async fn get_bucket_versioning(
     req: S3Request<GetBucketVersioningInput>,
 ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
     let info = s3
-        .authorize(&req.input.bucket, req.credentials.as_ref(), Access::bucket("s3:GetBucketVersioning"))
+        .authorize(
+            &req.input.bucket,
+            req.credentials.as_ref(),
+            Access::bucket("s3:GetBucketVersioning").expecting(req.input.expected_bucket_owner.as_deref()),
+        )
         .await?;
     let status = match info.versioning {
         Versioning::Unversioned => None,
@@ -140,7 +116,12 @@ pub(super) async fn put_bucket_policy(
     req: S3Request<PutBucketPolicyInput>,
 ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketPolicy")).await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:PutBucketPolicy").expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     Policy::parse(&input.policy, &input.bucket)
         .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e))?;
     s3.ask(&input.bucket, BucketMsg::SetPolicy(Some(input.policy))).await?;
@@ -151,7 +132,7 @@ pub(super) async fn get_bucket_policy(
     s3: &ServS3,
     req: S3Request<GetBucketPolicyInput>,
 ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
-    let access = Access::bucket("s3:GetBucketPolicy");
+    let access = Access::bucket("s3:GetBucketPolicy").expecting(req.input.expected_bucket_owner.as_deref());
     let info = s3.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
     let Some(policy) = info.policy else {
         return Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"));
@@ -163,7 +144,8 @@ pub(super) async fn delete_bucket_policy(
     s3: &ServS3,
     req: S3Request<DeleteBucketPolicyInput>,
 ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
-    let access = Access::bucket("s3:DeleteBucketPolicy");
+    let access =
+        Access::bucket("s3:DeleteBucketPolicy").expecting(req.input.expected_bucket_owner.as_deref());
     s3.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
     s3.ask(&req.input.bucket, BucketMsg::SetPolicy(None)).await?;
     Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
@@ -174,7 +156,12 @@ pub(super) async fn put_bucket_cors(
     req: S3Request<PutBucketCorsInput>,
 ) -> S3Result<S3Response<PutBucketCorsOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:PutBucketCORS")).await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:PutBucketCORS").expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let configuration = cors::configuration(input.cors_configuration.cors_rules)?;
     s3.ask(&input.bucket, BucketMsg::SetCors(Some(configuration))).await?;
     Ok(S3Response::new(PutBucketCorsOutput::default()))
@@ -184,7 +171,7 @@ pub(super) async fn get_bucket_cors(
     s3: &ServS3,
     req: S3Request<GetBucketCorsInput>,
 ) -> S3Result<S3Response<GetBucketCorsOutput>> {
-    let access = Access::bucket("s3:GetBucketCORS");
+    let access = Access::bucket("s3:GetBucketCORS").expecting(req.input.expected_bucket_owner.as_deref());
     let info = s3.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
     let Some(configuration) = info.cors else {
         return Err(s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist"));
@@ -197,7 +184,7 @@ pub(super) async fn delete_bucket_cors(
     s3: &ServS3,
     req: S3Request<DeleteBucketCorsInput>,
 ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-    let access = Access::bucket("s3:PutBucketCORS");
+    let access = Access::bucket("s3:PutBucketCORS").expecting(req.input.expected_bucket_owner.as_deref());
     s3.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
     s3.ask(&req.input.bucket, BucketMsg::SetCors(None)).await?;
     Ok(S3Response::new(DeleteBucketCorsOutput::default()))
@@ -247,10 +234,7 @@ pub(super) async fn list_buckets(
         .collect();
     let truncated = listed.next().is_some();
     let next = buckets.last().and_then(|last| last.name.as_deref()).filter(|_| truncated).map(encode_token);
-    let owner = Owner {
-        id: Some(credentials.access_key.clone()),
-        display_name: Some(credentials.access_key.clone()),
-    };
+    let owner = s3.keys.owner(&credentials.access_key);
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(owner),

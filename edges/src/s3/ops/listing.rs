@@ -14,7 +14,8 @@ pub(super) async fn list_objects(
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucket")).await?;
+    let access = Access::bucket("s3:ListBucket").expecting(input.expected_bucket_owner.as_deref());
+    let info = s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     let max = s3.page_size(input.max_keys)?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let request = serv_actors::bucket::ListRequest {
@@ -34,7 +35,7 @@ pub(super) async fn list_objects(
         is_truncated: Some(listing.next_after.is_some()),
         next_marker: listing.next_after.as_deref().map(|m| encode_if(url, m)),
         encoding_type: input.encoding_type,
-        contents: Some(listed_objects(&listing, url)),
+        contents: Some(listed_objects(&listing, url, Some((s3, &info.owner)))),
         common_prefixes: Some(common_prefixes(&listing, url)),
         ..Default::default()
     };
@@ -46,7 +47,10 @@ pub(super) async fn list_objects_v2(
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucket")).await?;
+    let access = Access::bucket("s3:ListBucket").expecting(input.expected_bucket_owner.as_deref());
+    let info = s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
+    // Owners only when asked for, as S3 answers ListObjectsV2.
+    let owners = input.fetch_owner.unwrap_or(false).then_some((s3, info.owner.as_str()));
     let max = s3.page_size(input.max_keys)?;
     let after = match &input.continuation_token {
         Some(token) => Some(decode_token(token)?),
@@ -68,7 +72,7 @@ pub(super) async fn list_objects_v2(
         is_truncated: Some(listing.next_after.is_some()),
         next_continuation_token: listing.next_after.as_deref().map(encode_token),
         encoding_type: input.encoding_type,
-        contents: Some(listed_objects(&listing, url)),
+        contents: Some(listed_objects(&listing, url, owners)),
         common_prefixes: Some(common_prefixes(&listing, url)),
         ..Default::default()
     };
@@ -80,7 +84,8 @@ pub(super) async fn list_object_versions(
     req: S3Request<ListObjectVersionsInput>,
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucketVersions")).await?;
+    let access = Access::bucket("s3:ListBucketVersions").expecting(input.expected_bucket_owner.as_deref());
+    let info = s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     let max = s3.page_size(input.max_keys)?;
     let url = url_encoded(input.encoding_type.as_ref())?;
     let request = ListVersionsRequest {
@@ -97,6 +102,7 @@ pub(super) async fn list_object_versions(
     let (mut versions, mut markers) = (Vec::new(), Vec::new());
     for v in listing.versions {
         let (key, last_modified) = (Some(encode_if(url, &v.key)), Some(timestamp(v.last_modified_ms)));
+        let owner = Some(s3.keys.owner(v.owner.as_deref().unwrap_or(&info.owner)));
         match v.object {
             Some((size, etag)) => versions.push(ObjectVersion {
                 key,
@@ -108,6 +114,7 @@ pub(super) async fn list_object_versions(
                 storage_class: Some(ObjectVersionStorageClass::from_static(
                     ObjectVersionStorageClass::STANDARD,
                 )),
+                owner,
                 ..Default::default()
             }),
             None => markers.push(DeleteMarkerEntry {
@@ -115,7 +122,7 @@ pub(super) async fn list_object_versions(
                 version_id: Some(v.version_id),
                 is_latest: Some(v.is_latest),
                 last_modified,
-                owner: None,
+                owner,
             }),
         }
     }
@@ -165,7 +172,9 @@ impl ServS3 {
     }
 }
 
-pub(super) fn listed_objects(listing: &Listing, url: bool) -> Vec<Object> {
+/// The listed objects as S3 shows them; with `owners` (the edge and the bucket's owner, for
+/// objects from before owners were kept), each with its owner.
+pub(super) fn listed_objects(listing: &Listing, url: bool, owners: Option<(&ServS3, &str)>) -> Vec<Object> {
     listing
         .objects
         .iter()
@@ -175,6 +184,7 @@ pub(super) fn listed_objects(listing: &Listing, url: bool) -> Vec<Object> {
             e_tag: Some(strong(&o.etag)),
             last_modified: Some(timestamp(o.last_modified_ms)),
             storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            owner: owners.map(|(s3, bucket_owner)| s3.keys.owner(o.owner.as_deref().unwrap_or(bucket_owner))),
             ..Default::default()
         })
         .collect()

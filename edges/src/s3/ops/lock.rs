@@ -25,7 +25,8 @@ pub(super) async fn put_object_lock_configuration(
     req: S3Request<PutObjectLockConfigurationInput>,
 ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
     let input = req.input;
-    let access = Access::bucket("s3:PutBucketObjectLockConfiguration");
+    let access = Access::bucket("s3:PutBucketObjectLockConfiguration")
+        .expecting(input.expected_bucket_owner.as_deref());
     s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     let Some(configuration) = input.object_lock_configuration else {
         return Err(s3_error!(MalformedXML, "The XML you provided was not well-formed"));
@@ -65,7 +66,8 @@ pub(super) async fn get_object_lock_configuration(
     s3: &ServS3,
     req: S3Request<GetObjectLockConfigurationInput>,
 ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
-    let access = Access::bucket("s3:GetBucketObjectLockConfiguration");
+    let access = Access::bucket("s3:GetBucketObjectLockConfiguration")
+        .expecting(req.input.expected_bucket_owner.as_deref());
     let info = s3.authorize(&req.input.bucket, req.credentials.as_ref(), access).await?;
     let Some(config) = info.object_lock else {
         return Err(S3Error::with_message(
@@ -94,7 +96,12 @@ pub(super) async fn put_object_retention(
 ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
     let input = req.input;
     let credentials = req.credentials.as_ref();
-    s3.authorize(&input.bucket, credentials, Access::object("s3:PutObjectRetention", &input.key)).await?;
+    s3.authorize(
+        &input.bucket,
+        credentials,
+        Access::object("s3:PutObjectRetention", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let given = input.retention.unwrap_or_default();
     let retention = retention(given.mode.as_ref().map(|m| m.as_str()), given.retain_until_date.as_ref())?;
     let bypass_governance =
@@ -114,7 +121,8 @@ pub(super) async fn get_object_retention(
     req: S3Request<GetObjectRetentionInput>,
 ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
     let input = req.input;
-    let access = Access::object("s3:GetObjectRetention", &input.key);
+    let access =
+        Access::object("s3:GetObjectRetention", &input.key).expecting(input.expected_bucket_owner.as_deref());
     let lock =
         s3.lock_of(&input.bucket, req.credentials.as_ref(), access, &input.key, input.version_id).await?;
     let Some(retention) = lock.retention else {
@@ -135,7 +143,8 @@ pub(super) async fn put_object_legal_hold(
     req: S3Request<PutObjectLegalHoldInput>,
 ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
     let input = req.input;
-    let access = Access::object("s3:PutObjectLegalHold", &input.key);
+    let access =
+        Access::object("s3:PutObjectLegalHold", &input.key).expecting(input.expected_bucket_owner.as_deref());
     s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     let status = input.legal_hold.and_then(|hold| hold.status);
     let on = legal_hold(status.as_ref().map(|s| s.as_str()))?
@@ -150,7 +159,8 @@ pub(super) async fn get_object_legal_hold(
     req: S3Request<GetObjectLegalHoldInput>,
 ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
     let input = req.input;
-    let access = Access::object("s3:GetObjectLegalHold", &input.key);
+    let access =
+        Access::object("s3:GetObjectLegalHold", &input.key).expecting(input.expected_bucket_owner.as_deref());
     let lock =
         s3.lock_of(&input.bucket, req.credentials.as_ref(), access, &input.key, input.version_id).await?;
     let status = if lock.legal_hold { ObjectLockLegalHoldStatus::ON } else { ObjectLockLegalHoldStatus::OFF };

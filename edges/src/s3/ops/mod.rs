@@ -2,7 +2,7 @@
 //! actor (through the directory) and translates its reply.
 //!
 //! s3s wants them as one `impl S3`; that impl (at the end) only names, for each operation, the
-//! module that answers it: [`bucket`], [`object`], [`listing`], [`multipart`] or [`lock`]. What they share
+//! module that answers it: [`bucket`], [`acl`], [`object`], [`listing`], [`multipart`] or [`lock`]. What they share
 //! lives beside them: access checks in [`access`], object headers and validators in [`headers`],
 //! bodies in flight in [`payload`].
 
@@ -11,6 +11,8 @@ mod headers;
 #[macro_use]
 mod payload;
 mod access;
+#[macro_use]
+mod acl;
 mod bucket;
 mod listing;
 #[macro_use]
@@ -120,8 +122,10 @@ operations! {
     bucket::delete_bucket(DeleteBucketInput) -> DeleteBucketOutput;
     bucket::head_bucket(HeadBucketInput) -> HeadBucketOutput;
     bucket::get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
-    bucket::put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput;
-    bucket::get_bucket_acl(GetBucketAclInput) -> GetBucketAclOutput;
+    acl::put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput;
+    acl::get_bucket_acl(GetBucketAclInput) -> GetBucketAclOutput;
+    acl::put_object_acl(PutObjectAclInput) -> PutObjectAclOutput;
+    acl::get_object_acl(GetObjectAclInput) -> GetObjectAclOutput;
     bucket::put_bucket_versioning(PutBucketVersioningInput) -> PutBucketVersioningOutput;
     bucket::get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput;
     bucket::put_bucket_policy(PutBucketPolicyInput) -> PutBucketPolicyOutput;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use serv_actors::bucket::{BucketMsg, BucketReply, PartRecord};
+use serv_actors::bucket::{BucketMsg, BucketReply, ObjectAcl, PartRecord, UploadInfo};
 
 use super::super::body::{self, Written};
 use super::access::Access;
@@ -20,13 +20,17 @@ pub(super) async fn create_multipart_upload(
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    let access = Access::object("s3:PutObject", &input.key).expecting(input.expected_bucket_owner.as_deref());
+    let info = s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     s3.check_key(&input.key)?;
     let tags = header_tags(input.tagging.as_deref())?;
     let lock = lock_from!(input)?;
     let meta = meta_from!(input);
-    let initiator = req.credentials.map(|c| c.access_key).unwrap_or_default();
-    let msg = BucketMsg::CreateUpload { key: input.key.clone(), meta, initiator, tags, lock };
+    // The upload, and the object it completes into, are the initiator's (the bucket owner's when
+    // anonymous).
+    let ObjectAcl { owner: initiator, grants } =
+        new_object_acl!(input, &info.owner, req.credentials.as_ref())?;
+    let msg = BucketMsg::CreateUpload { key: input.key.clone(), meta, initiator, tags, lock, grants };
     let BucketReply::Upload(upload) = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };
@@ -44,7 +48,12 @@ pub(super) async fn upload_part(
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
     let S3Request { input, credentials, trailing_headers, .. } = req;
-    s3.authorize(&input.bucket, credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    s3.authorize(
+        &input.bucket,
+        credentials.as_ref(),
+        Access::object("s3:PutObject", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let part_number = s3.part_number(input.part_number)?;
     s3.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
     let _slot = s3.body_slot()?;
@@ -70,8 +79,18 @@ pub(super) async fn upload_part_copy(
     let CopySource::Bucket { bucket: source_bucket, key: source_key, version_id } = &input.copy_source else {
         return Err(s3_error!(NotImplemented, "Copying from an access point is not supported"));
     };
-    s3.authorize(source_bucket, req.credentials.as_ref(), Access::object("s3:GetObject", source_key)).await?;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    s3.authorize(
+        source_bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:GetObject", source_key).expecting(input.expected_source_bucket_owner.as_deref()),
+    )
+    .await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:PutObject", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let part_number = s3.part_number(input.part_number)?;
     s3.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
     let (source, source_blocks, pins) =
@@ -129,7 +148,12 @@ pub(super) async fn complete_multipart_upload(
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:PutObject", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
     let Some(parts) = input.multipart_upload.and_then(|m| m.parts) else {
         return Err(s3_error!(MalformedXML, "The XML you provided did not list any parts"));
@@ -174,7 +198,8 @@ pub(super) async fn abort_multipart_upload(
     s3.authorize(
         &input.bucket,
         req.credentials.as_ref(),
-        Access::object("s3:AbortMultipartUpload", &input.key),
+        Access::object("s3:AbortMultipartUpload", &input.key)
+            .expecting(input.expected_bucket_owner.as_deref()),
     )
     .await?;
     s3.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
@@ -190,10 +215,12 @@ pub(super) async fn list_parts(
     s3.authorize(
         &input.bucket,
         req.credentials.as_ref(),
-        Access::object("s3:ListMultipartUploadParts", &input.key),
+        Access::object("s3:ListMultipartUploadParts", &input.key)
+            .expecting(input.expected_bucket_owner.as_deref()),
     )
     .await?;
-    s3.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
+    let upload = s3.upload_key(&input.bucket, &input.upload_id, &input.key).await?;
+    let owner = s3.keys.owner(&upload.initiator);
     let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
     let after = input.part_number_marker.unwrap_or(0).max(0) as u32;
     let msg = BucketMsg::ListParts { upload_id: input.upload_id.clone(), after, max };
@@ -220,6 +247,8 @@ pub(super) async fn list_parts(
         next_part_number_marker: next,
         is_truncated: Some(truncated),
         parts: Some(parts),
+        initiator: Some(Initiator { id: owner.id.clone(), display_name: owner.display_name.clone() }),
+        owner: Some(owner),
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -230,8 +259,12 @@ pub(super) async fn list_multipart_uploads(
     req: S3Request<ListMultipartUploadsInput>,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:ListBucketMultipartUploads"))
-        .await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:ListBucketMultipartUploads").expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
     let after = input.key_marker.clone().map(|key| (key, input.upload_id_marker.clone().unwrap_or_default()));
     let msg = BucketMsg::ListUploads { prefix: input.prefix.clone().unwrap_or_default(), after, max };
@@ -241,12 +274,16 @@ pub(super) async fn list_multipart_uploads(
     let last = uploads.last().map(|u| (u.key.clone(), u.upload_id.clone()));
     let uploads = uploads
         .into_iter()
-        .map(|u| MultipartUpload {
-            key: Some(u.key),
-            upload_id: Some(u.upload_id),
-            initiated: Some(timestamp(u.initiated_ms)),
-            initiator: Some(Initiator { id: Some(u.initiator.clone()), display_name: Some(u.initiator) }),
-            ..Default::default()
+        .map(|u| {
+            let owner = s3.keys.owner(&u.initiator);
+            MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.upload_id),
+                initiated: Some(timestamp(u.initiated_ms)),
+                initiator: Some(Initiator { id: owner.id.clone(), display_name: owner.display_name.clone() }),
+                owner: Some(owner),
+                ..Default::default()
+            }
         })
         .collect();
     let output = ListMultipartUploadsOutput {
@@ -265,7 +302,8 @@ pub(super) async fn list_multipart_uploads(
 }
 
 impl ServS3 {
-    pub(super) async fn upload_key(&self, bucket: &str, upload_id: &str, key: &str) -> S3Result<()> {
+    /// The upload `upload_id` of `key` (NoSuchUpload if it is another key's).
+    pub(super) async fn upload_key(&self, bucket: &str, upload_id: &str, key: &str) -> S3Result<UploadInfo> {
         let BucketReply::Upload(upload) =
             self.ask(bucket, BucketMsg::GetUpload { upload_id: upload_id.to_string() }).await?
         else {
@@ -274,7 +312,7 @@ impl ServS3 {
         if upload.key != key {
             return Err(s3_error!(NoSuchUpload, "The upload belongs to another key"));
         }
-        Ok(())
+        Ok(upload)
     }
 
     pub(super) fn part_number(&self, n: i32) -> S3Result<u32> {

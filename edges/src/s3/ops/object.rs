@@ -23,8 +23,13 @@ pub(super) async fn put_object(
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let S3Request { input, credentials, trailing_headers, .. } = req;
-    let info =
-        s3.authorize(&input.bucket, credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    let info = s3
+        .authorize(
+            &input.bucket,
+            credentials.as_ref(),
+            Access::object("s3:PutObject", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+        )
+        .await?;
     s3.check_key(&input.key)?;
     let _slot = s3.body_slot()?;
     let claimed = claimed_checksums!(input);
@@ -48,7 +53,8 @@ pub(super) async fn put_object(
         checksums: checksums_of(&written.checksums),
         part_sizes: Vec::new(),
     };
-    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition, lock };
+    let acl = new_object_acl!(input, &info.owner, credentials.as_ref())?;
+    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition, lock, acl: Box::new(acl) };
     let reply = if crate::fault_injection::lose(crate::fault_injection::Loss::S3Put) {
         BucketReply::Committed { etag: written.md5_hex(), version_id: None }
     } else {
@@ -70,7 +76,10 @@ pub(super) async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:GetObject", &input.key)).await?;
+    let access = Access::object("s3:GetObject", &input.key)
+        .version(input.version_id.as_deref())
+        .expecting(input.expected_bucket_owner.as_deref());
+    s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     let (record, blocks, pins) =
         s3.pinned_object(&input.bucket, &input.key, input.version_id.clone()).await?;
     preconditions(
@@ -113,7 +122,10 @@ pub(super) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:GetObject", &input.key)).await?;
+    let access = Access::object("s3:GetObject", &input.key)
+        .version(input.version_id.as_deref())
+        .expecting(input.expected_bucket_owner.as_deref());
+    s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     let msg = BucketMsg::GetObject { key: input.key.clone(), version_id: input.version_id.clone() };
     let BucketReply::Object(record) = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
@@ -145,8 +157,12 @@ pub(super) async fn delete_object(
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:DeleteObject", &input.key))
-        .await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:DeleteObject", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
         return Err(only_if_match());
     }
@@ -169,7 +185,12 @@ pub(super) async fn delete_objects(
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::bucket("s3:DeleteObject")).await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::bucket("s3:DeleteObject").expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     if input.delete.objects.len() > 1000 {
         return Err(s3_error!(MalformedXML, "At most 1000 keys may be deleted in one request"));
     }
@@ -226,9 +247,16 @@ pub(super) async fn copy_object(
     let CopySource::Bucket { bucket: source_bucket, key: source_key, version_id } = &input.copy_source else {
         return Err(s3_error!(NotImplemented, "Copying from an access point is not supported"));
     };
-    s3.authorize(source_bucket, req.credentials.as_ref(), Access::object("s3:GetObject", source_key)).await?;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObject", &input.key)).await?;
+    s3.authorize(
+        source_bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:GetObject", source_key).expecting(input.expected_source_bucket_owner.as_deref()),
+    )
+    .await?;
+    let access = Access::object("s3:PutObject", &input.key).expecting(input.expected_bucket_owner.as_deref());
+    let info = s3.authorize(&input.bucket, req.credentials.as_ref(), access).await?;
     s3.check_key(&input.key)?;
+    let acl = new_object_acl!(input, &info.owner, req.credentials.as_ref())?;
     let (source, source_blocks, pins) =
         s3.pinned_object(source_bucket, source_key, version_id.as_ref().map(|v| v.to_string())).await?;
     copy_preconditions(
@@ -260,7 +288,7 @@ pub(super) async fn copy_object(
         true => None,
         false => Some(body::copy_blocks(&source_blocks, &destination, &source.body.chunks).await?),
     };
-    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition: None, lock };
+    let msg = BucketMsg::PutObject { key: input.key, body, tags, condition: None, lock, acl: Box::new(acl) };
     let BucketReply::Committed { etag, version_id: new_version } = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
     };
@@ -282,8 +310,12 @@ pub(super) async fn put_object_tagging(
     req: S3Request<PutObjectTaggingInput>,
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:PutObjectTagging", &input.key))
-        .await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:PutObjectTagging", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let tags = validate_tags(input.tagging.tag_set)?;
     let msg = BucketMsg::PutTags { key: input.key, version_id: input.version_id.clone(), tags };
     s3.ask(&input.bucket, msg).await?;
@@ -295,8 +327,12 @@ pub(super) async fn get_object_tagging(
     req: S3Request<GetObjectTaggingInput>,
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let input = req.input;
-    s3.authorize(&input.bucket, req.credentials.as_ref(), Access::object("s3:GetObjectTagging", &input.key))
-        .await?;
+    s3.authorize(
+        &input.bucket,
+        req.credentials.as_ref(),
+        Access::object("s3:GetObjectTagging", &input.key).expecting(input.expected_bucket_owner.as_deref()),
+    )
+    .await?;
     let msg = BucketMsg::GetObject { key: input.key, version_id: input.version_id.clone() };
     let BucketReply::Object(record) = s3.ask(&input.bucket, msg).await? else {
         return Err(unexpected());
@@ -314,7 +350,8 @@ pub(super) async fn delete_object_tagging(
     s3.authorize(
         &input.bucket,
         req.credentials.as_ref(),
-        Access::object("s3:DeleteObjectTagging", &input.key),
+        Access::object("s3:DeleteObjectTagging", &input.key)
+            .expecting(input.expected_bucket_owner.as_deref()),
     )
     .await?;
     let msg = BucketMsg::PutTags { key: input.key, version_id: input.version_id.clone(), tags: Vec::new() };
