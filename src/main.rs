@@ -37,12 +37,13 @@ use crate::config::{Cli, Config};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read once at its first allocation: a background thread hands pages
-/// freed for a second back to the system (jemalloc's default waits 10 s, and only while the
-/// process keeps allocating), so a burst's buffers do not linger in the resident set.
+/// jemalloc's settings, read once at its first allocation: pages freed for a second go back to
+/// the system (jemalloc's default keeps them 10 s), so a burst's buffers do not linger in the
+/// resident set. No background purging thread: jemalloc starts it before `main` can block the
+/// stop signals, and a SIGTERM delivered to it would kill the node instead of draining it.
 /// (jemalloc reads a C string through this symbol; the array's length is checked at compile time.)
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static JEMALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
     // Before anything else: a stop signal that arrives while the node starts waits, blocked,
