@@ -265,10 +265,24 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
         .filter(|key| nodes[0].partitions.partition_of(key) == partition)
         .take((SNAPSHOT_EVERY_ENTRIES + LOG_KEPT_BEHIND_SNAPSHOT) as usize + 300)
         .collect();
-    let leader =
-        eventually("one replica leads", Duration::from_secs(10), || leader_of(&nodes, partition)).await;
-    let leading = nodes.iter().position(|node| node.id == leader).unwrap();
-    nodes[leading].write("doomed", 1).await.unwrap();
+    // Just after the start, leadership may still move to the partition's preferred leader: the
+    // first write goes to whichever replica leads when it is taken.
+    let started = Instant::now();
+    let leading = loop {
+        let leader =
+            eventually("one replica leads", Duration::from_secs(10), || leader_of(&nodes, partition)).await;
+        let leading = nodes.iter().position(|node| node.id == leader).unwrap();
+        match nodes[leading].write("doomed", 1).await {
+            Ok(()) => break leading,
+            Err(error) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no leader took the first write: {error:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     let behind = (0..3).find(|i| *i != leading).unwrap();
     eventually("the replica to stop has the first write", Duration::from_secs(10), || {
         (nodes[behind].note("doomed") == Some(Note(1))).then_some(())
